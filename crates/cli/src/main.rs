@@ -1,0 +1,150 @@
+//! `firn`: the Firn server and a command-line client of it.
+
+mod client_cmds;
+mod load;
+mod output;
+mod spec;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use firn_core::{Catalog, CatalogConfig, Env, WarehouseConfig};
+
+#[derive(Parser)]
+#[command(name = "firn", version, about = "Firn: atomic commits for Apache Iceberg tables on object storage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Conn {
+    /// The Firn server's gRPC endpoint.
+    #[arg(long, env = "FIRN_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+    endpoint: String,
+    /// Print machine-readable JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Firn server (SQLite + local directory by default: no set-up needed).
+    Serve(ServeArgs),
+    /// Create, list or drop namespaces.
+    #[command(subcommand)]
+    Namespace(client_cmds::NamespaceCmd),
+    /// Create, list, show or drop tables.
+    #[command(subcommand)]
+    Table(client_cmds::TableCmd),
+    /// Load Parquet, CSV or JSON-lines files into a table as one commit.
+    Load(client_cmds::LoadArgs),
+    /// List a table's snapshots, oldest first.
+    Snapshots(client_cmds::SnapshotsArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where the default catalog database and warehouse live.
+    #[arg(long, env = "FIRN_DATA_DIR", default_value = "./firn-data")]
+    data_dir: PathBuf,
+    /// Address of the gRPC API.
+    #[arg(long, env = "FIRN_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    grpc_listen: SocketAddr,
+    /// Catalog database: sqlite://PATH or postgres://USER:PASS@HOST/DB [default: SQLite in the data dir].
+    #[arg(long, env = "FIRN_CATALOG_URL")]
+    catalog_url: Option<String>,
+    /// Warehouse root: file:///DIR, s3://BUCKET/PREFIX [default: DATA_DIR/warehouse].
+    #[arg(long, env = "FIRN_WAREHOUSE")]
+    warehouse: Option<String>,
+    /// Warehouse option KEY=VALUE (S3: endpoint, region, allow_http, ...); repeatable.
+    #[arg(long = "warehouse-option", value_name = "KEY=VALUE")]
+    warehouse_options: Vec<String>,
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let catalog_url = args
+        .catalog_url
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+    let warehouse_url = match args.warehouse {
+        Some(w) => w,
+        None => {
+            let dir = data_dir.join("warehouse");
+            std::fs::create_dir_all(&dir)?;
+            format!("file://{}", dir.display())
+        }
+    };
+    let mut warehouse = WarehouseConfig::new(warehouse_url);
+    for kv in &args.warehouse_options {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--warehouse-option {kv:?} is not KEY=VALUE"))?;
+        warehouse.options.insert(k.to_string(), v.to_string());
+    }
+    let catalog = Catalog::open(
+        CatalogConfig {
+            catalog_url: catalog_url.clone(),
+            warehouse: warehouse.clone(),
+        },
+        Env::default(),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(args.grpc_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.grpc_listen))?;
+    tracing::info!(
+        grpc = %listener.local_addr()?,
+        catalog = %catalog_url,
+        warehouse = %warehouse.url,
+        "firn serving"
+    );
+    eprintln!("firn serving gRPC on {} (catalog {catalog_url}, warehouse {})", listener.local_addr()?, warehouse.url);
+    firn_server::serve(catalog, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FIRN_LOG").unwrap_or_else(|_| "warn,firn=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(a) => serve(a).await,
+        Command::Namespace(c) => client_cmds::namespace(c).await,
+        Command::Table(c) => client_cmds::table(c).await,
+        Command::Load(a) => client_cmds::load(a).await,
+        Command::Snapshots(a) => client_cmds::snapshots(a).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", output::error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

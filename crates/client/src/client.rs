@@ -1,0 +1,213 @@
+//! The typed gRPC client.
+
+use std::time::Duration;
+
+use firn_core::TableIdent;
+use firn_proto::v1 as pb;
+use firn_proto::v1::catalog_service_client::CatalogServiceClient;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ClientError, Result};
+
+/// How commits are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A connection to a Firn server. Cheap to clone (one HTTP/2 channel).
+#[derive(Clone)]
+pub struct FirnClient {
+    inner: CatalogServiceClient<Channel>,
+    retry: RetryPolicy,
+    client_name: Option<String>,
+}
+
+pub(crate) fn ident(i: &TableIdent) -> pb::TableIdent {
+    pb::TableIdent {
+        namespace: i.namespace.clone(),
+        name: i.name.clone(),
+    }
+}
+
+impl FirnClient {
+    /// Connects to `endpoint` (e.g. `http://127.0.0.1:50051`).
+    pub async fn connect(endpoint: &str) -> Result<Self> {
+        let err = |source| ClientError::Connect {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(err)?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(err)?;
+        Ok(Self {
+            inner: CatalogServiceClient::new(channel)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+            retry: RetryPolicy::default(),
+            client_name: None,
+        })
+    }
+
+    /// Names this client in the server's commit log.
+    pub fn with_client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = Some(name.into());
+        self
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The generated client, for calls this type does not wrap.
+    pub fn raw(&self) -> CatalogServiceClient<Channel> {
+        self.inner.clone()
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(name) = &self.client_name
+            && let Ok(v) = name.parse()
+        {
+            r.metadata_mut().insert("x-firn-client", v);
+        }
+        r
+    }
+
+    pub async fn create_namespace(&self, name: &str) -> Result<pb::Namespace> {
+        let req = pb::CreateNamespaceRequest {
+            name: name.to_string(),
+            properties: Default::default(),
+        };
+        Ok(self.inner.clone().create_namespace(self.request(req)).await?.into_inner())
+    }
+
+    pub async fn list_namespaces(&self) -> Result<Vec<pb::Namespace>> {
+        let r = self.inner.clone().list_namespaces(self.request(pb::ListNamespacesRequest {})).await?;
+        Ok(r.into_inner().namespaces)
+    }
+
+    pub async fn drop_namespace(&self, name: &str) -> Result<()> {
+        let req = pb::DropNamespaceRequest { name: name.to_string() };
+        self.inner.clone().drop_namespace(self.request(req)).await?;
+        Ok(())
+    }
+
+    pub async fn create_table(&self, req: pb::CreateTableRequest) -> Result<pb::Table> {
+        Ok(self.inner.clone().create_table(self.request(req)).await?.into_inner())
+    }
+
+    pub async fn load_table(&self, table: &TableIdent, include_metadata_json: bool) -> Result<pb::Table> {
+        let req = pb::LoadTableRequest {
+            ident: Some(ident(table)),
+            include_metadata_json,
+        };
+        Ok(self.inner.clone().load_table(self.request(req)).await?.into_inner())
+    }
+
+    pub async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {
+        let req = pb::ListTablesRequest {
+            namespace: namespace.to_string(),
+        };
+        let r = self.inner.clone().list_tables(self.request(req)).await?.into_inner();
+        Ok(r.tables.into_iter().map(|t| TableIdent::new(t.namespace, t.name)).collect())
+    }
+
+    pub async fn drop_table(&self, table: &TableIdent) -> Result<()> {
+        let req = pb::DropTableRequest { ident: Some(ident(table)) };
+        self.inner.clone().drop_table(self.request(req)).await?;
+        Ok(())
+    }
+
+    pub async fn rename_table(&self, from: &TableIdent, to: &TableIdent) -> Result<pb::Table> {
+        let req = pb::RenameTableRequest {
+            from: Some(ident(from)),
+            to: Some(ident(to)),
+        };
+        Ok(self.inner.clone().rename_table(self.request(req)).await?.into_inner())
+    }
+
+    /// Sends one commit request, once.
+    pub async fn commit_once(&self, req: pb::CommitRequest) -> Result<pb::CommitResponse> {
+        Ok(self.inner.clone().commit(self.request(req)).await?.into_inner())
+    }
+
+    /// Commits with retries under the same commit id. `UNAVAILABLE` and `INTERNAL` (outcome
+    /// unknown) are retried as they are: the server returns the first result if the commit
+    /// had landed. `ABORTED` (conflict) is retried after `rebase` has updated the request's
+    /// base snapshot — return `false` from it to give up instead.
+    pub async fn commit<F, Fut>(&self, mut req: pb::CommitRequest, mut rebase: F) -> Result<pb::CommitResponse>
+    where
+        F: FnMut(pb::CommitRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<pb::CommitRequest>>>,
+    {
+        if req.commit_id.is_empty() {
+            req.commit_id = uuid::Uuid::now_v7().to_string();
+        }
+        let mut backoff = self.retry.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.commit_once(req.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(ClientError::Status(s)) if attempt < self.retry.max_attempts => match s.code() {
+                    Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded => {}
+                    Code::Aborted => match rebase(req.clone()).await? {
+                        Some(r) => req = r,
+                        None => return Err(ClientError::Status(s)),
+                    },
+                    _ => return Err(ClientError::Status(s)),
+                },
+                Err(e) => return Err(e),
+            }
+            let jitter = rand::random::<f64>() * 0.5 + 0.75;
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(self.retry.max_backoff);
+        }
+    }
+
+    /// Every snapshot of a table, oldest first (follows the pages).
+    pub async fn list_snapshots(&self, table: &TableIdent) -> Result<Vec<pb::Snapshot>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let req = pb::ListSnapshotsRequest {
+                ident: Some(ident(table)),
+                page_size: 1000,
+                page_token: token,
+            };
+            let page = self.inner.clone().list_snapshots(self.request(req)).await?.into_inner();
+            out.extend(page.snapshots);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn get_snapshot(&self, table: &TableIdent, snapshot_id: i64) -> Result<pb::Snapshot> {
+        let req = pb::GetSnapshotRequest {
+            ident: Some(ident(table)),
+            snapshot_id,
+        };
+        Ok(self.inner.clone().get_snapshot(self.request(req)).await?.into_inner())
+    }
+}

@@ -1,0 +1,302 @@
+//! [`TableWriter`]: Arrow batches in, Parquet files and one commit out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::SchemaRef as ArrowSchemaRef;
+use firn_core::files::partition_to_json;
+use firn_core::{FirnStorageFactory, TableIdent, WarehouseConfig};
+use firn_proto::v1 as pb;
+use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::spec::{
+    DataFile, DataFileFormat, PartitionKey, PartitionSpecRef, SchemaRef, Struct, StructType,
+    TableMetadata,
+};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::client::{FirnClient, ident};
+use crate::error::{ClientError, Result};
+
+/// What a [`TableWriter`]'s commit does with the table's existing rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// Add the rows.
+    #[default]
+    Append,
+    /// Replace every row of the table.
+    Overwrite,
+    /// Replace the rows of the partitions the new rows fall into.
+    OverwritePartitions,
+}
+
+/// Options of a [`TableWriter`].
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Roll to a new file past this many bytes.
+    pub target_file_size: usize,
+    pub mode: WriteMode,
+    /// Extra snapshot summary properties.
+    pub summary: HashMap<String, String>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            target_file_size: 128 << 20,
+            mode: WriteMode::Append,
+            summary: HashMap::new(),
+        }
+    }
+}
+
+type Inner = FanoutWriter<
+    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
+>;
+
+/// Writes Parquet files for one table and commits them as one snapshot.
+///
+/// Files get Iceberg field ids and column statistics, are split by the table's partition
+/// spec and rolled at the target size, and are named `<uuid>-<n>.parquet` so that writers
+/// never collide. Nothing is visible to readers until [`TableWriter::commit`] returns.
+pub struct TableWriter {
+    client: FirnClient,
+    table: TableIdent,
+    options: WriterOptions,
+    base_snapshot_id: Option<i64>,
+    schema: SchemaRef,
+    spec: PartitionSpecRef,
+    partition_type: StructType,
+    arrow_schema: ArrowSchemaRef,
+    splitter: Option<RecordBatchPartitionSplitter>,
+    writer: Inner,
+    rows: u64,
+}
+
+impl TableWriter {
+    /// Prepares to write to `table` as of its current snapshot.
+    pub async fn new(client: &FirnClient, table: &TableIdent, options: WriterOptions) -> Result<Self> {
+        let t = client.load_table(table, true).await?;
+        let meta: TableMetadata = serde_json::from_str(&t.metadata_json)
+            .map_err(|e| ClientError::InvalidData(format!("the server sent unreadable table metadata: {e}")))?;
+        let schema = meta.current_schema().clone();
+        let spec = meta.default_partition_spec().clone();
+        let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
+        let file_io = FirnStorageFactory::file_io(&WarehouseConfig::new(meta.location()));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let rolling = RollingFileWriterBuilder::new(
+            ParquetWriterBuilder::new(props, schema.clone()),
+            options.target_file_size,
+            file_io,
+            DefaultLocationGenerator::new(&meta)?,
+            DefaultFileNameGenerator::new(uuid::Uuid::now_v7().to_string(), None, DataFileFormat::Parquet),
+        );
+        let splitter = if spec.is_unpartitioned() {
+            None
+        } else {
+            Some(RecordBatchPartitionSplitter::try_new_with_computed_values(
+                schema.clone(),
+                spec.clone(),
+            )?)
+        };
+        Ok(Self {
+            client: client.clone(),
+            table: table.clone(),
+            options,
+            base_snapshot_id: t.current_snapshot_id,
+            partition_type: meta.default_partition_type().clone(),
+            schema,
+            spec,
+            arrow_schema,
+            splitter,
+            writer: FanoutWriter::new(DataFileWriterBuilder::new(rolling)),
+            rows: 0,
+        })
+    }
+
+    /// The table's Arrow schema (with Iceberg field ids), which batches are aligned to.
+    pub fn arrow_schema(&self) -> &ArrowSchemaRef {
+        &self.arrow_schema
+    }
+
+    /// Writes a batch. Columns are matched to the table by name and cast to its types.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let batch = align_batch(batch, &self.arrow_schema)?;
+        self.rows += batch.num_rows() as u64;
+        match &self.splitter {
+            Some(s) => {
+                for (key, part) in s.split(&batch)? {
+                    self.writer.write(key, part).await?;
+                }
+            }
+            None => {
+                let key = PartitionKey::new((*self.spec).clone(), self.schema.clone(), Struct::empty());
+                self.writer.write(key, batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Closes the files and commits them (retrying safely); returns the commit's result.
+    pub async fn commit(self) -> Result<pb::CommitResponse> {
+        let files = self.writer.close().await?;
+        if files.is_empty() && self.options.mode != WriteMode::Overwrite {
+            return Err(ClientError::InvalidData("nothing was written: no rows to commit".into()));
+        }
+        let add = files
+            .iter()
+            .map(|f| proto_file(&self.partition_type, f))
+            .collect::<Result<Vec<_>>>()?;
+        use pb::commit_request::Operation as Op;
+        use pb::overwrite_op::Remove;
+        let operation = match self.options.mode {
+            WriteMode::Append => Op::Append(pb::AppendOp { add }),
+            WriteMode::Overwrite => Op::Overwrite(pb::OverwriteOp {
+                add,
+                remove: Some(Remove::All(true)),
+            }),
+            WriteMode::OverwritePartitions => Op::Overwrite(pb::OverwriteOp {
+                add,
+                remove: Some(Remove::AddedPartitions(true)),
+            }),
+        };
+        let req = pb::CommitRequest {
+            ident: Some(ident(&self.table)),
+            commit_id: uuid::Uuid::now_v7().to_string(),
+            base_snapshot_id: self.base_snapshot_id,
+            operation: Some(operation),
+            summary: self.options.summary.clone(),
+        };
+        let client = self.client.clone();
+        let table = self.table.clone();
+        // An overwrite states the table's (or partitions') new content, so after a conflict
+        // it is re-based on the current snapshot and tried again.
+        self.client
+            .commit(req, move |mut req| {
+                let client = client.clone();
+                let table = table.clone();
+                async move {
+                    req.base_snapshot_id = client.load_table(&table, false).await?.current_snapshot_id;
+                    Ok(Some(req))
+                }
+            })
+            .await
+    }
+}
+
+/// The proto description of a written data file, statistics included.
+fn proto_file(partition_type: &StructType, f: &DataFile) -> Result<pb::DataFile> {
+    let mut columns: BTreeMap<i32, pb::ColumnStats> = BTreeMap::new();
+    for (&id, &v) in f.column_sizes() {
+        columns.entry(id).or_default().column_size = Some(v);
+    }
+    for (&id, &v) in f.value_counts() {
+        columns.entry(id).or_default().value_count = Some(v);
+    }
+    for (&id, &v) in f.null_value_counts() {
+        columns.entry(id).or_default().null_count = Some(v);
+    }
+    for (&id, &v) in f.nan_value_counts() {
+        columns.entry(id).or_default().nan_count = Some(v);
+    }
+    for (&id, d) in f.lower_bounds() {
+        columns.entry(id).or_default().lower_bound = Some(d.to_bytes()?.to_vec());
+    }
+    for (&id, d) in f.upper_bounds() {
+        columns.entry(id).or_default().upper_bound = Some(d.to_bytes()?.to_vec());
+    }
+    let partition = partition_to_json(partition_type, f.partition())
+        .map_err(|e| ClientError::InvalidData(e.to_string()))?;
+    Ok(pb::DataFile {
+        path: f.file_path().to_string(),
+        file_size_bytes: f.file_size_in_bytes(),
+        stats: Some(pb::FileStats {
+            record_count: f.record_count(),
+            columns: columns.into_iter().collect(),
+            partition_json: if partition.is_empty() {
+                String::new()
+            } else {
+                serde_json::Value::Object(partition).to_string()
+            },
+            split_offsets: f.split_offsets().map(|s| s.to_vec()).unwrap_or_default(),
+        }),
+    })
+}
+
+/// Aligns `batch` to `target`: columns matched by name (exactly, else ignoring case), cast
+/// to the target types (failing on lossy casts), missing nullable columns filled with nulls.
+pub fn align_batch(batch: &RecordBatch, target: &ArrowSchemaRef) -> Result<RecordBatch> {
+    let src = batch.schema();
+    for f in src.fields() {
+        if target.field_with_name(f.name()).is_err()
+            && !target.fields().iter().any(|t| t.name().eq_ignore_ascii_case(f.name()))
+        {
+            return Err(ClientError::InvalidData(format!(
+                "column {} is not in the table (columns: {})",
+                f.name(),
+                target.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let opts = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
+    for t in target.fields() {
+        let idx = src
+            .index_of(t.name())
+            .ok()
+            .or_else(|| src.fields().iter().position(|f| f.name().eq_ignore_ascii_case(t.name())));
+        let col = match idx {
+            Some(i) => {
+                let c = batch.column(i);
+                if c.data_type() == t.data_type() {
+                    c.clone()
+                } else {
+                    cast_with_options(c, t.data_type(), &opts).map_err(|e| {
+                        ClientError::InvalidData(format!(
+                            "column {}: cannot convert {} to the table's {}: {e}",
+                            t.name(),
+                            c.data_type(),
+                            t.data_type()
+                        ))
+                    })?
+                }
+            }
+            None if t.is_nullable() => new_null_array(t.data_type(), batch.num_rows()),
+            None => {
+                return Err(ClientError::InvalidData(format!(
+                    "required column {} is missing",
+                    t.name()
+                )));
+            }
+        };
+        if !t.is_nullable() && col.null_count() > 0 {
+            return Err(ClientError::InvalidData(format!(
+                "required column {} holds {} nulls",
+                t.name(),
+                col.null_count()
+            )));
+        }
+        cols.push(col);
+    }
+    Ok(RecordBatch::try_new(target.clone(), cols)?)
+}

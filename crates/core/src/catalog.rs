@@ -1,0 +1,508 @@
+//! The catalog service: the one API every transport (gRPC, Iceberg REST, CLI) calls.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
+use iceberg::spec::{
+    FormatVersion, ManifestEntry, ManifestStatus, ManifestWriterBuilder, NestedField, Schema,
+    SortOrder, TableMetadataBuilder, Transform, Type, UnboundPartitionSpec,
+    UNASSIGNED_SEQUENCE_NUMBER,
+};
+use tracing::{info, instrument};
+
+use crate::commit::{self, Committer, ManifestCache, Prepared, RemoveSelector, Shared, parse_base};
+use crate::db::{Db, TableRow};
+use crate::env::Env;
+use crate::error::{Error, ObjectKind, Result};
+use crate::files::{self, partition_from_json};
+use crate::ident::{TableIdent, validate_name};
+use crate::metadata;
+use crate::model::*;
+use crate::objects::CaptureStorage;
+use crate::storage::{Warehouse, WarehouseConfig};
+
+/// Most data files one commit may add or remove.
+pub const MAX_FILES_PER_COMMIT: usize = 100_000;
+/// Most snapshots one page lists.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Where the catalog keeps its state.
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// `sqlite://PATH` or `postgres://...`.
+    pub catalog_url: String,
+    pub warehouse: WarehouseConfig,
+}
+
+/// The Firn catalog. Cheap to clone; all clones share one committer.
+#[derive(Clone)]
+pub struct Catalog {
+    shared: Arc<Shared>,
+    committer: Committer,
+}
+
+impl Catalog {
+    /// Opens the database (applying migrations) and the warehouse, and recovers metadata
+    /// objects a crash left only in the database.
+    pub async fn open(config: CatalogConfig, env: Env) -> Result<Self> {
+        let db = Db::connect(&config.catalog_url).await?;
+        let warehouse = Arc::new(Warehouse::open(config.warehouse)?);
+        Self::open_with(db, warehouse, env).await
+    }
+
+    /// Opens a catalog on an existing database pool and warehouse (e.g. a fault-injecting one).
+    pub async fn open_with(db: Db, warehouse: Arc<Warehouse>, env: Env) -> Result<Self> {
+        let recovered = commit::recover_pending(&db, &warehouse).await?;
+        if recovered > 0 {
+            info!(recovered, "rewrote commit metadata kept in the catalog by an earlier crash");
+        }
+        let shared = Arc::new(Shared {
+            db,
+            warehouse,
+            env,
+            manifests: ManifestCache::default(),
+            synced: Mutex::new(Vec::new()),
+        });
+        let committer = Committer::start(shared.clone());
+        Ok(Self { shared, committer })
+    }
+
+    pub fn warehouse(&self) -> &Arc<Warehouse> {
+        &self.shared.warehouse
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.shared.db
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.shared.env.clock.now_ms()
+    }
+
+    // ---- namespaces ------------------------------------------------------------------
+
+    pub async fn create_namespace(&self, name: &str, properties: HashMap<String, String>) -> Result<NamespaceInfo> {
+        validate_name("namespace", name)?;
+        let ns = NamespaceInfo {
+            name: name.to_string(),
+            properties,
+        };
+        self.shared.db.create_namespace(&ns, self.now_ms()).await?;
+        Ok(ns)
+    }
+
+    pub async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>> {
+        self.shared.db.list_namespaces().await
+    }
+
+    pub async fn get_namespace(&self, name: &str) -> Result<NamespaceInfo> {
+        validate_name("namespace", name)?;
+        self.shared.db.get_namespace(name).await
+    }
+
+    /// Drops an empty namespace; `FailedPrecondition` while it holds tables.
+    pub async fn drop_namespace(&self, name: &str) -> Result<()> {
+        validate_name("namespace", name)?;
+        self.shared.db.drop_namespace(name).await
+    }
+
+    // ---- tables ----------------------------------------------------------------------
+
+    /// Creates an empty table (Iceberg v2) and writes its first metadata file.
+    #[instrument(skip(self, spec), fields(table = %ident))]
+    pub async fn create_table(&self, ident: &TableIdent, spec: CreateTable) -> Result<TableInfo> {
+        ident.validate()?;
+        self.shared.db.get_namespace(&ident.namespace).await?;
+        let schema = build_schema(&spec.fields)?;
+        let partition = build_partition_spec(&schema, &spec.partition_by)?;
+        let env = &self.shared.env;
+        let table_uuid = env.ids.uuid();
+        let location = match &spec.location {
+            Some(l) => {
+                let l = l.trim_end_matches('/').to_string();
+                self.shared.warehouse.path(&l).map_err(|e| match e {
+                    Error::InvalidArgument { reason, .. } => Error::invalid("location", reason),
+                    other => other,
+                })?;
+                l
+            }
+            None => format!(
+                "{}{}/{}-{}",
+                self.shared.warehouse.root(),
+                ident.namespace,
+                ident.name,
+                table_uuid.simple()
+            ),
+        };
+        let meta = TableMetadataBuilder::new(
+            schema,
+            partition,
+            SortOrder::unsorted_order(),
+            location.clone(),
+            FormatVersion::V2,
+            spec.properties.clone(),
+        )
+        .and_then(|b| b.assign_uuid(table_uuid).build())
+        .map_err(|e| Error::invalid("schema", e.to_string()))?
+        .metadata;
+        let base = serde_json::to_string(&meta).map_err(|e| Error::internal_from("serialising metadata", e))?;
+        let metadata_location = metadata::metadata_path(&location, 0, env);
+        self.shared.warehouse.put(&metadata_location, base.clone().into()).await?;
+        self.shared.warehouse.sync(std::slice::from_ref(&metadata_location)).await?;
+        let now = self.now_ms();
+        let row = TableRow {
+            table_id: 0,
+            ident: ident.clone(),
+            table_uuid: table_uuid.to_string(),
+            location,
+            version: 0,
+            base_metadata: base,
+            current_snapshot_id: None,
+            last_sequence_number: 0,
+            last_updated_ms: meta.last_updated_ms(),
+            metadata_location: metadata_location.clone(),
+            metadata_version: 0,
+        };
+        if let Err(e) = self.shared.db.insert_table(&row, now).await {
+            let _ = self.shared.warehouse.delete(&metadata_location).await;
+            return Err(e);
+        }
+        info!(location = %row.location, "created table");
+        self.table_info(row, false).await
+    }
+
+    async fn table_info(&self, row: TableRow, want_json: bool) -> Result<TableInfo> {
+        let (meta, _) = parse_base(&row)?;
+        let (metadata_location, metadata_json) =
+            metadata::materialize(&self.shared.db, &self.shared.warehouse, &self.shared.env, &row, want_json).await?;
+        Ok(TableInfo {
+            ident: row.ident,
+            table_uuid: row.table_uuid,
+            location: row.location,
+            metadata_location,
+            version: row.version,
+            current_snapshot_id: row.current_snapshot_id,
+            metadata_json,
+            schema_json: serde_json::to_string(meta.current_schema().as_ref()).expect("schema serialises"),
+            partition_spec_json: serde_json::to_string(meta.default_partition_spec().as_ref())
+                .expect("spec serialises"),
+            properties: meta.properties().clone(),
+        })
+    }
+
+    /// The table's current state; its metadata file is written first if the current
+    /// version has none yet.
+    pub async fn load_table(&self, ident: &TableIdent, include_metadata_json: bool) -> Result<TableInfo> {
+        ident.validate()?;
+        let row = self.shared.db.table(ident).await?;
+        self.table_info(row, include_metadata_json).await
+    }
+
+    pub async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {
+        validate_name("namespace", namespace)?;
+        self.shared.db.list_tables(namespace).await
+    }
+
+    /// Removes the table from the catalog; its files stay where they are.
+    pub async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
+        ident.validate()?;
+        self.shared.db.drop_table(ident).await
+    }
+
+    pub async fn rename_table(&self, from: &TableIdent, to: &TableIdent) -> Result<TableInfo> {
+        from.validate()?;
+        to.validate()?;
+        self.shared.db.rename_table(from, to).await?;
+        self.load_table(to, false).await
+    }
+
+    // ---- commits ---------------------------------------------------------------------
+
+    /// Applies one operation atomically; see [`crate::commit`] for the guarantees.
+    #[instrument(skip(self, req), fields(table = %req.ident, commit_id = %req.commit_id, op = req.operation.name()))]
+    pub async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome> {
+        req.ident.validate()?;
+        if req.commit_id.is_empty() || req.commit_id.len() > 128 {
+            return Err(Error::invalid("commit_id", "must be 1 to 128 characters (a UUID is best)"));
+        }
+        if let Some(k) = req
+            .summary
+            .keys()
+            .find(|k| k.starts_with("firn.") || k.as_str() == "operation" || k.starts_with("total-"))
+        {
+            return Err(Error::invalid("summary", format!("key {k:?} is reserved")));
+        }
+        let added = req.operation.added();
+        let removed_count = match &req.operation {
+            Operation::Delete { paths } => paths.len(),
+            Operation::Overwrite { remove: OverwriteScope::Files(p), .. } => p.len(),
+            _ => 0,
+        };
+        if added.len() + removed_count > MAX_FILES_PER_COMMIT {
+            return Err(Error::TooLarge(format!(
+                "{} files in one commit; at most {MAX_FILES_PER_COMMIT}",
+                added.len() + removed_count
+            )));
+        }
+        match &req.operation {
+            Operation::Append { add } if add.is_empty() => {
+                return Err(Error::invalid("append.add", "an append must add at least one file"));
+            }
+            Operation::Delete { paths } if paths.is_empty() => {
+                return Err(Error::invalid("delete.paths", "a delete must name at least one file"));
+            }
+            _ => {}
+        }
+        let mut seen = HashSet::new();
+        for f in added {
+            if !seen.insert(f.path.as_str()) {
+                return Err(Error::invalid("add.path", format!("{} is listed twice", f.path)));
+            }
+        }
+
+        let row = self.shared.db.table(&req.ident).await?;
+        if let Some(r) = self
+            .shared
+            .db
+            .recorded_commits(row.table_id, &[req.commit_id.as_str()])
+            .await?
+            .remove(&req.commit_id)
+        {
+            return Ok(CommitOutcome {
+                snapshot_id: r.snapshot_id,
+                sequence_number: r.sequence_number,
+                version: r.version,
+                parent_snapshot_id: r.parent_snapshot_id,
+                replayed: true,
+            });
+        }
+        let (_, ctx) = parse_base(&row)?;
+        let warehouse = &self.shared.warehouse;
+        let mut checks = Vec::with_capacity(added.len());
+        for f in added {
+            checks.push(files::resolve(warehouse, &ctx, f));
+        }
+        let data_files = futures::stream::iter(checks)
+            .buffered(16)
+            .try_collect::<Vec<_>>()
+            .await?;
+
+        let remove = match &req.operation {
+            Operation::Append { .. } => RemoveSelector::Nothing,
+            Operation::Overwrite { remove, .. } => match remove {
+                OverwriteScope::All => RemoveSelector::All,
+                OverwriteScope::Files(paths) => paths_selector("overwrite.files", paths)?,
+                OverwriteScope::Partitions(parts) => RemoveSelector::Partitions(
+                    parts
+                        .iter()
+                        .map(|p| partition_from_json(&ctx.partition_type, p))
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|r| Error::invalid("overwrite.partitions", r))?,
+                ),
+                OverwriteScope::AddedPartitions => {
+                    RemoveSelector::Partitions(data_files.iter().map(|f| f.partition().clone()).collect())
+                }
+            },
+            Operation::Delete { paths } => paths_selector("delete.paths", paths)?,
+        };
+
+        let snapshot_id = self.shared.env.ids.snapshot_id();
+        let added_manifest = if data_files.is_empty() {
+            None
+        } else {
+            let path = format!(
+                "{}/metadata/{}-m0.avro",
+                row.location.trim_end_matches('/'),
+                self.shared.env.ids.uuid()
+            );
+            let capture = CaptureStorage::new();
+            let mut w = ManifestWriterBuilder::new(
+                capture.output(&path),
+                Some(snapshot_id),
+                ctx.schema.clone(),
+                (*ctx.spec).clone(),
+            )
+            .build_v2_data();
+            for f in &data_files {
+                w.add_file(f.clone(), UNASSIGNED_SEQUENCE_NUMBER)?;
+            }
+            let mf = w.write_manifest_file().await?;
+            let object = capture
+                .take()
+                .pop()
+                .ok_or_else(|| Error::internal("manifest writer wrote nothing"))?;
+            self.shared.manifests.insert(
+                &path,
+                data_files
+                    .iter()
+                    .map(|f| ManifestEntry {
+                        status: ManifestStatus::Added,
+                        snapshot_id: Some(snapshot_id),
+                        sequence_number: None,
+                        file_sequence_number: None,
+                        data_file: f.clone(),
+                    })
+                    .collect(),
+            );
+            Some((mf, object))
+        };
+        self.committer
+            .submit(Prepared {
+                table_id: row.table_id,
+                req,
+                snapshot_id,
+                added: data_files,
+                added_manifest,
+                remove,
+                attempts: 0,
+            })
+            .await
+    }
+
+    // ---- snapshots -------------------------------------------------------------------
+
+    /// Snapshots oldest first, `page_size` at a time (default 100, at most 1000).
+    pub async fn list_snapshots(
+        &self,
+        ident: &TableIdent,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<SnapshotPage> {
+        ident.validate()?;
+        let size = match page_size {
+            0 => 100,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(Error::invalid("page_size", format!("{n} is more than {MAX_PAGE_SIZE}")));
+            }
+            n => n,
+        };
+        let after: i64 = match page_token {
+            None | Some("") => -1,
+            Some(t) => t
+                .parse()
+                .map_err(|_| Error::invalid("page_token", format!("{t:?} is not a token this server issued")))?,
+        };
+        let row = self.shared.db.table(ident).await?;
+        let snapshots = self.shared.db.snapshots(row.table_id, after, size as i64 + 1).await?;
+        let more = snapshots.len() > size as usize;
+        let mut snapshots = snapshots;
+        snapshots.truncate(size as usize);
+        let next_page_token = more.then(|| snapshots.last().expect("non-empty").sequence_number.to_string());
+        Ok(SnapshotPage {
+            snapshots,
+            next_page_token,
+        })
+    }
+
+    pub async fn get_snapshot(&self, ident: &TableIdent, snapshot_id: i64) -> Result<SnapshotInfo> {
+        ident.validate()?;
+        let row = self.shared.db.table(ident).await?;
+        self.shared
+            .db
+            .snapshot(row.table_id, snapshot_id)
+            .await?
+            .ok_or_else(|| Error::not_found(ObjectKind::Snapshot, format!("{snapshot_id} of table {ident}")))
+    }
+}
+
+fn paths_selector(field: &str, paths: &[String]) -> Result<RemoveSelector> {
+    let mut set = HashSet::new();
+    for p in paths {
+        if !set.insert(p.clone()) {
+            return Err(Error::invalid(field, format!("{p} is listed twice")));
+        }
+    }
+    if set.is_empty() {
+        return Err(Error::invalid(field, "names no file"));
+    }
+    Ok(RemoveSelector::Paths(set))
+}
+
+/// Parses an Iceberg JSON type: a primitive name or a JSON object.
+pub fn parse_type(type_json: &str) -> std::result::Result<Type, String> {
+    let t = type_json.trim();
+    let value = if t.starts_with('{') {
+        serde_json::from_str::<serde_json::Value>(t).map_err(|e| e.to_string())?
+    } else {
+        serde_json::Value::String(t.to_ascii_lowercase())
+    };
+    serde_json::from_value::<Type>(value).map_err(|_| {
+        format!(
+            "{type_json:?} is not an Iceberg type (boolean, int, long, float, double, decimal(P,S), \
+             date, time, timestamp, timestamptz, string, uuid, fixed[L], binary, or a JSON struct/list/map)"
+        )
+    })
+}
+
+fn build_schema(fields: &[FieldSpec]) -> Result<Schema> {
+    if fields.is_empty() {
+        return Err(Error::invalid("fields", "a table needs at least one column"));
+    }
+    let mut names = HashSet::new();
+    let mut nested = Vec::with_capacity(fields.len());
+    for (i, f) in fields.iter().enumerate() {
+        let field = format!("fields[{i}]");
+        if f.name.trim().is_empty() {
+            return Err(Error::invalid(field, "column name is empty"));
+        }
+        if f.name.contains('.') {
+            return Err(Error::invalid(field, format!("column name {:?} contains '.'", f.name)));
+        }
+        if !names.insert(f.name.to_lowercase()) {
+            return Err(Error::invalid(field, format!("column {:?} is defined twice", f.name)));
+        }
+        let ty = parse_type(&f.type_json).map_err(|r| Error::invalid(format!("{field}.type"), r))?;
+        // Top-level ids are placeholders: the metadata builder assigns fresh ids.
+        let id = 100_000 + i as i32;
+        let mut nf = if f.required {
+            NestedField::required(id, &f.name, ty)
+        } else {
+            NestedField::optional(id, &f.name, ty)
+        };
+        if let Some(doc) = &f.doc {
+            nf = nf.with_doc(doc);
+        }
+        nested.push(nf.into());
+    }
+    Schema::builder()
+        .with_fields(nested)
+        .build()
+        .map_err(|e| Error::invalid("fields", e.to_string()))
+}
+
+fn build_partition_spec(schema: &Schema, fields: &[PartitionFieldSpec]) -> Result<UnboundPartitionSpec> {
+    let mut b = UnboundPartitionSpec::builder();
+    let mut names = HashSet::new();
+    for (i, pf) in fields.iter().enumerate() {
+        let field = format!("partition_by[{i}]");
+        let source = schema.field_by_name(&pf.source_column).ok_or_else(|| {
+            Error::invalid(&field, format!("column {:?} is not in the schema", pf.source_column))
+        })?;
+        let transform: Transform = pf
+            .transform
+            .trim()
+            .to_ascii_lowercase()
+            .parse()
+            .map_err(|_| Error::invalid(&field, format!("{:?} is not a partition transform", pf.transform)))?;
+        transform.result_type(&source.field_type).map_err(|_| {
+            Error::invalid(
+                &field,
+                format!("{transform} cannot partition column {} of type {}", source.name, source.field_type),
+            )
+        })?;
+        let name = pf.name.clone().unwrap_or_else(|| match transform {
+            Transform::Identity => source.name.clone(),
+            Transform::Bucket(_) => format!("{}_bucket", source.name),
+            Transform::Truncate(_) => format!("{}_trunc", source.name),
+            other => format!("{}_{other}", source.name),
+        });
+        if !names.insert(name.clone()) {
+            return Err(Error::invalid(&field, format!("partition field {name:?} is defined twice")));
+        }
+        b = b
+            .add_partition_field(source.id, name, transform)
+            .map_err(|e| Error::invalid(&field, e.to_string()))?;
+    }
+    Ok(b.build())
+}

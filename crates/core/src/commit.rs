@@ -1,0 +1,899 @@
+//! The commit pipeline: how a commit becomes a snapshot, atomically.
+//!
+//! ```text
+//!  request ──► prepare (per request, concurrent)          ──► Prepared
+//!              · table row + schema/spec from the catalog
+//!              · each added file: HEAD (exists, size), stats from request or Parquet footer
+//!              · the new files' manifest, built in memory
+//!
+//!  Prepared ──► committer (one task per process, batches whatever is queued)
+//!              · per table: load state (cached), replay recorded commit ids,
+//!                check the base snapshot (appends are rebased, others conflict),
+//!                plan the snapshot: manifests kept / rewritten / merged, manifest list
+//!              · put every new object (readers cannot reach them yet)
+//!              · ONE database transaction for the whole batch:
+//!                  UPDATE tables SET version = v+n ... WHERE table_id = ? AND version = v
+//!                  + snapshot, snapshot-log, ref, commit-log, file-index rows
+//!                  + the objects' bytes while they are not yet durable in the store
+//!              · COMMIT (fsync) ─► reply to every request of the batch
+//!              · a table whose swap lost a race (another replica) is reloaded and its
+//!                commits re-planned in the next batch
+//! ```
+//!
+//! Guarantees:
+//! - Until the transaction commits no reader can see any of a commit; after, every reader
+//!   sees all of it. Objects of a commit that fails are garbage (deleted best-effort).
+//! - A commit id recorded in the commit log returns the recorded outcome: a retry never
+//!   applies twice.
+//! - Appends never conflict: they are rebased onto the current snapshot. Overwrites and
+//!   deletes fail with `Error::Conflict` when the table moved past their base snapshot.
+//! - An error whose outcome is unknown (the transaction's fate) is reported as
+//!   `Error::Unavailable`, never as a conflict.
+//! - Commit cost does not grow with history: the manifest list is bounded by merging
+//!   manifests in tiers of [`MERGE_FAN_IN`], and Iceberg `metadata.json` files (which list
+//!   every snapshot) are materialised on load, not on commit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use iceberg::spec::{
+    DataFile, FormatVersion, ManifestContentType, ManifestEntry, ManifestFile, ManifestList,
+    ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Struct, TableMetadata,
+    UNASSIGNED_SEQUENCE_NUMBER,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::db::{Db, TableRow};
+use crate::env::Env;
+use crate::error::{Error, ObjectKind, Result};
+use crate::files::FileContext;
+use crate::model::{CommitOutcome, CommitRequest};
+use crate::objects::{CaptureStorage, MetaObject};
+use crate::storage::Warehouse;
+
+/// How many manifests of one size tier are merged into one.
+pub const MERGE_FAN_IN: usize = 16;
+/// Most commits one database transaction carries.
+const MAX_BATCH: usize = 512;
+/// How often a commit is re-planned after losing the pointer swap to another replica.
+const MAX_ATTEMPTS: u32 = 50;
+
+/// Which live files a commit removes.
+#[derive(Debug, Clone)]
+pub(crate) enum RemoveSelector {
+    Nothing,
+    All,
+    /// These paths; each must be live.
+    Paths(HashSet<String>),
+    Partitions(HashSet<Struct>),
+}
+
+/// A commit checked outside the pipeline, ready to be planned.
+pub(crate) struct Prepared {
+    pub table_id: i64,
+    pub req: CommitRequest,
+    pub snapshot_id: i64,
+    pub added: Vec<DataFile>,
+    pub added_manifest: Option<(ManifestFile, MetaObject)>,
+    pub remove: RemoveSelector,
+    pub attempts: u32,
+}
+
+struct Job {
+    prepared: Prepared,
+    reply: oneshot::Sender<Result<CommitOutcome>>,
+}
+
+/// Parses the stored base metadata of a table.
+pub(crate) fn parse_base(row: &TableRow) -> Result<(TableMetadata, FileContext)> {
+    let meta: TableMetadata = serde_json::from_str(&row.base_metadata)
+        .map_err(|e| Error::internal_from(format!("corrupt metadata of table {}", row.ident), e))?;
+    let ctx = FileContext {
+        location: row.location.clone(),
+        schema: meta.current_schema().clone(),
+        spec: meta.default_partition_spec().clone(),
+        partition_type: meta.default_partition_type().clone(),
+    };
+    Ok((meta, ctx))
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    records: u64,
+    files: u64,
+    size: u64,
+}
+
+/// What the committer knows of a table: its row as of `row.version` and the manifests of its
+/// current snapshot.
+#[derive(Clone)]
+struct TableState {
+    row: TableRow,
+    ctx: FileContext,
+    schema_id: i32,
+    manifests: Arc<Vec<ManifestFile>>,
+    totals: Totals,
+}
+
+impl TableState {
+    async fn load(shared: &Shared, table_id: i64) -> Result<Option<Self>> {
+        let Some(row) = shared.db.table_by_id(table_id).await? else {
+            return Ok(None);
+        };
+        let (meta, ctx) = parse_base(&row)?;
+        let (manifests, totals) = match row.current_snapshot_id {
+            None => (Vec::new(), Totals::default()),
+            Some(id) => {
+                let snap = shared.db.snapshot(table_id, id).await?.ok_or_else(|| {
+                    Error::internal(format!("current snapshot {id} of {} is not in the catalog", row.ident))
+                })?;
+                let bytes = shared.warehouse.get(&snap.manifest_list).await?;
+                let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
+                let num = |k: &str| snap.summary.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let totals = Totals {
+                    records: num("total-records"),
+                    files: num("total-data-files"),
+                    size: num("total-files-size"),
+                };
+                (list.consume_entries().into_iter().collect(), totals)
+            }
+        };
+        Ok(Some(Self {
+            schema_id: meta.current_schema_id(),
+            row,
+            ctx,
+            manifests: Arc::new(manifests),
+            totals,
+        }))
+    }
+}
+
+/// Parsed manifests, by path. Manifests are immutable, so entries never go stale.
+#[derive(Default)]
+pub(crate) struct ManifestCache {
+    entries: Mutex<HashMap<String, Arc<Vec<ManifestEntry>>>>,
+}
+
+const MANIFEST_CACHE_MAX: usize = 8192;
+
+impl ManifestCache {
+    pub(crate) fn insert(&self, path: &str, entries: Vec<ManifestEntry>) {
+        let mut m = self.entries.lock().expect("cache poisoned");
+        if m.len() >= MANIFEST_CACHE_MAX {
+            m.clear();
+        }
+        m.insert(path.to_string(), Arc::new(entries));
+    }
+
+    pub(crate) async fn get(&self, warehouse: &Warehouse, path: &str) -> Result<Arc<Vec<ManifestEntry>>> {
+        if let Some(e) = self.entries.lock().expect("cache poisoned").get(path) {
+            return Ok(e.clone());
+        }
+        let bytes = warehouse.get(path).await?;
+        let manifest = iceberg::spec::Manifest::parse_avro(&bytes)?;
+        let (entries, _) = manifest.into_parts();
+        let entries: Vec<ManifestEntry> = entries.into_iter().map(|e| (*e).clone()).collect();
+        self.insert(path, entries);
+        Ok(self.entries.lock().expect("cache poisoned")[path].clone())
+    }
+}
+
+/// What the committer shares with the catalog.
+pub(crate) struct Shared {
+    pub db: Db,
+    pub warehouse: Arc<Warehouse>,
+    pub env: Env,
+    pub manifests: ManifestCache,
+    /// Objects fsynced since the last transaction; their pending rows are deleted with it.
+    pub synced: Mutex<Vec<String>>,
+}
+
+/// Handle to the committer task.
+#[derive(Clone)]
+pub(crate) struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    pub(crate) fn start(shared: Arc<Shared>) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(run(shared, rx));
+        Self { tx }
+    }
+
+    pub(crate) async fn submit(&self, prepared: Prepared) -> Result<CommitOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { prepared, reply })
+            .await
+            .map_err(|_| Error::internal("the committer has stopped"))?;
+        rx.await.map_err(|_| Error::Unavailable {
+            what: "committer",
+            source: "the committer stopped while the commit was in flight; its outcome is unknown".into(),
+        })?
+    }
+}
+
+async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+    let mut cache: HashMap<i64, TableState> = HashMap::new();
+    let mut retry: Vec<Job> = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut retry);
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(j) => batch.push(j),
+                None => return,
+            }
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        retry = process(&shared, &mut cache, batch).await;
+    }
+}
+
+/// One planned snapshot and the request(s) it answers.
+struct Step {
+    job: Job,
+    /// Jobs in the batch with the same commit id: they get this outcome, replayed.
+    duplicates: Vec<Job>,
+    plan: StepPlan,
+}
+
+/// One planned snapshot.
+struct StepPlan {
+    outcome: CommitOutcome,
+    timestamp_ms: i64,
+    summary: HashMap<String, String>,
+    manifest_list: String,
+    schema_id: i32,
+    /// New objects this step writes (the added manifest, rewritten/merged ones, the list).
+    objects: Vec<MetaObject>,
+}
+
+struct GroupPlan {
+    table_id: i64,
+    base_version: i64,
+    state: TableState,
+    steps: Vec<Step>,
+}
+
+fn reply(job: Job, r: Result<CommitOutcome>) {
+    let _ = job.reply.send(r);
+}
+
+fn unknown_outcome(e: &Error) -> Error {
+    Error::Unavailable {
+        what: "catalog database",
+        source: format!("the commit's outcome is unknown ({e}); retry with the same commit id").into(),
+    }
+}
+
+async fn process(shared: &Arc<Shared>, cache: &mut HashMap<i64, TableState>, batch: Vec<Job>) -> Vec<Job> {
+    // Group by table, keeping arrival order.
+    let mut order: Vec<i64> = Vec::new();
+    let mut by_table: HashMap<i64, Vec<Job>> = HashMap::new();
+    for j in batch {
+        let t = j.prepared.table_id;
+        by_table.entry(t).or_insert_with(|| {
+            order.push(t);
+            Vec::new()
+        });
+        by_table.get_mut(&t).expect("just inserted").push(j);
+    }
+
+    let mut plans: Vec<GroupPlan> = Vec::new();
+    for table_id in order {
+        let jobs = by_table.remove(&table_id).expect("grouped");
+        match plan_group(shared, cache.remove(&table_id), table_id, jobs).await {
+            Ok(Some(p)) => plans.push(p),
+            Ok(None) => {}
+            Err((e, jobs)) => {
+                for j in jobs {
+                    reply(j, Err(Error::Unavailable { what: "catalog", source: e.to_string().into() }));
+                }
+            }
+        }
+    }
+    if plans.iter().all(|p| p.steps.is_empty()) {
+        for p in plans {
+            cache.insert(p.table_id, p.state);
+        }
+        return Vec::new();
+    }
+
+    // Put every new object. Nothing references them until the transaction commits.
+    let objects: Vec<MetaObject> = plans
+        .iter()
+        .flat_map(|p| p.steps.iter().flat_map(|s| s.plan.objects.iter().cloned()))
+        .collect();
+    if let Err(e) = put_all(&shared.warehouse, &objects).await {
+        warn!(error = %e, "writing commit metadata failed; the batch is not committed");
+        delete_best_effort(shared, objects.iter().map(|o| o.path.clone()).collect());
+        for p in plans {
+            for s in p.steps {
+                for d in s.duplicates {
+                    reply(d, Err(Error::storage(e.to_string())));
+                }
+                reply(s.job, Err(Error::storage(e.to_string())));
+            }
+        }
+        return Vec::new();
+    }
+
+    let mut requeue = Vec::new();
+    match write_transaction(shared, &plans, &objects).await {
+        Err(e) => {
+            // The transaction may or may not have committed: outcome unknown. The state is
+            // dropped from the cache, so the next batch re-reads the table.
+            warn!(error = %e, "commit transaction failed");
+            for p in plans {
+                for s in p.steps {
+                    for d in s.duplicates {
+                        reply(d, Err(unknown_outcome(&e)));
+                    }
+                    reply(s.job, Err(unknown_outcome(&e)));
+                }
+            }
+        }
+        Ok(won) => {
+            let mut to_sync = Vec::new();
+            for (p, won) in plans.into_iter().zip(won) {
+                if won {
+                    for s in p.steps {
+                        to_sync.extend(s.plan.objects.iter().map(|o| o.path.clone()));
+                        for d in s.duplicates {
+                            reply(d, Ok(CommitOutcome { replayed: true, ..s.plan.outcome.clone() }));
+                        }
+                        reply(s.job, Ok(s.plan.outcome));
+                    }
+                    cache.insert(p.table_id, p.state);
+                } else {
+                    debug!(table_id = p.table_id, "lost the pointer swap; re-planning");
+                    let mut garbage = Vec::new();
+                    for s in p.steps {
+                        let keep = s.job.prepared.added_manifest.as_ref().map(|(_, o)| o.path.clone());
+                        garbage.extend(s.plan.objects.iter().map(|o| o.path.clone()).filter(|x| Some(x) != keep.as_ref()));
+                        for mut j in std::iter::once(s.job).chain(s.duplicates) {
+                            j.prepared.attempts += 1;
+                            if j.prepared.attempts >= MAX_ATTEMPTS {
+                                reply(j, Err(Error::Unavailable {
+                                    what: "table",
+                                    source: "too much contention: the commit lost the pointer swap repeatedly; nothing was applied, retry later".into(),
+                                }));
+                            } else {
+                                requeue.push(j);
+                            }
+                        }
+                    }
+                    delete_best_effort(shared, garbage);
+                }
+            }
+            if shared.warehouse.needs_sync() && !to_sync.is_empty() {
+                spawn_sync(shared.clone(), to_sync);
+            }
+        }
+    }
+    requeue
+}
+
+/// Makes written objects durable in the background; their pending rows are dropped with the
+/// next commit transaction (until then, start-up recovery would rewrite them, harmlessly).
+fn spawn_sync(shared: Arc<Shared>, paths: Vec<String>) {
+    tokio::spawn(async move {
+        match shared.warehouse.sync(&paths).await {
+            Ok(()) => shared.synced.lock().expect("poisoned").extend(paths),
+            Err(e) => warn!(error = %e, "fsync of commit metadata failed; kept in the catalog for recovery"),
+        }
+    });
+}
+
+fn delete_best_effort(shared: &Shared, paths: Vec<String>) {
+    if paths.is_empty() {
+        return;
+    }
+    let warehouse = shared.warehouse.clone();
+    tokio::spawn(async move {
+        for p in paths {
+            if let Err(e) = warehouse.delete(&p).await {
+                debug!(path = %p, error = %e, "could not delete garbage of a failed commit");
+            }
+        }
+    });
+}
+
+async fn put_all(warehouse: &Warehouse, objects: &[MetaObject]) -> Result<()> {
+    let mut puts = Vec::with_capacity(objects.len());
+    for o in objects {
+        puts.push(warehouse.put(&o.path, o.bytes.clone()));
+    }
+    futures::future::try_join_all(puts).await?;
+    Ok(())
+}
+
+type GroupError = (Error, Vec<Job>);
+
+async fn plan_group(
+    shared: &Shared,
+    cached: Option<TableState>,
+    table_id: i64,
+    jobs: Vec<Job>,
+) -> std::result::Result<Option<GroupPlan>, GroupError> {
+    let state = match cached {
+        Some(s) => s,
+        None => match TableState::load(shared, table_id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                for j in jobs {
+                    let name = j.prepared.req.ident.to_string();
+                    reply(j, Err(Error::not_found(ObjectKind::Table, name)));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err((e, jobs)),
+        },
+    };
+    let ids: Vec<&str> = jobs.iter().map(|j| j.prepared.req.commit_id.as_str()).collect();
+    let recorded = match shared.db.recorded_commits(table_id, &ids).await {
+        Ok(r) => r,
+        Err(e) => return Err((e, jobs)),
+    };
+    let paths: Vec<&str> = jobs
+        .iter()
+        .flat_map(|j| j.prepared.added.iter().map(|f| f.file_path()))
+        .collect();
+    let known: HashSet<String> = match shared.db.known_paths(table_id, &paths).await {
+        Ok(k) => k.into_iter().collect(),
+        Err(e) => return Err((e, jobs)),
+    };
+
+    let mut plan = GroupPlan {
+        table_id,
+        base_version: state.row.version,
+        state,
+        steps: Vec::new(),
+    };
+    let mut batch_paths: HashSet<String> = HashSet::new();
+    let mut step_by_id: HashMap<String, usize> = HashMap::new();
+    for job in jobs {
+        let id = job.prepared.req.commit_id.clone();
+        if let Some(r) = recorded.get(&id) {
+            reply(
+                job,
+                Ok(CommitOutcome {
+                    snapshot_id: r.snapshot_id,
+                    sequence_number: r.sequence_number,
+                    version: r.version,
+                    parent_snapshot_id: r.parent_snapshot_id,
+                    replayed: true,
+                }),
+            );
+            continue;
+        }
+        if let Some(&i) = step_by_id.get(&id) {
+            plan.steps[i].duplicates.push(job);
+            continue;
+        }
+        match plan_step(shared, &mut plan.state, &job.prepared, &known, &mut batch_paths).await {
+            Ok(step) => {
+                step_by_id.insert(id, plan.steps.len());
+                plan.steps.push(Step { job, duplicates: Vec::new(), plan: step });
+            }
+            Err(e) => reply(job, Err(e)),
+        }
+    }
+    Ok(Some(plan))
+}
+
+fn resolved_seq(e: &ManifestEntry, m: &ManifestFile) -> i64 {
+    e.sequence_number.unwrap_or(m.sequence_number)
+}
+
+fn resolved_file_seq(e: &ManifestEntry, m: &ManifestFile) -> i64 {
+    e.file_sequence_number.unwrap_or_else(|| resolved_seq(e, m))
+}
+
+fn resolved_snapshot(e: &ManifestEntry, m: &ManifestFile) -> i64 {
+    e.snapshot_id.unwrap_or(m.added_snapshot_id)
+}
+
+fn live_files(m: &ManifestFile) -> u64 {
+    m.added_files_count.unwrap_or(0) as u64 + m.existing_files_count.unwrap_or(0) as u64
+}
+
+fn assign_sequence(m: &mut ManifestFile, seq: i64) {
+    if m.sequence_number == UNASSIGNED_SEQUENCE_NUMBER {
+        m.sequence_number = seq;
+    }
+    if m.min_sequence_number == UNASSIGNED_SEQUENCE_NUMBER {
+        m.min_sequence_number = seq;
+    }
+}
+
+fn manifest_path(state: &TableState, shared: &Shared, tag: &str) -> String {
+    format!(
+        "{}/metadata/{}-{tag}.avro",
+        state.row.location.trim_end_matches('/'),
+        shared.env.ids.uuid()
+    )
+}
+
+/// Plans one commit on top of `state` and advances `state` to the new snapshot.
+async fn plan_step(
+    shared: &Shared,
+    state: &mut TableState,
+    p: &Prepared,
+    known: &HashSet<String>,
+    batch_paths: &mut HashSet<String>,
+) -> Result<StepPlan> {
+    let req = &p.req;
+    let current = state.row.current_snapshot_id;
+    if !req.operation.commutes() && req.base_snapshot_id != current {
+        return Err(Error::Conflict {
+            table: req.ident.to_string(),
+            expected: req.base_snapshot_id,
+            current,
+        });
+    }
+    if let Some(base) = req.base_snapshot_id
+        && current.is_none()
+    {
+        return Err(Error::invalid(
+            "base_snapshot_id",
+            format!("snapshot {base} is not in table {}, which is empty", req.ident),
+        ));
+    }
+    for f in &p.added {
+        if known.contains(f.file_path()) || batch_paths.contains(f.file_path()) {
+            return Err(Error::invalid(
+                "add.path",
+                format!("{} is already part of table {}", f.file_path(), req.ident),
+            ));
+        }
+    }
+
+    let seq = state.row.last_sequence_number + 1;
+    let snapshot_id = p.snapshot_id;
+    let capture = CaptureStorage::new();
+    let mut manifests: Vec<ManifestFile> = Vec::new();
+    let mut removed = Totals::default();
+
+    // Removals: rewrite the manifests that hold removed files.
+    let mut matched: HashSet<String> = HashSet::new();
+    for m in state.manifests.iter().filter(|m| live_files(m) > 0) {
+        let selects = |df: &DataFile| match &p.remove {
+            RemoveSelector::Nothing => false,
+            RemoveSelector::All => true,
+            RemoveSelector::Paths(paths) => paths.contains(df.file_path()),
+            RemoveSelector::Partitions(parts) => parts.contains(df.partition()),
+        };
+        if matches!(p.remove, RemoveSelector::Nothing) || m.content != ManifestContentType::Data {
+            manifests.push(m.clone());
+            continue;
+        }
+        let entries = shared.manifests.get(&shared.warehouse, &m.manifest_path).await?;
+        let alive = || entries.iter().filter(|e| e.is_alive());
+        if !alive().any(|e| selects(&e.data_file)) {
+            manifests.push(m.clone());
+            continue;
+        }
+        let path = manifest_path(state, shared, "m1");
+        let mut w = ManifestWriterBuilder::new(
+            capture.output(&path),
+            Some(snapshot_id),
+            state.ctx.schema.clone(),
+            (*state.ctx.spec).clone(),
+        )
+        .build_v2_data();
+        for e in alive() {
+            let df = e.data_file.clone();
+            if selects(&e.data_file) {
+                matched.insert(df.file_path().to_string());
+                removed.files += 1;
+                removed.records += df.record_count();
+                removed.size += df.file_size_in_bytes();
+                w.add_delete_file(df, resolved_seq(e, m), Some(resolved_file_seq(e, m)))?;
+            } else {
+                w.add_existing_file(df, resolved_snapshot(e, m), resolved_seq(e, m), Some(resolved_file_seq(e, m)))?;
+            }
+        }
+        let mut mf = w.write_manifest_file().await?;
+        assign_sequence(&mut mf, seq);
+        manifests.push(mf);
+    }
+    if let RemoveSelector::Paths(paths) = &p.remove
+        && let Some(missing) = paths.iter().find(|x| !matched.contains(*x))
+    {
+        return Err(Error::invalid(
+            "remove",
+            format!("{missing} is not a live file of table {}", req.ident),
+        ));
+    }
+
+    let mut objects = Vec::new();
+    if let Some((mf, obj)) = &p.added_manifest {
+        let mut mf = mf.clone();
+        assign_sequence(&mut mf, seq);
+        manifests.insert(0, mf);
+        objects.push(obj.clone());
+    }
+    merge_tiers(shared, state, &capture, &mut manifests, snapshot_id, seq).await?;
+
+    let list_path = format!(
+        "{}/metadata/snap-{snapshot_id}-{}-{}.avro",
+        state.row.location.trim_end_matches('/'),
+        p.attempts,
+        shared.env.ids.uuid()
+    );
+    let mut lw = ManifestListWriter::v2(capture.writer_for(&list_path), snapshot_id, current, seq);
+    lw.add_manifests(manifests.iter().cloned())?;
+    lw.close().await?;
+    objects.extend(capture.take());
+
+    let added = Totals {
+        files: p.added.len() as u64,
+        records: p.added.iter().map(|f| f.record_count()).sum(),
+        size: p.added.iter().map(|f| f.file_size_in_bytes()).sum(),
+    };
+    let totals = Totals {
+        files: state.totals.files + added.files - removed.files,
+        records: state.totals.records + added.records - removed.records,
+        size: state.totals.size + added.size - removed.size,
+    };
+    let operation = match (&req.operation, added.files, removed.files) {
+        (crate::model::Operation::Append { .. }, _, _) => "append",
+        (_, 0, _) => "delete",
+        (_, _, 0) => "append",
+        _ => "overwrite",
+    };
+    let mut summary: HashMap<String, String> = req.summary.clone();
+    summary.insert("operation".into(), operation.into());
+    let mut put = |k: &str, v: u64| {
+        summary.insert(k.to_string(), v.to_string());
+    };
+    if added.files > 0 {
+        put("added-data-files", added.files);
+        put("added-records", added.records);
+        put("added-files-size", added.size);
+    }
+    if removed.files > 0 {
+        put("deleted-data-files", removed.files);
+        put("deleted-records", removed.records);
+        put("removed-files-size", removed.size);
+    }
+    put("total-data-files", totals.files);
+    put("total-records", totals.records);
+    put("total-files-size", totals.size);
+    put("total-delete-files", 0);
+    put("total-position-deletes", 0);
+    put("total-equality-deletes", 0);
+    summary.insert("firn.commit-id".into(), req.commit_id.clone());
+
+    let timestamp_ms = shared.env.clock.now_ms().max(state.row.last_updated_ms);
+    for f in &p.added {
+        batch_paths.insert(f.file_path().to_string());
+    }
+    state.row.version += 1;
+    state.row.current_snapshot_id = Some(snapshot_id);
+    state.row.last_sequence_number = seq;
+    state.row.last_updated_ms = timestamp_ms;
+    state.manifests = Arc::new(manifests);
+    state.totals = totals;
+
+    Ok(StepPlan {
+        outcome: CommitOutcome {
+            snapshot_id,
+            sequence_number: seq,
+            version: state.row.version,
+            parent_snapshot_id: current,
+            replayed: false,
+        },
+        timestamp_ms,
+        summary,
+        manifest_list: list_path,
+        schema_id: state.schema_id,
+        objects,
+    })
+}
+
+/// Keeps the manifest list short: whenever [`MERGE_FAN_IN`] data manifests fall in the same
+/// size tier (tier = ⌊log_fan-in(live files)⌋), they are merged into one of the next tier.
+/// Each file is rewritten O(log n) times over its life, and a list holds at most
+/// about fan-in × tiers manifests, so commit cost stays flat as history grows.
+async fn merge_tiers(
+    shared: &Shared,
+    state: &TableState,
+    capture: &Arc<CaptureStorage>,
+    manifests: &mut Vec<ManifestFile>,
+    snapshot_id: i64,
+    seq: i64,
+) -> Result<()> {
+    let tier = |m: &ManifestFile| live_files(m).max(1).ilog(MERGE_FAN_IN as u64);
+    loop {
+        let mergeable = |m: &ManifestFile| {
+            m.content == ManifestContentType::Data
+                && m.deleted_files_count.unwrap_or(0) == 0
+                && m.added_snapshot_id != snapshot_id
+                && live_files(m) > 0
+        };
+        let mut by_tier: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, m) in manifests.iter().enumerate().filter(|(_, m)| mergeable(m)) {
+            by_tier.entry(tier(m)).or_default().push(i);
+        }
+        let Some((_, idx)) = by_tier.into_iter().find(|(_, v)| v.len() >= MERGE_FAN_IN) else {
+            return Ok(());
+        };
+        let idx: Vec<usize> = idx.into_iter().take(MERGE_FAN_IN).collect();
+        let path = manifest_path(state, shared, "merged");
+        let mut w = ManifestWriterBuilder::new(
+            capture.output(&path),
+            Some(snapshot_id),
+            state.ctx.schema.clone(),
+            (*state.ctx.spec).clone(),
+        )
+        .build_v2_data();
+        let mut merged_entries = Vec::new();
+        for &i in &idx {
+            let m = &manifests[i];
+            let entries = shared.manifests.get(&shared.warehouse, &m.manifest_path).await?;
+            for e in entries.iter().filter(|e| e.is_alive()) {
+                let (sid, s, fs) = (resolved_snapshot(e, m), resolved_seq(e, m), resolved_file_seq(e, m));
+                w.add_existing_file(e.data_file.clone(), sid, s, Some(fs))?;
+                merged_entries.push(ManifestEntry {
+                    status: ManifestStatus::Existing,
+                    snapshot_id: Some(sid),
+                    sequence_number: Some(s),
+                    file_sequence_number: Some(fs),
+                    data_file: e.data_file.clone(),
+                });
+            }
+        }
+        let mut mf = w.write_manifest_file().await?;
+        assign_sequence(&mut mf, seq);
+        shared.manifests.insert(&path, merged_entries);
+        let drop: HashSet<usize> = idx.into_iter().collect();
+        let mut kept: Vec<ManifestFile> = manifests
+            .drain(..)
+            .enumerate()
+            .filter(|(i, _)| !drop.contains(i))
+            .map(|(_, m)| m)
+            .collect();
+        kept.push(mf);
+        *manifests = kept;
+    }
+}
+
+/// The one transaction of a batch. Returns, per group, whether its pointer swap won.
+async fn write_transaction(shared: &Shared, plans: &[GroupPlan], objects: &[MetaObject]) -> Result<Vec<bool>> {
+    let mut tx = shared.db.pool.begin().await?;
+    let mut won = Vec::with_capacity(plans.len());
+    for p in plans {
+        if p.steps.is_empty() {
+            won.push(true);
+            continue;
+        }
+        let st = &p.state.row;
+        let swapped = sqlx::query(
+            "UPDATE tables SET version = $1, current_snapshot_id = $2, last_sequence_number = $3, \
+             last_updated_ms = $4 WHERE table_id = $5 AND version = $6",
+        )
+        .bind(st.version)
+        .bind(st.current_snapshot_id)
+        .bind(st.last_sequence_number)
+        .bind(st.last_updated_ms)
+        .bind(p.table_id)
+        .bind(p.base_version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        won.push(swapped);
+        if !swapped {
+            continue;
+        }
+        for s in &p.steps {
+            let o = &s.plan.outcome;
+            let req = &s.job.prepared.req;
+            sqlx::query(
+                "INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number, \
+                 timestamp_ms, operation, summary, schema_id, manifest_list, commit_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(p.table_id)
+            .bind(o.snapshot_id)
+            .bind(o.parent_snapshot_id)
+            .bind(o.sequence_number)
+            .bind(s.plan.timestamp_ms)
+            .bind(&s.plan.summary["operation"])
+            .bind(serde_json::to_string(&s.plan.summary).expect("map serialises"))
+            .bind(s.plan.schema_id as i64)
+            .bind(&s.plan.manifest_list)
+            .bind(&req.commit_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms) VALUES ($1, $2, $3, $4)")
+                .bind(p.table_id)
+                .bind(o.version)
+                .bind(o.snapshot_id)
+                .bind(s.plan.timestamp_ms)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
+                 parent_snapshot_id, operation, client, committed_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(p.table_id)
+            .bind(&req.commit_id)
+            .bind(o.snapshot_id)
+            .bind(o.sequence_number)
+            .bind(o.version)
+            .bind(o.parent_snapshot_id)
+            .bind(req.operation.name())
+            .bind(&req.client)
+            .bind(s.plan.timestamp_ms)
+            .execute(&mut *tx)
+            .await?;
+            for f in &s.job.prepared.added {
+                sqlx::query("INSERT INTO table_files (table_id, path, snapshot_id) VALUES ($1, $2, $3)")
+                    .bind(p.table_id)
+                    .bind(f.file_path())
+                    .bind(o.snapshot_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO refs (table_id, name, snapshot_id, ref_type) VALUES ($1, 'main', $2, 'branch') \
+             ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id",
+        )
+        .bind(p.table_id)
+        .bind(st.current_snapshot_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if shared.warehouse.needs_sync() {
+        for o in objects {
+            sqlx::query("INSERT INTO pending_objects (path, bytes) VALUES ($1, $2)")
+                .bind(&o.path)
+                .bind(o.bytes.to_vec())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let synced: Vec<String> = std::mem::take(&mut *shared.synced.lock().expect("poisoned"));
+        for chunk in synced.chunks(200) {
+            let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+            let q = format!("DELETE FROM pending_objects WHERE path IN ({})", ph.join(", "));
+            let mut query = sqlx::query(&q);
+            for path in chunk {
+                query = query.bind(path);
+            }
+            query.execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(won)
+}
+
+/// Rewrites objects whose bytes a crash left only in the catalog, then forgets them.
+pub(crate) async fn recover_pending(db: &Db, warehouse: &Warehouse) -> Result<usize> {
+    let pending = db.pending_objects().await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let mut paths = Vec::with_capacity(pending.len());
+    for (path, bytes) in pending {
+        let ok = matches!(warehouse.head(&path).await, Ok(n) if n == bytes.len() as u64);
+        if !ok {
+            warehouse.put(&path, bytes.into()).await?;
+        }
+        paths.push(path);
+    }
+    warehouse.sync(&paths).await?;
+    db.clear_pending_objects(&paths).await?;
+    Ok(paths.len())
+}

@@ -1,0 +1,489 @@
+//! The catalog database (SQLite or PostgreSQL through sqlx).
+//!
+//! The schema lives in `catalog-schema/<backend>/` as versioned migrations, applied at
+//! start. Every statement here is written once, in the dialect both backends accept.
+//!
+//! Durability: SQLite runs in WAL mode with `synchronous=FULL`, so a transaction is on disk
+//! (fsynced) when `COMMIT` returns; PostgreSQL's defaults do the same.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::error::{Error, ObjectKind, Result};
+use crate::ident::TableIdent;
+use crate::model::{NamespaceInfo, SnapshotInfo};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../catalog-schema/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("../../catalog-schema/postgres");
+
+/// Which database the catalog runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection pool to the catalog database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub(crate) pool: AnyPool,
+    backend: Backend,
+}
+
+/// A table's catalog row.
+#[derive(Debug, Clone)]
+pub(crate) struct TableRow {
+    pub table_id: i64,
+    pub ident: TableIdent,
+    pub table_uuid: String,
+    pub location: String,
+    pub version: i64,
+    pub base_metadata: String,
+    pub current_snapshot_id: Option<i64>,
+    pub last_sequence_number: i64,
+    pub last_updated_ms: i64,
+    pub metadata_location: String,
+    pub metadata_version: i64,
+}
+
+/// A commit already recorded in the commit log.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordedCommit {
+    pub commit_id: String,
+    pub snapshot_id: i64,
+    pub sequence_number: i64,
+    pub version: i64,
+    pub parent_snapshot_id: Option<i64>,
+}
+
+const TABLE_COLUMNS: &str = "table_id, namespace, name, table_uuid, location, version, \
+    base_metadata, current_snapshot_id, last_sequence_number, last_updated_ms, \
+    metadata_location, metadata_version";
+
+fn table_row(r: &sqlx::any::AnyRow) -> Result<TableRow> {
+    Ok(TableRow {
+        table_id: r.try_get("table_id")?,
+        ident: TableIdent::new(r.try_get::<String, _>("namespace")?, r.try_get::<String, _>("name")?),
+        table_uuid: r.try_get("table_uuid")?,
+        location: r.try_get("location")?,
+        version: r.try_get("version")?,
+        base_metadata: r.try_get("base_metadata")?,
+        current_snapshot_id: r.try_get("current_snapshot_id")?,
+        last_sequence_number: r.try_get("last_sequence_number")?,
+        last_updated_ms: r.try_get("last_updated_ms")?,
+        metadata_location: r.try_get("metadata_location")?,
+        metadata_version: r.try_get("metadata_version")?,
+    })
+}
+
+pub(crate) fn snapshot_row(r: &sqlx::any::AnyRow) -> Result<SnapshotInfo> {
+    let summary: String = r.try_get("summary")?;
+    Ok(SnapshotInfo {
+        snapshot_id: r.try_get("snapshot_id")?,
+        parent_snapshot_id: r.try_get("parent_snapshot_id")?,
+        sequence_number: r.try_get("sequence_number")?,
+        timestamp_ms: r.try_get("timestamp_ms")?,
+        operation: r.try_get("operation")?,
+        summary: serde_json::from_str(&summary)
+            .map_err(|e| Error::internal_from("corrupt snapshot summary in catalog", e))?,
+        manifest_list: r.try_get("manifest_list")?,
+        schema_id: r.try_get::<i64, _>("schema_id")? as i32,
+        commit_id: r.try_get("commit_id")?,
+    })
+}
+
+pub(crate) const SNAPSHOT_COLUMNS: &str = "snapshot_id, parent_snapshot_id, sequence_number, \
+    timestamp_ms, operation, summary, schema_id, manifest_list, commit_id";
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://path` or `postgres://...`) and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(Error::invalid(
+                "catalog-url",
+                format!("{url:?}: use sqlite://PATH or postgres://..."),
+            ));
+        };
+        let mut url = url.to_string();
+        if backend == Backend::Sqlite && !url.contains("mode=") && !url.contains(":memory:") {
+            url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+        }
+        let opts = AnyConnectOptions::from_str(&url)
+            .map_err(|e| Error::invalid("catalog-url", format!("{url:?}: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                             PRAGMA busy_timeout=30000; PRAGMA foreign_keys=ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| Error::internal_from("applying catalog migrations", e))?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    // ---- namespaces ------------------------------------------------------------------
+
+    pub(crate) async fn create_namespace(&self, ns: &NamespaceInfo, now_ms: i64) -> Result<()> {
+        let props = serde_json::to_string(&ns.properties).expect("string map serialises");
+        sqlx::query("INSERT INTO namespaces (name, properties, created_at_ms) VALUES ($1, $2, $3)")
+            .bind(&ns.name)
+            .bind(props)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::AlreadyExists {
+                        kind: ObjectKind::Namespace,
+                        name: ns.name.clone(),
+                    }
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    pub(crate) async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>> {
+        let rows = sqlx::query("SELECT name, properties FROM namespaces ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(namespace_row).collect()
+    }
+
+    pub(crate) async fn get_namespace(&self, name: &str) -> Result<NamespaceInfo> {
+        let row = sqlx::query("SELECT name, properties FROM namespaces WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::not_found(ObjectKind::Namespace, name))?;
+        namespace_row(&row)
+    }
+
+    pub(crate) async fn drop_namespace(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM namespaces WHERE name = $1 \
+             AND NOT EXISTS (SELECT 1 FROM tables WHERE namespace = $1)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            let exists = sqlx::query("SELECT 1 FROM namespaces WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Err(if exists {
+                Error::FailedPrecondition(format!(
+                    "namespace {name} is not empty: drop its tables first"
+                ))
+            } else {
+                Error::not_found(ObjectKind::Namespace, name)
+            });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- tables ----------------------------------------------------------------------
+
+    pub(crate) async fn insert_table(&self, row: &TableRow, now_ms: i64) -> Result<i64> {
+        let r = sqlx::query(
+            "INSERT INTO tables (namespace, name, table_uuid, location, version, base_metadata, \
+             current_snapshot_id, last_sequence_number, last_updated_ms, metadata_location, \
+             metadata_version, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9, $10, $11) RETURNING table_id",
+        )
+        .bind(&row.ident.namespace)
+        .bind(&row.ident.name)
+        .bind(&row.table_uuid)
+        .bind(&row.location)
+        .bind(row.version)
+        .bind(&row.base_metadata)
+        .bind(row.last_sequence_number)
+        .bind(row.last_updated_ms)
+        .bind(&row.metadata_location)
+        .bind(row.metadata_version)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::AlreadyExists {
+                    kind: ObjectKind::Table,
+                    name: row.ident.to_string(),
+                }
+            } else if matches!(&e, sqlx::Error::Database(d) if d.is_foreign_key_violation()) {
+                Error::not_found(ObjectKind::Namespace, &row.ident.namespace)
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(r.try_get(0)?)
+    }
+
+    pub(crate) async fn table(&self, ident: &TableIdent) -> Result<TableRow> {
+        let q = format!("SELECT {TABLE_COLUMNS} FROM tables WHERE namespace = $1 AND name = $2");
+        let row = sqlx::query(&q)
+            .bind(&ident.namespace)
+            .bind(&ident.name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => table_row(&r),
+            None => {
+                // Say which part is missing.
+                self.get_namespace(&ident.namespace).await?;
+                Err(Error::not_found(ObjectKind::Table, ident.to_string()))
+            }
+        }
+    }
+
+    pub(crate) async fn table_by_id(&self, table_id: i64) -> Result<Option<TableRow>> {
+        let q = format!("SELECT {TABLE_COLUMNS} FROM tables WHERE table_id = $1");
+        let row = sqlx::query(&q).bind(table_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(table_row).transpose()
+    }
+
+    pub(crate) async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {
+        self.get_namespace(namespace).await?;
+        let rows = sqlx::query("SELECT namespace, name FROM tables WHERE namespace = $1 ORDER BY name")
+            .bind(namespace)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(TableIdent::new(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+            .collect()
+    }
+
+    pub(crate) async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
+        let row = self.table(ident).await?;
+        let mut tx = self.pool.begin().await?;
+        for t in ["snapshots", "snapshot_log", "refs", "commits", "table_files"] {
+            sqlx::query(&format!("DELETE FROM {t} WHERE table_id = $1"))
+                .bind(row.table_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM tables WHERE table_id = $1")
+            .bind(row.table_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn rename_table(&self, from: &TableIdent, to: &TableIdent) -> Result<()> {
+        let row = self.table(from).await?;
+        self.get_namespace(&to.namespace).await?;
+        sqlx::query("UPDATE tables SET namespace = $1, name = $2 WHERE table_id = $3")
+            .bind(&to.namespace)
+            .bind(&to.name)
+            .bind(row.table_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::AlreadyExists {
+                        kind: ObjectKind::Table,
+                        name: to.to_string(),
+                    }
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Records a newer materialised metadata file, unless a newer one is recorded already.
+    pub(crate) async fn set_metadata_location(
+        &self,
+        table_id: i64,
+        location: &str,
+        version: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tables SET metadata_location = $1, metadata_version = $2 \
+             WHERE table_id = $3 AND metadata_version < $2",
+        )
+        .bind(location)
+        .bind(version)
+        .bind(table_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- snapshots -------------------------------------------------------------------
+
+    /// Snapshots in commit order (by sequence number), after `after_seq`.
+    pub(crate) async fn snapshots(
+        &self,
+        table_id: i64,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<SnapshotInfo>> {
+        let q = format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE table_id = $1 AND sequence_number > $2 \
+             ORDER BY sequence_number LIMIT $3"
+        );
+        let rows = sqlx::query(&q)
+            .bind(table_id)
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(snapshot_row).collect()
+    }
+
+    pub(crate) async fn snapshot(&self, table_id: i64, snapshot_id: i64) -> Result<Option<SnapshotInfo>> {
+        let q = format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE table_id = $1 AND snapshot_id = $2");
+        let row = sqlx::query(&q)
+            .bind(table_id)
+            .bind(snapshot_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(snapshot_row).transpose()
+    }
+
+    /// The snapshot log up to and including table version `max_version`.
+    pub(crate) async fn snapshot_log(&self, table_id: i64, max_version: i64) -> Result<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT snapshot_id, timestamp_ms FROM snapshot_log WHERE table_id = $1 AND seq <= $2 \
+             ORDER BY seq",
+        )
+        .bind(table_id)
+        .bind(max_version)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    // ---- commits ---------------------------------------------------------------------
+
+    /// The recorded commits among `ids` for a table.
+    pub(crate) async fn recorded_commits(
+        &self,
+        table_id: i64,
+        ids: &[&str],
+    ) -> Result<HashMap<String, RecordedCommit>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let q = format!(
+            "SELECT commit_id, snapshot_id, sequence_number, version, parent_snapshot_id \
+             FROM commits WHERE table_id = $1 AND commit_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&q).bind(table_id);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let c = RecordedCommit {
+                    commit_id: r.try_get(0)?,
+                    snapshot_id: r.try_get(1)?,
+                    sequence_number: r.try_get(2)?,
+                    version: r.try_get(3)?,
+                    parent_snapshot_id: r.try_get(4)?,
+                };
+                Ok((c.commit_id.clone(), c))
+            })
+            .collect()
+    }
+
+    /// Which of `paths` were ever committed to the table.
+    pub(crate) async fn known_paths(&self, table_id: i64, paths: &[&str]) -> Result<Vec<String>> {
+        let mut known = Vec::new();
+        for chunk in paths.chunks(500) {
+            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let q = format!(
+                "SELECT path FROM table_files WHERE table_id = $1 AND path IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&q).bind(table_id);
+            for p in chunk {
+                query = query.bind(*p);
+            }
+            for r in query.fetch_all(&self.pool).await? {
+                known.push(r.try_get(0)?);
+            }
+        }
+        Ok(known)
+    }
+
+    /// Object bytes kept until the store held them durably.
+    pub(crate) async fn pending_objects(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT path, bytes FROM pending_objects")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    pub(crate) async fn clear_pending_objects(&self, paths: &[String]) -> Result<()> {
+        for chunk in paths.chunks(500) {
+            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+            let q = format!("DELETE FROM pending_objects WHERE path IN ({})", placeholders.join(", "));
+            let mut query = sqlx::query(&q);
+            for p in chunk {
+                query = query.bind(p);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+}
+
+fn namespace_row(r: &sqlx::any::AnyRow) -> Result<NamespaceInfo> {
+    let props: String = r.try_get(1)?;
+    Ok(NamespaceInfo {
+        name: r.try_get(0)?,
+        properties: serde_json::from_str(&props)
+            .map_err(|e| Error::internal_from("corrupt namespace properties in catalog", e))?,
+    })
+}

@@ -1,0 +1,169 @@
+//! Errors of the catalog core.
+//!
+//! Every public operation returns [`Error`]. Its variants tell the caller what to do; the
+//! transports map them exhaustively to gRPC status codes (and later HTTP codes), so a new
+//! variant fails to compile there until it is mapped.
+//!
+//! | variant | meaning | may the caller retry? |
+//! | --- | --- | --- |
+//! | `NotFound` | the namespace, table or snapshot does not exist | no |
+//! | `AlreadyExists` | the namespace or table exists already | no |
+//! | `InvalidArgument` | the request is wrong; `field` names what, `reason` says why | no |
+//! | `Conflict` | a concurrent commit moved the table; nothing was applied | yes, after re-reading the table |
+//! | `FailedPrecondition` | valid request, but the current state forbids it | not unchanged |
+//! | `TooLarge` | the request exceeds a server limit | no |
+//! | `Unavailable` | storage or database unavailable; for a commit the outcome is unknown | yes, with the same commit id |
+//! | `Internal` | a bug or unexpected failure; for a commit the outcome is unknown | with the same commit id |
+//!
+//! A commit whose outcome Firn cannot know is never reported as a `Conflict`.
+
+use std::fmt;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Boxed source error.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error of the catalog core. See the module docs for what each variant asks of the caller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The named object does not exist.
+    #[error("{kind} {name} does not exist")]
+    NotFound { kind: ObjectKind, name: String },
+
+    /// The named object exists already.
+    #[error("{kind} {name} already exists")]
+    AlreadyExists { kind: ObjectKind, name: String },
+
+    /// The request is malformed or refers to something it may not.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+
+    /// The table moved on since the snapshot the operation was based on, and the operation
+    /// does not commute with what happened. Nothing was applied.
+    #[error(
+        "commit conflict on {table}: the operation was based on snapshot {}, but the current snapshot is {}; re-read the table and retry",
+        fmt_snapshot(*.expected), fmt_snapshot(*.current)
+    )]
+    Conflict {
+        table: String,
+        expected: Option<i64>,
+        current: Option<i64>,
+    },
+
+    /// The request is valid but the state of the catalog forbids it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    /// The request is larger than the server accepts.
+    #[error("request too large: {0}")]
+    TooLarge(String),
+
+    /// The database or object store is unavailable. For a commit the outcome is unknown:
+    /// retry with the same commit id.
+    #[error("{what} unavailable: {source}")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        source: Source,
+    },
+
+    /// An unexpected failure (a bug, corrupt metadata). For a commit the outcome is unknown.
+    #[error("internal error: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Source>,
+    },
+}
+
+fn fmt_snapshot(id: Option<i64>) -> String {
+    id.map_or_else(|| "<none: empty table>".to_string(), |id| id.to_string())
+}
+
+/// What kind of object an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ObjectKind {
+    Namespace,
+    Table,
+    Snapshot,
+    File,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Namespace => "namespace",
+            ObjectKind::Table => "table",
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::File => "file",
+        })
+    }
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(kind: ObjectKind, name: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn internal_from(message: impl Into<String>, source: impl Into<Source>) -> Self {
+        Error::Internal {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    pub fn database(source: sqlx::Error) -> Self {
+        Error::Unavailable {
+            what: "catalog database",
+            source: Box::new(source),
+        }
+    }
+
+    pub fn storage(source: impl Into<Source>) -> Self {
+        Error::Unavailable {
+            what: "object store",
+            source: source.into(),
+        }
+    }
+
+    /// Whether retrying the same request (same commit id) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Conflict { .. } | Error::Unavailable { .. } | Error::Internal { .. }
+        )
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::database(e)
+    }
+}
+
+impl From<iceberg::Error> for Error {
+    fn from(e: iceberg::Error) -> Self {
+        Error::internal_from("iceberg", e)
+    }
+}

@@ -1,0 +1,454 @@
+//! Turning the data files a commit names into Iceberg `DataFile`s.
+//!
+//! Each file is checked by one HEAD on its exact path (exists, size). Its statistics are
+//! taken from the request when the writer sent them; otherwise Firn reads the Parquet footer:
+//! record count, per-column value/null counts and bounds, the schema matched to the table's
+//! by Parquet field id (or by column name for files written without ids), and the partition
+//! derived from the bounds of the partition source columns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum, Literal, PartitionSpec,
+    PrimitiveType, Schema, Struct, StructType,
+};
+use iceberg::transform::create_transform_function;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetObjectReader};
+use parquet::basic::{LogicalType, TimeUnit, Type as PhysicalType};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnDescriptor;
+
+use crate::error::{Error, Result};
+use crate::model::{FileStatsSpec, NewFile};
+use crate::storage::Warehouse;
+
+/// The parts of a table's metadata needed to check and describe its files.
+#[derive(Debug, Clone)]
+pub struct FileContext {
+    pub location: String,
+    pub schema: Arc<Schema>,
+    pub spec: Arc<PartitionSpec>,
+    pub partition_type: StructType,
+}
+
+impl FileContext {
+    /// Refuses paths outside the table's location.
+    pub fn check_path(&self, field: &str, path: &str) -> Result<()> {
+        let prefix = format!("{}/", self.location.trim_end_matches('/'));
+        if !path.starts_with(&prefix) {
+            return Err(Error::invalid(
+                field,
+                format!("{path} is outside the table's location {}", self.location),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a new file and builds its `DataFile`.
+pub async fn resolve(warehouse: &Warehouse, ctx: &FileContext, file: &NewFile) -> Result<DataFile> {
+    ctx.check_path("add.path", &file.path)?;
+    let size = match warehouse.head(&file.path).await {
+        Ok(size) => size,
+        Err(Error::NotFound { .. }) => {
+            return Err(Error::invalid("add.path", format!("{} does not exist", file.path)));
+        }
+        Err(e) => return Err(e),
+    };
+    if size != file.file_size_bytes {
+        return Err(Error::invalid(
+            "add.file_size_bytes",
+            format!(
+                "{} is {size} bytes in storage, but the request says {}",
+                file.path, file.file_size_bytes
+            ),
+        ));
+    }
+    match &file.stats {
+        Some(stats) => from_stats(ctx, &file.path, size, stats),
+        None => from_footer(warehouse, ctx, &file.path, size).await,
+    }
+}
+
+fn from_stats(ctx: &FileContext, path: &str, size: u64, stats: &FileStatsSpec) -> Result<DataFile> {
+    let mut b = DataFileBuilder::default();
+    let (mut sizes, mut values, mut nulls, mut nans) =
+        (HashMap::new(), HashMap::new(), HashMap::new(), HashMap::new());
+    let (mut lower, mut upper) = (HashMap::new(), HashMap::new());
+    for (&id, c) in &stats.columns {
+        let field = ctx.schema.field_by_id(id).ok_or_else(|| {
+            Error::invalid("stats.columns", format!("{path}: field id {id} is not in the table schema"))
+        })?;
+        c.column_size.map(|v| sizes.insert(id, v));
+        c.value_count.map(|v| values.insert(id, v));
+        c.null_count.map(|v| nulls.insert(id, v));
+        c.nan_count.map(|v| nans.insert(id, v));
+        for (bound, out, what) in [
+            (&c.lower_bound, &mut lower, "lower_bound"),
+            (&c.upper_bound, &mut upper, "upper_bound"),
+        ] {
+            if let Some(bytes) = bound {
+                let ty = field.field_type.as_primitive_type().ok_or_else(|| {
+                    Error::invalid(
+                        format!("stats.columns[{id}].{what}"),
+                        format!("{path}: field {} is not a primitive column", field.name),
+                    )
+                })?;
+                let d = Datum::try_from_bytes(bytes, ty.clone()).map_err(|e| {
+                    Error::invalid(format!("stats.columns[{id}].{what}"), format!("{path}: {e}"))
+                })?;
+                out.insert(id, d);
+            }
+        }
+    }
+    let partition = partition_from_json(&ctx.partition_type, &stats.partition)
+        .map_err(|reason| Error::invalid("stats.partition", format!("{path}: {reason}")))?;
+    b.content(DataContentType::Data)
+        .file_path(path.to_string())
+        .file_format(DataFileFormat::Parquet)
+        .partition(partition)
+        .partition_spec_id(ctx.spec.spec_id())
+        .record_count(stats.record_count)
+        .file_size_in_bytes(size)
+        .column_sizes(sizes)
+        .value_counts(values)
+        .null_value_counts(nulls)
+        .nan_value_counts(nans)
+        .lower_bounds(lower)
+        .upper_bounds(upper)
+        .split_offsets((!stats.split_offsets.is_empty()).then(|| stats.split_offsets.clone()));
+    b.build()
+        .map_err(|e| Error::internal_from("building data file", e))
+}
+
+/// Parses a partition tuple given as a JSON object (partition field name -> value).
+pub fn partition_from_json(
+    partition_type: &StructType,
+    values: &serde_json::Map<String, serde_json::Value>,
+) -> std::result::Result<Struct, String> {
+    for k in values.keys() {
+        if partition_type.field_by_name(k).is_none() {
+            return Err(format!("{k:?} is not a partition field of the table"));
+        }
+    }
+    partition_type
+        .fields()
+        .iter()
+        .map(|f| {
+            let v = values
+                .get(&f.name)
+                .ok_or_else(|| format!("no value for partition field {:?}", f.name))?;
+            Literal::try_from_json(v.clone(), &f.field_type)
+                .map_err(|e| format!("partition field {:?}: {e}", f.name))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Struct::from_iter)
+}
+
+/// Renders a partition tuple as a JSON object.
+pub fn partition_to_json(
+    partition_type: &StructType,
+    partition: &Struct,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    partition_type
+        .fields()
+        .iter()
+        .zip(partition.iter())
+        .map(|(f, v)| {
+            let json = match v {
+                None => serde_json::Value::Null,
+                Some(l) => l.clone().try_into_json(&f.field_type)?,
+            };
+            Ok((f.name.clone(), json))
+        })
+        .collect()
+}
+
+async fn from_footer(warehouse: &Warehouse, ctx: &FileContext, path: &str, size: u64) -> Result<DataFile> {
+    let mut reader = ParquetObjectReader::new(warehouse.store().clone(), warehouse.path(path)?)
+        .with_file_size(size);
+    let meta = reader.get_metadata(None).await.map_err(|e| match e {
+        parquet::errors::ParquetError::General(_) | parquet::errors::ParquetError::EOF(_) => {
+            Error::invalid("add.path", format!("{path} is not a readable Parquet file: {e}"))
+        }
+        other => Error::invalid("add.path", format!("{path}: cannot read the Parquet footer: {other}")),
+    })?;
+    data_file_from_parquet(ctx, path, size, &meta)
+}
+
+/// Builds a `DataFile` from a Parquet footer, checking the file's schema against the table's.
+pub fn data_file_from_parquet(
+    ctx: &FileContext,
+    path: &str,
+    size: u64,
+    meta: &ParquetMetaData,
+) -> Result<DataFile> {
+    let bad = |reason: String| Error::invalid("add.path", format!("{path}: {reason}"));
+    let descr = meta.file_metadata().schema_descr();
+    // Map each leaf column to a table field id.
+    let mut leaf_ids = Vec::with_capacity(descr.num_columns());
+    for col in descr.columns() {
+        let info = col.self_type().get_basic_info();
+        let dotted = col.path().string();
+        let field = if info.has_id() {
+            let id = info.id();
+            let f = ctx.schema.field_by_id(id).ok_or_else(|| {
+                bad(format!("column {dotted} has field id {id}, which is not in the table schema"))
+            })?;
+            if col.path().parts().len() == 1 && f.name != dotted {
+                // Same id, another name: a rename. Fine, the id decides.
+            }
+            f.clone()
+        } else {
+            ctx.schema
+                .field_by_name(&dotted)
+                .ok_or_else(|| bad(format!("column {dotted} is not in the table schema")))?
+                .clone()
+        };
+        let ty = field.field_type.as_primitive_type().ok_or_else(|| {
+            bad(format!("column {dotted} maps to {}, which is not a primitive column", field.name))
+        })?;
+        if !compatible(ty, col) {
+            return Err(bad(format!(
+                "column {dotted} has Parquet type {} ({:?}), which does not fit the table's {} column {}",
+                col.physical_type(),
+                col.logical_type_ref(),
+                ty,
+                field.name
+            )));
+        }
+        leaf_ids.push((field.id, ty.clone(), field.required));
+    }
+    // Every required top-level column must be present.
+    let present: std::collections::HashSet<i32> = leaf_ids.iter().map(|(id, _, _)| *id).collect();
+    for f in ctx.schema.as_struct().fields() {
+        if f.required && f.field_type.is_primitive() && !present.contains(&f.id) {
+            return Err(bad(format!("required column {} is missing", f.name)));
+        }
+    }
+
+    let (mut sizes, mut values, mut nulls) = (HashMap::new(), HashMap::new(), HashMap::new());
+    let mut lower: HashMap<i32, Datum> = HashMap::new();
+    let mut upper: HashMap<i32, Datum> = HashMap::new();
+    let mut no_bounds = std::collections::HashSet::new();
+    for rg in meta.row_groups() {
+        for (i, chunk) in rg.columns().iter().enumerate() {
+            let (id, ty, _) = &leaf_ids[i];
+            *sizes.entry(*id).or_insert(0u64) += chunk.compressed_size() as u64;
+            *values.entry(*id).or_insert(0u64) += chunk.num_values() as u64;
+            let Some(stats) = chunk.statistics() else {
+                no_bounds.insert(*id);
+                continue;
+            };
+            match stats.null_count_opt() {
+                Some(n) => *nulls.entry(*id).or_insert(0u64) += n,
+                None => {
+                    nulls.insert(*id, u64::MAX);
+                }
+            }
+            let chunk_has_values = stats.null_count_opt().map(|n| (n as i64) < chunk.num_values()).unwrap_or(true);
+            match (bound(ty, stats, true), bound(ty, stats, false)) {
+                (Some(lo), Some(hi)) => {
+                    match lower.get(id) {
+                        Some(cur) if *cur <= lo => {}
+                        _ => {
+                            lower.insert(*id, lo);
+                        }
+                    }
+                    match upper.get(id) {
+                        Some(cur) if *cur >= hi => {}
+                        _ => {
+                            upper.insert(*id, hi);
+                        }
+                    }
+                }
+                _ if !chunk_has_values => {}
+                _ => {
+                    no_bounds.insert(*id);
+                }
+            }
+        }
+    }
+    nulls.retain(|_, v| *v != u64::MAX);
+    for id in &no_bounds {
+        lower.remove(id);
+        upper.remove(id);
+    }
+    let record_count = meta.file_metadata().num_rows() as u64;
+    for (id, _, required) in &leaf_ids {
+        if *required && nulls.get(id).copied().unwrap_or(0) > 0 {
+            let name = ctx.schema.name_by_field_id(*id).unwrap_or("?");
+            return Err(bad(format!("required column {name} holds nulls")));
+        }
+    }
+
+    let partition = partition_from_bounds(ctx, record_count, &lower, &upper, &nulls, &values)
+        .map_err(bad)?;
+    let mut b = DataFileBuilder::default();
+    b.content(DataContentType::Data)
+        .file_path(path.to_string())
+        .file_format(DataFileFormat::Parquet)
+        .partition(partition)
+        .partition_spec_id(ctx.spec.spec_id())
+        .record_count(record_count)
+        .file_size_in_bytes(size)
+        .column_sizes(sizes)
+        .value_counts(values)
+        .null_value_counts(nulls)
+        .lower_bounds(lower)
+        .upper_bounds(upper)
+        .split_offsets(Some(meta.row_groups().iter().filter_map(|rg| rg.file_offset()).collect()));
+    b.build()
+        .map_err(|e| Error::internal_from("building data file", e))
+}
+
+/// Whether a Parquet leaf column can be read as the Iceberg type `ty`.
+fn compatible(ty: &PrimitiveType, col: &ColumnDescriptor) -> bool {
+    use PrimitiveType as P;
+    let logical = col.logical_type_ref();
+    let micros = |unit: &TimeUnit| matches!(unit, TimeUnit::MICROS);
+    match (ty, col.physical_type()) {
+        (P::Boolean, PhysicalType::BOOLEAN) => true,
+        (P::Int, PhysicalType::INT32) | (P::Long, PhysicalType::INT32) => matches!(
+            logical,
+            None | Some(LogicalType::Integer { is_signed: true, .. })
+        ),
+        (P::Long, PhysicalType::INT64) => {
+            matches!(logical, None | Some(LogicalType::Integer { is_signed: true, .. }))
+        }
+        (P::Float, PhysicalType::FLOAT) | (P::Double, PhysicalType::FLOAT | PhysicalType::DOUBLE) => true,
+        (P::Date, PhysicalType::INT32) => matches!(logical, Some(LogicalType::Date)),
+        (P::Time, PhysicalType::INT64) => {
+            matches!(logical, Some(LogicalType::Time { unit, .. }) if micros(unit))
+        }
+        (P::Timestamp, PhysicalType::INT64) => matches!(
+            logical,
+            Some(LogicalType::Timestamp { is_adjusted_to_u_t_c: false, unit }) if micros(unit)
+        ),
+        (P::Timestamptz, PhysicalType::INT64) => matches!(
+            logical,
+            Some(LogicalType::Timestamp { is_adjusted_to_u_t_c: true, unit }) if micros(unit)
+        ),
+        (P::String, PhysicalType::BYTE_ARRAY) => {
+            matches!(logical, Some(LogicalType::String) | None)
+        }
+        (P::Binary, PhysicalType::BYTE_ARRAY) => !matches!(logical, Some(LogicalType::String)),
+        (P::Uuid, PhysicalType::FIXED_LEN_BYTE_ARRAY) => col.type_length() == 16,
+        (P::Fixed(n), PhysicalType::FIXED_LEN_BYTE_ARRAY) => col.type_length() as u64 == *n,
+        (P::Decimal { precision, scale }, _) => matches!(
+            logical,
+            Some(LogicalType::Decimal { precision: p, scale: s })
+                if *p as u32 == *precision && *s as u32 == *scale
+        ),
+        _ => false,
+    }
+}
+
+/// An exact lower (`min`) or upper bound of a column chunk as an Iceberg datum.
+fn bound(ty: &PrimitiveType, stats: &Statistics, min: bool) -> Option<Datum> {
+    use PrimitiveType as P;
+    let exact = if min { stats.min_is_exact() } else { stats.max_is_exact() };
+    if !exact {
+        return None;
+    }
+    match stats {
+        Statistics::Boolean(s) => {
+            let v = *(if min { s.min_opt() } else { s.max_opt() })?;
+            matches!(ty, P::Boolean).then(|| Datum::bool(v))
+        }
+        Statistics::Int32(s) => {
+            let v = *(if min { s.min_opt() } else { s.max_opt() })?;
+            match ty {
+                P::Int => Some(Datum::int(v)),
+                P::Long => Some(Datum::long(v as i64)),
+                P::Date => Some(Datum::date(v)),
+                _ => None,
+            }
+        }
+        Statistics::Int64(s) => {
+            let v = *(if min { s.min_opt() } else { s.max_opt() })?;
+            match ty {
+                P::Long => Some(Datum::long(v)),
+                P::Timestamp => Some(Datum::timestamp_micros(v)),
+                P::Timestamptz => Some(Datum::timestamptz_micros(v)),
+                P::Time => Datum::time_micros(v).ok(),
+                _ => None,
+            }
+        }
+        Statistics::Float(s) => {
+            let v = *(if min { s.min_opt() } else { s.max_opt() })?;
+            if v.is_nan() {
+                return None;
+            }
+            match ty {
+                P::Float => Some(Datum::float(v)),
+                P::Double => Some(Datum::double(v as f64)),
+                _ => None,
+            }
+        }
+        Statistics::Double(s) => {
+            let v = *(if min { s.min_opt() } else { s.max_opt() })?;
+            (matches!(ty, P::Double) && !v.is_nan()).then(|| Datum::double(v))
+        }
+        Statistics::ByteArray(s) => {
+            let v = if min { s.min_opt() } else { s.max_opt() }?;
+            match ty {
+                P::String => std::str::from_utf8(v.data()).ok().map(Datum::string),
+                P::Binary => Some(Datum::binary(v.data().iter().copied())),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The partition of a file, from the bounds of each partition source column: every row must
+/// fall into the same partition, or the file is refused.
+fn partition_from_bounds(
+    ctx: &FileContext,
+    record_count: u64,
+    lower: &HashMap<i32, Datum>,
+    upper: &HashMap<i32, Datum>,
+    nulls: &HashMap<i32, u64>,
+    values: &HashMap<i32, u64>,
+) -> std::result::Result<Struct, String> {
+    let mut out = Vec::with_capacity(ctx.spec.fields().len());
+    for pf in ctx.spec.fields() {
+        let name = ctx.schema.name_by_field_id(pf.source_id).unwrap_or("?").to_string();
+        let all_null = record_count == 0
+            || (nulls.get(&pf.source_id).copied() == Some(record_count)
+                && values.get(&pf.source_id).copied() == Some(record_count));
+        let (lo, hi) = match (lower.get(&pf.source_id), upper.get(&pf.source_id)) {
+            (Some(lo), Some(hi)) => (lo, hi),
+            _ if all_null => {
+                out.push(None);
+                continue;
+            }
+            _ => {
+                return Err(format!(
+                    "the file has no statistics for partition column {name}; send partition values with the commit"
+                ));
+            }
+        };
+        if nulls.get(&pf.source_id).copied().unwrap_or(0) > 0 {
+            return Err(format!(
+                "partition column {name} holds both nulls and values, so the file spans several partitions"
+            ));
+        }
+        let f = create_transform_function(&pf.transform).map_err(|e| e.to_string())?;
+        let (a, b) = (
+            f.transform_literal(lo).map_err(|e| e.to_string())?,
+            f.transform_literal(hi).map_err(|e| e.to_string())?,
+        );
+        if a != b {
+            return Err(format!(
+                "rows span several partitions of {} ({} of {name} from {lo} to {hi}); write one file per partition",
+                pf.name, pf.transform
+            ));
+        }
+        out.push(a.map(|d| Literal::Primitive(d.literal().clone())));
+    }
+    Ok(Struct::from_iter(out))
+}

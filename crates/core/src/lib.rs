@@ -1,0 +1,30 @@
+//! Firn core: namespaces, tables and atomic commits of Apache Iceberg (v2) tables.
+//!
+//! This crate knows nothing of gRPC or HTTP: transports call [`Catalog`] and map its
+//! [`Error`] to their status codes.
+//!
+//! - [`catalog`]: the service API.
+//! - [`commit`]: how a commit becomes a snapshot, and what it guarantees.
+//! - [`storage`]: the warehouse on `object_store` (and iceberg-rust's `Storage` over it).
+//! - [`db`]: the catalog database (SQLite or PostgreSQL).
+//! - [`files`]: checking data files and deriving their statistics.
+//! - [`error`]: what each error means and whether to retry.
+
+pub mod catalog;
+pub mod commit;
+pub mod db;
+pub mod env;
+pub mod error;
+pub mod files;
+pub mod ident;
+mod metadata;
+pub mod model;
+mod objects;
+pub mod storage;
+
+pub use catalog::{Catalog, CatalogConfig, parse_type};
+pub use env::{Clock, Env, Ids, RandomIds, SystemClock};
+pub use error::{Error, ObjectKind, Result};
+pub use ident::TableIdent;
+pub use model::*;
+pub use storage::{FirnStorageFactory, Warehouse, WarehouseConfig};

@@ -1,0 +1,105 @@
+//! Materialising Iceberg `metadata.json` files from the catalog.
+//!
+//! The catalog database is the source of truth for a table's snapshots, log and refs; a
+//! commit does not rewrite the ever-growing metadata file. When a reader asks for the
+//! table's metadata location, the file for the current version is written (once per
+//! version) from the database rows, so every Iceberg engine sees exactly the committed state.
+
+use serde_json::{Value, json};
+
+use crate::db::{Db, TableRow};
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::storage::Warehouse;
+
+/// The metadata JSON of `row`'s version.
+pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<String> {
+    let mut v: Value = serde_json::from_str(&row.base_metadata)
+        .map_err(|e| Error::internal_from("corrupt base metadata", e))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| Error::internal("base metadata is not a JSON object"))?;
+    let snapshots = db.snapshots(row.table_id, -1, i64::MAX).await?;
+    let snaps: Vec<Value> = snapshots
+        .iter()
+        .filter(|s| s.sequence_number <= row.last_sequence_number)
+        .map(|s| {
+            let mut summary = serde_json::Map::new();
+            for (k, val) in &s.summary {
+                summary.insert(k.clone(), Value::String(val.clone()));
+            }
+            let mut o = json!({
+                "snapshot-id": s.snapshot_id,
+                "sequence-number": s.sequence_number,
+                "timestamp-ms": s.timestamp_ms,
+                "manifest-list": s.manifest_list,
+                "summary": summary,
+                "schema-id": s.schema_id,
+            });
+            if let Some(p) = s.parent_snapshot_id {
+                o["parent-snapshot-id"] = json!(p);
+            }
+            o
+        })
+        .collect();
+    let log: Vec<Value> = db
+        .snapshot_log(row.table_id, row.version)
+        .await?
+        .into_iter()
+        .map(|(id, ts)| json!({"snapshot-id": id, "timestamp-ms": ts}))
+        .collect();
+    obj.insert("snapshots".into(), Value::Array(snaps));
+    obj.insert("snapshot-log".into(), Value::Array(log));
+    obj.insert("last-sequence-number".into(), json!(row.last_sequence_number));
+    obj.insert("last-updated-ms".into(), json!(row.last_updated_ms));
+    match row.current_snapshot_id {
+        Some(id) => {
+            obj.insert("current-snapshot-id".into(), json!(id));
+            obj.insert("refs".into(), json!({"main": {"snapshot-id": id, "type": "branch"}}));
+        }
+        None => {
+            obj.remove("current-snapshot-id");
+            obj.insert("refs".into(), json!({}));
+        }
+    }
+    let text = serde_json::to_string(&v).expect("JSON value serialises");
+    // What we hand out must be valid Iceberg metadata.
+    serde_json::from_str::<iceberg::spec::TableMetadata>(&text)
+        .map_err(|e| Error::internal_from(format!("rendered metadata of {} is invalid", row.ident), e))?;
+    Ok(text)
+}
+
+/// Writes the metadata file for `row`'s version unless it exists, and returns its location
+/// and, when `want_json`, its content.
+pub(crate) async fn materialize(
+    db: &Db,
+    warehouse: &Warehouse,
+    env: &Env,
+    row: &TableRow,
+    want_json: bool,
+) -> Result<(String, Option<String>)> {
+    if row.metadata_version >= row.version {
+        let json = if want_json {
+            let bytes = warehouse.get(&row.metadata_location).await?;
+            Some(String::from_utf8(bytes.to_vec()).map_err(|e| Error::internal_from("metadata file is not UTF-8", e))?)
+        } else {
+            None
+        };
+        return Ok((row.metadata_location.clone(), json));
+    }
+    let text = render(db, row).await?;
+    let path = metadata_path(&row.location, row.version, env);
+    warehouse.put(&path, text.clone().into()).await?;
+    warehouse.sync(std::slice::from_ref(&path)).await?;
+    db.set_metadata_location(row.table_id, &path, row.version).await?;
+    Ok((path, want_json.then_some(text)))
+}
+
+/// Where the metadata file of a table version goes.
+pub(crate) fn metadata_path(location: &str, version: i64, env: &Env) -> String {
+    format!(
+        "{}/metadata/{version:05}-{}.metadata.json",
+        location.trim_end_matches('/'),
+        env.ids.uuid()
+    )
+}

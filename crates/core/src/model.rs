@@ -1,0 +1,177 @@
+//! The catalog's request and result types, independent of any transport.
+
+use std::collections::HashMap;
+
+use crate::ident::TableIdent;
+
+/// A namespace and its properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub properties: HashMap<String, String>,
+}
+
+/// One column of a new table's schema. `type_json` is the Iceberg JSON type: a primitive
+/// name (`long`, `decimal(10,2)`, ...) or a JSON object for nested types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpec {
+    pub name: String,
+    pub type_json: String,
+    pub required: bool,
+    pub doc: Option<String>,
+}
+
+/// A partition field of a new table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionFieldSpec {
+    pub source_column: String,
+    /// `identity`, `year`, `month`, `day`, `hour`, `bucket[N]`, `truncate[W]`, `void`.
+    pub transform: String,
+    pub name: Option<String>,
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct CreateTable {
+    pub fields: Vec<FieldSpec>,
+    pub partition_by: Vec<PartitionFieldSpec>,
+    pub location: Option<String>,
+    pub properties: HashMap<String, String>,
+}
+
+/// A table as the catalog describes it.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub ident: TableIdent,
+    pub table_uuid: String,
+    pub location: String,
+    pub metadata_location: String,
+    pub version: i64,
+    pub current_snapshot_id: Option<i64>,
+    /// The Iceberg metadata JSON at `metadata_location`, when it was asked for.
+    pub metadata_json: Option<String>,
+    pub schema_json: String,
+    pub partition_spec_json: String,
+    pub properties: HashMap<String, String>,
+}
+
+/// Statistics of one column of a data file (bounds in Iceberg single-value binary form).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnStatsSpec {
+    pub column_size: Option<u64>,
+    pub value_count: Option<u64>,
+    pub null_count: Option<u64>,
+    pub nan_count: Option<u64>,
+    pub lower_bound: Option<Vec<u8>>,
+    pub upper_bound: Option<Vec<u8>>,
+}
+
+/// Statistics a writer sends with a data file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileStatsSpec {
+    pub record_count: u64,
+    pub columns: HashMap<i32, ColumnStatsSpec>,
+    /// Partition field name -> Iceberg JSON single value. Empty for unpartitioned tables.
+    pub partition: serde_json::Map<String, serde_json::Value>,
+    pub split_offsets: Vec<i64>,
+}
+
+/// A data file a commit adds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFile {
+    pub path: String,
+    pub file_size_bytes: u64,
+    /// When absent, Firn reads the Parquet footer itself.
+    pub stats: Option<FileStatsSpec>,
+}
+
+/// Which live files an overwrite removes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverwriteScope {
+    /// Every live file.
+    All,
+    /// Exactly these files; each must be live.
+    Files(Vec<String>),
+    /// Every live file in these partitions (JSON objects as in [`FileStatsSpec::partition`]).
+    Partitions(Vec<serde_json::Map<String, serde_json::Value>>),
+    /// Every live file in a partition that an added file belongs to.
+    AddedPartitions,
+}
+
+/// The operation of a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    Append { add: Vec<NewFile> },
+    Overwrite { add: Vec<NewFile>, remove: OverwriteScope },
+    Delete { paths: Vec<String> },
+}
+
+impl Operation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Append { .. } => "append",
+            Operation::Overwrite { .. } => "overwrite",
+            Operation::Delete { .. } => "delete",
+        }
+    }
+
+    /// Whether the operation commutes with any concurrent commit, so the server may rebase it.
+    pub fn commutes(&self) -> bool {
+        matches!(self, Operation::Append { .. })
+    }
+
+    pub fn added(&self) -> &[NewFile] {
+        match self {
+            Operation::Append { add } | Operation::Overwrite { add, .. } => add,
+            Operation::Delete { .. } => &[],
+        }
+    }
+}
+
+/// A commit request.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub ident: TableIdent,
+    /// Client-chosen, unique per table; a recorded id returns the recorded outcome.
+    pub commit_id: String,
+    /// The snapshot the writer based its work on; `None` for an empty table.
+    pub base_snapshot_id: Option<i64>,
+    pub operation: Operation,
+    /// Extra snapshot-summary properties.
+    pub summary: HashMap<String, String>,
+    /// Who asked (for the commit log).
+    pub client: String,
+}
+
+/// The outcome of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub snapshot_id: i64,
+    pub sequence_number: i64,
+    pub version: i64,
+    pub parent_snapshot_id: Option<i64>,
+    /// The commit id had been applied already; this is the recorded outcome.
+    pub replayed: bool,
+}
+
+/// A snapshot as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotInfo {
+    pub snapshot_id: i64,
+    pub parent_snapshot_id: Option<i64>,
+    pub sequence_number: i64,
+    pub timestamp_ms: i64,
+    pub operation: String,
+    pub summary: HashMap<String, String>,
+    pub manifest_list: String,
+    pub schema_id: i32,
+    pub commit_id: String,
+}
+
+/// One page of snapshots, oldest first.
+#[derive(Debug, Clone)]
+pub struct SnapshotPage {
+    pub snapshots: Vec<SnapshotInfo>,
+    /// Pass back to get the next page; `None` at the end.
+    pub next_page_token: Option<String>,
+}

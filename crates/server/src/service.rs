@@ -1,0 +1,191 @@
+//! The `CatalogService` handlers: destructure, convert, call the catalog, convert back.
+
+use firn_core::{Catalog, CommitRequest, CreateTable, FieldSpec, PartitionFieldSpec};
+use firn_proto::v1 as pb;
+use firn_proto::v1::catalog_service_server::CatalogService;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{ident, operation, pb_ident, snapshot, status, table};
+
+/// The gRPC face of a [`Catalog`].
+#[derive(Clone)]
+pub struct GrpcCatalog {
+    catalog: Catalog,
+}
+
+impl GrpcCatalog {
+    pub fn new(catalog: Catalog) -> Self {
+        Self { catalog }
+    }
+}
+
+/// Who is calling: the `x-firn-client` header, else the peer address.
+fn client_of<T>(req: &Request<T>) -> String {
+    if let Some(c) = req.metadata().get("x-firn-client").and_then(|v| v.to_str().ok()) {
+        return c.chars().take(200).collect();
+    }
+    req.remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+type Res<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl CatalogService for GrpcCatalog {
+    async fn create_namespace(&self, req: Request<pb::CreateNamespaceRequest>) -> Res<pb::Namespace> {
+        let pb::CreateNamespaceRequest { name, properties } = req.into_inner();
+        let ns = self.catalog.create_namespace(&name, properties).await.map_err(status)?;
+        Ok(Response::new(pb::Namespace {
+            name: ns.name,
+            properties: ns.properties,
+        }))
+    }
+
+    async fn list_namespaces(&self, req: Request<pb::ListNamespacesRequest>) -> Res<pb::ListNamespacesResponse> {
+        let pb::ListNamespacesRequest {} = req.into_inner();
+        let namespaces = self.catalog.list_namespaces().await.map_err(status)?;
+        Ok(Response::new(pb::ListNamespacesResponse {
+            namespaces: namespaces
+                .into_iter()
+                .map(|n| pb::Namespace {
+                    name: n.name,
+                    properties: n.properties,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_namespace(&self, req: Request<pb::GetNamespaceRequest>) -> Res<pb::Namespace> {
+        let pb::GetNamespaceRequest { name } = req.into_inner();
+        let ns = self.catalog.get_namespace(&name).await.map_err(status)?;
+        Ok(Response::new(pb::Namespace {
+            name: ns.name,
+            properties: ns.properties,
+        }))
+    }
+
+    async fn drop_namespace(&self, req: Request<pb::DropNamespaceRequest>) -> Res<pb::DropNamespaceResponse> {
+        let pb::DropNamespaceRequest { name } = req.into_inner();
+        self.catalog.drop_namespace(&name).await.map_err(status)?;
+        Ok(Response::new(pb::DropNamespaceResponse {}))
+    }
+
+    async fn create_table(&self, req: Request<pb::CreateTableRequest>) -> Res<pb::Table> {
+        let pb::CreateTableRequest {
+            ident: id,
+            fields,
+            partition_by,
+            location,
+            properties,
+        } = req.into_inner();
+        let id = ident("ident", id)?;
+        let spec = CreateTable {
+            fields: fields
+                .into_iter()
+                .map(|pb::Field { name, r#type, required, doc }| FieldSpec {
+                    name,
+                    type_json: r#type,
+                    required,
+                    doc: (!doc.is_empty()).then_some(doc),
+                })
+                .collect(),
+            partition_by: partition_by
+                .into_iter()
+                .map(|pb::PartitionField { source_column, transform, name }| PartitionFieldSpec {
+                    source_column,
+                    transform,
+                    name: (!name.is_empty()).then_some(name),
+                })
+                .collect(),
+            location: (!location.is_empty()).then_some(location),
+            properties,
+        };
+        let t = self.catalog.create_table(&id, spec).await.map_err(status)?;
+        Ok(Response::new(table(t)))
+    }
+
+    async fn load_table(&self, req: Request<pb::LoadTableRequest>) -> Res<pb::Table> {
+        let pb::LoadTableRequest {
+            ident: id,
+            include_metadata_json,
+        } = req.into_inner();
+        let id = ident("ident", id)?;
+        let t = self.catalog.load_table(&id, include_metadata_json).await.map_err(status)?;
+        Ok(Response::new(table(t)))
+    }
+
+    async fn list_tables(&self, req: Request<pb::ListTablesRequest>) -> Res<pb::ListTablesResponse> {
+        let pb::ListTablesRequest { namespace } = req.into_inner();
+        let tables = self.catalog.list_tables(&namespace).await.map_err(status)?;
+        Ok(Response::new(pb::ListTablesResponse {
+            tables: tables.iter().map(pb_ident).collect(),
+        }))
+    }
+
+    async fn drop_table(&self, req: Request<pb::DropTableRequest>) -> Res<pb::DropTableResponse> {
+        let pb::DropTableRequest { ident: id } = req.into_inner();
+        let id = ident("ident", id)?;
+        self.catalog.drop_table(&id).await.map_err(status)?;
+        Ok(Response::new(pb::DropTableResponse {}))
+    }
+
+    async fn rename_table(&self, req: Request<pb::RenameTableRequest>) -> Res<pb::Table> {
+        let pb::RenameTableRequest { from, to } = req.into_inner();
+        let (from, to) = (ident("from", from)?, ident("to", to)?);
+        let t = self.catalog.rename_table(&from, &to).await.map_err(status)?;
+        Ok(Response::new(table(t)))
+    }
+
+    async fn commit(&self, req: Request<pb::CommitRequest>) -> Res<pb::CommitResponse> {
+        let client = client_of(&req);
+        let pb::CommitRequest {
+            ident: id,
+            commit_id,
+            base_snapshot_id,
+            operation: op,
+            summary,
+        } = req.into_inner();
+        let req = CommitRequest {
+            ident: ident("ident", id)?,
+            commit_id,
+            base_snapshot_id,
+            operation: operation(op)?,
+            summary: summary.into_iter().collect(),
+            client,
+        };
+        let o = self.catalog.commit(req).await.map_err(status)?;
+        Ok(Response::new(pb::CommitResponse {
+            snapshot_id: o.snapshot_id,
+            sequence_number: o.sequence_number,
+            version: o.version,
+            replayed: o.replayed,
+            parent_snapshot_id: o.parent_snapshot_id,
+        }))
+    }
+
+    async fn list_snapshots(&self, req: Request<pb::ListSnapshotsRequest>) -> Res<pb::ListSnapshotsResponse> {
+        let pb::ListSnapshotsRequest {
+            ident: id,
+            page_size,
+            page_token,
+        } = req.into_inner();
+        let id = ident("ident", id)?;
+        let page = self
+            .catalog
+            .list_snapshots(&id, page_size, Some(page_token.as_str()))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            snapshots: page.snapshots.into_iter().map(snapshot).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_snapshot(&self, req: Request<pb::GetSnapshotRequest>) -> Res<pb::Snapshot> {
+        let pb::GetSnapshotRequest { ident: id, snapshot_id } = req.into_inner();
+        let id = ident("ident", id)?;
+        let s = self.catalog.get_snapshot(&id, snapshot_id).await.map_err(status)?;
+        Ok(Response::new(snapshot(s)))
+    }
+}
