@@ -60,7 +60,7 @@ impl FirnClient {
         Ok(Self {
             inner: CatalogServiceClient::new(channel)
                 .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_encoding_message_size(256 << 20),
             retry: RetryPolicy::default(),
             client_name: None,
         })
@@ -92,6 +92,26 @@ impl FirnClient {
         r
     }
 
+    /// Runs an idempotent call, retrying while the server is `UNAVAILABLE`.
+    async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        let mut backoff = self.retry.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match call().await {
+                Err(s) if s.code() == Code::Unavailable && attempt < self.retry.max_attempts => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                }
+                other => return other.map_err(ClientError::Status),
+            }
+        }
+    }
+
     pub async fn create_namespace(&self, name: &str) -> Result<pb::Namespace> {
         let req = pb::CreateNamespaceRequest {
             name: name.to_string(),
@@ -115,12 +135,18 @@ impl FirnClient {
         Ok(self.inner.clone().create_table(self.request(req)).await?.into_inner())
     }
 
+    /// Loads a table (retried while the server is unavailable: loading is idempotent).
     pub async fn load_table(&self, table: &TableIdent, include_metadata_json: bool) -> Result<pb::Table> {
-        let req = pb::LoadTableRequest {
-            ident: Some(ident(table)),
-            include_metadata_json,
-        };
-        Ok(self.inner.clone().load_table(self.request(req)).await?.into_inner())
+        self.idempotent(|| {
+            let req = pb::LoadTableRequest {
+                ident: Some(ident(table)),
+                include_metadata_json,
+            };
+            let mut inner = self.inner.clone();
+            let req = self.request(req);
+            async move { inner.load_table(req).await.map(|r| r.into_inner()) }
+        })
+        .await
     }
 
     pub async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {
@@ -194,7 +220,13 @@ impl FirnClient {
                 page_size: 1000,
                 page_token: token,
             };
-            let page = self.inner.clone().list_snapshots(self.request(req)).await?.into_inner();
+            let page = self
+                .idempotent(|| {
+                    let mut inner = self.inner.clone();
+                    let req = self.request(req.clone());
+                    async move { inner.list_snapshots(req).await.map(|r| r.into_inner()) }
+                })
+                .await?;
             out.extend(page.snapshots);
             if page.next_page_token.is_empty() {
                 return Ok(out);

@@ -36,6 +36,9 @@ pub struct FileContext {
 impl FileContext {
     /// Refuses paths outside the table's location.
     pub fn check_path(&self, field: &str, path: &str) -> Result<()> {
+        if path.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(Error::invalid(field, format!("{path} is not a normalised path")));
+        }
         let prefix = format!("{}/", self.location.trim_end_matches('/'));
         if !path.starts_with(&prefix) {
             return Err(Error::invalid(
@@ -170,10 +173,9 @@ async fn from_footer(warehouse: &Warehouse, ctx: &FileContext, path: &str, size:
     let mut reader = ParquetObjectReader::new(warehouse.store().clone(), warehouse.path(path)?)
         .with_file_size(size);
     let meta = reader.get_metadata(None).await.map_err(|e| match e {
-        parquet::errors::ParquetError::General(_) | parquet::errors::ParquetError::EOF(_) => {
-            Error::invalid("add.path", format!("{path} is not a readable Parquet file: {e}"))
-        }
-        other => Error::invalid("add.path", format!("{path}: cannot read the Parquet footer: {other}")),
+        // The store failed (transient): the outcome is retryable, not the file's fault.
+        parquet::errors::ParquetError::External(source) => Error::storage(source),
+        other => Error::invalid("add.path", format!("{path} is not a readable Parquet file: {other}")),
     })?;
     data_file_from_parquet(ctx, path, size, &meta)
 }

@@ -15,6 +15,7 @@ pub mod commit;
 pub mod db;
 pub mod env;
 pub mod error;
+pub mod fault;
 pub mod files;
 pub mod ident;
 mod metadata;

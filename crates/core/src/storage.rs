@@ -140,6 +140,11 @@ impl Warehouse {
 
     /// The object-store path of an absolute URI inside this warehouse's store.
     pub fn path(&self, uri: &str) -> Result<StorePath> {
+        // Before parsing: URL parsing would silently resolve `..` out of the table.
+        let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+        if after_scheme.split('/').any(|seg| seg == "." || seg == "..") || after_scheme.contains("//") {
+            return Err(Error::invalid("path", format!("{uri:?} is not a normalised path")));
+        }
         let url = Url::parse(uri).map_err(|e| Error::invalid("path", format!("{uri:?}: {e}")))?;
         if url.scheme() != self.root.scheme() {
             return Err(Error::invalid(
@@ -156,9 +161,6 @@ impl Warehouse {
             return Err(Error::invalid("path", format!("{uri:?} has a query or fragment")));
         }
         let raw = url.path();
-        if raw.split('/').any(|seg| seg == "." || seg == "..") || raw.contains("//") {
-            return Err(Error::invalid("path", format!("{uri:?} is not a normalised path")));
-        }
         StorePath::from_url_path(raw).map_err(|e| Error::invalid("path", format!("{uri:?}: {e}")))
     }
 

@@ -1,0 +1,6 @@
+//! End-to-end tests, compiled as one binary (one link, shared helpers in `firn_tests`).
+
+mod bad_input;
+mod commits;
+mod concurrency;
+mod faults;

@@ -1,0 +1,266 @@
+//! Shared helpers of the end-to-end tests: a real server on loopback, Parquet files written
+//! the way other tools write them, and reading tables back with iceberg-rust.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use firn_client::{FirnClient, TableIdent, proto as pb};
+use firn_core::db::Db;
+use firn_core::fault::{FaultConfig, FaultyStore};
+use firn_core::{Catalog, Env, FirnStorageFactory, Warehouse, WarehouseConfig};
+use futures::TryStreamExt;
+use tokio::sync::oneshot;
+
+/// A Firn server on a loopback port, on SQLite + a local warehouse in a temp dir.
+pub struct TestServer {
+    pub endpoint: String,
+    pub catalog: Catalog,
+    pub dir: tempfile::TempDir,
+    pub store: Option<Arc<FaultyStore>>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts a server whose warehouse goes through a [`FaultyStore`].
+    pub async fn start_with(faults: Option<FaultConfig>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        let config = WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
+        let (warehouse, store) = match faults {
+            Some(f) => {
+                let store = Arc::new(FaultyStore::new(
+                    Arc::new(object_store::local::LocalFileSystem::new()),
+                    f,
+                ));
+                (Warehouse::with_store(config, store.clone()).unwrap(), Some(store))
+            }
+            None => (Warehouse::open(config).unwrap(), None),
+        };
+        let db = Db::connect(&url).await.expect("catalog database");
+        let catalog = Catalog::open_with(db, Arc::new(warehouse), Env::default())
+            .await
+            .expect("catalog");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(firn_server::serve(catalog.clone(), listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            endpoint,
+            catalog,
+            dir,
+            store,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub async fn client(&self) -> FirnClient {
+        FirnClient::connect(&self.endpoint).await.expect("connect")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn pb_ident(t: &TableIdent) -> Option<pb::TableIdent> {
+    Some(pb::TableIdent {
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+    })
+}
+
+/// The columns of the test tables: `id long not null, name string, ts timestamp`.
+pub fn test_fields() -> Vec<pb::Field> {
+    [("id", "long", true), ("name", "string", false), ("ts", "timestamp", false)]
+        .into_iter()
+        .map(|(n, t, r)| pb::Field {
+            name: n.into(),
+            r#type: t.into(),
+            required: r,
+            doc: String::new(),
+        })
+        .collect()
+}
+
+/// Creates `ns.name` (and `ns`), optionally partitioned by `day(ts)`.
+pub async fn create_table(client: &FirnClient, ns: &str, name: &str, by_day: bool) -> (TableIdent, pb::Table) {
+    match client.create_namespace(ns).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {}
+        Err(e) => panic!("create namespace: {e}"),
+    }
+    let ident = TableIdent::new(ns, name);
+    let t = client
+        .create_table(pb::CreateTableRequest {
+            ident: pb_ident(&ident),
+            fields: test_fields(),
+            partition_by: if by_day {
+                vec![pb::PartitionField {
+                    source_column: "ts".into(),
+                    transform: "day".into(),
+                    name: String::new(),
+                }]
+            } else {
+                vec![]
+            },
+            location: String::new(),
+            properties: HashMap::new(),
+        })
+        .await
+        .expect("create table");
+    (ident, t)
+}
+
+/// Microseconds of 2026-11-22 00:00 UTC, plus `day` days.
+pub fn day_micros(day: i64) -> i64 {
+    (1_795_305_600 + day * 86_400) * 1_000_000
+}
+
+/// A batch with ids `ids`, all on day `day`, in a plain Arrow schema (no field ids), as
+/// pyarrow or Spark would write it.
+pub fn batch(ids: Range<i64>, day: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+    ]));
+    let n = ids.end - ids.start;
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids.clone())),
+            Arc::new(StringArray::from_iter_values(ids.clone().map(|i| format!("row-{i}")))),
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                (0..n).map(|k| day_micros(day) + k * 1_000_000),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+/// Writes `batch` as a Parquet file at `<table location>/data/<name>`; returns (URI, size).
+pub fn write_parquet(location: &str, name: &str, batch: &RecordBatch) -> (String, u64) {
+    let uri = format!("{location}/data/{name}");
+    let path = local_path(&uri);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    (uri, size)
+}
+
+/// The local path of a `file://` URI.
+pub fn local_path(uri: &str) -> PathBuf {
+    PathBuf::from(uri.strip_prefix("file://").expect("file:// URI"))
+}
+
+/// A data file without statistics (Firn reads the footer).
+pub fn data_file(uri: &str, size: u64) -> pb::DataFile {
+    pb::DataFile {
+        path: uri.to_string(),
+        file_size_bytes: size,
+        stats: None,
+    }
+}
+
+pub fn append_request(ident: &TableIdent, files: Vec<pb::DataFile>) -> pb::CommitRequest {
+    pb::CommitRequest {
+        ident: pb_ident(ident),
+        commit_id: uuid::Uuid::now_v7().to_string(),
+        base_snapshot_id: None,
+        operation: Some(pb::commit_request::Operation::Append(pb::AppendOp { add: files })),
+        summary: HashMap::new(),
+    }
+}
+
+/// Reads the `id` column of a table (at a snapshot, or current) with iceberg-rust, from the
+/// metadata file Firn hands out: what any Iceberg engine would see.
+pub async fn read_ids(client: &FirnClient, ident: &TableIdent, snapshot: Option<i64>) -> Vec<i64> {
+    let t = client.load_table(ident, false).await.expect("load table");
+    let file_io = FirnStorageFactory::file_io(&WarehouseConfig::new(&t.location));
+    let table = iceberg::table::StaticTable::from_metadata_file(
+        &t.metadata_location,
+        iceberg::TableIdent::from_strs([&ident.namespace, &ident.name]).unwrap(),
+        file_io,
+    )
+    .await
+    .expect("iceberg reads the metadata")
+    .into_table();
+    if t.current_snapshot_id.is_none() {
+        return Vec::new();
+    }
+    let mut scan = table.scan().select(["id"]);
+    if let Some(s) = snapshot {
+        scan = scan.snapshot_id(s);
+    }
+    let batches: Vec<RecordBatch> = scan
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .expect("iceberg reads the data");
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            (0..a.len()).map(|i| a.value(i)).collect::<Vec<_>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The path of the `firn` binary built next to the test executable.
+pub fn firn_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("FIRN_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("firn");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --bins)",
+        bin.display()
+    );
+    bin
+}
+
+/// Waits until a TCP port accepts connections.
+pub async fn wait_for_port(addr: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
