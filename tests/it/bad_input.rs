@@ -16,18 +16,41 @@ async fn state(client: &FirnClient, ident: &TableIdent) -> (i64, Option<i64>, us
 async fn expect(code: Code, r: firn_client::Result<impl std::fmt::Debug>, needle: &str) {
     let e = r.expect_err("must fail");
     assert_eq!(e.code(), Some(code), "{e}");
-    assert!(e.to_string().contains(needle), "message {e:?} does not mention {needle:?}");
+    assert!(
+        e.to_string().contains(needle),
+        "message {e:?} does not mention {needle:?}"
+    );
 }
 
 #[tokio::test]
 async fn bad_names_and_unknown_objects() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    expect(Code::InvalidArgument, client.create_namespace("a.b").await, "namespace").await;
-    expect(Code::InvalidArgument, client.create_namespace("").await, "empty").await;
-    expect(Code::InvalidArgument, client.create_namespace(&"x".repeat(300)).await, "longer").await;
+    expect(
+        Code::InvalidArgument,
+        client.create_namespace("a.b").await,
+        "namespace",
+    )
+    .await;
+    expect(
+        Code::InvalidArgument,
+        client.create_namespace("").await,
+        "empty",
+    )
+    .await;
+    expect(
+        Code::InvalidArgument,
+        client.create_namespace(&"x".repeat(300)).await,
+        "longer",
+    )
+    .await;
     let (ident, _) = create_table(&client, "ns", "t", false).await;
-    expect(Code::AlreadyExists, client.create_namespace("ns").await, "ns").await;
+    expect(
+        Code::AlreadyExists,
+        client.create_namespace("ns").await,
+        "ns",
+    )
+    .await;
     let mut req = pb::CreateTableRequest {
         ident: pb_ident(&TableIdent::new("ns", "bad name")),
         fields: test_fields(),
@@ -35,24 +58,66 @@ async fn bad_names_and_unknown_objects() {
         location: String::new(),
         properties: HashMap::new(),
     };
-    expect(Code::InvalidArgument, client.create_table(req.clone()).await, "table name").await;
+    expect(
+        Code::InvalidArgument,
+        client.create_table(req.clone()).await,
+        "table name",
+    )
+    .await;
     req.ident = pb_ident(&TableIdent::new("nope", "t"));
-    expect(Code::NotFound, client.create_table(req.clone()).await, "namespace nope").await;
+    expect(
+        Code::NotFound,
+        client.create_table(req.clone()).await,
+        "namespace nope",
+    )
+    .await;
     req.ident = pb_ident(&ident);
-    expect(Code::AlreadyExists, client.create_table(req.clone()).await, "ns.t").await;
+    expect(
+        Code::AlreadyExists,
+        client.create_table(req.clone()).await,
+        "ns.t",
+    )
+    .await;
     req.ident = pb_ident(&TableIdent::new("ns", "t2"));
     req.fields[1].r#type = "strang".into();
-    expect(Code::InvalidArgument, client.create_table(req.clone()).await, "strang").await;
+    expect(
+        Code::InvalidArgument,
+        client.create_table(req.clone()).await,
+        "strang",
+    )
+    .await;
     req.fields = test_fields();
     req.partition_by = vec![pb::PartitionField {
         source_column: "name".into(),
         transform: "day".into(),
         name: String::new(),
     }];
-    expect(Code::InvalidArgument, client.create_table(req.clone()).await, "cannot partition").await;
-    expect(Code::NotFound, client.load_table(&TableIdent::new("ns", "missing"), false).await, "ns.missing").await;
-    expect(Code::NotFound, client.list_snapshots(&TableIdent::new("nope", "t")).await, "namespace nope").await;
-    expect(Code::FailedPrecondition, client.drop_namespace("ns").await, "not empty").await;
+    expect(
+        Code::InvalidArgument,
+        client.create_table(req.clone()).await,
+        "cannot partition",
+    )
+    .await;
+    expect(
+        Code::NotFound,
+        client
+            .load_table(&TableIdent::new("ns", "missing"), false)
+            .await,
+        "ns.missing",
+    )
+    .await;
+    expect(
+        Code::NotFound,
+        client.list_snapshots(&TableIdent::new("nope", "t")).await,
+        "namespace nope",
+    )
+    .await;
+    expect(
+        Code::FailedPrecondition,
+        client.drop_namespace("ns").await,
+        "not empty",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -61,56 +126,130 @@ async fn bad_commits_leave_the_table_unchanged() {
     let client = server.client().await;
     let (ident, t) = create_table(&client, "ns", "t", true).await;
     let (good, gs) = write_parquet(&t.location, "good.parquet", &batch(0..10, 0));
-    client.commit_once(append_request(&ident, vec![data_file(&good, gs)])).await.unwrap();
+    client
+        .commit_once(append_request(&ident, vec![data_file(&good, gs)]))
+        .await
+        .unwrap();
     let before = state(&client, &ident).await;
     let commit = |files: Vec<pb::DataFile>| client.commit_once(append_request(&ident, files));
 
     // A file that does not exist.
-    expect(Code::InvalidArgument, commit(vec![data_file(&format!("{}/data/missing.parquet", t.location), 10)]).await, "does not exist").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(
+            &format!("{}/data/missing.parquet", t.location),
+            10,
+        )])
+        .await,
+        "does not exist",
+    )
+    .await;
     // The wrong size.
     let (u, s) = write_parquet(&t.location, "f1.parquet", &batch(10..20, 0));
-    expect(Code::InvalidArgument, commit(vec![data_file(&u, s + 1)]).await, "bytes in storage").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(&u, s + 1)]).await,
+        "bytes in storage",
+    )
+    .await;
     // Outside the table's location.
     let outside = format!("file://{}/elsewhere.parquet", server.dir.path().display());
-    expect(Code::InvalidArgument, commit(vec![data_file(&outside, 1)]).await, "outside the table").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(&outside, 1)]).await,
+        "outside the table",
+    )
+    .await;
     let sneaky = format!("{}/data/../../other/x.parquet", t.location);
-    expect(Code::InvalidArgument, commit(vec![data_file(&sneaky, 1)]).await, "").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(&sneaky, 1)]).await,
+        "",
+    )
+    .await;
     // The same file twice.
-    expect(Code::InvalidArgument, commit(vec![data_file(&u, s), data_file(&u, s)]).await, "twice").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(&u, s), data_file(&u, s)]).await,
+        "twice",
+    )
+    .await;
     // A file already in the table.
-    expect(Code::InvalidArgument, commit(vec![data_file(&good, gs)]).await, "already part of").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(&good, gs)]).await,
+        "already part of",
+    )
+    .await;
     // Schema mismatch: a column the table lacks, and a column of the wrong type.
     let extra = arrow::array::RecordBatch::try_from_iter(vec![
-        ("id", std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])) as _),
-        ("color", std::sync::Arc::new(arrow::array::StringArray::from(vec!["red"])) as _),
+        (
+            "id",
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])) as _,
+        ),
+        (
+            "color",
+            std::sync::Arc::new(arrow::array::StringArray::from(vec!["red"])) as _,
+        ),
     ])
     .unwrap();
     let (u2, s2) = write_parquet(&t.location, "extra.parquet", &extra);
-    expect(Code::InvalidArgument, commit(vec![data_file(&u2, s2)]).await, "color").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(&u2, s2)]).await,
+        "color",
+    )
+    .await;
     let wrong = arrow::array::RecordBatch::try_from_iter(vec![(
         "id",
         std::sync::Arc::new(arrow::array::StringArray::from(vec!["1"])) as _,
     )])
     .unwrap();
     let (u3, s3) = write_parquet(&t.location, "wrong.parquet", &wrong);
-    expect(Code::InvalidArgument, commit(vec![data_file(&u3, s3)]).await, "does not fit").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(&u3, s3)]).await,
+        "does not fit",
+    )
+    .await;
     // Rows of several partitions in one file.
-    let mixed = arrow::compute::concat_batches(&batch(0..1, 0).schema(), &[batch(50..51, 0), batch(51..52, 3)]).unwrap();
+    let mixed = arrow::compute::concat_batches(
+        &batch(0..1, 0).schema(),
+        &[batch(50..51, 0), batch(51..52, 3)],
+    )
+    .unwrap();
     let (u4, s4) = write_parquet(&t.location, "mixed.parquet", &mixed);
-    expect(Code::InvalidArgument, commit(vec![data_file(&u4, s4)]).await, "several partitions").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(&u4, s4)]).await,
+        "several partitions",
+    )
+    .await;
     // Not a Parquet file.
     let junk = format!("{}/data/junk.parquet", t.location);
     std::fs::write(local_path(&junk), b"definitely not parquet").unwrap();
-    expect(Code::InvalidArgument, commit(vec![data_file(&junk, 22)]).await, "Parquet").await;
+    expect(
+        Code::InvalidArgument,
+        commit(vec![data_file(&junk, 22)]).await,
+        "Parquet",
+    )
+    .await;
     // Deleting a file that is not live; a stale base for a non-commuting operation.
     let del = pb::CommitRequest {
         ident: pb_ident(&ident),
         commit_id: "d1".into(),
         base_snapshot_id: before.1,
-        operation: Some(pb::commit_request::Operation::Delete(pb::DeleteFilesOp { paths: vec![u.clone()] })),
+        operation: Some(pb::commit_request::Operation::Delete(pb::DeleteFilesOp {
+            paths: vec![u.clone()],
+        })),
         summary: Default::default(),
     };
-    expect(Code::InvalidArgument, client.commit_once(del.clone()).await, "not a live file").await;
+    expect(
+        Code::InvalidArgument,
+        client.commit_once(del.clone()).await,
+        "not a live file",
+    )
+    .await;
     let stale = pb::CommitRequest {
         commit_id: "d2".into(),
         base_snapshot_id: Some(12345),
@@ -120,7 +259,12 @@ async fn bad_commits_leave_the_table_unchanged() {
     // No operation at all; an oversized request.
     let mut none = append_request(&ident, vec![]);
     none.operation = None;
-    expect(Code::InvalidArgument, client.commit_once(none).await, "operation").await;
+    expect(
+        Code::InvalidArgument,
+        client.commit_once(none).await,
+        "operation",
+    )
+    .await;
     let huge: Vec<pb::DataFile> = (0..400_000)
         .map(|i| data_file(&format!("{}/data/{i:0>200}.parquet", t.location), 1))
         .collect();
@@ -130,6 +274,13 @@ async fn bad_commits_leave_the_table_unchanged() {
         "{e}"
     );
 
-    assert_eq!(state(&client, &ident).await, before, "a failed commit changed the table");
-    assert_eq!(read_ids(&client, &ident, None).await, (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        state(&client, &ident).await,
+        before,
+        "a failed commit changed the table"
+    );
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..10).collect::<Vec<_>>()
+    );
 }

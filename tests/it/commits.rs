@@ -11,7 +11,10 @@ async fn append_without_stats_reads_footer_and_iceberg_reads_it() {
     let (a, sa) = write_parquet(&t.location, "a.parquet", &batch(0..10, 0));
     let (b, sb) = write_parquet(&t.location, "b.parquet", &batch(10..25, 1));
     let r = client
-        .commit_once(append_request(&ident, vec![data_file(&a, sa), data_file(&b, sb)]))
+        .commit_once(append_request(
+            &ident,
+            vec![data_file(&a, sa), data_file(&b, sb)],
+        ))
         .await
         .unwrap();
     assert!(!r.replayed);
@@ -21,7 +24,10 @@ async fn append_without_stats_reads_footer_and_iceberg_reads_it() {
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].summary["added-records"], "25");
     assert_eq!(snaps[0].summary["total-data-files"], "2");
-    assert_eq!(read_ids(&client, &ident, None).await, (0..25).collect::<Vec<_>>());
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..25).collect::<Vec<_>>()
+    );
 
     // The footer-derived partition of each file is its day.
     let t = client.load_table(&ident, true).await.unwrap();
@@ -34,14 +40,22 @@ async fn table_writer_partitions_rolls_and_commits() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let (ident, _) = create_table(&client, "ns", "w", true).await;
-    let mut w = TableWriter::new(&client, &ident, WriterOptions::default()).await.unwrap();
+    let mut w = TableWriter::new(&client, &ident, WriterOptions::default())
+        .await
+        .unwrap();
     w.write(&batch(0..100, 0)).await.unwrap();
     w.write(&batch(100..150, 2)).await.unwrap();
     let r = w.commit().await.unwrap();
     let snap = client.get_snapshot(&ident, r.snapshot_id).await.unwrap();
     assert_eq!(snap.summary["added-records"], "150");
-    assert_eq!(snap.summary["added-data-files"], "2", "one file per day partition");
-    assert_eq!(read_ids(&client, &ident, None).await, (0..150).collect::<Vec<_>>());
+    assert_eq!(
+        snap.summary["added-data-files"], "2",
+        "one file per day partition"
+    );
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..150).collect::<Vec<_>>()
+    );
 
     // Overwrite replaces everything; the old snapshot still reads its rows.
     let mut w = TableWriter::new(
@@ -60,8 +74,14 @@ async fn table_writer_partitions_rolls_and_commits() {
     assert_eq!(snap2.operation, "overwrite");
     assert_eq!(snap2.summary["deleted-records"], "150");
     assert_eq!(snap2.summary["total-records"], "10");
-    assert_eq!(read_ids(&client, &ident, None).await, (1000..1010).collect::<Vec<_>>());
-    assert_eq!(read_ids(&client, &ident, Some(r.snapshot_id)).await.len(), 150);
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (1000..1010).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        read_ids(&client, &ident, Some(r.snapshot_id)).await.len(),
+        150
+    );
 }
 
 #[tokio::test]
@@ -71,11 +91,18 @@ async fn delete_and_partition_overwrite() {
     let (ident, t) = create_table(&client, "ns", "d", true).await;
     let mut files = Vec::new();
     for day in 0..3 {
-        let (u, s) = write_parquet(&t.location, &format!("d{day}.parquet"), &batch(day * 10..day * 10 + 10, day));
+        let (u, s) = write_parquet(
+            &t.location,
+            &format!("d{day}.parquet"),
+            &batch(day * 10..day * 10 + 10, day),
+        );
         files.push((u, s));
     }
     let r1 = client
-        .commit_once(append_request(&ident, files.iter().map(|(u, s)| data_file(u, *s)).collect()))
+        .commit_once(append_request(
+            &ident,
+            files.iter().map(|(u, s)| data_file(u, *s)).collect(),
+        ))
         .await
         .unwrap();
     // Delete day 1's file.
@@ -91,7 +118,14 @@ async fn delete_and_partition_overwrite() {
     let r2 = client.commit_once(del).await.unwrap();
     let ids = read_ids(&client, &ident, None).await;
     assert_eq!(ids, (0..10).chain(20..30).collect::<Vec<_>>());
-    assert_eq!(client.get_snapshot(&ident, r2.snapshot_id).await.unwrap().operation, "delete");
+    assert_eq!(
+        client
+            .get_snapshot(&ident, r2.snapshot_id)
+            .await
+            .unwrap()
+            .operation,
+        "delete"
+    );
 
     // Replace day 2 only (dynamic partition overwrite).
     let (u, s) = write_parquet(&t.location, "d2b.parquet", &batch(200..205, 2));
@@ -111,7 +145,10 @@ async fn delete_and_partition_overwrite() {
         (0..10).chain(200..205).collect::<Vec<_>>()
     );
     // Every snapshot still reads exactly its rows.
-    assert_eq!(read_ids(&client, &ident, Some(r1.snapshot_id)).await, (0..30).collect::<Vec<_>>());
+    assert_eq!(
+        read_ids(&client, &ident, Some(r1.snapshot_id)).await,
+        (0..30).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -122,13 +159,19 @@ async fn retried_commit_id_applies_once() {
     let (u, s) = write_parquet(&t.location, "x.parquet", &batch(0..5, 0));
     let req = append_request(&ident, vec![data_file(&u, s)]);
     // The same request sent concurrently and then again: one snapshot.
-    let (a, b) = tokio::join!(client.commit_once(req.clone()), client.commit_once(req.clone()));
+    let (a, b) = tokio::join!(
+        client.commit_once(req.clone()),
+        client.commit_once(req.clone())
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     let c = client.commit_once(req.clone()).await.unwrap();
     assert_eq!(a.snapshot_id, b.snapshot_id);
     assert_eq!(a.snapshot_id, c.snapshot_id);
     assert!(c.replayed);
-    assert!(a.replayed != b.replayed, "exactly one of the first two applied");
+    assert!(
+        a.replayed != b.replayed,
+        "exactly one of the first two applied"
+    );
     assert_eq!(client.list_snapshots(&ident).await.unwrap().len(), 1);
     assert_eq!(read_ids(&client, &ident, None).await.len(), 5);
 }
@@ -139,7 +182,10 @@ async fn conflicting_overwrites_exactly_one_wins() {
     let client = server.client().await;
     let (ident, t) = create_table(&client, "ns", "c", false).await;
     let (u, s) = write_parquet(&t.location, "base.parquet", &batch(0..5, 0));
-    let base = client.commit_once(append_request(&ident, vec![data_file(&u, s)])).await.unwrap();
+    let base = client
+        .commit_once(append_request(&ident, vec![data_file(&u, s)]))
+        .await
+        .unwrap();
     let overwrite = |name: &str, ids: std::ops::Range<i64>| {
         let (u, s) = write_parquet(&t.location, name, &batch(ids, 0));
         pb::CommitRequest {
@@ -153,14 +199,20 @@ async fn conflicting_overwrites_exactly_one_wins() {
             summary: Default::default(),
         }
     };
-    let (x, y) = (overwrite("x.parquet", 100..110), overwrite("y.parquet", 200..220));
+    let (x, y) = (
+        overwrite("x.parquet", 100..110),
+        overwrite("y.parquet", 200..220),
+    );
     let (rx, ry) = tokio::join!(client.commit_once(x), client.commit_once(y));
     let loser = match (rx, ry) {
         (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
         other => panic!("expected exactly one winner: {other:?}"),
     };
     assert_eq!(loser.code(), Some(tonic::Code::Aborted));
-    assert!(loser.to_string().contains(&base.snapshot_id.to_string()), "{loser}");
+    assert!(
+        loser.to_string().contains(&base.snapshot_id.to_string()),
+        "{loser}"
+    );
     let ids = read_ids(&client, &ident, None).await;
     assert!(ids == (100..110).collect::<Vec<_>>() || ids == (200..220).collect::<Vec<_>>());
     assert_eq!(client.list_snapshots(&ident).await.unwrap().len(), 2);
@@ -172,22 +224,37 @@ async fn manifest_list_stays_bounded_as_history_grows() {
     let client = server.client().await;
     let (ident, t) = create_table(&client, "ns", "m", false).await;
     for i in 0..300i64 {
-        let (u, s) = write_parquet(&t.location, &format!("f{i}.parquet"), &batch(i * 2..i * 2 + 2, 0));
-        client.commit_once(append_request(&ident, vec![data_file(&u, s)])).await.unwrap();
+        let (u, s) = write_parquet(
+            &t.location,
+            &format!("f{i}.parquet"),
+            &batch(i * 2..i * 2 + 2, 0),
+        );
+        client
+            .commit_once(append_request(&ident, vec![data_file(&u, s)]))
+            .await
+            .unwrap();
     }
     let snaps = client.list_snapshots(&ident).await.unwrap();
     assert_eq!(snaps.len(), 300);
     let last = snaps.last().unwrap();
     let bytes = std::fs::read(local_path(&last.manifest_list)).unwrap();
-    let list = iceberg::spec::ManifestList::parse_with_version(&bytes, iceberg::spec::FormatVersion::V2).unwrap();
+    let list =
+        iceberg::spec::ManifestList::parse_with_version(&bytes, iceberg::spec::FormatVersion::V2)
+            .unwrap();
     assert!(
         list.entries().len() <= 2 * firn_core::commit::MERGE_FAN_IN,
         "{} manifests after 300 appends",
         list.entries().len()
     );
-    assert_eq!(read_ids(&client, &ident, None).await, (0..600).collect::<Vec<_>>());
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..600).collect::<Vec<_>>()
+    );
     // Older snapshots are intact too.
-    assert_eq!(read_ids(&client, &ident, Some(snaps[99].snapshot_id)).await, (0..200).collect::<Vec<_>>());
+    assert_eq!(
+        read_ids(&client, &ident, Some(snaps[99].snapshot_id)).await,
+        (0..200).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -197,7 +264,10 @@ async fn paging_through_snapshots() {
     let (ident, t) = create_table(&client, "ns", "p", false).await;
     for i in 0..7i64 {
         let (u, s) = write_parquet(&t.location, &format!("f{i}.parquet"), &batch(i..i + 1, 0));
-        client.commit_once(append_request(&ident, vec![data_file(&u, s)])).await.unwrap();
+        client
+            .commit_once(append_request(&ident, vec![data_file(&u, s)]))
+            .await
+            .unwrap();
     }
     let mut raw = client.raw();
     let mut token = String::new();

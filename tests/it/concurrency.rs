@@ -16,13 +16,21 @@ async fn writer_child() {
         return;
     };
     let w: i64 = std::env::var("FIRN_CHILD_INDEX").unwrap().parse().unwrap();
-    let client = FirnClient::connect(&endpoint).await.unwrap().with_client_name(format!("child-{w}"));
+    let client = FirnClient::connect(&endpoint)
+        .await
+        .unwrap()
+        .with_client_name(format!("child-{w}"));
     let ident = TableIdent::new("ns", "many");
     let mut ok = 0;
     for i in 0..APPENDS {
         let first = (w * APPENDS + i) * ROWS;
-        let mut writer = TableWriter::new(&client, &ident, WriterOptions::default()).await.unwrap();
-        writer.write(&batch(first..first + ROWS, i % 3)).await.unwrap();
+        let mut writer = TableWriter::new(&client, &ident, WriterOptions::default())
+            .await
+            .unwrap();
+        writer
+            .write(&batch(first..first + ROWS, i % 3))
+            .await
+            .unwrap();
         writer.commit().await.unwrap();
         ok += 1;
     }
@@ -41,7 +49,12 @@ async fn eight_processes_fifty_appends_each() {
     let children: Vec<_> = (0..PROCESSES)
         .map(|w| {
             tokio::process::Command::new(&exe)
-                .args(["--exact", "concurrency::writer_child", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "concurrency::writer_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("FIRN_CHILD_ENDPOINT", &server.endpoint)
                 .env("FIRN_CHILD_INDEX", w.to_string())
                 .stdout(Stdio::piped())

@@ -17,14 +17,28 @@ async fn commits_never_list_the_warehouse() {
     let client = server.client().await;
     let (ident, t) = create_table(&client, "ns", "nolist", true).await;
     for i in 0..20 {
-        let (u, s) = write_parquet(&t.location, &format!("f{i}.parquet"), &batch(i * 10..i * 10 + 10, i % 4));
-        client.commit_once(append_request(&ident, vec![data_file(&u, s)])).await.unwrap();
+        let (u, s) = write_parquet(
+            &t.location,
+            &format!("f{i}.parquet"),
+            &batch(i * 10..i * 10 + 10, i % 4),
+        );
+        client
+            .commit_once(append_request(&ident, vec![data_file(&u, s)]))
+            .await
+            .unwrap();
     }
     client.load_table(&ident, true).await.unwrap();
     client.list_snapshots(&ident).await.unwrap();
     let store = server.store.as_ref().unwrap();
-    assert_eq!(store.counts.lists.load(Ordering::Relaxed), 0, "a commit path listed the warehouse");
-    assert!(store.counts.heads.load(Ordering::Relaxed) >= 20, "every added file is checked by HEAD");
+    assert_eq!(
+        store.counts.lists.load(Ordering::Relaxed),
+        0,
+        "a commit path listed the warehouse"
+    );
+    assert!(
+        store.counts.heads.load(Ordering::Relaxed) >= 20,
+        "every added file is checked by HEAD"
+    );
 }
 
 #[tokio::test]
@@ -57,7 +71,11 @@ async fn faults_lose_no_acknowledged_commit_but_listing_does() {
             for i in 0..per {
                 let first = (w * per + i) * 4;
                 // The writer's own storage is healthy; the server's view of it is faulty.
-                let (u, s) = write_parquet(&location, &format!("w{w}-{i}.parquet"), &batch(first..first + 4, 0));
+                let (u, s) = write_parquet(
+                    &location,
+                    &format!("w{w}-{i}.parquet"),
+                    &batch(first..first + 4, 0),
+                );
                 let req = append_request(&ident, vec![data_file(&u, s)]);
                 let r = client
                     .commit(req, |r| async move { Ok(Some(r)) })
@@ -78,7 +96,10 @@ async fn faults_lose_no_acknowledged_commit_but_listing_does() {
     let snaps = client.list_snapshots(&ident).await.unwrap();
     let snap_ids: BTreeSet<i64> = snaps.iter().map(|s| s.snapshot_id).collect();
     for (id, _) in &acked {
-        assert!(snap_ids.contains(id), "acknowledged snapshot {id} is missing");
+        assert!(
+            snap_ids.contains(id),
+            "acknowledged snapshot {id} is missing"
+        );
     }
     assert_eq!(snaps.len(), acked.len(), "a retried commit applied twice");
     let expected: Vec<i64> = (0..writers * per * 4).collect();
@@ -87,7 +108,11 @@ async fn faults_lose_no_acknowledged_commit_but_listing_does() {
     // A reader that discovers data files by listing the table's data directory, through
     // the same store, misses the files written in the last `list_lag`: data loss.
     let store = server.store.as_ref().unwrap().clone();
-    let prefix = server.catalog.warehouse().path(&format!("{}/data", t.location)).unwrap();
+    let prefix = server
+        .catalog
+        .warehouse()
+        .path(&format!("{}/data", t.location))
+        .unwrap();
     // Files written through the faulty store are the ones it tracks; write the data files
     // of a last commit through it, as a writer on that store would.
     let (u, _) = write_parquet(&t.location, "late.parquet", &batch(10_000..10_004, 0));
@@ -99,7 +124,10 @@ async fn faults_lose_no_acknowledged_commit_but_listing_does() {
         }
     }
     let req = append_request(&ident, vec![data_file(&u, bytes.len() as u64)]);
-    client.commit(req, |r| async move { Ok(Some(r)) }).await.unwrap();
+    client
+        .commit(req, |r| async move { Ok(Some(r)) })
+        .await
+        .unwrap();
     let listed: Vec<_> = store.list(Some(&prefix)).collect().await;
     let listed: BTreeSet<String> = listed
         .into_iter()
@@ -110,5 +138,8 @@ async fn faults_lose_no_acknowledged_commit_but_listing_does() {
         !listed.iter().any(|p| p.ends_with("late.parquet")),
         "the listing saw the new file: the fault injection did not bite"
     );
-    assert!(read_ids(&client, &ident, None).await.contains(&10_003), "Firn's metadata has it");
+    assert!(
+        read_ids(&client, &ident, None).await.contains(&10_003),
+        "Firn's metadata has it"
+    );
 }

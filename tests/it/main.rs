@@ -1,6 +1,9 @@
 //! End-to-end tests, compiled as one binary (one link, shared helpers in `firn_tests`).
 
 mod bad_input;
+mod cli;
 mod commits;
 mod concurrency;
+mod crash;
 mod faults;
+mod python;

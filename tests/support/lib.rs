@@ -33,14 +33,18 @@ impl TestServer {
     pub async fn start_with(faults: Option<FaultConfig>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
-        let config = WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
+        let config =
+            WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
         let (warehouse, store) = match faults {
             Some(f) => {
                 let store = Arc::new(FaultyStore::new(
                     Arc::new(object_store::local::LocalFileSystem::new()),
                     f,
                 ));
-                (Warehouse::with_store(config, store.clone()).unwrap(), Some(store))
+                (
+                    Warehouse::with_store(config, store.clone()).unwrap(),
+                    Some(store),
+                )
             }
             None => (Warehouse::open(config).unwrap(), None),
         };
@@ -85,19 +89,28 @@ pub fn pb_ident(t: &TableIdent) -> Option<pb::TableIdent> {
 
 /// The columns of the test tables: `id long not null, name string, ts timestamp`.
 pub fn test_fields() -> Vec<pb::Field> {
-    [("id", "long", true), ("name", "string", false), ("ts", "timestamp", false)]
-        .into_iter()
-        .map(|(n, t, r)| pb::Field {
-            name: n.into(),
-            r#type: t.into(),
-            required: r,
-            doc: String::new(),
-        })
-        .collect()
+    [
+        ("id", "long", true),
+        ("name", "string", false),
+        ("ts", "timestamp", false),
+    ]
+    .into_iter()
+    .map(|(n, t, r)| pb::Field {
+        name: n.into(),
+        r#type: t.into(),
+        required: r,
+        doc: String::new(),
+    })
+    .collect()
 }
 
 /// Creates `ns.name` (and `ns`), optionally partitioned by `day(ts)`.
-pub async fn create_table(client: &FirnClient, ns: &str, name: &str, by_day: bool) -> (TableIdent, pb::Table) {
+pub async fn create_table(
+    client: &FirnClient,
+    ns: &str,
+    name: &str,
+    by_day: bool,
+) -> (TableIdent, pb::Table) {
     match client.create_namespace(ns).await {
         Ok(_) => {}
         Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {}
@@ -143,7 +156,9 @@ pub fn batch(ids: Range<i64>, day: i64) -> RecordBatch {
         schema,
         vec![
             Arc::new(Int64Array::from_iter_values(ids.clone())),
-            Arc::new(StringArray::from_iter_values(ids.clone().map(|i| format!("row-{i}")))),
+            Arc::new(StringArray::from_iter_values(
+                ids.clone().map(|i| format!("row-{i}")),
+            )),
             Arc::new(TimestampMicrosecondArray::from_iter_values(
                 (0..n).map(|k| day_micros(day) + k * 1_000_000),
             )),
@@ -184,7 +199,9 @@ pub fn append_request(ident: &TableIdent, files: Vec<pb::DataFile>) -> pb::Commi
         ident: pb_ident(ident),
         commit_id: uuid::Uuid::now_v7().to_string(),
         base_snapshot_id: None,
-        operation: Some(pb::commit_request::Operation::Append(pb::AppendOp { add: files })),
+        operation: Some(pb::commit_request::Operation::Append(pb::AppendOp {
+            add: files,
+        })),
         summary: HashMap::new(),
     }
 }
@@ -258,7 +275,11 @@ pub async fn wait_for_port(addr: &str) {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn exists(p: &Path) -> bool {

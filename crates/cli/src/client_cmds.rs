@@ -55,9 +55,16 @@ pub async fn namespace(cmd: NamespaceCmd) -> anyhow::Result<()> {
         NamespaceCmd::List { conn } => {
             let list = connect(&conn).await?.list_namespaces().await?;
             if conn.json {
-                print_json(&json!(list.iter().map(|n| json!({"name": n.name, "properties": n.properties})).collect::<Vec<_>>()));
+                print_json(&json!(
+                    list.iter()
+                        .map(|n| json!({"name": n.name, "properties": n.properties}))
+                        .collect::<Vec<_>>()
+                ));
             } else {
-                print_table(&["namespace"], &list.into_iter().map(|n| vec![n.name]).collect::<Vec<_>>());
+                print_table(
+                    &["namespace"],
+                    &list.into_iter().map(|n| vec![n.name]).collect::<Vec<_>>(),
+                );
             }
         }
         NamespaceCmd::Drop { name, conn } => {
@@ -112,7 +119,8 @@ pub enum TableCmd {
 }
 
 fn table_json(t: &pb::Table) -> serde_json::Value {
-    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or(serde_json::Value::Null);
+    let parse =
+        |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or(serde_json::Value::Null);
     json!({
         "table": t.ident.as_ref().map(|i| format!("{}.{}", i.namespace, i.name)),
         "uuid": t.table_uuid,
@@ -178,9 +186,17 @@ pub async fn table(cmd: TableCmd) -> anyhow::Result<()> {
         TableCmd::List { namespace, conn } => {
             let tables = connect(&conn).await?.list_tables(&namespace).await?;
             if conn.json {
-                print_json(&json!(tables.iter().map(|t| t.to_string()).collect::<Vec<_>>()));
+                print_json(&json!(
+                    tables.iter().map(|t| t.to_string()).collect::<Vec<_>>()
+                ));
             } else {
-                print_table(&["table"], &tables.iter().map(|t| vec![t.to_string()]).collect::<Vec<_>>());
+                print_table(
+                    &["table"],
+                    &tables
+                        .iter()
+                        .map(|t| vec![t.to_string()])
+                        .collect::<Vec<_>>(),
+                );
             }
         }
         TableCmd::Show { table, conn } => {
@@ -196,7 +212,8 @@ pub async fn table(cmd: TableCmd) -> anyhow::Result<()> {
                 println!("version:           {}", t.version);
                 println!(
                     "current snapshot:  {}",
-                    t.current_snapshot_id.map_or("none".into(), |s| s.to_string())
+                    t.current_snapshot_id
+                        .map_or("none".into(), |s| s.to_string())
                 );
                 println!("columns:");
                 for f in v["schema"]["fields"].as_array().into_iter().flatten() {
@@ -209,16 +226,30 @@ pub async fn table(cmd: TableCmd) -> anyhow::Result<()> {
                         f["id"],
                         f["name"].as_str().unwrap_or("?"),
                         ty,
-                        if f["required"].as_bool() == Some(true) { "  not null" } else { "" }
+                        if f["required"].as_bool() == Some(true) {
+                            "  not null"
+                        } else {
+                            ""
+                        }
                     );
                 }
-                let parts = v["partition_spec"]["fields"].as_array().cloned().unwrap_or_default();
+                let parts = v["partition_spec"]["fields"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
                 if parts.is_empty() {
                     println!("partitioned by:    (unpartitioned)");
                 } else {
                     let p: Vec<String> = parts
                         .iter()
-                        .map(|p| format!("{} = {}({})", p["name"].as_str().unwrap_or("?"), p["transform"].as_str().unwrap_or("?"), p["source-id"]))
+                        .map(|p| {
+                            format!(
+                                "{} = {}({})",
+                                p["name"].as_str().unwrap_or("?"),
+                                p["transform"].as_str().unwrap_or("?"),
+                                p["source-id"]
+                            )
+                        })
                         .collect();
                     println!("partitioned by:    {}", p.join(", "));
                 }
@@ -285,7 +316,9 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let rows = writer.rows();
     let r = writer.commit().await?;
     if args.conn.json {
-        print_json(&json!({"snapshot_id": r.snapshot_id, "sequence_number": r.sequence_number, "rows": rows}));
+        print_json(
+            &json!({"snapshot_id": r.snapshot_id, "sequence_number": r.sequence_number, "rows": rows}),
+        );
     } else {
         println!("committed snapshot {} ({rows} rows)", r.snapshot_id);
     }
@@ -305,19 +338,21 @@ pub async fn snapshots(args: SnapshotsArgs) -> anyhow::Result<()> {
     let snaps = connect(&args.conn).await?.list_snapshots(&ident).await?;
     let num = |s: &pb::Snapshot, k: &str| s.summary.get(k).cloned().unwrap_or_else(|| "0".into());
     if args.conn.json {
-        print_json(&json!(snaps
-            .iter()
-            .map(|s| json!({
-                "snapshot_id": s.snapshot_id,
-                "parent_snapshot_id": s.parent_snapshot_id,
-                "sequence_number": s.sequence_number,
-                "timestamp_ms": s.timestamp_ms,
-                "operation": s.operation,
-                "summary": s.summary,
-                "manifest_list": s.manifest_list,
-                "commit_id": s.commit_id,
-            }))
-            .collect::<Vec<_>>()));
+        print_json(&json!(
+            snaps
+                .iter()
+                .map(|s| json!({
+                    "snapshot_id": s.snapshot_id,
+                    "parent_snapshot_id": s.parent_snapshot_id,
+                    "sequence_number": s.sequence_number,
+                    "timestamp_ms": s.timestamp_ms,
+                    "operation": s.operation,
+                    "summary": s.summary,
+                    "manifest_list": s.manifest_list,
+                    "commit_id": s.commit_id,
+                }))
+                .collect::<Vec<_>>()
+        ));
     } else {
         let rows: Vec<Vec<String>> = snaps
             .iter()
@@ -335,7 +370,16 @@ pub async fn snapshots(args: SnapshotsArgs) -> anyhow::Result<()> {
             })
             .collect();
         print_table(
-            &["seq", "snapshot_id", "committed_at (UTC)", "operation", "added_rows", "deleted_rows", "total_rows", "total_files"],
+            &[
+                "seq",
+                "snapshot_id",
+                "committed_at (UTC)",
+                "operation",
+                "added_rows",
+                "deleted_rows",
+                "total_rows",
+                "total_files",
+            ],
             &rows,
         );
     }

@@ -54,7 +54,11 @@ pub fn read_file(path: &Path, table: &SchemaRef) -> anyhow::Result<Vec<RecordBat
                         format!(
                             "CSV column {:?} is not in the table (columns: {})",
                             h.name(),
-                            fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                            fields
+                                .iter()
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )
                     })?;
                 cols.push(Field::new(h.name(), f.data_type().clone(), true));

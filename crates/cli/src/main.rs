@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use firn_core::{Catalog, CatalogConfig, Env, WarehouseConfig};
 
 #[derive(Parser)]
-#[command(name = "firn", version, about = "Firn: atomic commits for Apache Iceberg tables on object storage")]
+#[command(
+    name = "firn",
+    version,
+    about = "Firn: atomic commits for Apache Iceberg tables on object storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +26,12 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 pub struct Conn {
     /// The Firn server's gRPC endpoint.
-    #[arg(long, env = "FIRN_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "FIRN_ENDPOINT",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     endpoint: String,
     /// Print machine-readable JSON instead of a table.
     #[arg(long, global = true)]
@@ -103,7 +112,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         warehouse = %warehouse.url,
         "firn serving"
     );
-    eprintln!("firn serving gRPC on {} (catalog {catalog_url}, warehouse {})", listener.local_addr()?, warehouse.url);
+    eprintln!(
+        "firn serving gRPC on {} (catalog {catalog_url}, warehouse {})",
+        listener.local_addr()?,
+        warehouse.url
+    );
     firn_server::serve(catalog, listener, shutdown_signal()).await?;
     Ok(())
 }
@@ -128,7 +141,8 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FIRN_LOG").unwrap_or_else(|_| "warn,firn=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("FIRN_LOG")
+                .unwrap_or_else(|_| "warn,firn=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

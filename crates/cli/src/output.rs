@@ -32,7 +32,11 @@ mod tonic_code {
 /// One line describing an error.
 pub fn error_line(e: &anyhow::Error) -> String {
     if let Some(ClientError::Status(s)) = e.downcast_ref::<ClientError>() {
-        return format!("{}: {}", code_name(s.code()), s.message().replace('\n', " "));
+        return format!(
+            "{}: {}",
+            code_name(s.code()),
+            s.message().replace('\n', " ")
+        );
     }
     format!("{e:#}").replace('\n', " ")
 }
@@ -62,7 +66,10 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// Prints a JSON value, pretty.
 pub fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("JSON value serialises"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON value serialises")
+    );
 }
 
 /// Formats epoch milliseconds as UTC.

@@ -87,7 +87,11 @@ pub fn parse_partition(s: &str) -> Result<Vec<PartitionFieldSpec>, String> {
             ("hour" | "hours", None) => "hour".to_string(),
             ("bucket", Some(n)) => format!("bucket[{n}]"),
             ("truncate", Some(n)) => format!("truncate[{n}]"),
-            _ => return Err(format!("--partition-by: {part:?} is not a partition transform")),
+            _ => {
+                return Err(format!(
+                    "--partition-by: {part:?} is not a partition transform"
+                ));
+            }
         };
         out.push(PartitionFieldSpec {
             source_column: column.to_string(),
@@ -117,10 +121,18 @@ mod tests {
     #[test]
     fn partition_notation() {
         let p = parse_partition("day(ts), bucket(16, id), truncate(name, 4), region").unwrap();
-        let t: Vec<_> = p.iter().map(|f| (f.source_column.as_str(), f.transform.as_str())).collect();
+        let t: Vec<_> = p
+            .iter()
+            .map(|f| (f.source_column.as_str(), f.transform.as_str()))
+            .collect();
         assert_eq!(
             t,
-            [("ts", "day"), ("id", "bucket[16]"), ("name", "truncate[4]"), ("region", "identity")]
+            [
+                ("ts", "day"),
+                ("id", "bucket[16]"),
+                ("name", "truncate[4]"),
+                ("region", "identity")
+            ]
         );
         assert!(parse_partition("decade(ts)").is_err());
         assert!(parse_partition("bucket(id)").is_err());

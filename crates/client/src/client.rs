@@ -117,26 +117,46 @@ impl FirnClient {
             name: name.to_string(),
             properties: Default::default(),
         };
-        Ok(self.inner.clone().create_namespace(self.request(req)).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .create_namespace(self.request(req))
+            .await?
+            .into_inner())
     }
 
     pub async fn list_namespaces(&self) -> Result<Vec<pb::Namespace>> {
-        let r = self.inner.clone().list_namespaces(self.request(pb::ListNamespacesRequest {})).await?;
+        let r = self
+            .inner
+            .clone()
+            .list_namespaces(self.request(pb::ListNamespacesRequest {}))
+            .await?;
         Ok(r.into_inner().namespaces)
     }
 
     pub async fn drop_namespace(&self, name: &str) -> Result<()> {
-        let req = pb::DropNamespaceRequest { name: name.to_string() };
+        let req = pb::DropNamespaceRequest {
+            name: name.to_string(),
+        };
         self.inner.clone().drop_namespace(self.request(req)).await?;
         Ok(())
     }
 
     pub async fn create_table(&self, req: pb::CreateTableRequest) -> Result<pb::Table> {
-        Ok(self.inner.clone().create_table(self.request(req)).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .create_table(self.request(req))
+            .await?
+            .into_inner())
     }
 
     /// Loads a table (retried while the server is unavailable: loading is idempotent).
-    pub async fn load_table(&self, table: &TableIdent, include_metadata_json: bool) -> Result<pb::Table> {
+    pub async fn load_table(
+        &self,
+        table: &TableIdent,
+        include_metadata_json: bool,
+    ) -> Result<pb::Table> {
         self.idempotent(|| {
             let req = pb::LoadTableRequest {
                 ident: Some(ident(table)),
@@ -153,12 +173,22 @@ impl FirnClient {
         let req = pb::ListTablesRequest {
             namespace: namespace.to_string(),
         };
-        let r = self.inner.clone().list_tables(self.request(req)).await?.into_inner();
-        Ok(r.tables.into_iter().map(|t| TableIdent::new(t.namespace, t.name)).collect())
+        let r = self
+            .inner
+            .clone()
+            .list_tables(self.request(req))
+            .await?
+            .into_inner();
+        Ok(r.tables
+            .into_iter()
+            .map(|t| TableIdent::new(t.namespace, t.name))
+            .collect())
     }
 
     pub async fn drop_table(&self, table: &TableIdent) -> Result<()> {
-        let req = pb::DropTableRequest { ident: Some(ident(table)) };
+        let req = pb::DropTableRequest {
+            ident: Some(ident(table)),
+        };
         self.inner.clone().drop_table(self.request(req)).await?;
         Ok(())
     }
@@ -168,19 +198,33 @@ impl FirnClient {
             from: Some(ident(from)),
             to: Some(ident(to)),
         };
-        Ok(self.inner.clone().rename_table(self.request(req)).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .rename_table(self.request(req))
+            .await?
+            .into_inner())
     }
 
     /// Sends one commit request, once.
     pub async fn commit_once(&self, req: pb::CommitRequest) -> Result<pb::CommitResponse> {
-        Ok(self.inner.clone().commit(self.request(req)).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .commit(self.request(req))
+            .await?
+            .into_inner())
     }
 
     /// Commits with retries under the same commit id. `UNAVAILABLE` and `INTERNAL` (outcome
     /// unknown) are retried as they are: the server returns the first result if the commit
     /// had landed. `ABORTED` (conflict) is retried after `rebase` has updated the request's
     /// base snapshot — return `false` from it to give up instead.
-    pub async fn commit<F, Fut>(&self, mut req: pb::CommitRequest, mut rebase: F) -> Result<pb::CommitResponse>
+    pub async fn commit<F, Fut>(
+        &self,
+        mut req: pb::CommitRequest,
+        mut rebase: F,
+    ) -> Result<pb::CommitResponse>
     where
         F: FnMut(pb::CommitRequest) -> Fut,
         Fut: std::future::Future<Output = Result<Option<pb::CommitRequest>>>,
@@ -194,14 +238,19 @@ impl FirnClient {
             attempt += 1;
             match self.commit_once(req.clone()).await {
                 Ok(r) => return Ok(r),
-                Err(ClientError::Status(s)) if attempt < self.retry.max_attempts => match s.code() {
-                    Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded => {}
-                    Code::Aborted => match rebase(req.clone()).await? {
-                        Some(r) => req = r,
-                        None => return Err(ClientError::Status(s)),
-                    },
-                    _ => return Err(ClientError::Status(s)),
-                },
+                Err(ClientError::Status(s)) if attempt < self.retry.max_attempts => {
+                    match s.code() {
+                        Code::Unavailable
+                        | Code::Internal
+                        | Code::Unknown
+                        | Code::DeadlineExceeded => {}
+                        Code::Aborted => match rebase(req.clone()).await? {
+                            Some(r) => req = r,
+                            None => return Err(ClientError::Status(s)),
+                        },
+                        _ => return Err(ClientError::Status(s)),
+                    }
+                }
                 Err(e) => return Err(e),
             }
             let jitter = rand::random::<f64>() * 0.5 + 0.75;
@@ -240,6 +289,11 @@ impl FirnClient {
             ident: Some(ident(table)),
             snapshot_id,
         };
-        Ok(self.inner.clone().get_snapshot(self.request(req)).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .get_snapshot(self.request(req))
+            .await?
+            .into_inner())
     }
 }

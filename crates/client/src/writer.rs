@@ -85,10 +85,15 @@ pub struct TableWriter {
 
 impl TableWriter {
     /// Prepares to write to `table` as of its current snapshot.
-    pub async fn new(client: &FirnClient, table: &TableIdent, options: WriterOptions) -> Result<Self> {
+    pub async fn new(
+        client: &FirnClient,
+        table: &TableIdent,
+        options: WriterOptions,
+    ) -> Result<Self> {
         let t = client.load_table(table, true).await?;
-        let meta: TableMetadata = serde_json::from_str(&t.metadata_json)
-            .map_err(|e| ClientError::InvalidData(format!("the server sent unreadable table metadata: {e}")))?;
+        let meta: TableMetadata = serde_json::from_str(&t.metadata_json).map_err(|e| {
+            ClientError::InvalidData(format!("the server sent unreadable table metadata: {e}"))
+        })?;
         let schema = meta.current_schema().clone();
         let spec = meta.default_partition_spec().clone();
         let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
@@ -101,7 +106,11 @@ impl TableWriter {
             options.target_file_size,
             file_io,
             DefaultLocationGenerator::new(&meta)?,
-            DefaultFileNameGenerator::new(uuid::Uuid::now_v7().to_string(), None, DataFileFormat::Parquet),
+            DefaultFileNameGenerator::new(
+                uuid::Uuid::now_v7().to_string(),
+                None,
+                DataFileFormat::Parquet,
+            ),
         );
         let splitter = if spec.is_unpartitioned() {
             None
@@ -142,7 +151,8 @@ impl TableWriter {
                 }
             }
             None => {
-                let key = PartitionKey::new((*self.spec).clone(), self.schema.clone(), Struct::empty());
+                let key =
+                    PartitionKey::new((*self.spec).clone(), self.schema.clone(), Struct::empty());
                 self.writer.write(key, batch).await?;
             }
         }
@@ -158,7 +168,9 @@ impl TableWriter {
     pub async fn commit(self) -> Result<pb::CommitResponse> {
         let files = self.writer.close().await?;
         if files.is_empty() && self.options.mode != WriteMode::Overwrite {
-            return Err(ClientError::InvalidData("nothing was written: no rows to commit".into()));
+            return Err(ClientError::InvalidData(
+                "nothing was written: no rows to commit".into(),
+            ));
         }
         let add = files
             .iter()
@@ -193,7 +205,8 @@ impl TableWriter {
                 let client = client.clone();
                 let table = table.clone();
                 async move {
-                    req.base_snapshot_id = client.load_table(&table, false).await?.current_snapshot_id;
+                    req.base_snapshot_id =
+                        client.load_table(&table, false).await?.current_snapshot_id;
                     Ok(Some(req))
                 }
             })
@@ -246,12 +259,20 @@ pub fn align_batch(batch: &RecordBatch, target: &ArrowSchemaRef) -> Result<Recor
     let src = batch.schema();
     for f in src.fields() {
         if target.field_with_name(f.name()).is_err()
-            && !target.fields().iter().any(|t| t.name().eq_ignore_ascii_case(f.name()))
+            && !target
+                .fields()
+                .iter()
+                .any(|t| t.name().eq_ignore_ascii_case(f.name()))
         {
             return Err(ClientError::InvalidData(format!(
                 "column {} is not in the table (columns: {})",
                 f.name(),
-                target.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                target
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -261,10 +282,11 @@ pub fn align_batch(batch: &RecordBatch, target: &ArrowSchemaRef) -> Result<Recor
     };
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
     for t in target.fields() {
-        let idx = src
-            .index_of(t.name())
-            .ok()
-            .or_else(|| src.fields().iter().position(|f| f.name().eq_ignore_ascii_case(t.name())));
+        let idx = src.index_of(t.name()).ok().or_else(|| {
+            src.fields()
+                .iter()
+                .position(|f| f.name().eq_ignore_ascii_case(t.name()))
+        });
         let col = match idx {
             Some(i) => {
                 let c = batch.column(i);

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
     FormatVersion, ManifestEntry, ManifestStatus, ManifestWriterBuilder, NestedField, Schema,
-    SortOrder, TableMetadataBuilder, Transform, Type, UnboundPartitionSpec,
-    UNASSIGNED_SEQUENCE_NUMBER,
+    SortOrder, TableMetadataBuilder, Transform, Type, UNASSIGNED_SEQUENCE_NUMBER,
+    UnboundPartitionSpec,
 };
 use tracing::{info, instrument};
 
@@ -55,7 +55,10 @@ impl Catalog {
     pub async fn open_with(db: Db, warehouse: Arc<Warehouse>, env: Env) -> Result<Self> {
         let recovered = commit::recover_pending(&db, &warehouse).await?;
         if recovered > 0 {
-            info!(recovered, "rewrote commit metadata kept in the catalog by an earlier crash");
+            info!(
+                recovered,
+                "rewrote commit metadata kept in the catalog by an earlier crash"
+            );
         }
         let shared = Arc::new(Shared {
             db,
@@ -82,7 +85,11 @@ impl Catalog {
 
     // ---- namespaces ------------------------------------------------------------------
 
-    pub async fn create_namespace(&self, name: &str, properties: HashMap<String, String>) -> Result<NamespaceInfo> {
+    pub async fn create_namespace(
+        &self,
+        name: &str,
+        properties: HashMap<String, String>,
+    ) -> Result<NamespaceInfo> {
         validate_name("namespace", name)?;
         let ns = NamespaceInfo {
             name: name.to_string(),
@@ -146,10 +153,17 @@ impl Catalog {
         .and_then(|b| b.assign_uuid(table_uuid).build())
         .map_err(|e| Error::invalid("schema", e.to_string()))?
         .metadata;
-        let base = serde_json::to_string(&meta).map_err(|e| Error::internal_from("serialising metadata", e))?;
+        let base = serde_json::to_string(&meta)
+            .map_err(|e| Error::internal_from("serialising metadata", e))?;
         let metadata_location = metadata::metadata_path(&location, 0, env);
-        self.shared.warehouse.put(&metadata_location, base.clone().into()).await?;
-        self.shared.warehouse.sync(std::slice::from_ref(&metadata_location)).await?;
+        self.shared
+            .warehouse
+            .put(&metadata_location, base.clone().into())
+            .await?;
+        self.shared
+            .warehouse
+            .sync(std::slice::from_ref(&metadata_location))
+            .await?;
         let now = self.now_ms();
         let row = TableRow {
             table_id: 0,
@@ -174,8 +188,14 @@ impl Catalog {
 
     async fn table_info(&self, row: TableRow, want_json: bool) -> Result<TableInfo> {
         let (meta, _) = parse_base(&row)?;
-        let (metadata_location, metadata_json) =
-            metadata::materialize(&self.shared.db, &self.shared.warehouse, &self.shared.env, &row, want_json).await?;
+        let (metadata_location, metadata_json) = metadata::materialize(
+            &self.shared.db,
+            &self.shared.warehouse,
+            &self.shared.env,
+            &row,
+            want_json,
+        )
+        .await?;
         Ok(TableInfo {
             ident: row.ident,
             table_uuid: row.table_uuid,
@@ -184,7 +204,8 @@ impl Catalog {
             version: row.version,
             current_snapshot_id: row.current_snapshot_id,
             metadata_json,
-            schema_json: serde_json::to_string(meta.current_schema().as_ref()).expect("schema serialises"),
+            schema_json: serde_json::to_string(meta.current_schema().as_ref())
+                .expect("schema serialises"),
             partition_spec_json: serde_json::to_string(meta.default_partition_spec().as_ref())
                 .expect("spec serialises"),
             properties: meta.properties().clone(),
@@ -193,7 +214,11 @@ impl Catalog {
 
     /// The table's current state; its metadata file is written first if the current
     /// version has none yet.
-    pub async fn load_table(&self, ident: &TableIdent, include_metadata_json: bool) -> Result<TableInfo> {
+    pub async fn load_table(
+        &self,
+        ident: &TableIdent,
+        include_metadata_json: bool,
+    ) -> Result<TableInfo> {
         ident.validate()?;
         let row = self.shared.db.table(ident).await?;
         self.table_info(row, include_metadata_json).await
@@ -224,19 +249,23 @@ impl Catalog {
     pub async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome> {
         req.ident.validate()?;
         if req.commit_id.is_empty() || req.commit_id.len() > 128 {
-            return Err(Error::invalid("commit_id", "must be 1 to 128 characters (a UUID is best)"));
+            return Err(Error::invalid(
+                "commit_id",
+                "must be 1 to 128 characters (a UUID is best)",
+            ));
         }
-        if let Some(k) = req
-            .summary
-            .keys()
-            .find(|k| k.starts_with("firn.") || k.as_str() == "operation" || k.starts_with("total-"))
-        {
+        if let Some(k) = req.summary.keys().find(|k| {
+            k.starts_with("firn.") || k.as_str() == "operation" || k.starts_with("total-")
+        }) {
             return Err(Error::invalid("summary", format!("key {k:?} is reserved")));
         }
         let added = req.operation.added();
         let removed_count = match &req.operation {
             Operation::Delete { paths } => paths.len(),
-            Operation::Overwrite { remove: OverwriteScope::Files(p), .. } => p.len(),
+            Operation::Overwrite {
+                remove: OverwriteScope::Files(p),
+                ..
+            } => p.len(),
             _ => 0,
         };
         if added.len() + removed_count > MAX_FILES_PER_COMMIT {
@@ -247,17 +276,26 @@ impl Catalog {
         }
         match &req.operation {
             Operation::Append { add } if add.is_empty() => {
-                return Err(Error::invalid("append.add", "an append must add at least one file"));
+                return Err(Error::invalid(
+                    "append.add",
+                    "an append must add at least one file",
+                ));
             }
             Operation::Delete { paths } if paths.is_empty() => {
-                return Err(Error::invalid("delete.paths", "a delete must name at least one file"));
+                return Err(Error::invalid(
+                    "delete.paths",
+                    "a delete must name at least one file",
+                ));
             }
             _ => {}
         }
         let mut seen = HashSet::new();
         for f in added {
             if !seen.insert(f.path.as_str()) {
-                return Err(Error::invalid("add.path", format!("{} is listed twice", f.path)));
+                return Err(Error::invalid(
+                    "add.path",
+                    format!("{} is listed twice", f.path),
+                ));
             }
         }
 
@@ -300,9 +338,9 @@ impl Catalog {
                         .collect::<std::result::Result<_, _>>()
                         .map_err(|r| Error::invalid("overwrite.partitions", r))?,
                 ),
-                OverwriteScope::AddedPartitions => {
-                    RemoveSelector::Partitions(data_files.iter().map(|f| f.partition().clone()).collect())
-                }
+                OverwriteScope::AddedPartitions => RemoveSelector::Partitions(
+                    data_files.iter().map(|f| f.partition().clone()).collect(),
+                ),
             },
             Operation::Delete { paths } => paths_selector("delete.paths", paths)?,
         };
@@ -373,22 +411,38 @@ impl Catalog {
         let size = match page_size {
             0 => 100,
             n if n > MAX_PAGE_SIZE => {
-                return Err(Error::invalid("page_size", format!("{n} is more than {MAX_PAGE_SIZE}")));
+                return Err(Error::invalid(
+                    "page_size",
+                    format!("{n} is more than {MAX_PAGE_SIZE}"),
+                ));
             }
             n => n,
         };
         let after: i64 = match page_token {
             None | Some("") => -1,
-            Some(t) => t
-                .parse()
-                .map_err(|_| Error::invalid("page_token", format!("{t:?} is not a token this server issued")))?,
+            Some(t) => t.parse().map_err(|_| {
+                Error::invalid(
+                    "page_token",
+                    format!("{t:?} is not a token this server issued"),
+                )
+            })?,
         };
         let row = self.shared.db.table(ident).await?;
-        let snapshots = self.shared.db.snapshots(row.table_id, after, size as i64 + 1).await?;
+        let snapshots = self
+            .shared
+            .db
+            .snapshots(row.table_id, after, size as i64 + 1)
+            .await?;
         let more = snapshots.len() > size as usize;
         let mut snapshots = snapshots;
         snapshots.truncate(size as usize);
-        let next_page_token = more.then(|| snapshots.last().expect("non-empty").sequence_number.to_string());
+        let next_page_token = more.then(|| {
+            snapshots
+                .last()
+                .expect("non-empty")
+                .sequence_number
+                .to_string()
+        });
         Ok(SnapshotPage {
             snapshots,
             next_page_token,
@@ -402,7 +456,12 @@ impl Catalog {
             .db
             .snapshot(row.table_id, snapshot_id)
             .await?
-            .ok_or_else(|| Error::not_found(ObjectKind::Snapshot, format!("{snapshot_id} of table {ident}")))
+            .ok_or_else(|| {
+                Error::not_found(
+                    ObjectKind::Snapshot,
+                    format!("{snapshot_id} of table {ident}"),
+                )
+            })
     }
 }
 
@@ -437,7 +496,10 @@ pub fn parse_type(type_json: &str) -> std::result::Result<Type, String> {
 
 fn build_schema(fields: &[FieldSpec]) -> Result<Schema> {
     if fields.is_empty() {
-        return Err(Error::invalid("fields", "a table needs at least one column"));
+        return Err(Error::invalid(
+            "fields",
+            "a table needs at least one column",
+        ));
     }
     let mut names = HashSet::new();
     let mut nested = Vec::with_capacity(fields.len());
@@ -447,12 +509,19 @@ fn build_schema(fields: &[FieldSpec]) -> Result<Schema> {
             return Err(Error::invalid(field, "column name is empty"));
         }
         if f.name.contains('.') {
-            return Err(Error::invalid(field, format!("column name {:?} contains '.'", f.name)));
+            return Err(Error::invalid(
+                field,
+                format!("column name {:?} contains '.'", f.name),
+            ));
         }
         if !names.insert(f.name.to_lowercase()) {
-            return Err(Error::invalid(field, format!("column {:?} is defined twice", f.name)));
+            return Err(Error::invalid(
+                field,
+                format!("column {:?} is defined twice", f.name),
+            ));
         }
-        let ty = parse_type(&f.type_json).map_err(|r| Error::invalid(format!("{field}.type"), r))?;
+        let ty =
+            parse_type(&f.type_json).map_err(|r| Error::invalid(format!("{field}.type"), r))?;
         // Top-level ids are placeholders: the metadata builder assigns fresh ids.
         let id = 100_000 + i as i32;
         let mut nf = if f.required {
@@ -471,24 +540,38 @@ fn build_schema(fields: &[FieldSpec]) -> Result<Schema> {
         .map_err(|e| Error::invalid("fields", e.to_string()))
 }
 
-fn build_partition_spec(schema: &Schema, fields: &[PartitionFieldSpec]) -> Result<UnboundPartitionSpec> {
+fn build_partition_spec(
+    schema: &Schema,
+    fields: &[PartitionFieldSpec],
+) -> Result<UnboundPartitionSpec> {
     let mut b = UnboundPartitionSpec::builder();
     let mut names = HashSet::new();
     for (i, pf) in fields.iter().enumerate() {
         let field = format!("partition_by[{i}]");
         let source = schema.field_by_name(&pf.source_column).ok_or_else(|| {
-            Error::invalid(&field, format!("column {:?} is not in the schema", pf.source_column))
+            Error::invalid(
+                &field,
+                format!("column {:?} is not in the schema", pf.source_column),
+            )
         })?;
-        let transform: Transform = pf
-            .transform
-            .trim()
-            .to_ascii_lowercase()
-            .parse()
-            .map_err(|_| Error::invalid(&field, format!("{:?} is not a partition transform", pf.transform)))?;
+        let transform: Transform =
+            pf.transform
+                .trim()
+                .to_ascii_lowercase()
+                .parse()
+                .map_err(|_| {
+                    Error::invalid(
+                        &field,
+                        format!("{:?} is not a partition transform", pf.transform),
+                    )
+                })?;
         transform.result_type(&source.field_type).map_err(|_| {
             Error::invalid(
                 &field,
-                format!("{transform} cannot partition column {} of type {}", source.name, source.field_type),
+                format!(
+                    "{transform} cannot partition column {} of type {}",
+                    source.name, source.field_type
+                ),
             )
         })?;
         let name = pf.name.clone().unwrap_or_else(|| match transform {
@@ -498,7 +581,10 @@ fn build_partition_spec(schema: &Schema, fields: &[PartitionFieldSpec]) -> Resul
             other => format!("{}_{other}", source.name),
         });
         if !names.insert(name.clone()) {
-            return Err(Error::invalid(&field, format!("partition field {name:?} is defined twice")));
+            return Err(Error::invalid(
+                &field,
+                format!("partition field {name:?} is defined twice"),
+            ));
         }
         b = b
             .add_partition_field(source.id, name, transform)

@@ -126,11 +126,19 @@ impl TableState {
             None => (Vec::new(), Totals::default()),
             Some(id) => {
                 let snap = shared.db.snapshot(table_id, id).await?.ok_or_else(|| {
-                    Error::internal(format!("current snapshot {id} of {} is not in the catalog", row.ident))
+                    Error::internal(format!(
+                        "current snapshot {id} of {} is not in the catalog",
+                        row.ident
+                    ))
                 })?;
                 let bytes = shared.warehouse.get(&snap.manifest_list).await?;
                 let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
-                let num = |k: &str| snap.summary.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let num = |k: &str| {
+                    snap.summary
+                        .get(k)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                };
                 let totals = Totals {
                     records: num("total-records"),
                     files: num("total-data-files"),
@@ -166,7 +174,11 @@ impl ManifestCache {
         m.insert(path.to_string(), Arc::new(entries));
     }
 
-    pub(crate) async fn get(&self, warehouse: &Warehouse, path: &str) -> Result<Arc<Vec<ManifestEntry>>> {
+    pub(crate) async fn get(
+        &self,
+        warehouse: &Warehouse,
+        path: &str,
+    ) -> Result<Arc<Vec<ManifestEntry>>> {
         if let Some(e) = self.entries.lock().expect("cache poisoned").get(path) {
             return Ok(e.clone());
         }
@@ -210,7 +222,8 @@ impl Committer {
             .map_err(|_| Error::internal("the committer has stopped"))?;
         rx.await.map_err(|_| Error::Unavailable {
             what: "committer",
-            source: "the committer stopped while the commit was in flight; its outcome is unknown".into(),
+            source: "the committer stopped while the commit was in flight; its outcome is unknown"
+                .into(),
         })?
     }
 }
@@ -269,11 +282,16 @@ fn reply(job: Job, r: Result<CommitOutcome>) {
 fn unknown_outcome(e: &Error) -> Error {
     Error::Unavailable {
         what: "catalog database",
-        source: format!("the commit's outcome is unknown ({e}); retry with the same commit id").into(),
+        source: format!("the commit's outcome is unknown ({e}); retry with the same commit id")
+            .into(),
     }
 }
 
-async fn process(shared: &Arc<Shared>, cache: &mut HashMap<i64, TableState>, batch: Vec<Job>) -> Vec<Job> {
+async fn process(
+    shared: &Arc<Shared>,
+    cache: &mut HashMap<i64, TableState>,
+    batch: Vec<Job>,
+) -> Vec<Job> {
     // Group by table, keeping arrival order.
     let mut order: Vec<i64> = Vec::new();
     let mut by_table: HashMap<i64, Vec<Job>> = HashMap::new();
@@ -286,6 +304,8 @@ async fn process(shared: &Arc<Shared>, cache: &mut HashMap<i64, TableState>, bat
         by_table.get_mut(&t).expect("just inserted").push(j);
     }
 
+    let t0 = std::time::Instant::now();
+    let nb = by_table.values().map(|v| v.len()).sum::<usize>();
     let mut plans: Vec<GroupPlan> = Vec::new();
     for table_id in order {
         let jobs = by_table.remove(&table_id).expect("grouped");
@@ -294,7 +314,13 @@ async fn process(shared: &Arc<Shared>, cache: &mut HashMap<i64, TableState>, bat
             Ok(None) => {}
             Err((e, jobs)) => {
                 for j in jobs {
-                    reply(j, Err(Error::Unavailable { what: "catalog", source: e.to_string().into() }));
+                    reply(
+                        j,
+                        Err(Error::Unavailable {
+                            what: "catalog",
+                            source: e.to_string().into(),
+                        }),
+                    );
                 }
             }
         }
@@ -307,6 +333,7 @@ async fn process(shared: &Arc<Shared>, cache: &mut HashMap<i64, TableState>, bat
     }
 
     // Put every new object. Nothing references them until the transaction commits.
+    let tp = std::time::Instant::now();
     let objects: Vec<MetaObject> = plans
         .iter()
         .flat_map(|p| p.steps.iter().flat_map(|s| s.plan.objects.iter().cloned()))
@@ -325,8 +352,11 @@ async fn process(shared: &Arc<Shared>, cache: &mut HashMap<i64, TableState>, bat
         return Vec::new();
     }
 
+    let t1 = std::time::Instant::now();
     let mut requeue = Vec::new();
-    match write_transaction(shared, &plans, &objects).await {
+    let res = write_transaction(shared, &plans, &objects).await;
+    debug!(commits = nb, plan = ?(tp - t0), put = ?(t1 - tp), transaction = ?t1.elapsed(), "batch");
+    match res {
         Err(e) => {
             // The transaction may or may not have committed: outcome unknown. The state is
             // dropped from the cache, so the next batch re-reads the table.
@@ -347,7 +377,13 @@ async fn process(shared: &Arc<Shared>, cache: &mut HashMap<i64, TableState>, bat
                     for s in p.steps {
                         to_sync.extend(s.plan.objects.iter().map(|o| o.path.clone()));
                         for d in s.duplicates {
-                            reply(d, Ok(CommitOutcome { replayed: true, ..s.plan.outcome.clone() }));
+                            reply(
+                                d,
+                                Ok(CommitOutcome {
+                                    replayed: true,
+                                    ..s.plan.outcome.clone()
+                                }),
+                            );
                         }
                         reply(s.job, Ok(s.plan.outcome));
                     }
@@ -356,8 +392,19 @@ async fn process(shared: &Arc<Shared>, cache: &mut HashMap<i64, TableState>, bat
                     debug!(table_id = p.table_id, "lost the pointer swap; re-planning");
                     let mut garbage = Vec::new();
                     for s in p.steps {
-                        let keep = s.job.prepared.added_manifest.as_ref().map(|(_, o)| o.path.clone());
-                        garbage.extend(s.plan.objects.iter().map(|o| o.path.clone()).filter(|x| Some(x) != keep.as_ref()));
+                        let keep = s
+                            .job
+                            .prepared
+                            .added_manifest
+                            .as_ref()
+                            .map(|(_, o)| o.path.clone());
+                        garbage.extend(
+                            s.plan
+                                .objects
+                                .iter()
+                                .map(|o| o.path.clone())
+                                .filter(|x| Some(x) != keep.as_ref()),
+                        );
                         for mut j in std::iter::once(s.job).chain(s.duplicates) {
                             j.prepared.attempts += 1;
                             if j.prepared.attempts >= MAX_ATTEMPTS {
@@ -387,7 +434,9 @@ fn spawn_sync(shared: Arc<Shared>, paths: Vec<String>) {
     tokio::spawn(async move {
         match shared.warehouse.sync(&paths).await {
             Ok(()) => shared.synced.lock().expect("poisoned").extend(paths),
-            Err(e) => warn!(error = %e, "fsync of commit metadata failed; kept in the catalog for recovery"),
+            Err(e) => {
+                warn!(error = %e, "fsync of commit metadata failed; kept in the catalog for recovery")
+            }
         }
     });
 }
@@ -407,12 +456,11 @@ fn delete_best_effort(shared: &Shared, paths: Vec<String>) {
 }
 
 async fn put_all(warehouse: &Warehouse, objects: &[MetaObject]) -> Result<()> {
-    let mut puts = Vec::with_capacity(objects.len());
-    for o in objects {
-        puts.push(warehouse.put(&o.path, o.bytes.clone()));
-    }
-    futures::future::try_join_all(puts).await?;
-    Ok(())
+    let objects: Vec<(String, bytes::Bytes)> = objects
+        .iter()
+        .map(|o| (o.path.clone(), o.bytes.clone()))
+        .collect();
+    warehouse.put_new(&objects).await
 }
 
 type GroupError = (Error, Vec<Job>);
@@ -437,7 +485,10 @@ async fn plan_group(
             Err(e) => return Err((e, jobs)),
         },
     };
-    let ids: Vec<&str> = jobs.iter().map(|j| j.prepared.req.commit_id.as_str()).collect();
+    let ids: Vec<&str> = jobs
+        .iter()
+        .map(|j| j.prepared.req.commit_id.as_str())
+        .collect();
     let recorded = match shared.db.recorded_commits(table_id, &ids).await {
         Ok(r) => r,
         Err(e) => return Err((e, jobs)),
@@ -478,10 +529,22 @@ async fn plan_group(
             plan.steps[i].duplicates.push(job);
             continue;
         }
-        match plan_step(shared, &mut plan.state, &job.prepared, &known, &mut batch_paths).await {
+        match plan_step(
+            shared,
+            &mut plan.state,
+            &job.prepared,
+            &known,
+            &mut batch_paths,
+        )
+        .await
+        {
             Ok(step) => {
                 step_by_id.insert(id, plan.steps.len());
-                plan.steps.push(Step { job, duplicates: Vec::new(), plan: step });
+                plan.steps.push(Step {
+                    job,
+                    duplicates: Vec::new(),
+                    plan: step,
+                });
             }
             Err(e) => reply(job, Err(e)),
         }
@@ -544,7 +607,10 @@ async fn plan_step(
     {
         return Err(Error::invalid(
             "base_snapshot_id",
-            format!("snapshot {base} is not in table {}, which is empty", req.ident),
+            format!(
+                "snapshot {base} is not in table {}, which is empty",
+                req.ident
+            ),
         ));
     }
     for f in &p.added {
@@ -575,7 +641,10 @@ async fn plan_step(
             manifests.push(m.clone());
             continue;
         }
-        let entries = shared.manifests.get(&shared.warehouse, &m.manifest_path).await?;
+        let entries = shared
+            .manifests
+            .get(&shared.warehouse, &m.manifest_path)
+            .await?;
         let alive = || entries.iter().filter(|e| e.is_alive());
         if !alive().any(|e| selects(&e.data_file)) {
             manifests.push(m.clone());
@@ -598,7 +667,12 @@ async fn plan_step(
                 removed.size += df.file_size_in_bytes();
                 w.add_delete_file(df, resolved_seq(e, m), Some(resolved_file_seq(e, m)))?;
             } else {
-                w.add_existing_file(df, resolved_snapshot(e, m), resolved_seq(e, m), Some(resolved_file_seq(e, m)))?;
+                w.add_existing_file(
+                    df,
+                    resolved_snapshot(e, m),
+                    resolved_seq(e, m),
+                    Some(resolved_file_seq(e, m)),
+                )?;
             }
         }
         let mut mf = w.write_manifest_file().await?;
@@ -739,9 +813,16 @@ async fn merge_tiers(
         let mut merged_entries = Vec::new();
         for &i in &idx {
             let m = &manifests[i];
-            let entries = shared.manifests.get(&shared.warehouse, &m.manifest_path).await?;
+            let entries = shared
+                .manifests
+                .get(&shared.warehouse, &m.manifest_path)
+                .await?;
             for e in entries.iter().filter(|e| e.is_alive()) {
-                let (sid, s, fs) = (resolved_snapshot(e, m), resolved_seq(e, m), resolved_file_seq(e, m));
+                let (sid, s, fs) = (
+                    resolved_snapshot(e, m),
+                    resolved_seq(e, m),
+                    resolved_file_seq(e, m),
+                );
                 w.add_existing_file(e.data_file.clone(), sid, s, Some(fs))?;
                 merged_entries.push(ManifestEntry {
                     status: ManifestStatus::Existing,
@@ -768,7 +849,11 @@ async fn merge_tiers(
 }
 
 /// The one transaction of a batch. Returns, per group, whether its pointer swap won.
-async fn write_transaction(shared: &Shared, plans: &[GroupPlan], objects: &[MetaObject]) -> Result<Vec<bool>> {
+async fn write_transaction(
+    shared: &Shared,
+    plans: &[GroupPlan],
+    objects: &[MetaObject],
+) -> Result<Vec<bool>> {
     let mut tx = shared.db.pool.begin().await?;
     let mut won = Vec::with_capacity(plans.len());
     for p in plans {
@@ -839,12 +924,14 @@ async fn write_transaction(shared: &Shared, plans: &[GroupPlan], objects: &[Meta
             .execute(&mut *tx)
             .await?;
             for f in &s.job.prepared.added {
-                sqlx::query("INSERT INTO table_files (table_id, path, snapshot_id) VALUES ($1, $2, $3)")
-                    .bind(p.table_id)
-                    .bind(f.file_path())
-                    .bind(o.snapshot_id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO table_files (table_id, path, snapshot_id) VALUES ($1, $2, $3)",
+                )
+                .bind(p.table_id)
+                .bind(f.file_path())
+                .bind(o.snapshot_id)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         sqlx::query(
@@ -867,7 +954,10 @@ async fn write_transaction(shared: &Shared, plans: &[GroupPlan], objects: &[Meta
         let synced: Vec<String> = std::mem::take(&mut *shared.synced.lock().expect("poisoned"));
         for chunk in synced.chunks(200) {
             let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
-            let q = format!("DELETE FROM pending_objects WHERE path IN ({})", ph.join(", "));
+            let q = format!(
+                "DELETE FROM pending_objects WHERE path IN ({})",
+                ph.join(", ")
+            );
             let mut query = sqlx::query(&q);
             for path in chunk {
                 query = query.bind(path);

@@ -68,7 +68,10 @@ const TABLE_COLUMNS: &str = "table_id, namespace, name, table_uuid, location, ve
 fn table_row(r: &sqlx::any::AnyRow) -> Result<TableRow> {
     Ok(TableRow {
         table_id: r.try_get("table_id")?,
-        ident: TableIdent::new(r.try_get::<String, _>("namespace")?, r.try_get::<String, _>("name")?),
+        ident: TableIdent::new(
+            r.try_get::<String, _>("namespace")?,
+            r.try_get::<String, _>("name")?,
+        ),
         table_uuid: r.try_get("table_uuid")?,
         location: r.try_get("location")?,
         version: r.try_get("version")?,
@@ -120,7 +123,11 @@ impl Db {
         };
         let mut url = url.to_string();
         if backend == Backend::Sqlite && !url.contains("mode=") && !url.contains(":memory:") {
-            url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+            url.push_str(if url.contains('?') {
+                "&mode=rwc"
+            } else {
+                "?mode=rwc"
+            });
         }
         let opts = AnyConnectOptions::from_str(&url)
             .map_err(|e| Error::invalid("catalog-url", format!("{url:?}: {e}")))?;
@@ -279,25 +286,40 @@ impl Db {
 
     pub(crate) async fn table_by_id(&self, table_id: i64) -> Result<Option<TableRow>> {
         let q = format!("SELECT {TABLE_COLUMNS} FROM tables WHERE table_id = $1");
-        let row = sqlx::query(&q).bind(table_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&q)
+            .bind(table_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(table_row).transpose()
     }
 
     pub(crate) async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {
         self.get_namespace(namespace).await?;
-        let rows = sqlx::query("SELECT namespace, name FROM tables WHERE namespace = $1 ORDER BY name")
-            .bind(namespace)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT namespace, name FROM tables WHERE namespace = $1 ORDER BY name")
+                .bind(namespace)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .map(|r| Ok(TableIdent::new(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+            .map(|r| {
+                Ok(TableIdent::new(
+                    r.try_get::<String, _>(0)?,
+                    r.try_get::<String, _>(1)?,
+                ))
+            })
             .collect()
     }
 
     pub(crate) async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
         let row = self.table(ident).await?;
         let mut tx = self.pool.begin().await?;
-        for t in ["snapshots", "snapshot_log", "refs", "commits", "table_files"] {
+        for t in [
+            "snapshots",
+            "snapshot_log",
+            "refs",
+            "commits",
+            "table_files",
+        ] {
             sqlx::query(&format!("DELETE FROM {t} WHERE table_id = $1"))
                 .bind(row.table_id)
                 .execute(&mut *tx)
@@ -374,8 +396,14 @@ impl Db {
         rows.iter().map(snapshot_row).collect()
     }
 
-    pub(crate) async fn snapshot(&self, table_id: i64, snapshot_id: i64) -> Result<Option<SnapshotInfo>> {
-        let q = format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE table_id = $1 AND snapshot_id = $2");
+    pub(crate) async fn snapshot(
+        &self,
+        table_id: i64,
+        snapshot_id: i64,
+    ) -> Result<Option<SnapshotInfo>> {
+        let q = format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE table_id = $1 AND snapshot_id = $2"
+        );
         let row = sqlx::query(&q)
             .bind(table_id)
             .bind(snapshot_id)
@@ -385,7 +413,11 @@ impl Db {
     }
 
     /// The snapshot log up to and including table version `max_version`.
-    pub(crate) async fn snapshot_log(&self, table_id: i64, max_version: i64) -> Result<Vec<(i64, i64)>> {
+    pub(crate) async fn snapshot_log(
+        &self,
+        table_id: i64,
+        max_version: i64,
+    ) -> Result<Vec<(i64, i64)>> {
         let rows = sqlx::query(
             "SELECT snapshot_id, timestamp_ms FROM snapshot_log WHERE table_id = $1 AND seq <= $2 \
              ORDER BY seq",
@@ -439,7 +471,8 @@ impl Db {
     pub(crate) async fn known_paths(&self, table_id: i64, paths: &[&str]) -> Result<Vec<String>> {
         let mut known = Vec::new();
         for chunk in paths.chunks(500) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let q = format!(
                 "SELECT path FROM table_files WHERE table_id = $1 AND path IN ({})",
                 placeholders.join(", ")
@@ -467,8 +500,12 @@ impl Db {
 
     pub(crate) async fn clear_pending_objects(&self, paths: &[String]) -> Result<()> {
         for chunk in paths.chunks(500) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
-            let q = format!("DELETE FROM pending_objects WHERE path IN ({})", placeholders.join(", "));
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+            let q = format!(
+                "DELETE FROM pending_objects WHERE path IN ({})",
+                placeholders.join(", ")
+            );
             let mut query = sqlx::query(&q);
             for p in chunk {
                 query = query.bind(p);

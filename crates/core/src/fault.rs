@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -61,7 +61,9 @@ pub struct FaultyStore {
 
 impl fmt::Debug for FaultyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultyStore").field("config", &self.config).finish()
+        f.debug_struct("FaultyStore")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -94,7 +96,9 @@ impl FaultyStore {
     }
 
     async fn delay(&self) {
-        let Some(r) = &self.config.latency else { return };
+        let Some(r) = &self.config.latency else {
+            return;
+        };
         let d = if r.end > r.start {
             let nanos = self
                 .rng
@@ -115,7 +119,10 @@ impl FaultyStore {
             .collect()
     }
 
-    fn lagging(&self, s: BoxStream<'static, object_store::Result<ObjectMeta>>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    fn lagging(
+        &self,
+        s: BoxStream<'static, object_store::Result<ObjectMeta>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let written = self.written.clone();
         let lag = self.config.list_lag;
         s.filter(move |r| {
@@ -138,14 +145,22 @@ fn visible(written: &Mutex<HashMap<Path, Instant>>, lag: Duration, path: &Path) 
 
 #[async_trait]
 impl ObjectStore for FaultyStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         self.counts.puts.fetch_add(1, Ordering::Relaxed);
         self.delay().await;
         if self.roll(self.config.put_error_rate) {
             return Err(injected("put"));
         }
         let r = self.inner.put_opts(location, payload, opts).await?;
-        self.written.lock().expect("poisoned").insert(location.clone(), Instant::now());
+        self.written
+            .lock()
+            .expect("poisoned")
+            .insert(location.clone(), Instant::now());
         if self.roll(self.config.put_ambiguous_rate) {
             return Err(injected("put (after writing)"));
         }
@@ -162,11 +177,18 @@ impl ObjectStore for FaultyStore {
         if self.roll(self.config.put_error_rate) {
             return Err(injected("multipart put"));
         }
-        self.written.lock().expect("poisoned").insert(location.clone(), Instant::now());
+        self.written
+            .lock()
+            .expect("poisoned")
+            .insert(location.clone(), Instant::now());
         self.inner.put_multipart_opts(location, opts).await
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         if options.head {
             self.counts.heads.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -179,7 +201,11 @@ impl ObjectStore for FaultyStore {
         self.inner.get_opts(location, options).await
     }
 
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<bytes::Bytes>> {
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
         self.counts.gets.fetch_add(1, Ordering::Relaxed);
         self.delay().await;
         if self.roll(self.config.get_error_rate) {
@@ -201,7 +227,11 @@ impl ObjectStore for FaultyStore {
         self.lagging(self.inner.list(prefix))
     }
 
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.counts.lists.fetch_add(1, Ordering::Relaxed);
         self.lagging(self.inner.list_with_offset(prefix, offset))
     }
@@ -214,12 +244,22 @@ impl ObjectStore for FaultyStore {
         Ok(r)
     }
 
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         self.delay().await;
         self.inner.copy_opts(from, to, options).await
     }
 
-    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> object_store::Result<()> {
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
         self.delay().await;
         self.inner.rename_opts(from, to, options).await
     }

@@ -37,7 +37,10 @@ impl FileContext {
     /// Refuses paths outside the table's location.
     pub fn check_path(&self, field: &str, path: &str) -> Result<()> {
         if path.split('/').any(|seg| seg == "." || seg == "..") {
-            return Err(Error::invalid(field, format!("{path} is not a normalised path")));
+            return Err(Error::invalid(
+                field,
+                format!("{path} is not a normalised path"),
+            ));
         }
         let prefix = format!("{}/", self.location.trim_end_matches('/'));
         if !path.starts_with(&prefix) {
@@ -56,7 +59,10 @@ pub async fn resolve(warehouse: &Warehouse, ctx: &FileContext, file: &NewFile) -
     let size = match warehouse.head(&file.path).await {
         Ok(size) => size,
         Err(Error::NotFound { .. }) => {
-            return Err(Error::invalid("add.path", format!("{} does not exist", file.path)));
+            return Err(Error::invalid(
+                "add.path",
+                format!("{} does not exist", file.path),
+            ));
         }
         Err(e) => return Err(e),
     };
@@ -77,12 +83,19 @@ pub async fn resolve(warehouse: &Warehouse, ctx: &FileContext, file: &NewFile) -
 
 fn from_stats(ctx: &FileContext, path: &str, size: u64, stats: &FileStatsSpec) -> Result<DataFile> {
     let mut b = DataFileBuilder::default();
-    let (mut sizes, mut values, mut nulls, mut nans) =
-        (HashMap::new(), HashMap::new(), HashMap::new(), HashMap::new());
+    let (mut sizes, mut values, mut nulls, mut nans) = (
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+    );
     let (mut lower, mut upper) = (HashMap::new(), HashMap::new());
     for (&id, c) in &stats.columns {
         let field = ctx.schema.field_by_id(id).ok_or_else(|| {
-            Error::invalid("stats.columns", format!("{path}: field id {id} is not in the table schema"))
+            Error::invalid(
+                "stats.columns",
+                format!("{path}: field id {id} is not in the table schema"),
+            )
         })?;
         c.column_size.map(|v| sizes.insert(id, v));
         c.value_count.map(|v| values.insert(id, v));
@@ -100,7 +113,10 @@ fn from_stats(ctx: &FileContext, path: &str, size: u64, stats: &FileStatsSpec) -
                     )
                 })?;
                 let d = Datum::try_from_bytes(bytes, ty.clone()).map_err(|e| {
-                    Error::invalid(format!("stats.columns[{id}].{what}"), format!("{path}: {e}"))
+                    Error::invalid(
+                        format!("stats.columns[{id}].{what}"),
+                        format!("{path}: {e}"),
+                    )
                 })?;
                 out.insert(id, d);
             }
@@ -169,13 +185,21 @@ pub fn partition_to_json(
         .collect()
 }
 
-async fn from_footer(warehouse: &Warehouse, ctx: &FileContext, path: &str, size: u64) -> Result<DataFile> {
+async fn from_footer(
+    warehouse: &Warehouse,
+    ctx: &FileContext,
+    path: &str,
+    size: u64,
+) -> Result<DataFile> {
     let mut reader = ParquetObjectReader::new(warehouse.store().clone(), warehouse.path(path)?)
         .with_file_size(size);
     let meta = reader.get_metadata(None).await.map_err(|e| match e {
         // The store failed (transient): the outcome is retryable, not the file's fault.
         parquet::errors::ParquetError::External(source) => Error::storage(source),
-        other => Error::invalid("add.path", format!("{path} is not a readable Parquet file: {other}")),
+        other => Error::invalid(
+            "add.path",
+            format!("{path} is not a readable Parquet file: {other}"),
+        ),
     })?;
     data_file_from_parquet(ctx, path, size, &meta)
 }
@@ -197,7 +221,9 @@ pub fn data_file_from_parquet(
         let field = if info.has_id() {
             let id = info.id();
             let f = ctx.schema.field_by_id(id).ok_or_else(|| {
-                bad(format!("column {dotted} has field id {id}, which is not in the table schema"))
+                bad(format!(
+                    "column {dotted} has field id {id}, which is not in the table schema"
+                ))
             })?;
             if col.path().parts().len() == 1 && f.name != dotted {
                 // Same id, another name: a rename. Fine, the id decides.
@@ -210,7 +236,10 @@ pub fn data_file_from_parquet(
                 .clone()
         };
         let ty = field.field_type.as_primitive_type().ok_or_else(|| {
-            bad(format!("column {dotted} maps to {}, which is not a primitive column", field.name))
+            bad(format!(
+                "column {dotted} maps to {}, which is not a primitive column",
+                field.name
+            ))
         })?;
         if !compatible(ty, col) {
             return Err(bad(format!(
@@ -250,7 +279,10 @@ pub fn data_file_from_parquet(
                     nulls.insert(*id, u64::MAX);
                 }
             }
-            let chunk_has_values = stats.null_count_opt().map(|n| (n as i64) < chunk.num_values()).unwrap_or(true);
+            let chunk_has_values = stats
+                .null_count_opt()
+                .map(|n| (n as i64) < chunk.num_values())
+                .unwrap_or(true);
             match (bound(ty, stats, true), bound(ty, stats, false)) {
                 (Some(lo), Some(hi)) => {
                     match lower.get(id) {
@@ -286,8 +318,8 @@ pub fn data_file_from_parquet(
         }
     }
 
-    let partition = partition_from_bounds(ctx, record_count, &lower, &upper, &nulls, &values)
-        .map_err(bad)?;
+    let partition =
+        partition_from_bounds(ctx, record_count, &lower, &upper, &nulls, &values).map_err(bad)?;
     let mut b = DataFileBuilder::default();
     b.content(DataContentType::Data)
         .file_path(path.to_string())
@@ -301,7 +333,12 @@ pub fn data_file_from_parquet(
         .null_value_counts(nulls)
         .lower_bounds(lower)
         .upper_bounds(upper)
-        .split_offsets(Some(meta.row_groups().iter().filter_map(|rg| rg.file_offset()).collect()));
+        .split_offsets(Some(
+            meta.row_groups()
+                .iter()
+                .filter_map(|rg| rg.file_offset())
+                .collect(),
+        ));
     b.build()
         .map_err(|e| Error::internal_from("building data file", e))
 }
@@ -315,12 +352,22 @@ fn compatible(ty: &PrimitiveType, col: &ColumnDescriptor) -> bool {
         (P::Boolean, PhysicalType::BOOLEAN) => true,
         (P::Int, PhysicalType::INT32) | (P::Long, PhysicalType::INT32) => matches!(
             logical,
-            None | Some(LogicalType::Integer { is_signed: true, .. })
+            None | Some(LogicalType::Integer {
+                is_signed: true,
+                ..
+            })
         ),
         (P::Long, PhysicalType::INT64) => {
-            matches!(logical, None | Some(LogicalType::Integer { is_signed: true, .. }))
+            matches!(
+                logical,
+                None | Some(LogicalType::Integer {
+                    is_signed: true,
+                    ..
+                })
+            )
         }
-        (P::Float, PhysicalType::FLOAT) | (P::Double, PhysicalType::FLOAT | PhysicalType::DOUBLE) => true,
+        (P::Float, PhysicalType::FLOAT)
+        | (P::Double, PhysicalType::FLOAT | PhysicalType::DOUBLE) => true,
         (P::Date, PhysicalType::INT32) => matches!(logical, Some(LogicalType::Date)),
         (P::Time, PhysicalType::INT64) => {
             matches!(logical, Some(LogicalType::Time { unit, .. }) if micros(unit))
@@ -351,7 +398,11 @@ fn compatible(ty: &PrimitiveType, col: &ColumnDescriptor) -> bool {
 /// An exact lower (`min`) or upper bound of a column chunk as an Iceberg datum.
 fn bound(ty: &PrimitiveType, stats: &Statistics, min: bool) -> Option<Datum> {
     use PrimitiveType as P;
-    let exact = if min { stats.min_is_exact() } else { stats.max_is_exact() };
+    let exact = if min {
+        stats.min_is_exact()
+    } else {
+        stats.max_is_exact()
+    };
     if !exact {
         return None;
     }
@@ -418,7 +469,11 @@ fn partition_from_bounds(
 ) -> std::result::Result<Struct, String> {
     let mut out = Vec::with_capacity(ctx.spec.fields().len());
     for pf in ctx.spec.fields() {
-        let name = ctx.schema.name_by_field_id(pf.source_id).unwrap_or("?").to_string();
+        let name = ctx
+            .schema
+            .name_by_field_id(pf.source_id)
+            .unwrap_or("?")
+            .to_string();
         let all_null = record_count == 0
             || (nulls.get(&pf.source_id).copied() == Some(record_count)
                 && values.get(&pf.source_id).copied() == Some(record_count));

@@ -20,7 +20,10 @@ pub fn validate_name(field: &str, name: &str) -> Result<()> {
         ));
     }
     if name.starts_with('-') {
-        return Err(Error::invalid(field, format!("{name:?} must not start with '-'")));
+        return Err(Error::invalid(
+            field,
+            format!("{name:?} must not start with '-'"),
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -57,9 +60,9 @@ impl TableIdent {
 
     /// Parses `ns.table`.
     pub fn parse(s: &str) -> Result<Self> {
-        let (ns, name) = s
-            .split_once('.')
-            .ok_or_else(|| Error::invalid("table", format!("{s:?} is not of the form NAMESPACE.TABLE")))?;
+        let (ns, name) = s.split_once('.').ok_or_else(|| {
+            Error::invalid("table", format!("{s:?} is not of the form NAMESPACE.TABLE"))
+        })?;
         let ident = Self::new(ns, name);
         ident.validate()?;
         Ok(ident)
@@ -82,7 +85,10 @@ mod tests {
         for bad in ["", "-x", "a.b", "a/b", "a b", "ü", &"x".repeat(256)] {
             assert!(validate_name("n", bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(TableIdent::parse("ns.t").unwrap(), TableIdent::new("ns", "t"));
+        assert_eq!(
+            TableIdent::parse("ns.t").unwrap(),
+            TableIdent::new("ns", "t")
+        );
         assert!(TableIdent::parse("nst").is_err());
         assert!(TableIdent::parse("ns.t.x").is_err());
     }

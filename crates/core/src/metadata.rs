@@ -50,12 +50,18 @@ pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<String> {
         .collect();
     obj.insert("snapshots".into(), Value::Array(snaps));
     obj.insert("snapshot-log".into(), Value::Array(log));
-    obj.insert("last-sequence-number".into(), json!(row.last_sequence_number));
+    obj.insert(
+        "last-sequence-number".into(),
+        json!(row.last_sequence_number),
+    );
     obj.insert("last-updated-ms".into(), json!(row.last_updated_ms));
     match row.current_snapshot_id {
         Some(id) => {
             obj.insert("current-snapshot-id".into(), json!(id));
-            obj.insert("refs".into(), json!({"main": {"snapshot-id": id, "type": "branch"}}));
+            obj.insert(
+                "refs".into(),
+                json!({"main": {"snapshot-id": id, "type": "branch"}}),
+            );
         }
         None => {
             obj.remove("current-snapshot-id");
@@ -64,8 +70,9 @@ pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<String> {
     }
     let text = serde_json::to_string(&v).expect("JSON value serialises");
     // What we hand out must be valid Iceberg metadata.
-    serde_json::from_str::<iceberg::spec::TableMetadata>(&text)
-        .map_err(|e| Error::internal_from(format!("rendered metadata of {} is invalid", row.ident), e))?;
+    serde_json::from_str::<iceberg::spec::TableMetadata>(&text).map_err(|e| {
+        Error::internal_from(format!("rendered metadata of {} is invalid", row.ident), e)
+    })?;
     Ok(text)
 }
 
@@ -81,7 +88,10 @@ pub(crate) async fn materialize(
     if row.metadata_version >= row.version {
         let json = if want_json {
             let bytes = warehouse.get(&row.metadata_location).await?;
-            Some(String::from_utf8(bytes.to_vec()).map_err(|e| Error::internal_from("metadata file is not UTF-8", e))?)
+            Some(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|e| Error::internal_from("metadata file is not UTF-8", e))?,
+            )
         } else {
             None
         };
@@ -91,7 +101,8 @@ pub(crate) async fn materialize(
     let path = metadata_path(&row.location, row.version, env);
     warehouse.put(&path, text.clone().into()).await?;
     warehouse.sync(std::slice::from_ref(&path)).await?;
-    db.set_metadata_location(row.table_id, &path, row.version).await?;
+    db.set_metadata_location(row.table_id, &path, row.version)
+        .await?;
     Ok((path, want_json.then_some(text)))
 }
 

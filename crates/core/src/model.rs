@@ -101,9 +101,16 @@ pub enum OverwriteScope {
 /// The operation of a commit.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
-    Append { add: Vec<NewFile> },
-    Overwrite { add: Vec<NewFile>, remove: OverwriteScope },
-    Delete { paths: Vec<String> },
+    Append {
+        add: Vec<NewFile>,
+    },
+    Overwrite {
+        add: Vec<NewFile>,
+        remove: OverwriteScope,
+    },
+    Delete {
+        paths: Vec<String>,
+    },
 }
 
 impl Operation {

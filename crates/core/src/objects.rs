@@ -66,10 +66,13 @@ impl FileWrite for CaptureWriter {
     }
     async fn close(&mut self) -> iceberg::Result<()> {
         let bytes = Bytes::from(std::mem::take(&mut self.buf));
-        self.sink.lock().expect("capture poisoned").push(MetaObject {
-            path: self.path.clone(),
-            bytes,
-        });
+        self.sink
+            .lock()
+            .expect("capture poisoned")
+            .push(MetaObject {
+                path: self.path.clone(),
+                bytes,
+            });
         Ok(())
     }
 }
@@ -97,10 +100,13 @@ impl Storage for CaptureStorage {
         Err(unsupported("read"))
     }
     async fn write(&self, path: &str, bs: Bytes) -> iceberg::Result<()> {
-        self.sink.lock().expect("capture poisoned").push(MetaObject {
-            path: path.to_string(),
-            bytes: bs,
-        });
+        self.sink
+            .lock()
+            .expect("capture poisoned")
+            .push(MetaObject {
+                path: path.to_string(),
+                bytes: bs,
+            });
         Ok(())
     }
     async fn writer(&self, path: &str) -> iceberg::Result<Box<dyn FileWrite>> {
@@ -119,6 +125,8 @@ impl Storage for CaptureStorage {
         Err(unsupported("read"))
     }
     fn new_output(&self, _path: &str) -> iceberg::Result<OutputFile> {
-        Err(unsupported("hand out output files without an Arc; use CaptureStorage::output"))
+        Err(unsupported(
+            "hand out output files without an Arc; use CaptureStorage::output",
+        ))
     }
 }

@@ -48,7 +48,9 @@ enum Backend {
     /// A local file system; paths map to files below `/`.
     Local,
     Memory,
-    S3 { bucket: String },
+    S3 {
+        bucket: String,
+    },
 }
 
 /// An object store rooted at a warehouse URL, addressed by absolute URIs.
@@ -58,6 +60,8 @@ pub struct Warehouse {
     root: Url,
     backend: Backend,
     store: Arc<dyn ObjectStore>,
+    /// Local files may be written directly (the store was not replaced by a wrapper).
+    direct_local: bool,
 }
 
 fn parse_url(s: &str) -> Result<Url> {
@@ -71,26 +75,33 @@ impl Warehouse {
         let root = parse_url(&config.url)?;
         let (backend, store): (Backend, Arc<dyn ObjectStore>) = match root.scheme() {
             "file" => {
-                let dir = root
-                    .to_file_path()
-                    .map_err(|()| Error::invalid("warehouse", format!("{root} is not a local path")))?;
+                let dir = root.to_file_path().map_err(|()| {
+                    Error::invalid("warehouse", format!("{root} is not a local path"))
+                })?;
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     Error::invalid("warehouse", format!("cannot create {}: {e}", dir.display()))
                 })?;
-                (Backend::Local, Arc::new(object_store::local::LocalFileSystem::new()))
+                (
+                    Backend::Local,
+                    Arc::new(object_store::local::LocalFileSystem::new()),
+                )
             }
-            "memory" => (Backend::Memory, Arc::new(object_store::memory::InMemory::new())),
+            "memory" => (
+                Backend::Memory,
+                Arc::new(object_store::memory::InMemory::new()),
+            ),
             "s3" => {
                 let bucket = root
                     .host_str()
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| Error::invalid("warehouse", format!("{root} names no bucket")))?
                     .to_string();
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
+                let mut b =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
                 for (k, v) in &config.options {
-                    let key = k.parse::<object_store::aws::AmazonS3ConfigKey>().map_err(|e| {
-                        Error::invalid("warehouse option", format!("{k}: {e}"))
-                    })?;
+                    let key = k
+                        .parse::<object_store::aws::AmazonS3ConfigKey>()
+                        .map_err(|e| Error::invalid("warehouse option", format!("{k}: {e}")))?;
                     b = b.with_config(key, v);
                 }
                 let store = b
@@ -106,6 +117,7 @@ impl Warehouse {
             }
         };
         Ok(Self {
+            direct_local: matches!(backend, Backend::Local),
             config,
             root,
             backend,
@@ -117,6 +129,7 @@ impl Warehouse {
     pub fn with_store(config: WarehouseConfig, store: Arc<dyn ObjectStore>) -> Result<Self> {
         let mut w = Self::open(config)?;
         w.store = store;
+        w.direct_local = false;
         Ok(w)
     }
 
@@ -142,23 +155,37 @@ impl Warehouse {
     pub fn path(&self, uri: &str) -> Result<StorePath> {
         // Before parsing: URL parsing would silently resolve `..` out of the table.
         let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
-        if after_scheme.split('/').any(|seg| seg == "." || seg == "..") || after_scheme.contains("//") {
-            return Err(Error::invalid("path", format!("{uri:?} is not a normalised path")));
+        if after_scheme.split('/').any(|seg| seg == "." || seg == "..")
+            || after_scheme.contains("//")
+        {
+            return Err(Error::invalid(
+                "path",
+                format!("{uri:?} is not a normalised path"),
+            ));
         }
         let url = Url::parse(uri).map_err(|e| Error::invalid("path", format!("{uri:?}: {e}")))?;
         if url.scheme() != self.root.scheme() {
             return Err(Error::invalid(
                 "path",
-                format!("{uri:?} is not in the warehouse's {} store", self.root.scheme()),
+                format!(
+                    "{uri:?} is not in the warehouse's {} store",
+                    self.root.scheme()
+                ),
             ));
         }
         if let Backend::S3 { bucket } = &self.backend
             && url.host_str() != Some(bucket.as_str())
         {
-            return Err(Error::invalid("path", format!("{uri:?} is not in bucket {bucket}")));
+            return Err(Error::invalid(
+                "path",
+                format!("{uri:?} is not in bucket {bucket}"),
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(Error::invalid("path", format!("{uri:?} has a query or fragment")));
+            return Err(Error::invalid(
+                "path",
+                format!("{uri:?} has a query or fragment"),
+            ));
         }
         let raw = url.path();
         StorePath::from_url_path(raw).map_err(|e| Error::invalid("path", format!("{uri:?}: {e}")))
@@ -176,7 +203,9 @@ impl Warehouse {
         let path = self.path(uri)?;
         match self.store.head(&path).await {
             Ok(meta) => Ok(meta.size),
-            Err(object_store::Error::NotFound { .. }) => Err(Error::not_found(ObjectKind::File, uri)),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(Error::not_found(ObjectKind::File, uri))
+            }
             Err(e) => Err(Error::storage(e)),
         }
     }
@@ -185,14 +214,19 @@ impl Warehouse {
         let path = self.path(uri)?;
         match self.store.get(&path).await {
             Ok(r) => r.bytes().await.map_err(Error::storage),
-            Err(object_store::Error::NotFound { .. }) => Err(Error::not_found(ObjectKind::File, uri)),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(Error::not_found(ObjectKind::File, uri))
+            }
             Err(e) => Err(Error::storage(e)),
         }
     }
 
     pub async fn get_range(&self, uri: &str, range: Range<u64>) -> Result<Bytes> {
         let path = self.path(uri)?;
-        self.store.get_range(&path, range).await.map_err(Error::storage)
+        self.store
+            .get_range(&path, range)
+            .await
+            .map_err(Error::storage)
     }
 
     /// Writes an object (atomically: readers see all of it or nothing). Not yet durable on
@@ -204,6 +238,54 @@ impl Warehouse {
             .await
             .map(|_| ())
             .map_err(Error::storage)
+    }
+
+    /// Writes new objects that nothing references yet (fresh, unique names), concurrently.
+    /// On local disk they are written in one blocking task without the temp-file-and-rename
+    /// dance: no reader can reach them before the commit that names them. Not yet durable:
+    /// see [`Warehouse::sync`].
+    pub async fn put_new(&self, objects: &[(String, Bytes)]) -> Result<()> {
+        if self.direct_local {
+            let files = objects
+                .iter()
+                .map(|(uri, b)| {
+                    self.path(uri)?;
+                    let p = self.local_file(uri).ok_or_else(|| {
+                        Error::invalid("path", format!("{uri} is not a local file"))
+                    })?;
+                    Ok((p, b.clone()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Write;
+                for (p, b) in files {
+                    let open = || {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&p)
+                    };
+                    let mut f = match open() {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            std::fs::create_dir_all(p.parent().expect("absolute path"))?;
+                            open()?
+                        }
+                        other => other?,
+                    };
+                    f.write_all(&b)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::internal_from("write task", e))?
+            .map_err(Error::storage);
+        }
+        let mut puts = Vec::with_capacity(objects.len());
+        for (uri, b) in objects {
+            puts.push(self.put(uri, b.clone()));
+        }
+        futures::future::try_join_all(puts).await?;
+        Ok(())
     }
 
     /// Deletes an object; a missing object is not an error.
@@ -290,7 +372,10 @@ struct StoreReader {
 #[async_trait::async_trait]
 impl FileRead for StoreReader {
     async fn read(&self, range: Range<u64>) -> iceberg::Result<Bytes> {
-        self.warehouse.get_range(&self.uri, range).await.map_err(ice_err)
+        self.warehouse
+            .get_range(&self.uri, range)
+            .await
+            .map_err(ice_err)
     }
 }
 

@@ -100,7 +100,10 @@ pub(crate) fn snapshot(s: SnapshotInfo) -> pb::Snapshot {
     }
 }
 
-fn partition_json(field: &str, s: &str) -> Result<serde_json::Map<String, serde_json::Value>, Status> {
+fn partition_json(
+    field: &str,
+    s: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, Status> {
     if s.trim().is_empty() {
         return Ok(serde_json::Map::new());
     }
@@ -174,30 +177,39 @@ fn new_files(files: Vec<pb::DataFile>) -> Result<Vec<NewFile>, Status> {
 pub(crate) fn operation(op: Option<pb::commit_request::Operation>) -> Result<Operation, Status> {
     use pb::commit_request::Operation as Op;
     use pb::overwrite_op::Remove;
-    Ok(match op.ok_or_else(|| invalid("operation", "is required (append, overwrite or delete)"))? {
-        Op::Append(pb::AppendOp { add }) => Operation::Append { add: new_files(add)? },
-        Op::Overwrite(pb::OverwriteOp { add, remove }) => {
-            let remove = match remove.ok_or_else(|| {
-                invalid("overwrite.remove", "is required (all, files, partitions or added_partitions)")
-            })? {
-                Remove::All(true) => OverwriteScope::All,
-                Remove::AddedPartitions(true) => OverwriteScope::AddedPartitions,
-                Remove::All(false) | Remove::AddedPartitions(false) => {
-                    return Err(invalid("overwrite.remove", "a flag scope must be true"));
-                }
-                Remove::Files(pb::FileList { paths }) => OverwriteScope::Files(paths),
-                Remove::Partitions(pb::PartitionList { partitions_json }) => OverwriteScope::Partitions(
-                    partitions_json
-                        .iter()
-                        .map(|p| partition_json("overwrite.partitions", p))
-                        .collect::<Result<_, _>>()?,
-                ),
-            };
-            Operation::Overwrite {
+    Ok(
+        match op.ok_or_else(|| invalid("operation", "is required (append, overwrite or delete)"))? {
+            Op::Append(pb::AppendOp { add }) => Operation::Append {
                 add: new_files(add)?,
-                remove,
+            },
+            Op::Overwrite(pb::OverwriteOp { add, remove }) => {
+                let remove = match remove.ok_or_else(|| {
+                    invalid(
+                        "overwrite.remove",
+                        "is required (all, files, partitions or added_partitions)",
+                    )
+                })? {
+                    Remove::All(true) => OverwriteScope::All,
+                    Remove::AddedPartitions(true) => OverwriteScope::AddedPartitions,
+                    Remove::All(false) | Remove::AddedPartitions(false) => {
+                        return Err(invalid("overwrite.remove", "a flag scope must be true"));
+                    }
+                    Remove::Files(pb::FileList { paths }) => OverwriteScope::Files(paths),
+                    Remove::Partitions(pb::PartitionList { partitions_json }) => {
+                        OverwriteScope::Partitions(
+                            partitions_json
+                                .iter()
+                                .map(|p| partition_json("overwrite.partitions", p))
+                                .collect::<Result<_, _>>()?,
+                        )
+                    }
+                };
+                Operation::Overwrite {
+                    add: new_files(add)?,
+                    remove,
+                }
             }
-        }
-        Op::Delete(pb::DeleteFilesOp { paths }) => Operation::Delete { paths },
-    })
+            Op::Delete(pb::DeleteFilesOp { paths }) => Operation::Delete { paths },
+        },
+    )
 }

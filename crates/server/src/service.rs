@@ -21,7 +21,11 @@ impl GrpcCatalog {
 
 /// Who is calling: the `x-firn-client` header, else the peer address.
 fn client_of<T>(req: &Request<T>) -> String {
-    if let Some(c) = req.metadata().get("x-firn-client").and_then(|v| v.to_str().ok()) {
+    if let Some(c) = req
+        .metadata()
+        .get("x-firn-client")
+        .and_then(|v| v.to_str().ok())
+    {
         return c.chars().take(200).collect();
     }
     req.remote_addr()
@@ -33,16 +37,26 @@ type Res<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl CatalogService for GrpcCatalog {
-    async fn create_namespace(&self, req: Request<pb::CreateNamespaceRequest>) -> Res<pb::Namespace> {
+    async fn create_namespace(
+        &self,
+        req: Request<pb::CreateNamespaceRequest>,
+    ) -> Res<pb::Namespace> {
         let pb::CreateNamespaceRequest { name, properties } = req.into_inner();
-        let ns = self.catalog.create_namespace(&name, properties).await.map_err(status)?;
+        let ns = self
+            .catalog
+            .create_namespace(&name, properties)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::Namespace {
             name: ns.name,
             properties: ns.properties,
         }))
     }
 
-    async fn list_namespaces(&self, req: Request<pb::ListNamespacesRequest>) -> Res<pb::ListNamespacesResponse> {
+    async fn list_namespaces(
+        &self,
+        req: Request<pb::ListNamespacesRequest>,
+    ) -> Res<pb::ListNamespacesResponse> {
         let pb::ListNamespacesRequest {} = req.into_inner();
         let namespaces = self.catalog.list_namespaces().await.map_err(status)?;
         Ok(Response::new(pb::ListNamespacesResponse {
@@ -65,7 +79,10 @@ impl CatalogService for GrpcCatalog {
         }))
     }
 
-    async fn drop_namespace(&self, req: Request<pb::DropNamespaceRequest>) -> Res<pb::DropNamespaceResponse> {
+    async fn drop_namespace(
+        &self,
+        req: Request<pb::DropNamespaceRequest>,
+    ) -> Res<pb::DropNamespaceResponse> {
         let pb::DropNamespaceRequest { name } = req.into_inner();
         self.catalog.drop_namespace(&name).await.map_err(status)?;
         Ok(Response::new(pb::DropNamespaceResponse {}))
@@ -83,20 +100,33 @@ impl CatalogService for GrpcCatalog {
         let spec = CreateTable {
             fields: fields
                 .into_iter()
-                .map(|pb::Field { name, r#type, required, doc }| FieldSpec {
-                    name,
-                    type_json: r#type,
-                    required,
-                    doc: (!doc.is_empty()).then_some(doc),
-                })
+                .map(
+                    |pb::Field {
+                         name,
+                         r#type,
+                         required,
+                         doc,
+                     }| FieldSpec {
+                        name,
+                        type_json: r#type,
+                        required,
+                        doc: (!doc.is_empty()).then_some(doc),
+                    },
+                )
                 .collect(),
             partition_by: partition_by
                 .into_iter()
-                .map(|pb::PartitionField { source_column, transform, name }| PartitionFieldSpec {
-                    source_column,
-                    transform,
-                    name: (!name.is_empty()).then_some(name),
-                })
+                .map(
+                    |pb::PartitionField {
+                         source_column,
+                         transform,
+                         name,
+                     }| PartitionFieldSpec {
+                        source_column,
+                        transform,
+                        name: (!name.is_empty()).then_some(name),
+                    },
+                )
                 .collect(),
             location: (!location.is_empty()).then_some(location),
             properties,
@@ -111,11 +141,18 @@ impl CatalogService for GrpcCatalog {
             include_metadata_json,
         } = req.into_inner();
         let id = ident("ident", id)?;
-        let t = self.catalog.load_table(&id, include_metadata_json).await.map_err(status)?;
+        let t = self
+            .catalog
+            .load_table(&id, include_metadata_json)
+            .await
+            .map_err(status)?;
         Ok(Response::new(table(t)))
     }
 
-    async fn list_tables(&self, req: Request<pb::ListTablesRequest>) -> Res<pb::ListTablesResponse> {
+    async fn list_tables(
+        &self,
+        req: Request<pb::ListTablesRequest>,
+    ) -> Res<pb::ListTablesResponse> {
         let pb::ListTablesRequest { namespace } = req.into_inner();
         let tables = self.catalog.list_tables(&namespace).await.map_err(status)?;
         Ok(Response::new(pb::ListTablesResponse {
@@ -133,7 +170,11 @@ impl CatalogService for GrpcCatalog {
     async fn rename_table(&self, req: Request<pb::RenameTableRequest>) -> Res<pb::Table> {
         let pb::RenameTableRequest { from, to } = req.into_inner();
         let (from, to) = (ident("from", from)?, ident("to", to)?);
-        let t = self.catalog.rename_table(&from, &to).await.map_err(status)?;
+        let t = self
+            .catalog
+            .rename_table(&from, &to)
+            .await
+            .map_err(status)?;
         Ok(Response::new(table(t)))
     }
 
@@ -164,7 +205,10 @@ impl CatalogService for GrpcCatalog {
         }))
     }
 
-    async fn list_snapshots(&self, req: Request<pb::ListSnapshotsRequest>) -> Res<pb::ListSnapshotsResponse> {
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Res<pb::ListSnapshotsResponse> {
         let pb::ListSnapshotsRequest {
             ident: id,
             page_size,
@@ -183,9 +227,16 @@ impl CatalogService for GrpcCatalog {
     }
 
     async fn get_snapshot(&self, req: Request<pb::GetSnapshotRequest>) -> Res<pb::Snapshot> {
-        let pb::GetSnapshotRequest { ident: id, snapshot_id } = req.into_inner();
+        let pb::GetSnapshotRequest {
+            ident: id,
+            snapshot_id,
+        } = req.into_inner();
         let id = ident("ident", id)?;
-        let s = self.catalog.get_snapshot(&id, snapshot_id).await.map_err(status)?;
+        let s = self
+            .catalog
+            .get_snapshot(&id, snapshot_id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(snapshot(s)))
     }
 }

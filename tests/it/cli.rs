@@ -1,0 +1,191 @@
+//! The `firn` binary as a new user runs it: serve, then the client commands.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use firn_tests::*;
+
+struct Served {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve(data_dir: &Path, port: u16) -> std::io::Result<Child> {
+    Command::new(firn_bin())
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--grpc-listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+async fn start(data_dir: &Path) -> Served {
+    let port = free_port();
+    let child = serve(data_dir, port).unwrap();
+    wait_for_port(&format!("127.0.0.1:{port}")).await;
+    Served {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+fn firn(s: &Served, args: &[&str]) -> Output {
+    Command::new(firn_bin())
+        .args(args)
+        .env("FIRN_ENDPOINT", &s.endpoint)
+        .output()
+        .unwrap()
+}
+
+fn ok(s: &Served, args: &[&str]) -> String {
+    let out = firn(s, args);
+    assert!(
+        out.status.success(),
+        "firn {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn walkthrough_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("firn-data")).await;
+    ok(&s, &["namespace", "create", "sales"]);
+    ok(
+        &s,
+        &[
+            "table",
+            "create",
+            "sales.orders",
+            "--schema",
+            "id:long not null,name:string,amount:double,ts:timestamp",
+            "--partition-by",
+            "day(ts)",
+        ],
+    );
+    let listed = ok(&s, &["table", "list", "sales", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&listed).unwrap(),
+        serde_json::json!(["sales.orders"])
+    );
+
+    // Parquet written by another tool (no field ids, in a different column order and types).
+    let pq = dir.path().join("orders.parquet");
+    let b = batch(0..100, 0);
+    let f = std::fs::File::create(&pq).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, b.schema(), None).unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+    let csv = dir.path().join("more.csv");
+    std::fs::write(&csv, "ts,id,amount,name\n2026-11-23 10:00:00,100,1.5,x\n2026-11-24 11:00:00,101,2.5,y\n2026-11-24 12:00:00,102,,z\n").unwrap();
+    let jsonl = dir.path().join("last.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"id\": 200, \"name\": \"j\", \"ts\": \"2026-11-25T08:00:00\"}\n",
+    )
+    .unwrap();
+
+    let out = ok(&s, &["load", "sales.orders", pq.to_str().unwrap()]);
+    assert!(out.contains("committed snapshot"), "{out}");
+    ok(&s, &["load", "sales.orders", csv.to_str().unwrap()]);
+    ok(
+        &s,
+        &["load", "sales.orders", jsonl.to_str().unwrap(), "--json"],
+    );
+
+    let snaps: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["snapshots", "sales.orders", "--json"])).unwrap();
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 3);
+    let added: Vec<&str> = snaps
+        .iter()
+        .map(|s| s["summary"]["added-records"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["100", "3", "1"]);
+    assert_eq!(snaps[2]["summary"]["total-records"], "104");
+    assert_eq!(
+        snaps[1]["summary"]["added-data-files"], "2",
+        "the CSV rows fall on two days"
+    );
+    let text = ok(&s, &["snapshots", "sales.orders"]);
+    assert!(
+        text.lines().count() == 5 && text.contains("total_rows"),
+        "{text}"
+    );
+
+    // Overwrite mode replaces the rows.
+    ok(
+        &s,
+        &[
+            "load",
+            "sales.orders",
+            jsonl.to_str().unwrap(),
+            "--mode",
+            "overwrite",
+        ],
+    );
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["table", "show", "sales.orders", "--json"])).unwrap();
+    assert_eq!(show["version"], 4);
+    let client = firn_client::FirnClient::connect(&s.endpoint).await.unwrap();
+    let ident = firn_client::TableIdent::new("sales", "orders");
+    assert_eq!(read_ids(&client, &ident, None).await, vec![200]);
+
+    // Errors: one line on stderr, non-zero exit, nothing changed.
+    for (args, needle) in [
+        (
+            vec!["load", "sales.nope", jsonl.to_str().unwrap()],
+            "NOT_FOUND",
+        ),
+        (
+            vec!["table", "create", "sales.bad", "--schema", "id:lung"],
+            "lung",
+        ),
+        (
+            vec!["table", "create", "sales.orders", "--schema", "id:long"],
+            "ALREADY_EXISTS",
+        ),
+        (vec!["namespace", "drop", "sales"], "FAILED_PRECONDITION"),
+        (
+            vec![
+                "load",
+                "sales.orders",
+                csv.to_str().unwrap().replace(".csv", ".txt").as_str(),
+            ],
+            "error",
+        ),
+    ] {
+        let out = firn(&s, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let bad_csv = dir.path().join("bad.csv");
+    std::fs::write(&bad_csv, "id,colour\n1,red\n").unwrap();
+    let out = firn(&s, &["load", "sales.orders", bad_csv.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("colour"));
+    assert_eq!(client.list_snapshots(&ident).await.unwrap().len(), 4);
+
+    // Every command documents itself.
+    for cmd in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["load", "--help"],
+        &["table", "create", "--help"],
+        &["namespace", "--help"],
+        &["snapshots", "--help"],
+    ] {
+        let out = Command::new(firn_bin()).args(cmd).output().unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{cmd:?}");
+    }
+}

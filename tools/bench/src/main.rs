@@ -1,0 +1,196 @@
+//! Commit benchmark (SQLite + local disk, fsync on): prints a table of figures.
+//!
+//! Every commit goes through a real gRPC server on loopback and adds one Parquet file
+//! written beforehand (untimed), with its statistics as the Rust `TableWriter` sends them,
+//! so Firn checks it with one HEAD.
+//!
+//! Run: `cargo run --release -p firn-bench` (add `--quick` for a short run).
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use firn_client::proto as pb;
+use firn_client::{FirnClient, TableIdent};
+use firn_tests::{TestServer, append_request, batch, create_table, write_parquet};
+
+/// A file as a Rust writer sends it: with its statistics, so Firn need not read its footer.
+fn data_file(path: &str, size: u64) -> pb::DataFile {
+    pb::DataFile {
+        path: path.to_string(),
+        file_size_bytes: size,
+        stats: Some(pb::FileStats {
+            record_count: 2,
+            ..Default::default()
+        }),
+    }
+}
+
+#[derive(Parser)]
+struct Args {
+    /// Fewer commits per measurement (a smoke run).
+    #[arg(long)]
+    quick: bool,
+    /// Snapshots of history for the "late" latency measurement.
+    #[arg(long, default_value_t = 5000)]
+    history: usize,
+}
+
+/// Pre-written files for `n` commits on a table.
+fn files(location: &str, tag: &str, n: usize) -> Vec<(String, u64)> {
+    (0..n)
+        .map(|i| {
+            write_parquet(
+                location,
+                &format!("{tag}-{i}.parquet"),
+                &batch(i as i64..i as i64 + 2, 0),
+            )
+        })
+        .collect()
+}
+
+async fn commit(client: &FirnClient, ident: &TableIdent, f: &(String, u64)) -> Duration {
+    let t = Instant::now();
+    client
+        .commit_once(append_request(ident, vec![data_file(&f.0, f.1)]))
+        .await
+        .expect("commit failed");
+    t.elapsed()
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Sequential commits; returns sorted latencies.
+async fn sequential(
+    client: &FirnClient,
+    ident: &TableIdent,
+    files: &[(String, u64)],
+) -> Vec<Duration> {
+    let mut lat = Vec::with_capacity(files.len());
+    for f in files {
+        lat.push(commit(client, ident, f).await);
+    }
+    lat.sort();
+    lat
+}
+
+/// `writers` concurrent writers, each committing its share; returns (commits/s, failures).
+async fn concurrent(
+    server: &TestServer,
+    tables: &[(TableIdent, String)],
+    writers: usize,
+    per_writer: usize,
+    tag: &str,
+) -> (f64, usize) {
+    let mut work = Vec::new();
+    for w in 0..writers {
+        let (ident, location) = tables[w % tables.len()].clone();
+        work.push((ident, files(&location, &format!("{tag}-w{w}"), per_writer)));
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (ident, files) in work {
+        let client = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let mut failed = 0;
+            for f in &files {
+                if client
+                    .commit_once(append_request(&ident, vec![data_file(&f.0, f.1)]))
+                    .await
+                    .is_err()
+                {
+                    failed += 1;
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    ((writers * per_writer) as f64 / secs, failed)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let n = if args.quick { 100 } else { 500 };
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let mut rows: Vec<(String, String)> = Vec::new();
+
+    // 1. Single writer latency.
+    let (ident, t) = create_table(&client, "bench", "single", false).await;
+    let lat = sequential(&client, &ident, &files(&t.location, "s", n)).await;
+    rows.push(("single writer p50".into(), ms(pct(&lat, 0.5))));
+    rows.push(("single writer p99".into(), ms(pct(&lat, 0.99))));
+
+    // 2. Throughput, one table and 16 tables.
+    for writers in [1usize, 4, 16] {
+        let (ident, t) = create_table(&client, "bench", &format!("one{writers}"), false).await;
+        let per = if args.quick {
+            40
+        } else {
+            2000 / writers.max(1)
+        };
+        let (rate, failed) = concurrent(&server, &[(ident, t.location)], writers, per, "c").await;
+        rows.push((
+            format!("{writers:>2} writers, 1 table"),
+            format!("{rate:.0} commits/s, {failed} failed"),
+        ));
+    }
+    let mut tables = Vec::new();
+    for i in 0..16 {
+        let (ident, t) = create_table(&client, "bench", &format!("many{i}"), false).await;
+        tables.push((ident, t.location));
+    }
+    let per = if args.quick { 40 } else { 125 };
+    let (rate, failed) = concurrent(&server, &tables, 16, per, "m").await;
+    rows.push((
+        "16 writers, 16 tables".into(),
+        format!("{rate:.0} commits/s, {failed} failed"),
+    ));
+
+    // 3. Latency early vs late in a table's history.
+    let history = if args.quick { 1000 } else { args.history };
+    let probe = if args.quick { 50 } else { 200 };
+    let (ident, t) = create_table(&client, "bench", "history", false).await;
+    let warm = files(&t.location, "h0", 10);
+    sequential(&client, &ident, &warm).await;
+    let early = sequential(&client, &ident, &files(&t.location, "early", probe)).await;
+    // Grow the history with concurrent writers (fast), then measure again.
+    let grow = history.saturating_sub(10 + probe);
+    let (_, failed) = concurrent(
+        &server,
+        &[(ident.clone(), t.location.clone())],
+        16,
+        grow.div_ceil(16),
+        "grow",
+    )
+    .await;
+    assert_eq!(failed, 0);
+    let snapshots = client.list_snapshots(&ident).await.unwrap().len();
+    let late = sequential(&client, &ident, &files(&t.location, "late", probe)).await;
+    let (e, l) = (pct(&early, 0.5), pct(&late, 0.5));
+    rows.push(("p50 at snapshot 10".into(), ms(e)));
+    rows.push((format!("p50 at snapshot {snapshots}"), ms(l)));
+    rows.push((
+        "ratio late/early".into(),
+        format!("{:.2}x", l.as_secs_f64() / e.as_secs_f64()),
+    ));
+
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    println!("Firn commit benchmark (SQLite WAL synchronous=FULL + local disk, gRPC on loopback)");
+    println!("{:<w$}  value", "measure");
+    println!("{:-<w$}  {:-<24}", "", "");
+    for (k, v) in rows {
+        println!("{k:<w$}  {v}");
+    }
+}
