@@ -114,6 +114,10 @@ struct TableState {
     schema_id: i32,
     manifests: Arc<Vec<ManifestFile>>,
     totals: Totals,
+    /// Paths added by planned commits not yet known to be in the database.
+    inflight_paths: HashSet<String>,
+    /// Commit ids of planned commits not yet known to be in the database.
+    inflight_commits: HashSet<String>,
 }
 
 impl TableState {
@@ -153,6 +157,8 @@ impl TableState {
             ctx,
             manifests: Arc::new(manifests),
             totals,
+            inflight_paths: HashSet::new(),
+            inflight_commits: HashSet::new(),
         }))
     }
 }
@@ -231,12 +237,31 @@ impl Committer {
 async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
     let mut cache: HashMap<i64, TableState> = HashMap::new();
     let mut retry: Vec<Job> = Vec::new();
+    // The transaction of the previous batch, still running while the next one is planned.
+    let mut inflight: Option<tokio::task::JoinHandle<Finished>> = None;
     loop {
         let mut batch = std::mem::take(&mut retry);
         if batch.is_empty() {
-            match rx.recv().await {
-                Some(j) => batch.push(j),
-                None => return,
+            let next = match inflight.as_mut() {
+                Some(h) => tokio::select! {
+                    j = rx.recv() => Some(j),
+                    f = h => {
+                        inflight = None;
+                        absorb(f, &mut cache, &mut retry);
+                        None
+                    }
+                },
+                None => Some(rx.recv().await),
+            };
+            match next {
+                None => continue,
+                Some(Some(j)) => batch.push(j),
+                Some(None) => {
+                    if let Some(h) = inflight.take() {
+                        let _ = h.await;
+                    }
+                    return;
+                }
             }
         }
         while batch.len() < MAX_BATCH {
@@ -245,8 +270,65 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        retry = process(&shared, &mut cache, batch).await;
+        // Plan on top of the in-flight batch's (optimistic) state: if that batch does not
+        // commit, this one's pointer swap fails and its commits are re-planned.
+        let mut deferred = Vec::new();
+        let planned = plan_batch(&shared, &mut cache, batch, &mut deferred).await;
+        retry.append(&mut deferred);
+        if let Some(h) = inflight.take() {
+            absorb(h.await, &mut cache, &mut retry);
+        }
+        if let Some(p) = planned {
+            inflight = Some(tokio::spawn(finish(shared.clone(), p)));
+        }
     }
+}
+
+/// What a finished transaction tells the committer.
+#[derive(Default)]
+struct Finished {
+    /// Commits to plan again (their table moved under them).
+    requeue: Vec<Job>,
+    /// Tables whose cached state is not what the database holds.
+    stale: Vec<i64>,
+    /// Paths and commit ids now recorded in the database, per table.
+    committed: Vec<(i64, Vec<String>, Vec<String>)>,
+}
+
+fn absorb(
+    f: std::result::Result<Finished, tokio::task::JoinError>,
+    cache: &mut HashMap<i64, TableState>,
+    retry: &mut Vec<Job>,
+) {
+    let f = match f {
+        Ok(f) => f,
+        Err(e) => {
+            // A panic in the transaction task: forget everything cached.
+            warn!(error = %e, "commit transaction task failed");
+            cache.clear();
+            return;
+        }
+    };
+    for t in f.stale {
+        cache.remove(&t);
+    }
+    for (t, paths, ids) in f.committed {
+        if let Some(st) = cache.get_mut(&t) {
+            for p in paths {
+                st.inflight_paths.remove(&p);
+            }
+            for id in ids {
+                st.inflight_commits.remove(&id);
+            }
+        }
+    }
+    retry.extend(f.requeue);
+}
+
+struct Planned {
+    plans: Vec<GroupPlan>,
+    objects: Vec<MetaObject>,
+    started: std::time::Instant,
 }
 
 /// One planned snapshot and the request(s) it answers.
@@ -273,6 +355,8 @@ struct GroupPlan {
     base_version: i64,
     state: TableState,
     steps: Vec<Step>,
+    /// Retries of commits still in flight: planned again once that batch has finished.
+    deferred: Vec<Job>,
 }
 
 fn reply(job: Job, r: Result<CommitOutcome>) {
@@ -287,11 +371,15 @@ fn unknown_outcome(e: &Error) -> Error {
     }
 }
 
-async fn process(
+/// Plans a batch on the cached states (which it advances) and writes the new objects.
+/// Returns `None` when nothing is left to commit (every job answered).
+async fn plan_batch(
     shared: &Arc<Shared>,
     cache: &mut HashMap<i64, TableState>,
     batch: Vec<Job>,
-) -> Vec<Job> {
+    deferred: &mut Vec<Job>,
+) -> Option<Planned> {
+    let started = std::time::Instant::now();
     // Group by table, keeping arrival order.
     let mut order: Vec<i64> = Vec::new();
     let mut by_table: HashMap<i64, Vec<Job>> = HashMap::new();
@@ -304,13 +392,17 @@ async fn process(
         by_table.get_mut(&t).expect("just inserted").push(j);
     }
 
-    let t0 = std::time::Instant::now();
-    let nb = by_table.values().map(|v| v.len()).sum::<usize>();
     let mut plans: Vec<GroupPlan> = Vec::new();
     for table_id in order {
         let jobs = by_table.remove(&table_id).expect("grouped");
         match plan_group(shared, cache.remove(&table_id), table_id, jobs).await {
-            Ok(Some(p)) => plans.push(p),
+            Ok(Some(mut p)) => {
+                deferred.append(&mut p.deferred);
+                cache.insert(p.table_id, p.state.clone());
+                if !p.steps.is_empty() {
+                    plans.push(p);
+                }
+            }
             Ok(None) => {}
             Err((e, jobs)) => {
                 for j in jobs {
@@ -325,15 +417,11 @@ async fn process(
             }
         }
     }
-    if plans.iter().all(|p| p.steps.is_empty()) {
-        for p in plans {
-            cache.insert(p.table_id, p.state);
-        }
-        return Vec::new();
+    if plans.is_empty() {
+        return None;
     }
 
     // Put every new object. Nothing references them until the transaction commits.
-    let tp = std::time::Instant::now();
     let objects: Vec<MetaObject> = plans
         .iter()
         .flat_map(|p| p.steps.iter().flat_map(|s| s.plan.objects.iter().cloned()))
@@ -342,6 +430,7 @@ async fn process(
         warn!(error = %e, "writing commit metadata failed; the batch is not committed");
         delete_best_effort(shared, objects.iter().map(|o| o.path.clone()).collect());
         for p in plans {
+            cache.remove(&p.table_id);
             for s in p.steps {
                 for d in s.duplicates {
                     reply(d, Err(Error::storage(e.to_string())));
@@ -349,19 +438,38 @@ async fn process(
                 reply(s.job, Err(Error::storage(e.to_string())));
             }
         }
-        return Vec::new();
+        return None;
     }
+    Some(Planned {
+        plans,
+        objects,
+        started,
+    })
+}
 
-    let t1 = std::time::Instant::now();
-    let mut requeue = Vec::new();
-    let res = write_transaction(shared, &plans, &objects).await;
-    debug!(commits = nb, plan = ?(tp - t0), put = ?(t1 - tp), transaction = ?t1.elapsed(), "batch");
+/// Runs a planned batch's transaction and answers its commits.
+async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
+    let Planned {
+        plans,
+        objects,
+        started,
+    } = planned;
+    let tx_start = std::time::Instant::now();
+    let res = write_transaction(&shared, &plans, &objects).await;
+    debug!(
+        commits = plans.iter().map(|p| p.steps.len()).sum::<usize>(),
+        plan_and_put = ?(tx_start - started),
+        transaction = ?tx_start.elapsed(),
+        "batch"
+    );
+    let mut out = Finished::default();
     match res {
         Err(e) => {
-            // The transaction may or may not have committed: outcome unknown. The state is
-            // dropped from the cache, so the next batch re-reads the table.
+            // The transaction may or may not have committed: outcome unknown. The cached
+            // states are dropped, so the next batch re-reads the tables.
             warn!(error = %e, "commit transaction failed");
             for p in plans {
+                out.stale.push(p.table_id);
                 for s in p.steps {
                     for d in s.duplicates {
                         reply(d, Err(unknown_outcome(&e)));
@@ -374,8 +482,18 @@ async fn process(
             let mut to_sync = Vec::new();
             for (p, won) in plans.into_iter().zip(won) {
                 if won {
+                    let mut paths = Vec::new();
+                    let mut ids = Vec::new();
                     for s in p.steps {
+                        ids.push(s.job.prepared.req.commit_id.clone());
                         to_sync.extend(s.plan.objects.iter().map(|o| o.path.clone()));
+                        paths.extend(
+                            s.job
+                                .prepared
+                                .added
+                                .iter()
+                                .map(|f| f.file_path().to_string()),
+                        );
                         for d in s.duplicates {
                             reply(
                                 d,
@@ -387,9 +505,10 @@ async fn process(
                         }
                         reply(s.job, Ok(s.plan.outcome));
                     }
-                    cache.insert(p.table_id, p.state);
+                    out.committed.push((p.table_id, paths, ids));
                 } else {
                     debug!(table_id = p.table_id, "lost the pointer swap; re-planning");
+                    out.stale.push(p.table_id);
                     let mut garbage = Vec::new();
                     for s in p.steps {
                         let keep = s
@@ -413,11 +532,11 @@ async fn process(
                                     source: "too much contention: the commit lost the pointer swap repeatedly; nothing was applied, retry later".into(),
                                 }));
                             } else {
-                                requeue.push(j);
+                                out.requeue.push(j);
                             }
                         }
                     }
-                    delete_best_effort(shared, garbage);
+                    delete_best_effort(&shared, garbage);
                 }
             }
             if shared.warehouse.needs_sync() && !to_sync.is_empty() {
@@ -425,7 +544,7 @@ async fn process(
             }
         }
     }
-    requeue
+    out
 }
 
 /// Makes written objects durable in the background; their pending rows are dropped with the
@@ -507,8 +626,8 @@ async fn plan_group(
         base_version: state.row.version,
         state,
         steps: Vec::new(),
+        deferred: Vec::new(),
     };
-    let mut batch_paths: HashSet<String> = HashSet::new();
     let mut step_by_id: HashMap<String, usize> = HashMap::new();
     for job in jobs {
         let id = job.prepared.req.commit_id.clone();
@@ -529,16 +648,13 @@ async fn plan_group(
             plan.steps[i].duplicates.push(job);
             continue;
         }
-        match plan_step(
-            shared,
-            &mut plan.state,
-            &job.prepared,
-            &known,
-            &mut batch_paths,
-        )
-        .await
-        {
+        if plan.state.inflight_commits.contains(&id) {
+            plan.deferred.push(job);
+            continue;
+        }
+        match plan_step(shared, &mut plan.state, &job.prepared, &known).await {
             Ok(step) => {
+                plan.state.inflight_commits.insert(id.clone());
                 step_by_id.insert(id, plan.steps.len());
                 plan.steps.push(Step {
                     job,
@@ -591,7 +707,6 @@ async fn plan_step(
     state: &mut TableState,
     p: &Prepared,
     known: &HashSet<String>,
-    batch_paths: &mut HashSet<String>,
 ) -> Result<StepPlan> {
     let req = &p.req;
     let current = state.row.current_snapshot_id;
@@ -614,7 +729,7 @@ async fn plan_step(
         ));
     }
     for f in &p.added {
-        if known.contains(f.file_path()) || batch_paths.contains(f.file_path()) {
+        if known.contains(f.file_path()) || state.inflight_paths.contains(f.file_path()) {
             return Err(Error::invalid(
                 "add.path",
                 format!("{} is already part of table {}", f.file_path(), req.ident),
@@ -749,7 +864,7 @@ async fn plan_step(
 
     let timestamp_ms = shared.env.clock.now_ms().max(state.row.last_updated_ms);
     for f in &p.added {
-        batch_paths.insert(f.file_path().to_string());
+        state.inflight_paths.insert(f.file_path().to_string());
     }
     state.row.version += 1;
     state.row.current_snapshot_id = Some(snapshot_id);
