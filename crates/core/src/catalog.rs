@@ -300,31 +300,28 @@ impl Catalog {
         }
 
         let row = self.shared.db.table(&req.ident).await?;
-        if let Some(r) = self
-            .shared
-            .db
-            .recorded_commits(row.table_id, &[req.commit_id.as_str()])
-            .await?
-            .remove(&req.commit_id)
-        {
-            return Ok(CommitOutcome {
-                snapshot_id: r.snapshot_id,
-                sequence_number: r.sequence_number,
-                version: r.version,
-                parent_snapshot_id: r.parent_snapshot_id,
-                replayed: true,
-            });
-        }
         let (_, ctx) = parse_base(&row)?;
         let warehouse = &self.shared.warehouse;
         let mut checks = Vec::with_capacity(added.len());
         for f in added {
             checks.push(files::resolve(warehouse, &ctx, f));
         }
-        let data_files = futures::stream::iter(checks)
+        let data_files = match futures::stream::iter(checks)
             .buffered(16)
             .try_collect::<Vec<_>>()
-            .await?;
+            .await
+        {
+            Ok(files) => files,
+            // A retry of a commit that landed long ago may name files that are gone by now
+            // (expired); its recorded outcome is still the answer. (A retry whose files are
+            // there is answered by the committer, which checks the commit log anyway.)
+            Err(e) => {
+                return self
+                    .recorded_outcome(row.table_id, &req.commit_id)
+                    .await?
+                    .ok_or(e);
+            }
+        };
 
         let remove = match &req.operation {
             Operation::Append { .. } => RemoveSelector::Nothing,
@@ -396,6 +393,21 @@ impl Catalog {
                 attempts: 0,
             })
             .await
+    }
+
+    async fn recorded_outcome(
+        &self,
+        table_id: i64,
+        commit_id: &str,
+    ) -> Result<Option<CommitOutcome>> {
+        let mut recorded = self
+            .shared
+            .db
+            .recorded_commits(&[(table_id, vec![commit_id])])
+            .await?;
+        Ok(recorded
+            .remove(&(table_id, commit_id.to_string()))
+            .map(|r| r.outcome()))
     }
 
     // ---- snapshots -------------------------------------------------------------------

@@ -392,10 +392,25 @@ async fn plan_batch(
         by_table.get_mut(&t).expect("just inserted").push(j);
     }
 
+    let seen = match Seen::lookup(&shared.db, &by_table).await {
+        Ok(s) => s,
+        Err(e) => {
+            for j in by_table.into_values().flatten() {
+                reply(
+                    j,
+                    Err(Error::Unavailable {
+                        what: "catalog database",
+                        source: e.to_string().into(),
+                    }),
+                );
+            }
+            return None;
+        }
+    };
     let mut plans: Vec<GroupPlan> = Vec::new();
     for table_id in order {
         let jobs = by_table.remove(&table_id).expect("grouped");
-        match plan_group(shared, cache.remove(&table_id), table_id, jobs).await {
+        match plan_group(shared, cache.remove(&table_id), table_id, jobs, &seen).await {
             Ok(Some(mut p)) => {
                 deferred.append(&mut p.deferred);
                 cache.insert(p.table_id, p.state.clone());
@@ -584,11 +599,49 @@ async fn put_all(warehouse: &Warehouse, objects: &[MetaObject]) -> Result<()> {
 
 type GroupError = (Error, Vec<Job>);
 
+/// What the catalog already holds of a batch: recorded commit ids and committed paths.
+struct Seen {
+    recorded: HashMap<(i64, String), crate::db::RecordedCommit>,
+    known: HashSet<(i64, String)>,
+}
+
+impl Seen {
+    async fn lookup(db: &Db, groups: &HashMap<i64, Vec<Job>>) -> Result<Self> {
+        let ids: Vec<(i64, Vec<&str>)> = groups
+            .iter()
+            .map(|(t, jobs)| {
+                (
+                    *t,
+                    jobs.iter()
+                        .map(|j| j.prepared.req.commit_id.as_str())
+                        .collect(),
+                )
+            })
+            .collect();
+        let paths: Vec<(i64, Vec<&str>)> = groups
+            .iter()
+            .map(|(t, jobs)| {
+                (
+                    *t,
+                    jobs.iter()
+                        .flat_map(|j| j.prepared.added.iter().map(|f| f.file_path()))
+                        .collect(),
+                )
+            })
+            .collect();
+        Ok(Self {
+            recorded: db.recorded_commits(&ids).await?,
+            known: db.known_paths(&paths).await?,
+        })
+    }
+}
+
 async fn plan_group(
     shared: &Shared,
     cached: Option<TableState>,
     table_id: i64,
     jobs: Vec<Job>,
+    seen: &Seen,
 ) -> std::result::Result<Option<GroupPlan>, GroupError> {
     let state = match cached {
         Some(s) => s,
@@ -604,23 +657,6 @@ async fn plan_group(
             Err(e) => return Err((e, jobs)),
         },
     };
-    let ids: Vec<&str> = jobs
-        .iter()
-        .map(|j| j.prepared.req.commit_id.as_str())
-        .collect();
-    let recorded = match shared.db.recorded_commits(table_id, &ids).await {
-        Ok(r) => r,
-        Err(e) => return Err((e, jobs)),
-    };
-    let paths: Vec<&str> = jobs
-        .iter()
-        .flat_map(|j| j.prepared.added.iter().map(|f| f.file_path()))
-        .collect();
-    let known: HashSet<String> = match shared.db.known_paths(table_id, &paths).await {
-        Ok(k) => k.into_iter().collect(),
-        Err(e) => return Err((e, jobs)),
-    };
-
     let mut plan = GroupPlan {
         table_id,
         base_version: state.row.version,
@@ -631,17 +667,8 @@ async fn plan_group(
     let mut step_by_id: HashMap<String, usize> = HashMap::new();
     for job in jobs {
         let id = job.prepared.req.commit_id.clone();
-        if let Some(r) = recorded.get(&id) {
-            reply(
-                job,
-                Ok(CommitOutcome {
-                    snapshot_id: r.snapshot_id,
-                    sequence_number: r.sequence_number,
-                    version: r.version,
-                    parent_snapshot_id: r.parent_snapshot_id,
-                    replayed: true,
-                }),
-            );
+        if let Some(r) = seen.recorded.get(&(table_id, id.clone())) {
+            reply(job, Ok(r.outcome()));
             continue;
         }
         if let Some(&i) = step_by_id.get(&id) {
@@ -652,7 +679,15 @@ async fn plan_group(
             plan.deferred.push(job);
             continue;
         }
-        match plan_step(shared, &mut plan.state, &job.prepared, &known).await {
+        match plan_step(
+            shared,
+            &mut plan.state,
+            &job.prepared,
+            table_id,
+            &seen.known,
+        )
+        .await
+        {
             Ok(step) => {
                 plan.state.inflight_commits.insert(id.clone());
                 step_by_id.insert(id, plan.steps.len());
@@ -706,7 +741,8 @@ async fn plan_step(
     shared: &Shared,
     state: &mut TableState,
     p: &Prepared,
-    known: &HashSet<String>,
+    table_id: i64,
+    known: &HashSet<(i64, String)>,
 ) -> Result<StepPlan> {
     let req = &p.req;
     let current = state.row.current_snapshot_id;
@@ -729,7 +765,9 @@ async fn plan_step(
         ));
     }
     for f in &p.added {
-        if known.contains(f.file_path()) || state.inflight_paths.contains(f.file_path()) {
+        if known.contains(&(table_id, f.file_path().to_string()))
+            || state.inflight_paths.contains(f.file_path())
+        {
             return Err(Error::invalid(
                 "add.path",
                 format!("{} is already part of table {}", f.file_path(), req.ident),

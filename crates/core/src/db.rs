@@ -6,7 +6,7 @@
 //! Durability: SQLite runs in WAL mode with `synchronous=FULL`, so a transaction is on disk
 //! (fsynced) when `COMMIT` returns; PostgreSQL's defaults do the same.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -59,6 +59,19 @@ pub(crate) struct RecordedCommit {
     pub sequence_number: i64,
     pub version: i64,
     pub parent_snapshot_id: Option<i64>,
+}
+
+impl RecordedCommit {
+    /// The outcome to answer a retry of this commit with.
+    pub(crate) fn outcome(&self) -> crate::model::CommitOutcome {
+        crate::model::CommitOutcome {
+            snapshot_id: self.snapshot_id,
+            sequence_number: self.sequence_number,
+            version: self.version,
+            parent_snapshot_id: self.parent_snapshot_id,
+            replayed: true,
+        }
+    }
 }
 
 const TABLE_COLUMNS: &str = "table_id, namespace, name, table_uuid, location, version, \
@@ -433,59 +446,103 @@ impl Db {
 
     // ---- commits ---------------------------------------------------------------------
 
-    /// The recorded commits among `ids` for a table.
+    /// Rows of `table` whose `(table_id, key_col)` is among `keys`, in few round trips:
+    /// one `UNION ALL` arm per table, so every arm uses the primary-key index.
+    async fn lookup_keys(
+        &self,
+        columns: &str,
+        table: &str,
+        key_col: &str,
+        keys: &[(i64, Vec<&str>)],
+    ) -> Result<Vec<sqlx::any::AnyRow>> {
+        const MAX_PARAMS: usize = 900;
+        let mut rows = Vec::new();
+        let mut arms: Vec<String> = Vec::new();
+        let mut binds: Vec<(i64, Vec<&str>)> = Vec::new();
+        let mut n = 0usize;
+        type Binds<'a> = Vec<(i64, Vec<&'a str>)>;
+        fn flush<'a>(
+            arms: &mut Vec<String>,
+            binds: &mut Binds<'a>,
+            n: &mut usize,
+        ) -> (String, Binds<'a>) {
+            let q = arms.join(" UNION ALL ");
+            arms.clear();
+            *n = 0;
+            (q, std::mem::take(binds))
+        }
+        let mut queries = Vec::new();
+        for (table_id, values) in keys {
+            for chunk in values.chunks(MAX_PARAMS / 2) {
+                if n + chunk.len() + 1 > MAX_PARAMS && !arms.is_empty() {
+                    queries.push(flush(&mut arms, &mut binds, &mut n));
+                }
+                let ph: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("${}", n + i + 2))
+                    .collect();
+                arms.push(format!(
+                    "SELECT {columns} FROM {table} WHERE table_id = ${} AND {key_col} IN ({})",
+                    n + 1,
+                    ph.join(", ")
+                ));
+                n += chunk.len() + 1;
+                binds.push((*table_id, chunk.to_vec()));
+            }
+        }
+        if !arms.is_empty() {
+            queries.push(flush(&mut arms, &mut binds, &mut n));
+        }
+        for (q, binds) in queries {
+            let mut query = sqlx::query(&q);
+            for (table_id, values) in binds {
+                query = query.bind(table_id);
+                for v in values {
+                    query = query.bind(v);
+                }
+            }
+            rows.extend(query.fetch_all(&self.pool).await?);
+        }
+        Ok(rows)
+    }
+
+    /// The recorded commits among `ids` (per table).
     pub(crate) async fn recorded_commits(
         &self,
-        table_id: i64,
-        ids: &[&str],
-    ) -> Result<HashMap<String, RecordedCommit>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
-        let q = format!(
-            "SELECT commit_id, snapshot_id, sequence_number, version, parent_snapshot_id \
-             FROM commits WHERE table_id = $1 AND commit_id IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(&q).bind(table_id);
-        for id in ids {
-            query = query.bind(*id);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        ids: &[(i64, Vec<&str>)],
+    ) -> Result<HashMap<(i64, String), RecordedCommit>> {
+        let rows = self
+            .lookup_keys(
+                "table_id, commit_id, snapshot_id, sequence_number, version, parent_snapshot_id",
+                "commits",
+                "commit_id",
+                ids,
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 let c = RecordedCommit {
-                    commit_id: r.try_get(0)?,
-                    snapshot_id: r.try_get(1)?,
-                    sequence_number: r.try_get(2)?,
-                    version: r.try_get(3)?,
-                    parent_snapshot_id: r.try_get(4)?,
+                    commit_id: r.try_get(1)?,
+                    snapshot_id: r.try_get(2)?,
+                    sequence_number: r.try_get(3)?,
+                    version: r.try_get(4)?,
+                    parent_snapshot_id: r.try_get(5)?,
                 };
-                Ok((c.commit_id.clone(), c))
+                Ok(((r.try_get(0)?, c.commit_id.clone()), c))
             })
             .collect()
     }
 
-    /// Which of `paths` were ever committed to the table.
-    pub(crate) async fn known_paths(&self, table_id: i64, paths: &[&str]) -> Result<Vec<String>> {
-        let mut known = Vec::new();
-        for chunk in paths.chunks(500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let q = format!(
-                "SELECT path FROM table_files WHERE table_id = $1 AND path IN ({})",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(&q).bind(table_id);
-            for p in chunk {
-                query = query.bind(*p);
-            }
-            for r in query.fetch_all(&self.pool).await? {
-                known.push(r.try_get(0)?);
-            }
-        }
-        Ok(known)
+    /// Which of `paths` were ever committed to their table.
+    pub(crate) async fn known_paths(
+        &self,
+        paths: &[(i64, Vec<&str>)],
+    ) -> Result<HashSet<(i64, String)>> {
+        let rows = self
+            .lookup_keys("table_id, path", "table_files", "path", paths)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// Object bytes kept until the store held them durably.
