@@ -87,6 +87,14 @@ async fn bad_names_and_unknown_objects() {
     )
     .await;
     req.fields = test_fields();
+    req.location = "file:///etc/firn".into();
+    expect(
+        Code::InvalidArgument,
+        client.create_table(req.clone()).await,
+        "outside the warehouse",
+    )
+    .await;
+    req.location = String::new();
     req.partition_by = vec![pb::PartitionField {
         source_column: "name".into(),
         transform: "day".into(),

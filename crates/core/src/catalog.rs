@@ -132,6 +132,16 @@ impl Catalog {
                     Error::InvalidArgument { reason, .. } => Error::invalid("location", reason),
                     other => other,
                 })?;
+                // Firn writes metadata below a table's location: keep it inside the warehouse.
+                if !l.starts_with(self.shared.warehouse.root()) {
+                    return Err(Error::invalid(
+                        "location",
+                        format!(
+                            "{l} is outside the warehouse {}",
+                            self.shared.warehouse.root()
+                        ),
+                    ));
+                }
                 l
             }
             None => format!(
@@ -603,4 +613,85 @@ fn build_partition_spec(
             .map_err(|e| Error::invalid(&field, e.to_string()))?;
     }
     Ok(b.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(name: &str, ty: &str) -> FieldSpec {
+        FieldSpec {
+            name: name.into(),
+            type_json: ty.into(),
+            required: false,
+            doc: None,
+        }
+    }
+
+    #[test]
+    fn types_parse_like_iceberg_json() {
+        assert_eq!(
+            parse_type("long").unwrap(),
+            Type::Primitive(iceberg::spec::PrimitiveType::Long)
+        );
+        assert_eq!(
+            parse_type("Decimal(10, 2)").unwrap(),
+            Type::Primitive(iceberg::spec::PrimitiveType::Decimal {
+                precision: 10,
+                scale: 2
+            })
+        );
+        assert!(parse_type("{\"type\": \"list\", \"element-id\": 9, \"element\": \"int\", \"element-required\": false}").is_ok());
+        let e = parse_type("lung").unwrap_err();
+        assert!(e.contains("lung") && e.contains("timestamptz"), "{e}");
+    }
+
+    #[test]
+    fn schema_rules() {
+        assert!(build_schema(&[]).is_err());
+        assert!(
+            build_schema(&[field("a", "int"), field("A", "long")]).is_err(),
+            "case-insensitive duplicate"
+        );
+        assert!(build_schema(&[field("a.b", "int")]).is_err());
+        assert!(build_schema(&[field("", "int")]).is_err());
+        let s = build_schema(&[field("id", "long"), field("ts", "timestamp")]).unwrap();
+        assert_eq!(s.as_struct().fields().len(), 2);
+    }
+
+    #[test]
+    fn partition_rules() {
+        let s = build_schema(&[
+            field("id", "long"),
+            field("ts", "timestamp"),
+            field("name", "string"),
+        ])
+        .unwrap();
+        let pf = |c: &str, t: &str| PartitionFieldSpec {
+            source_column: c.into(),
+            transform: t.into(),
+            name: None,
+        };
+        let spec = build_partition_spec(
+            &s,
+            &[
+                pf("ts", "day"),
+                pf("id", "bucket[16]"),
+                pf("name", "identity"),
+            ],
+        )
+        .unwrap();
+        let names: Vec<&str> = spec.fields().iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["ts_day", "id_bucket", "name"]);
+        assert!(
+            build_partition_spec(&s, &[pf("name", "day")]).is_err(),
+            "day of a string"
+        );
+        assert!(build_partition_spec(&s, &[pf("nope", "day")]).is_err());
+        assert!(build_partition_spec(&s, &[pf("ts", "decade")]).is_err());
+        assert!(
+            build_partition_spec(&s, &[pf("ts", "day"), pf("ts", "day")]).is_err(),
+            "same name twice"
+        );
+    }
 }

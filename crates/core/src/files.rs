@@ -509,3 +509,71 @@ fn partition_from_bounds(
     }
     Ok(Struct::from_iter(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use iceberg::spec::{NestedField, PrimitiveType, Type};
+
+    use super::*;
+
+    fn partition_type() -> StructType {
+        StructType::new(vec![
+            NestedField::optional(1000, "ts_day", Type::Primitive(PrimitiveType::Date)).into(),
+            NestedField::optional(1001, "region", Type::Primitive(PrimitiveType::String)).into(),
+        ])
+    }
+
+    #[test]
+    fn partition_json_round_trip() {
+        let t = partition_type();
+        let v: serde_json::Value = serde_json::json!({"ts_day": "2026-11-22", "region": "eu"});
+        let s = partition_from_json(&t, v.as_object().unwrap()).unwrap();
+        let back = partition_to_json(&t, &s).unwrap();
+        assert_eq!(serde_json::Value::Object(back), v);
+        let nulls = serde_json::json!({"ts_day": null, "region": null});
+        assert!(partition_from_json(&t, nulls.as_object().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn partition_json_errors_name_the_field() {
+        let t = partition_type();
+        let missing = serde_json::json!({"ts_day": "2026-11-22"});
+        assert!(
+            partition_from_json(&t, missing.as_object().unwrap())
+                .unwrap_err()
+                .contains("region")
+        );
+        let extra = serde_json::json!({"ts_day": "2026-11-22", "region": "eu", "x": 1});
+        assert!(
+            partition_from_json(&t, extra.as_object().unwrap())
+                .unwrap_err()
+                .contains("\"x\"")
+        );
+        let wrong = serde_json::json!({"ts_day": "yesterday", "region": "eu"});
+        assert!(
+            partition_from_json(&t, wrong.as_object().unwrap())
+                .unwrap_err()
+                .contains("ts_day")
+        );
+    }
+
+    #[test]
+    fn paths_must_stay_inside_the_table() {
+        let ctx = FileContext {
+            location: "file:///w/ns/t".into(),
+            schema: Arc::new(Schema::builder().build().unwrap()),
+            spec: Arc::new(PartitionSpec::unpartition_spec()),
+            partition_type: StructType::new(vec![]),
+        };
+        assert!(ctx.check_path("p", "file:///w/ns/t/data/a.parquet").is_ok());
+        assert!(
+            ctx.check_path("p", "file:///w/ns/t2/data/a.parquet")
+                .is_err()
+        );
+        assert!(
+            ctx.check_path("p", "file:///w/ns/t/data/../../x.parquet")
+                .is_err()
+        );
+        assert!(ctx.check_path("p", "file:///w/ns/t").is_err());
+    }
+}
