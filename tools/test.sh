@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of Firn on a fresh machine: installs what the tests need (the Python
-# clients; protoc is vendored by the build), builds once, then runs the whole suite.
+# clients; protoc is vendored by the build), builds once, then runs the whole suite and
+# closes with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup-python.sh
 # One build shared by all test binaries; the end-to-end tests also run the firn binary.
 cargo build --workspace --bins --tests --locked
-cargo test --workspace --locked -- --test-threads=2
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

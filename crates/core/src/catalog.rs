@@ -5,9 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
-    FormatVersion, ManifestEntry, ManifestStatus, ManifestWriterBuilder, NestedField, Schema,
-    SortOrder, TableMetadataBuilder, Transform, Type, UNASSIGNED_SEQUENCE_NUMBER,
-    UnboundPartitionSpec,
+    FormatVersion, ManifestEntry, ManifestStatus, NestedField, Schema, SortOrder,
+    TableMetadataBuilder, Transform, Type, UNASSIGNED_SEQUENCE_NUMBER, UnboundPartitionSpec,
 };
 use tracing::{info, instrument};
 
@@ -356,19 +355,9 @@ impl Catalog {
         let added_manifest = if data_files.is_empty() {
             None
         } else {
-            let path = format!(
-                "{}/metadata/{}-m0.avro",
-                row.location.trim_end_matches('/'),
-                self.shared.env.ids.uuid()
-            );
             let capture = CaptureStorage::new();
-            let mut w = ManifestWriterBuilder::new(
-                capture.output(&path),
-                Some(snapshot_id),
-                ctx.schema.clone(),
-                (*ctx.spec).clone(),
-            )
-            .build_v2_data();
+            let (path, mut w) =
+                commit::manifest_writer(&capture, &ctx, &self.shared.env, snapshot_id, "m0");
             for f in &data_files {
                 w.add_file(f.clone(), UNASSIGNED_SEQUENCE_NUMBER)?;
             }

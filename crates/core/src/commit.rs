@@ -38,8 +38,8 @@ use std::sync::{Arc, Mutex};
 
 use iceberg::spec::{
     DataFile, FormatVersion, ManifestContentType, ManifestEntry, ManifestFile, ManifestList,
-    ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Struct, TableMetadata,
-    UNASSIGNED_SEQUENCE_NUMBER,
+    ManifestListWriter, ManifestStatus, ManifestWriter, ManifestWriterBuilder, Struct,
+    TableMetadata, UNASSIGNED_SEQUENCE_NUMBER,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -728,12 +728,28 @@ fn assign_sequence(m: &mut ManifestFile, seq: i64) {
     }
 }
 
-fn manifest_path(state: &TableState, shared: &Shared, tag: &str) -> String {
-    format!(
+/// A v2 data-manifest writer into `capture`, at a fresh path under the table's metadata
+/// directory (`<uuid>-<tag>.avro`); returns the path too.
+pub(crate) fn manifest_writer(
+    capture: &Arc<CaptureStorage>,
+    ctx: &FileContext,
+    env: &Env,
+    snapshot_id: i64,
+    tag: &str,
+) -> (String, ManifestWriter) {
+    let path = format!(
         "{}/metadata/{}-{tag}.avro",
-        state.row.location.trim_end_matches('/'),
-        shared.env.ids.uuid()
+        ctx.location.trim_end_matches('/'),
+        env.ids.uuid()
+    );
+    let w = ManifestWriterBuilder::new(
+        capture.output(&path),
+        Some(snapshot_id),
+        ctx.schema.clone(),
+        (*ctx.spec).clone(),
     )
+    .build_v2_data();
+    (path, w)
 }
 
 /// Plans one commit on top of `state` and advances `state` to the new snapshot.
@@ -803,14 +819,7 @@ async fn plan_step(
             manifests.push(m.clone());
             continue;
         }
-        let path = manifest_path(state, shared, "m1");
-        let mut w = ManifestWriterBuilder::new(
-            capture.output(&path),
-            Some(snapshot_id),
-            state.ctx.schema.clone(),
-            (*state.ctx.spec).clone(),
-        )
-        .build_v2_data();
+        let (_, mut w) = manifest_writer(&capture, &state.ctx, &shared.env, snapshot_id, "m1");
         for e in alive() {
             let df = e.data_file.clone();
             if selects(&e.data_file) {
@@ -955,14 +964,8 @@ async fn merge_tiers(
             return Ok(());
         };
         let idx: Vec<usize> = idx.into_iter().take(MERGE_FAN_IN).collect();
-        let path = manifest_path(state, shared, "merged");
-        let mut w = ManifestWriterBuilder::new(
-            capture.output(&path),
-            Some(snapshot_id),
-            state.ctx.schema.clone(),
-            (*state.ctx.spec).clone(),
-        )
-        .build_v2_data();
+        let (path, mut w) =
+            manifest_writer(capture, &state.ctx, &shared.env, snapshot_id, "merged");
         let mut merged_entries = Vec::new();
         for &i in &idx {
             let m = &manifests[i];
@@ -1105,18 +1108,7 @@ async fn write_transaction(
                 .await?;
         }
         let synced: Vec<String> = std::mem::take(&mut *shared.synced.lock().expect("poisoned"));
-        for chunk in synced.chunks(200) {
-            let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
-            let q = format!(
-                "DELETE FROM pending_objects WHERE path IN ({})",
-                ph.join(", ")
-            );
-            let mut query = sqlx::query(&q);
-            for path in chunk {
-                query = query.bind(path);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        crate::db::delete_pending(&mut tx, &synced).await?;
     }
     tx.commit().await?;
     Ok(won)

@@ -116,6 +116,30 @@ pub(crate) fn snapshot_row(r: &sqlx::any::AnyRow) -> Result<SnapshotInfo> {
 pub(crate) const SNAPSHOT_COLUMNS: &str = "snapshot_id, parent_snapshot_id, sequence_number, \
     timestamp_ms, operation, summary, schema_id, manifest_list, commit_id";
 
+/// `$first, $first+1, ...` — `n` placeholders for an `IN (...)` list.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Forgets pending objects that are now durable in the store.
+pub(crate) async fn delete_pending(conn: &mut sqlx::AnyConnection, paths: &[String]) -> Result<()> {
+    for chunk in paths.chunks(500) {
+        let q = format!(
+            "DELETE FROM pending_objects WHERE path IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&q);
+        for p in chunk {
+            query = query.bind(p);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -477,13 +501,10 @@ impl Db {
                 if n + chunk.len() + 1 > MAX_PARAMS && !arms.is_empty() {
                     queries.push(flush(&mut arms, &mut binds, &mut n));
                 }
-                let ph: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("${}", n + i + 2))
-                    .collect();
                 arms.push(format!(
                     "SELECT {columns} FROM {table} WHERE table_id = ${} AND {key_col} IN ({})",
                     n + 1,
-                    ph.join(", ")
+                    placeholders(n + 2, chunk.len())
                 ));
                 n += chunk.len() + 1;
                 binds.push((*table_id, chunk.to_vec()));
@@ -556,20 +577,8 @@ impl Db {
     }
 
     pub(crate) async fn clear_pending_objects(&self, paths: &[String]) -> Result<()> {
-        for chunk in paths.chunks(500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
-            let q = format!(
-                "DELETE FROM pending_objects WHERE path IN ({})",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(&q);
-            for p in chunk {
-                query = query.bind(p);
-            }
-            query.execute(&self.pool).await?;
-        }
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        delete_pending(&mut conn, paths).await
     }
 }
 
