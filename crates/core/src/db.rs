@@ -200,6 +200,14 @@ impl Db {
         self.backend
     }
 
+    /// Runs one statement in its own transaction (for tools and benchmarks).
+    pub async fn execute_durable(&self, sql: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- namespaces ------------------------------------------------------------------
 
     pub(crate) async fn create_namespace(&self, ns: &NamespaceInfo, now_ms: i64) -> Result<()> {

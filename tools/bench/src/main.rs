@@ -118,6 +118,26 @@ async fn concurrent(
     ((writers * per_writer) as f64 / secs, failed)
 }
 
+/// p50 of a one-row insert transaction on a fresh SQLite database with Firn's settings.
+async fn sqlite_baseline(dir: &std::path::Path, n: usize) -> Duration {
+    let url = format!("sqlite://{}", dir.join("baseline.db").display());
+    let db = firn_core::db::Db::connect(&url)
+        .await
+        .expect("baseline database");
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        db.execute_durable(&format!(
+            "INSERT INTO pending_objects (path, bytes) VALUES ('baseline-{i}', x'00')"
+        ))
+        .await
+        .expect("baseline insert");
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    pct(&lat, 0.5)
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -158,32 +178,50 @@ async fn main() {
         format!("{rate:.0} commits/s, {failed} failed"),
     ));
 
-    // 3. Latency early vs late in a table's history.
+    // 3. Latency early vs late in a table's history: two tables, one with a long history,
+    //    probed alternately so both see the same machine conditions.
     let history = if args.quick { 1000 } else { args.history };
     let probe = if args.quick { 50 } else { 200 };
-    let (ident, t) = create_table(&client, "bench", "history", false).await;
-    let warm = files(&t.location, "h0", 10);
-    sequential(&client, &ident, &warm).await;
-    let early = sequential(&client, &ident, &files(&t.location, "early", probe)).await;
-    // Grow the history with concurrent writers (fast), then measure again.
-    let grow = history.saturating_sub(10 + probe);
+    let (old, old_t) = create_table(&client, "bench", "history", false).await;
     let (_, failed) = concurrent(
         &server,
-        &[(ident.clone(), t.location.clone())],
+        &[(old.clone(), old_t.location.clone())],
         16,
-        grow.div_ceil(16),
+        history.div_ceil(16),
         "grow",
     )
     .await;
     assert_eq!(failed, 0);
-    let snapshots = client.list_snapshots(&ident).await.unwrap().len();
-    let late = sequential(&client, &ident, &files(&t.location, "late", probe)).await;
+    let (young, young_t) = create_table(&client, "bench", "young", false).await;
+    sequential(&client, &young, &files(&young_t.location, "warm", 10)).await;
+    let old_files = files(&old_t.location, "late", probe);
+    let young_files = files(&young_t.location, "early", probe);
+    let (mut early, mut late) = (Vec::new(), Vec::new());
+    for (y, o) in young_files.iter().zip(&old_files) {
+        early.push(commit(&client, &young, y).await);
+        late.push(commit(&client, &old, o).await);
+    }
+    early.sort();
+    late.sort();
+    let snapshots = client.list_snapshots(&old).await.unwrap().len();
     let (e, l) = (pct(&early, 0.5), pct(&late, 0.5));
-    rows.push(("p50 at snapshot 10".into(), ms(e)));
-    rows.push((format!("p50 at snapshot {snapshots}"), ms(l)));
+    rows.push((format!("p50 at snapshot 10..{}", 10 + probe), ms(e)));
+    rows.push((
+        format!("p50 at snapshot {}..{snapshots}", snapshots - probe),
+        ms(l),
+    ));
     rows.push((
         "ratio late/early".into(),
         format!("{:.2}x", l.as_secs_f64() / e.as_secs_f64()),
+    ));
+
+    // Baseline, same process and disk: one fsynced SQLite transaction (WAL, synchronous=FULL),
+    // the floor under any durable commit on this machine.
+    let base = sqlite_baseline(server.dir.path(), if args.quick { 100 } else { 500 }).await;
+    rows.push(("baseline: SQLite fsynced tx p50".into(), ms(base)));
+    rows.push((
+        "single writer p50 / baseline".into(),
+        format!("{:.1}x", pct(&lat, 0.5).as_secs_f64() / base.as_secs_f64()),
     ));
 
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
