@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Firn on a fresh machine: installs what the tests need (the Python
-# clients; protoc is vendored by the build), builds once, then runs the whole suite and
-# closes with one summary line over all test binaries.
+# clients, PostgreSQL; protoc is vendored by the build), builds once, runs the whole suite
+# on SQLite, the end-to-end suite again on PostgreSQL, and closes with one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup-python.sh
@@ -11,6 +11,10 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# The same end-to-end suite once more with the catalog on PostgreSQL.
+pg="$(tools/start-postgres.sh)"
+FIRN_TEST_POSTGRES="$pg" cargo test --locked -p firn-tests --test it -- --test-threads=2 \
+  --skip cli:: --skip crash:: --skip python:: 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

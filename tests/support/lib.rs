@@ -30,9 +30,15 @@ impl TestServer {
     }
 
     /// Starts a server whose warehouse goes through a [`FaultyStore`].
+    ///
+    /// The catalog is a fresh SQLite file, or, when `FIRN_TEST_POSTGRES` names a server
+    /// (`postgres://user:pass@host`), a fresh PostgreSQL database on it.
     pub async fn start_with(faults: Option<FaultConfig>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        let url = match std::env::var("FIRN_TEST_POSTGRES") {
+            Ok(server) => fresh_postgres_db(&server).await,
+            Err(_) => format!("sqlite://{}", dir.path().join("catalog.db").display()),
+        };
         let config =
             WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
         let (warehouse, store) = match faults {
@@ -78,6 +84,20 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Creates an empty database on a PostgreSQL server and returns its URL.
+async fn fresh_postgres_db(server: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("firn_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("connect to FIRN_TEST_POSTGRES");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    format!("{server}/{name}")
 }
 
 pub fn pb_ident(t: &TableIdent) -> Option<pb::TableIdent> {
