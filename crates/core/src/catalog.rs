@@ -257,15 +257,24 @@ impl Catalog {
     #[instrument(skip(self, req), fields(table = %req.ident, commit_id = %req.commit_id, op = req.operation.name()))]
     pub async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome> {
         req.ident.validate()?;
-        if req.commit_id.is_empty() || req.commit_id.len() > 128 {
+        if req.commit_id.is_empty()
+            || req.commit_id.len() > 128
+            || !req.commit_id.chars().all(|c| c.is_ascii_graphic())
+        {
             return Err(Error::invalid(
                 "commit_id",
-                "must be 1 to 128 characters (a UUID is best)",
+                "must be 1 to 128 printable ASCII characters without spaces (a UUID is best)",
             ));
         }
-        if let Some(k) = req.summary.keys().find(|k| {
-            k.starts_with("firn.") || k.as_str() == "operation" || k.starts_with("total-")
-        }) {
+        // Keys Firn computes (Iceberg's summary metrics and its own) cannot be set by callers.
+        const RESERVED: [&str; 7] = [
+            "firn.", "added-", "deleted-", "removed-", "total-", "changed-", "replace-",
+        ];
+        if let Some(k) = req
+            .summary
+            .keys()
+            .find(|k| k.as_str() == "operation" || RESERVED.iter().any(|r| k.starts_with(r)))
+        {
             return Err(Error::invalid("summary", format!("key {k:?} is reserved")));
         }
         let added = req.operation.added();

@@ -163,21 +163,38 @@ impl TableState {
     }
 }
 
-/// Parsed manifests, by path. Manifests are immutable, so entries never go stale.
+/// Parsed manifests, by path. Manifests are immutable, so entries never go stale. Two
+/// generations: when the young one is full it becomes the old one, so an entry survives at
+/// least [`MANIFEST_CACHE_GENERATION`] later inserts (the committer relies on that for
+/// manifests it has planned but not yet written).
 #[derive(Default)]
 pub(crate) struct ManifestCache {
-    entries: Mutex<HashMap<String, Arc<Vec<ManifestEntry>>>>,
+    generations: Mutex<(
+        HashMap<String, Arc<Vec<ManifestEntry>>>,
+        HashMap<String, Arc<Vec<ManifestEntry>>>,
+    )>,
 }
 
-const MANIFEST_CACHE_MAX: usize = 8192;
+const MANIFEST_CACHE_GENERATION: usize = 8192;
 
 impl ManifestCache {
-    pub(crate) fn insert(&self, path: &str, entries: Vec<ManifestEntry>) {
-        let mut m = self.entries.lock().expect("cache poisoned");
-        if m.len() >= MANIFEST_CACHE_MAX {
-            m.clear();
+    pub(crate) fn insert(
+        &self,
+        path: &str,
+        entries: Vec<ManifestEntry>,
+    ) -> Arc<Vec<ManifestEntry>> {
+        let entries = Arc::new(entries);
+        let mut g = self.generations.lock().expect("cache poisoned");
+        if g.0.len() >= MANIFEST_CACHE_GENERATION {
+            g.1 = std::mem::take(&mut g.0);
         }
-        m.insert(path.to_string(), Arc::new(entries));
+        g.0.insert(path.to_string(), entries.clone());
+        entries
+    }
+
+    fn cached(&self, path: &str) -> Option<Arc<Vec<ManifestEntry>>> {
+        let g = self.generations.lock().expect("cache poisoned");
+        g.0.get(path).or_else(|| g.1.get(path)).cloned()
     }
 
     pub(crate) async fn get(
@@ -185,15 +202,21 @@ impl ManifestCache {
         warehouse: &Warehouse,
         path: &str,
     ) -> Result<Arc<Vec<ManifestEntry>>> {
-        if let Some(e) = self.entries.lock().expect("cache poisoned").get(path) {
-            return Ok(e.clone());
+        if let Some(e) = self.cached(path) {
+            return Ok(e);
         }
-        let bytes = warehouse.get(path).await?;
+        let bytes = match warehouse.get(path).await {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::internal(format!(
+                    "manifest {path} of a committed snapshot is missing"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         let manifest = iceberg::spec::Manifest::parse_avro(&bytes)?;
         let (entries, _) = manifest.into_parts();
-        let entries: Vec<ManifestEntry> = entries.into_iter().map(|e| (*e).clone()).collect();
-        self.insert(path, entries);
-        Ok(self.entries.lock().expect("cache poisoned")[path].clone())
+        Ok(self.insert(path, entries.into_iter().map(|e| (*e).clone()).collect()))
     }
 }
 
@@ -273,10 +296,16 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
         // Plan on top of the in-flight batch's (optimistic) state: if that batch does not
         // commit, this one's pointer swap fails and its commits are re-planned.
         let mut deferred = Vec::new();
-        let planned = plan_batch(&shared, &mut cache, batch, &mut deferred).await;
+        let mut planned = plan_batch(&shared, &mut cache, batch, &mut deferred).await;
         retry.append(&mut deferred);
         if let Some(h) = inflight.take() {
-            absorb(h.await, &mut cache, &mut retry);
+            let stale = absorb(h.await, &mut cache, &mut retry);
+            if let Some(p) = planned.as_mut() {
+                p.withdraw(&stale, &shared, &mut retry);
+                if p.plans.is_empty() {
+                    planned = None;
+                }
+            }
         }
         if let Some(p) = planned {
             inflight = Some(tokio::spawn(finish(shared.clone(), p)));
@@ -295,22 +324,25 @@ struct Finished {
     committed: Vec<(i64, Vec<String>, Vec<String>)>,
 }
 
+/// Applies a finished batch to the committer's state; returns the tables whose cached
+/// state turned out not to be the database's.
 fn absorb(
     f: std::result::Result<Finished, tokio::task::JoinError>,
     cache: &mut HashMap<i64, TableState>,
     retry: &mut Vec<Job>,
-) {
+) -> HashSet<i64> {
     let f = match f {
         Ok(f) => f,
         Err(e) => {
             // A panic in the transaction task: forget everything cached.
             warn!(error = %e, "commit transaction task failed");
+            let all = cache.keys().copied().collect();
             cache.clear();
-            return;
+            return all;
         }
     };
-    for t in f.stale {
-        cache.remove(&t);
+    for t in &f.stale {
+        cache.remove(t);
     }
     for (t, paths, ids) in f.committed {
         if let Some(st) = cache.get_mut(&t) {
@@ -323,12 +355,48 @@ fn absorb(
         }
     }
     retry.extend(f.requeue);
+    f.stale.into_iter().collect()
 }
 
 struct Planned {
     plans: Vec<GroupPlan>,
-    objects: Vec<MetaObject>,
     started: std::time::Instant,
+}
+
+impl Planned {
+    /// Takes back the groups of tables whose previous batch did not commit as planned: their
+    /// plans stand on a state that never was. Their commits are planned again (no attempt
+    /// is charged); their new objects, but for the kept added manifests, are garbage.
+    fn withdraw(&mut self, stale: &HashSet<i64>, shared: &Shared, retry: &mut Vec<Job>) {
+        if stale.is_empty() {
+            return;
+        }
+        let (gone, kept): (Vec<GroupPlan>, Vec<GroupPlan>) = std::mem::take(&mut self.plans)
+            .into_iter()
+            .partition(|p| stale.contains(&p.table_id));
+        self.plans = kept;
+        let mut garbage = Vec::new();
+        for p in gone {
+            for s in p.steps {
+                let keep = s
+                    .job
+                    .prepared
+                    .added_manifest
+                    .as_ref()
+                    .map(|(_, o)| o.path.clone());
+                garbage.extend(
+                    s.plan
+                        .objects
+                        .iter()
+                        .map(|o| o.path.clone())
+                        .filter(|x| Some(x) != keep.as_ref()),
+                );
+                retry.push(s.job);
+                retry.extend(s.duplicates);
+            }
+        }
+        delete_best_effort(shared, garbage);
+    }
 }
 
 /// One planned snapshot and the request(s) it answers.
@@ -353,10 +421,25 @@ struct StepPlan {
 struct GroupPlan {
     table_id: i64,
     base_version: i64,
+    /// The current snapshot the plan was built on: compared with the version, so a plan on
+    /// top of a batch that did not commit can never pass (snapshot ids are random).
+    base_snapshot_id: Option<i64>,
     state: TableState,
     steps: Vec<Step>,
     /// Retries of commits still in flight: planned again once that batch has finished.
     deferred: Vec<Job>,
+}
+
+/// The same error again, for each of several requests it answers.
+fn same_error(e: &Error) -> Error {
+    match e {
+        Error::Internal { message, .. } => Error::internal(message.clone()),
+        Error::NotFound { kind, name } => Error::not_found(*kind, name.clone()),
+        other => Error::Unavailable {
+            what: "catalog",
+            source: other.to_string().into(),
+        },
+    }
 }
 
 fn reply(job: Job, r: Result<CommitOutcome>) {
@@ -421,13 +504,7 @@ async fn plan_batch(
             Ok(None) => {}
             Err((e, jobs)) => {
                 for j in jobs {
-                    reply(
-                        j,
-                        Err(Error::Unavailable {
-                            what: "catalog",
-                            source: e.to_string().into(),
-                        }),
-                    );
+                    reply(j, Err(same_error(&e)));
                 }
             }
         }
@@ -435,6 +512,8 @@ async fn plan_batch(
     if plans.is_empty() {
         return None;
     }
+    // The transaction locks tables in id order, so replicas cannot deadlock on each other.
+    plans.sort_by_key(|p| p.table_id);
 
     // Put every new object. Nothing references them until the transaction commits.
     let objects: Vec<MetaObject> = plans
@@ -455,22 +534,14 @@ async fn plan_batch(
         }
         return None;
     }
-    Some(Planned {
-        plans,
-        objects,
-        started,
-    })
+    Some(Planned { plans, started })
 }
 
 /// Runs a planned batch's transaction and answers its commits.
 async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
-    let Planned {
-        plans,
-        objects,
-        started,
-    } = planned;
+    let Planned { plans, started } = planned;
     let tx_start = std::time::Instant::now();
-    let res = write_transaction(&shared, &plans, &objects).await;
+    let res = write_transaction(&shared, &plans).await;
     debug!(
         commits = plans.iter().map(|p| p.steps.len()).sum::<usize>(),
         plan_and_put = ?(tx_start - started),
@@ -599,6 +670,41 @@ async fn put_all(warehouse: &Warehouse, objects: &[MetaObject]) -> Result<()> {
 
 type GroupError = (Error, Vec<Job>);
 
+enum Recheck {
+    /// The commit is in the commit log: answer with its outcome.
+    Recorded(CommitOutcome),
+    /// The cached state was stale and has been reloaded: plan again.
+    Reloaded,
+    /// The refusal stands.
+    Confirmed,
+}
+
+/// Double-checks a refusal made on cached state (see [`plan_group`]).
+async fn double_check(shared: &Shared, plan: &mut GroupPlan, p: &Prepared) -> Result<Recheck> {
+    let id = p.req.commit_id.as_str();
+    if let Some(r) = shared
+        .db
+        .recorded_commits(&[(plan.table_id, vec![id])])
+        .await?
+        .remove(&(plan.table_id, id.to_string()))
+    {
+        return Ok(Recheck::Recorded(r.outcome()));
+    }
+    // Only a state with nothing planned or in flight on top of it must equal the database.
+    if !plan.steps.is_empty() || !plan.state.inflight_commits.is_empty() {
+        return Ok(Recheck::Confirmed);
+    }
+    match TableState::load(shared, plan.table_id).await? {
+        Some(fresh) if fresh.row.version != plan.state.row.version => {
+            plan.base_version = fresh.row.version;
+            plan.base_snapshot_id = fresh.row.current_snapshot_id;
+            plan.state = fresh;
+            Ok(Recheck::Reloaded)
+        }
+        _ => Ok(Recheck::Confirmed),
+    }
+}
+
 /// What the catalog already holds of a batch: recorded commit ids and committed paths.
 struct Seen {
     recorded: HashMap<(i64, String), crate::db::RecordedCommit>,
@@ -629,10 +735,12 @@ impl Seen {
                 )
             })
             .collect();
-        Ok(Self {
-            recorded: db.recorded_commits(&ids).await?,
-            known: db.known_paths(&paths).await?,
-        })
+        // Paths first: they are recorded in the same transaction as the commit id, so a
+        // commit that lands between the two reads shows up as recorded, never only as
+        // "file already in the table".
+        let known = db.known_paths(&paths).await?;
+        let recorded = db.recorded_commits(&ids).await?;
+        Ok(Self { recorded, known })
     }
 }
 
@@ -660,6 +768,7 @@ async fn plan_group(
     let mut plan = GroupPlan {
         table_id,
         base_version: state.row.version,
+        base_snapshot_id: state.row.current_snapshot_id,
         state,
         steps: Vec::new(),
         deferred: Vec::new(),
@@ -679,15 +788,39 @@ async fn plan_group(
             plan.deferred.push(job);
             continue;
         }
-        match plan_step(
+        let mut planned = plan_step(
             shared,
             &mut plan.state,
             &job.prepared,
             table_id,
             &seen.known,
         )
-        .await
+        .await;
+        if let Err(e) = &planned
+            && matches!(e, Error::Conflict { .. } | Error::InvalidArgument { .. })
         {
+            // Before refusing: the first attempt of this commit may have landed meanwhile,
+            // or the cached state may be behind the database (another replica committed).
+            match double_check(shared, &mut plan, &job.prepared).await {
+                Ok(Recheck::Recorded(outcome)) => {
+                    reply(job, Ok(outcome));
+                    continue;
+                }
+                Ok(Recheck::Reloaded) => {
+                    planned = plan_step(
+                        shared,
+                        &mut plan.state,
+                        &job.prepared,
+                        table_id,
+                        &seen.known,
+                    )
+                    .await;
+                }
+                Ok(Recheck::Confirmed) => {}
+                Err(e) => planned = Err(e),
+            }
+        }
+        match planned {
             Ok(step) => {
                 plan.state.inflight_commits.insert(id.clone());
                 step_by_id.insert(id, plan.steps.len());
@@ -781,9 +914,17 @@ async fn plan_step(
         ));
     }
     for f in &p.added {
-        if known.contains(&(table_id, f.file_path().to_string()))
-            || state.inflight_paths.contains(f.file_path())
+        if state.inflight_paths.contains(f.file_path())
+            && !known.contains(&(table_id, f.file_path().to_string()))
         {
+            // Another commit adding this file is in flight: its fate decides.
+            return Err(Error::Conflict {
+                table: req.ident.to_string(),
+                expected: req.base_snapshot_id,
+                current: state.row.current_snapshot_id,
+            });
+        }
+        if known.contains(&(table_id, f.file_path().to_string())) {
             return Err(Error::invalid(
                 "add.path",
                 format!("{} is already part of table {}", f.file_path(), req.ident),
@@ -882,8 +1023,9 @@ async fn plan_step(
     };
     let operation = match (&req.operation, added.files, removed.files) {
         (crate::model::Operation::Append { .. }, _, _) => "append",
-        (_, 0, _) => "delete",
-        (_, _, 0) => "append",
+        (crate::model::Operation::Delete { .. }, _, _) => "delete",
+        (_, 0, n) if n > 0 => "delete",
+        (_, n, 0) if n > 0 => "append",
         _ => "overwrite",
     };
     let mut summary: HashMap<String, String> = req.summary.clone();
@@ -952,7 +1094,6 @@ async fn merge_tiers(
     loop {
         let mergeable = |m: &ManifestFile| {
             m.content == ManifestContentType::Data
-                && m.deleted_files_count.unwrap_or(0) == 0
                 && m.added_snapshot_id != snapshot_id
                 && live_files(m) > 0
         };
@@ -1005,11 +1146,7 @@ async fn merge_tiers(
 }
 
 /// The one transaction of a batch. Returns, per group, whether its pointer swap won.
-async fn write_transaction(
-    shared: &Shared,
-    plans: &[GroupPlan],
-    objects: &[MetaObject],
-) -> Result<Vec<bool>> {
+async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> Result<Vec<bool>> {
     let mut tx = shared.db.pool.begin().await?;
     let mut won = Vec::with_capacity(plans.len());
     for p in plans {
@@ -1020,7 +1157,8 @@ async fn write_transaction(
         let st = &p.state.row;
         let swapped = sqlx::query(
             "UPDATE tables SET version = $1, current_snapshot_id = $2, last_sequence_number = $3, \
-             last_updated_ms = $4 WHERE table_id = $5 AND version = $6",
+             last_updated_ms = $4 WHERE table_id = $5 AND version = $6 \
+             AND COALESCE(current_snapshot_id, -1) = $7",
         )
         .bind(st.version)
         .bind(st.current_snapshot_id)
@@ -1028,6 +1166,7 @@ async fn write_transaction(
         .bind(st.last_updated_ms)
         .bind(p.table_id)
         .bind(p.base_version)
+        .bind(p.base_snapshot_id.unwrap_or(-1))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -1098,19 +1237,33 @@ async fn write_transaction(
         .bind(st.current_snapshot_id)
         .execute(&mut *tx)
         .await?;
-    }
-    if shared.warehouse.needs_sync() {
-        for o in objects {
-            sqlx::query("INSERT INTO pending_objects (path, bytes) VALUES ($1, $2)")
+        if shared.warehouse.needs_sync() {
+            for o in p.steps.iter().flat_map(|s| &s.plan.objects) {
+                sqlx::query(
+                    "INSERT INTO pending_objects (path, bytes) VALUES ($1, $2) \
+                     ON CONFLICT (path) DO NOTHING",
+                )
                 .bind(&o.path)
                 .bind(o.bytes.to_vec())
                 .execute(&mut *tx)
                 .await?;
+            }
         }
-        let synced: Vec<String> = std::mem::take(&mut *shared.synced.lock().expect("poisoned"));
-        crate::db::delete_pending(&mut tx, &synced).await?;
     }
-    tx.commit().await?;
+    let synced: Vec<String> = if shared.warehouse.needs_sync() {
+        std::mem::take(&mut *shared.synced.lock().expect("poisoned"))
+    } else {
+        Vec::new()
+    };
+    if let Err(e) = crate::db::delete_pending(&mut tx, &synced).await {
+        shared.synced.lock().expect("poisoned").extend(synced);
+        return Err(e);
+    }
+    if let Err(e) = tx.commit().await {
+        // Those rows were not deleted after all: forget them next time.
+        shared.synced.lock().expect("poisoned").extend(synced);
+        return Err(e.into());
+    }
     Ok(won)
 }
 
@@ -1122,10 +1275,9 @@ pub(crate) async fn recover_pending(db: &Db, warehouse: &Warehouse) -> Result<us
     }
     let mut paths = Vec::with_capacity(pending.len());
     for (path, bytes) in pending {
-        let ok = matches!(warehouse.head(&path).await, Ok(n) if n == bytes.len() as u64);
-        if !ok {
-            warehouse.put(&path, bytes.into()).await?;
-        }
+        // Always rewrite: a file that was never synced may have the right size and the
+        // wrong (zeroed) contents.
+        warehouse.put(&path, bytes.into()).await?;
         paths.push(path);
     }
     warehouse.sync(&paths).await?;

@@ -195,6 +195,17 @@ async fn from_footer(
         .with_file_size(size);
     let meta = reader.get_metadata(None).await.map_err(|e| match e {
         // The store failed (transient): the outcome is retryable, not the file's fault.
+        parquet::errors::ParquetError::External(source)
+            if matches!(
+                source.downcast_ref::<object_store::Error>(),
+                Some(object_store::Error::NotFound { .. })
+            ) =>
+        {
+            Error::invalid(
+                "add.path",
+                format!("{path} disappeared while it was being checked"),
+            )
+        }
         parquet::errors::ParquetError::External(source) => Error::storage(source),
         other => Error::invalid(
             "add.path",
