@@ -169,13 +169,12 @@ impl TableState {
 /// manifests it has planned but not yet written).
 #[derive(Default)]
 pub(crate) struct ManifestCache {
-    generations: Mutex<(
-        HashMap<String, Arc<Vec<ManifestEntry>>>,
-        HashMap<String, Arc<Vec<ManifestEntry>>>,
-    )>,
+    generations: Mutex<(Generation, Generation)>,
 }
 
 const MANIFEST_CACHE_GENERATION: usize = 8192;
+
+type Generation = HashMap<String, Arc<Vec<ManifestEntry>>>;
 
 impl ManifestCache {
     pub(crate) fn insert(
