@@ -7,3 +7,4 @@ mod concurrency;
 mod crash;
 mod faults;
 mod python;
+mod replicas;

@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 /// A Firn server on a loopback port, on SQLite + a local warehouse in a temp dir.
 pub struct TestServer {
     pub endpoint: String,
+    /// The catalog database URL (replicas share it).
+    pub catalog_url: String,
     pub catalog: Catalog,
     pub dir: tempfile::TempDir,
     pub store: Option<Arc<FaultyStore>>,
@@ -54,7 +56,20 @@ impl TestServer {
             }
             None => (Warehouse::open(config).unwrap(), None),
         };
-        let db = Db::connect(&url).await.expect("catalog database");
+        let mut server = Self::serve(&url, warehouse).await;
+        server.dir = dir;
+        server.store = store;
+        server
+    }
+
+    /// A second server on the same catalog database and warehouse: another replica.
+    pub async fn replica(&self) -> Self {
+        let config = self.catalog.warehouse().config().clone();
+        Self::serve(&self.catalog_url, Warehouse::open(config).unwrap()).await
+    }
+
+    async fn serve(url: &str, warehouse: Warehouse) -> Self {
+        let db = Db::connect(url).await.expect("catalog database");
         let catalog = Catalog::open_with(db, Arc::new(warehouse), Env::default())
             .await
             .expect("catalog");
@@ -66,9 +81,10 @@ impl TestServer {
         }));
         Self {
             endpoint,
+            catalog_url: url.to_string(),
             catalog,
-            dir,
-            store,
+            dir: tempfile::tempdir().expect("temp dir"),
+            store: None,
             shutdown: Some(tx),
         }
     }
