@@ -152,10 +152,7 @@ pub async fn table(cmd: TableCmd) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?
                 .unwrap_or_default();
             let req = pb::CreateTableRequest {
-                ident: Some(pb::TableIdent {
-                    namespace: ident.namespace.clone(),
-                    name: ident.name.clone(),
-                }),
+                ident: Some(firn_client::proto_ident(&ident)),
                 fields: fields
                     .into_iter()
                     .map(|f| pb::Field {

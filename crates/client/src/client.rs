@@ -28,6 +28,36 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Exponential backoff with jitter, per [`RetryPolicy`].
+struct Backoff<'a> {
+    policy: &'a RetryPolicy,
+    next: Duration,
+    attempt: u32,
+}
+
+impl<'a> Backoff<'a> {
+    fn new(policy: &'a RetryPolicy) -> Self {
+        Self {
+            policy,
+            next: policy.initial_backoff,
+            attempt: 1,
+        }
+    }
+
+    /// Whether another attempt is allowed.
+    fn may_retry(&self) -> bool {
+        self.attempt < self.policy.max_attempts
+    }
+
+    /// Sleeps before the next attempt.
+    async fn wait(&mut self) {
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        tokio::time::sleep(self.next.mul_f64(jitter)).await;
+        self.next = (self.next * 2).min(self.policy.max_backoff);
+        self.attempt += 1;
+    }
+}
+
 /// A connection to a Firn server. Cheap to clone (one HTTP/2 channel).
 #[derive(Clone)]
 pub struct FirnClient {
@@ -36,7 +66,8 @@ pub struct FirnClient {
     client_name: Option<String>,
 }
 
-pub(crate) fn ident(i: &TableIdent) -> pb::TableIdent {
+/// The proto form of a table identifier.
+pub fn ident(i: &TableIdent) -> pb::TableIdent {
     pb::TableIdent {
         namespace: i.namespace.clone(),
         name: i.name.clone(),
@@ -98,14 +129,11 @@ impl FirnClient {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
     {
-        let mut backoff = self.retry.initial_backoff;
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(&self.retry);
         loop {
-            attempt += 1;
             match call().await {
-                Err(s) if s.code() == Code::Unavailable && attempt < self.retry.max_attempts => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                Err(s) if s.code() == Code::Unavailable && backoff.may_retry() => {
+                    backoff.wait().await
                 }
                 other => return other.map_err(ClientError::Status),
             }
@@ -232,30 +260,22 @@ impl FirnClient {
         if req.commit_id.is_empty() {
             req.commit_id = uuid::Uuid::now_v7().to_string();
         }
-        let mut backoff = self.retry.initial_backoff;
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(&self.retry);
         loop {
-            attempt += 1;
             match self.commit_once(req.clone()).await {
                 Ok(r) => return Ok(r),
-                Err(ClientError::Status(s)) if attempt < self.retry.max_attempts => {
-                    match s.code() {
-                        Code::Unavailable
-                        | Code::Internal
-                        | Code::Unknown
-                        | Code::DeadlineExceeded => {}
-                        Code::Aborted => match rebase(req.clone()).await? {
-                            Some(r) => req = r,
-                            None => return Err(ClientError::Status(s)),
-                        },
-                        _ => return Err(ClientError::Status(s)),
+                Err(ClientError::Status(s)) if backoff.may_retry() => match s.code() {
+                    Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded => {
                     }
-                }
+                    Code::Aborted => match rebase(req.clone()).await? {
+                        Some(r) => req = r,
+                        None => return Err(ClientError::Status(s)),
+                    },
+                    _ => return Err(ClientError::Status(s)),
+                },
                 Err(e) => return Err(e),
             }
-            let jitter = rand::random::<f64>() * 0.5 + 0.75;
-            tokio::time::sleep(backoff.mul_f64(jitter)).await;
-            backoff = (backoff * 2).min(self.retry.max_backoff);
+            backoff.wait().await;
         }
     }
 

@@ -167,11 +167,7 @@ impl Catalog {
         let metadata_location = metadata::metadata_path(&location, 0, env);
         self.shared
             .warehouse
-            .put(&metadata_location, base.clone().into())
-            .await?;
-        self.shared
-            .warehouse
-            .sync(std::slice::from_ref(&metadata_location))
+            .put_durable(&metadata_location, base.clone().into())
             .await?;
         let now = self.now_ms();
         let row = TableRow {

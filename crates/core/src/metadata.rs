@@ -99,8 +99,7 @@ pub(crate) async fn materialize(
     }
     let text = render(db, row).await?;
     let path = metadata_path(&row.location, row.version, env);
-    warehouse.put(&path, text.clone().into()).await?;
-    warehouse.sync(std::slice::from_ref(&path)).await?;
+    warehouse.put_durable(&path, text.clone().into()).await?;
     db.set_metadata_location(row.table_id, &path, row.version)
         .await?;
     Ok((path, want_json.then_some(text)))

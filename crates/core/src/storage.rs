@@ -240,6 +240,12 @@ impl Warehouse {
             .map_err(Error::storage)
     }
 
+    /// Writes an object and makes it durable before returning.
+    pub async fn put_durable(&self, uri: &str, bytes: Bytes) -> Result<()> {
+        self.put(uri, bytes).await?;
+        self.sync(&[uri.to_string()]).await
+    }
+
     /// Writes new objects that nothing references yet (fresh, unique names), concurrently.
     /// On local disk they are written in one blocking task without the temp-file-and-rename
     /// dance: no reader can reach them before the commit that names them. Not yet durable:
