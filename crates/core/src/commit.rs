@@ -377,19 +377,7 @@ impl Planned {
         let mut garbage = Vec::new();
         for p in gone {
             for s in p.steps {
-                let keep = s
-                    .job
-                    .prepared
-                    .added_manifest
-                    .as_ref()
-                    .map(|(_, o)| o.path.clone());
-                garbage.extend(
-                    s.plan
-                        .objects
-                        .iter()
-                        .map(|o| o.path.clone())
-                        .filter(|x| Some(x) != keep.as_ref()),
-                );
+                garbage.extend(s.replanned_garbage());
                 retry.push(s.job);
                 retry.extend(s.duplicates);
             }
@@ -404,6 +392,26 @@ struct Step {
     /// Jobs in the batch with the same commit id: they get this outcome, replayed.
     duplicates: Vec<Job>,
     plan: StepPlan,
+}
+
+impl Step {
+    /// The objects this step wrote that a re-plan will not reuse (all but the manifest of
+    /// the added files, which does not depend on the parent snapshot).
+    fn replanned_garbage(&self) -> Vec<String> {
+        let keep = self
+            .job
+            .prepared
+            .added_manifest
+            .as_ref()
+            .map(|(_, o)| o.path.as_str());
+        self.plan
+            .objects
+            .iter()
+            .map(|o| o.path.as_str())
+            .filter(|p| Some(*p) != keep)
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// One planned snapshot.
@@ -596,19 +604,7 @@ async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
                     out.stale.push(p.table_id);
                     let mut garbage = Vec::new();
                     for s in p.steps {
-                        let keep = s
-                            .job
-                            .prepared
-                            .added_manifest
-                            .as_ref()
-                            .map(|(_, o)| o.path.clone());
-                        garbage.extend(
-                            s.plan
-                                .objects
-                                .iter()
-                                .map(|o| o.path.clone())
-                                .filter(|x| Some(x) != keep.as_ref()),
-                        );
+                        garbage.extend(s.replanned_garbage());
                         for mut j in std::iter::once(s.job).chain(s.duplicates) {
                             j.prepared.attempts += 1;
                             if j.prepared.attempts >= MAX_ATTEMPTS {
