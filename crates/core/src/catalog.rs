@@ -59,14 +59,16 @@ impl Catalog {
                 "rewrote commit metadata kept in the catalog by an earlier crash"
             );
         }
+        let (to_sync, to_sync_rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             db,
             warehouse,
             env,
             manifests: ManifestCache::default(),
             synced: Mutex::new(Vec::new()),
+            to_sync,
         });
-        let committer = Committer::start(shared.clone());
+        let committer = Committer::start(shared.clone(), to_sync_rx);
         Ok(Self { shared, committer })
     }
 

@@ -227,6 +227,8 @@ pub(crate) struct Shared {
     pub manifests: ManifestCache,
     /// Objects fsynced since the last transaction; their pending rows are deleted with it.
     pub synced: Mutex<Vec<String>>,
+    /// Objects to fsync, for the syncer task.
+    pub to_sync: mpsc::UnboundedSender<Vec<String>>,
 }
 
 /// Handle to the committer task.
@@ -236,8 +238,13 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(shared: Arc<Shared>) -> Self {
+    /// Starts the committer and the syncer (`to_sync` is the receiver of `shared.to_sync`).
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        to_sync: mpsc::UnboundedReceiver<Vec<String>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(syncer(shared.clone(), to_sync));
         tokio::spawn(run(shared, rx));
         Self { tx }
     }
@@ -631,14 +638,27 @@ async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
 /// Makes written objects durable in the background; their pending rows are dropped with the
 /// next commit transaction (until then, start-up recovery would rewrite them, harmlessly).
 fn spawn_sync(shared: Arc<Shared>, paths: Vec<String>) {
-    tokio::spawn(async move {
+    let _ = shared.to_sync.send(paths);
+}
+
+/// How long the syncer gathers objects before one round of fsyncs: fewer, larger rounds
+/// disturb the commits' own fsyncs less. Durability does not wait for it (the bytes are in
+/// the catalog until then).
+const SYNC_GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
+async fn syncer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<String>>) {
+    while let Some(mut paths) = rx.recv().await {
+        tokio::time::sleep(SYNC_GATHER).await;
+        while let Ok(more) = rx.try_recv() {
+            paths.extend(more);
+        }
         match shared.warehouse.sync(&paths).await {
             Ok(()) => shared.synced.lock().expect("poisoned").extend(paths),
             Err(e) => {
                 warn!(error = %e, "fsync of commit metadata failed; kept in the catalog for recovery")
             }
         }
-    });
+    }
 }
 
 fn delete_best_effort(shared: &Shared, paths: Vec<String>) {
