@@ -686,6 +686,13 @@ async fn put_all(warehouse: &Warehouse, objects: &[MetaObject]) -> Result<()> {
 
 type GroupError = (Error, Vec<Job>);
 
+/// How planning one commit ended.
+enum Planning {
+    Step(Result<StepPlan>),
+    /// The commit had landed already: answer with its recorded outcome.
+    Recorded(CommitOutcome),
+}
+
 enum Recheck {
     /// The commit is in the commit log: answer with its outcome.
     Recorded(CommitOutcome),
@@ -804,38 +811,41 @@ async fn plan_group(
             plan.deferred.push(job);
             continue;
         }
-        let mut planned = plan_step(
-            shared,
-            &mut plan.state,
-            &job.prepared,
-            table_id,
-            &seen.known,
-        )
-        .await;
-        if let Err(e) = &planned
-            && matches!(e, Error::Conflict { .. } | Error::InvalidArgument { .. })
-        {
-            // Before refusing: the first attempt of this commit may have landed meanwhile,
-            // or the cached state may be behind the database (another replica committed).
-            match double_check(shared, &mut plan, &job.prepared).await {
-                Ok(Recheck::Recorded(outcome)) => {
-                    reply(job, Ok(outcome));
-                    continue;
-                }
-                Ok(Recheck::Reloaded) => {
-                    planned = plan_step(
-                        shared,
-                        &mut plan.state,
-                        &job.prepared,
-                        table_id,
-                        &seen.known,
-                    )
-                    .await;
-                }
-                Ok(Recheck::Confirmed) => {}
-                Err(e) => planned = Err(e),
+        // A refusal made on cached state is double-checked once: the first attempt of this
+        // commit may have landed meanwhile, or the cache may be behind the database
+        // (another replica committed).
+        let mut rechecked = false;
+        let planning = loop {
+            let planned = plan_step(
+                shared,
+                &mut plan.state,
+                &job.prepared,
+                table_id,
+                &seen.known,
+            )
+            .await;
+            let refused = matches!(
+                &planned,
+                Err(Error::Conflict { .. } | Error::InvalidArgument { .. })
+            );
+            if !refused || rechecked {
+                break Planning::Step(planned);
             }
-        }
+            rechecked = true;
+            match double_check(shared, &mut plan, &job.prepared).await {
+                Ok(Recheck::Reloaded) => continue,
+                Ok(Recheck::Confirmed) => break Planning::Step(planned),
+                Ok(Recheck::Recorded(outcome)) => break Planning::Recorded(outcome),
+                Err(e) => break Planning::Step(Err(e)),
+            }
+        };
+        let planned = match planning {
+            Planning::Step(planned) => planned,
+            Planning::Recorded(outcome) => {
+                reply(job, Ok(outcome));
+                continue;
+            }
+        };
         match planned {
             Ok(step) => {
                 plan.state.inflight_commits.insert(id.clone());
