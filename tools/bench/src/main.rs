@@ -141,6 +141,12 @@ async fn sqlite_baseline(dir: &std::path::Path, n: usize) -> Duration {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Ok(filter) = std::env::var("FIRN_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let n = if args.quick { 100 } else { 500 };
     let server = TestServer::start().await;
     let client = server.client().await;
