@@ -317,7 +317,8 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
             &json!({"snapshot_id": r.snapshot_id, "sequence_number": r.sequence_number, "rows": rows}),
         );
     } else {
-        println!("committed snapshot {} ({rows} rows)", r.snapshot_id);
+        let plural = if rows == 1 { "" } else { "s" };
+        println!("committed snapshot {} ({rows} row{plural})", r.snapshot_id);
     }
     Ok(())
 }
