@@ -243,26 +243,14 @@ async fn bad_commits_leave_the_table_unchanged() {
     )
     .await;
     // Deleting a file that is not live; a stale base for a non-commuting operation.
-    let del = pb::CommitRequest {
-        ident: pb_ident(&ident),
-        commit_id: "d1".into(),
-        base_snapshot_id: before.1,
-        operation: Some(pb::commit_request::Operation::Delete(pb::DeleteFilesOp {
-            paths: vec![u.clone()],
-        })),
-        summary: Default::default(),
-    };
+    let del = delete_request(&ident, "d1", before.1, vec![u.clone()]);
     expect(
         Code::InvalidArgument,
-        client.commit_once(del.clone()).await,
+        client.commit_once(del).await,
         "not a live file",
     )
     .await;
-    let stale = pb::CommitRequest {
-        commit_id: "d2".into(),
-        base_snapshot_id: Some(12345),
-        ..del
-    };
+    let stale = delete_request(&ident, "d2", Some(12345), vec![u.clone()]);
     expect(Code::Aborted, client.commit_once(stale).await, "12345").await;
     // No operation at all; an oversized request.
     let mut none = append_request(&ident, vec![]);

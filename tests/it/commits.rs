@@ -106,15 +106,12 @@ async fn delete_and_partition_overwrite() {
         .await
         .unwrap();
     // Delete day 1's file.
-    let del = pb::CommitRequest {
-        ident: pb_ident(&ident),
-        commit_id: "delete-1".into(),
-        base_snapshot_id: Some(r1.snapshot_id),
-        operation: Some(pb::commit_request::Operation::Delete(pb::DeleteFilesOp {
-            paths: vec![files[1].0.clone()],
-        })),
-        summary: Default::default(),
-    };
+    let del = delete_request(
+        &ident,
+        "delete-1",
+        Some(r1.snapshot_id),
+        vec![files[1].0.clone()],
+    );
     let r2 = client.commit_once(del).await.unwrap();
     let ids = read_ids(&client, &ident, None).await;
     assert_eq!(ids, (0..10).chain(20..30).collect::<Vec<_>>());
@@ -129,16 +126,13 @@ async fn delete_and_partition_overwrite() {
 
     // Replace day 2 only (dynamic partition overwrite).
     let (u, s) = write_parquet(&t.location, "d2b.parquet", &batch(200..205, 2));
-    let ow = pb::CommitRequest {
-        ident: pb_ident(&ident),
-        commit_id: "ow-1".into(),
-        base_snapshot_id: Some(r2.snapshot_id),
-        operation: Some(pb::commit_request::Operation::Overwrite(pb::OverwriteOp {
-            add: vec![data_file(&u, s)],
-            remove: Some(pb::overwrite_op::Remove::AddedPartitions(true)),
-        })),
-        summary: Default::default(),
-    };
+    let ow = overwrite_request(
+        &ident,
+        "ow-1",
+        Some(r2.snapshot_id),
+        vec![data_file(&u, s)],
+        pb::overwrite_op::Remove::AddedPartitions(true),
+    );
     client.commit_once(ow).await.unwrap();
     assert_eq!(
         read_ids(&client, &ident, None).await,
@@ -188,16 +182,13 @@ async fn conflicting_overwrites_exactly_one_wins() {
         .unwrap();
     let overwrite = |name: &str, ids: std::ops::Range<i64>| {
         let (u, s) = write_parquet(&t.location, name, &batch(ids, 0));
-        pb::CommitRequest {
-            ident: pb_ident(&ident),
-            commit_id: uuid::Uuid::now_v7().to_string(),
-            base_snapshot_id: Some(base.snapshot_id),
-            operation: Some(pb::commit_request::Operation::Overwrite(pb::OverwriteOp {
-                add: vec![data_file(&u, s)],
-                remove: Some(pb::overwrite_op::Remove::All(true)),
-            })),
-            summary: Default::default(),
-        }
+        overwrite_request(
+            &ident,
+            name,
+            Some(base.snapshot_id),
+            vec![data_file(&u, s)],
+            pb::overwrite_op::Remove::All(true),
+        )
     };
     let (x, y) = (
         overwrite("x.parquet", 100..110),

@@ -56,18 +56,15 @@ async fn replicas_share_tables_without_losing_commits() {
         .await
         .unwrap();
     let (u2, s2) = write_parquet(&t.location, "ow.parquet", &batch(2000..2003, 0));
-    let ow = pb::CommitRequest {
-        ident: pb_ident(&ident),
-        commit_id: "overwrite-via-b".into(),
-        base_snapshot_id: Some(via_a.snapshot_id),
-        operation: Some(pb::commit_request::Operation::Overwrite(pb::OverwriteOp {
-            add: vec![data_file(&u2, s2)],
-            remove: Some(pb::overwrite_op::Remove::Files(pb::FileList {
-                paths: vec![u.clone()],
-            })),
-        })),
-        summary: Default::default(),
-    };
+    let ow = overwrite_request(
+        &ident,
+        "overwrite-via-b",
+        Some(via_a.snapshot_id),
+        vec![data_file(&u2, s2)],
+        pb::overwrite_op::Remove::Files(pb::FileList {
+            paths: vec![u.clone()],
+        }),
+    );
     let r = cb
         .commit_once(ow)
         .await

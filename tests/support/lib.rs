@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -242,6 +242,44 @@ pub fn append_request(ident: &TableIdent, files: Vec<pb::DataFile>) -> pb::Commi
     }
 }
 
+/// A request that removes `paths`, based on `base`.
+pub fn delete_request(
+    ident: &TableIdent,
+    commit_id: &str,
+    base: Option<i64>,
+    paths: Vec<String>,
+) -> pb::CommitRequest {
+    pb::CommitRequest {
+        ident: pb_ident(ident),
+        commit_id: commit_id.to_string(),
+        base_snapshot_id: base,
+        operation: Some(pb::commit_request::Operation::Delete(pb::DeleteFilesOp {
+            paths,
+        })),
+        summary: HashMap::new(),
+    }
+}
+
+/// A request that adds `add` and removes what `remove` selects, based on `base`.
+pub fn overwrite_request(
+    ident: &TableIdent,
+    commit_id: &str,
+    base: Option<i64>,
+    add: Vec<pb::DataFile>,
+    remove: pb::overwrite_op::Remove,
+) -> pb::CommitRequest {
+    pb::CommitRequest {
+        ident: pb_ident(ident),
+        commit_id: commit_id.to_string(),
+        base_snapshot_id: base,
+        operation: Some(pb::commit_request::Operation::Overwrite(pb::OverwriteOp {
+            add,
+            remove: Some(remove),
+        })),
+        summary: HashMap::new(),
+    }
+}
+
 /// Reads the `id` column of a table (at a snapshot, or current) with iceberg-rust, from the
 /// metadata file Firn hands out: what any Iceberg engine would see.
 pub async fn read_ids(client: &FirnClient, ident: &TableIdent, snapshot: Option<i64>) -> Vec<i64> {
@@ -316,8 +354,4 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }

@@ -76,10 +76,6 @@ impl Catalog {
         &self.shared.warehouse
     }
 
-    pub fn db(&self) -> &Db {
-        &self.shared.db
-    }
-
     fn now_ms(&self) -> i64 {
         self.shared.env.clock.now_ms()
     }
