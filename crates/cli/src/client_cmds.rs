@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::Conn;
 use crate::output::{print_json, print_table, time_ms};
-use crate::spec::{parse_partition, parse_schema};
+use firn_core::notation::{parse_partition, parse_schema};
 
 async fn connect(conn: &Conn) -> anyhow::Result<FirnClient> {
     Ok(FirnClient::connect(&conn.endpoint)
@@ -144,12 +144,12 @@ pub async fn table(cmd: TableCmd) -> anyhow::Result<()> {
             conn,
         } => {
             let ident = table_ident(&table)?;
-            let fields = parse_schema(&schema).map_err(anyhow::Error::msg)?;
+            let fields = parse_schema(&schema).map_err(|e| anyhow::anyhow!("--schema: {e}"))?;
             let partition = partition_by
                 .as_deref()
                 .map(parse_partition)
                 .transpose()
-                .map_err(anyhow::Error::msg)?
+                .map_err(|e| anyhow::anyhow!("--partition-by: {e}"))?
                 .unwrap_or_default();
             let req = pb::CreateTableRequest {
                 ident: Some(firn_client::proto_ident(&ident)),

@@ -3,7 +3,6 @@
 mod client_cmds;
 mod load;
 mod output;
-mod spec;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

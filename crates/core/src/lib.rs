@@ -20,6 +20,7 @@ pub mod files;
 pub mod ident;
 mod metadata;
 pub mod model;
+pub mod notation;
 mod objects;
 pub mod storage;
 

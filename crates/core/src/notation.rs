@@ -1,6 +1,14 @@
-//! Parsing the CLI's schema and partition notations.
+//! Short textual notations for schemas and partition specs, shared by every front end
+//! (the CLI's `--schema`/`--partition-by`, SQL's `PARTITIONED BY (...)`).
+//!
+//! - schema: `"id:long not null,name:string,amount:decimal(10,2)"` (Iceberg types);
+//! - partitioning: `"day(ts),bucket(16,id),truncate(name,4),region"` (Spark/Iceberg
+//!   transforms; `years`/`months`/`days`/`hours` accepted too).
+//!
+//! Errors are messages saying which part is wrong; the caller says where it came from.
 
-use firn_core::{FieldSpec, PartitionFieldSpec, parse_type};
+use crate::catalog::parse_type;
+use crate::model::{FieldSpec, PartitionFieldSpec};
 
 /// Splits on `sep` outside parentheses and brackets.
 fn split_top(s: &str, sep: char) -> Vec<&str> {
@@ -26,11 +34,11 @@ pub fn parse_schema(s: &str) -> Result<Vec<FieldSpec>, String> {
     for (i, part) in split_top(s, ',').into_iter().enumerate() {
         let part = part.trim();
         if part.is_empty() {
-            return Err(format!("--schema: column {} is empty", i + 1));
+            return Err(format!("column {} is empty", i + 1));
         }
         let (name, ty) = part
             .split_once(':')
-            .ok_or_else(|| format!("--schema: {part:?} is not NAME:TYPE"))?;
+            .ok_or_else(|| format!("{part:?} is not NAME:TYPE"))?;
         let mut ty = ty.trim().to_string();
         let mut required = false;
         let lower = ty.to_ascii_lowercase();
@@ -38,7 +46,7 @@ pub fn parse_schema(s: &str) -> Result<Vec<FieldSpec>, String> {
             ty = ty[..stripped.trim_end().len()].to_string();
             required = true;
         }
-        parse_type(&ty).map_err(|e| format!("--schema: column {}: {e}", name.trim()))?;
+        parse_type(&ty).map_err(|e| format!("column {}: {e}", name.trim()))?;
         fields.push(FieldSpec {
             name: name.trim().to_string(),
             type_json: ty.trim().to_string(),
@@ -68,16 +76,16 @@ pub fn parse_partition(s: &str) -> Result<Vec<PartitionFieldSpec>, String> {
         let func = part[..open].trim().to_ascii_lowercase();
         let args = part[open + 1..]
             .strip_suffix(')')
-            .ok_or_else(|| format!("--partition-by: {part:?} lacks a closing ')'"))?;
+            .ok_or_else(|| format!("{part:?} lacks a closing ')'"))?;
         let args: Vec<&str> = args.split(',').map(str::trim).collect();
         let (column, width) = match args.as_slice() {
             [c] => (*c, None),
             [a, b] => match (a.parse::<u32>(), b.parse::<u32>()) {
                 (Ok(n), _) => (*b, Some(n)),
                 (_, Ok(n)) => (*a, Some(n)),
-                _ => return Err(format!("--partition-by: {part:?} needs a number argument")),
+                _ => return Err(format!("{part:?} needs a number argument")),
             },
-            _ => return Err(format!("--partition-by: {part:?} has too many arguments")),
+            _ => return Err(format!("{part:?} has too many arguments")),
         };
         let transform = match (func.as_str(), width) {
             ("identity", None) => "identity".to_string(),
@@ -88,9 +96,7 @@ pub fn parse_partition(s: &str) -> Result<Vec<PartitionFieldSpec>, String> {
             ("bucket", Some(n)) => format!("bucket[{n}]"),
             ("truncate", Some(n)) => format!("truncate[{n}]"),
             _ => {
-                return Err(format!(
-                    "--partition-by: {part:?} is not a partition transform"
-                ));
+                return Err(format!("{part:?} is not a partition transform"));
             }
         };
         out.push(PartitionFieldSpec {
