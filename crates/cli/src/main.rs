@@ -3,6 +3,7 @@
 mod client_cmds;
 mod load;
 mod output;
+mod sql;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ enum Command {
     Load(client_cmds::LoadArgs),
     /// List a table's snapshots, oldest first.
     Snapshots(client_cmds::SnapshotsArgs),
+    /// Query and change tables with SQL: an interactive shell, or -c/-f batch mode.
+    Sql(sql::SqlArgs),
 }
 
 #[derive(clap::Args)]
@@ -136,7 +139,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -152,6 +155,7 @@ async fn main() -> ExitCode {
         Command::Table(c) => client_cmds::table(c).await,
         Command::Load(a) => client_cmds::load(a).await,
         Command::Snapshots(a) => client_cmds::snapshots(a).await,
+        Command::Sql(a) => sql::run(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,7 +31,13 @@ mod tonic_code {
 
 /// One line describing an error.
 pub fn error_line(e: &anyhow::Error) -> String {
-    if let Some(ClientError::Status(s)) = e.downcast_ref::<ClientError>() {
+    let client_error = e.downcast_ref::<ClientError>().or_else(|| {
+        match e.downcast_ref::<firn_query::QueryError>() {
+            Some(firn_query::QueryError::Server(c)) => Some(c),
+            _ => None,
+        }
+    });
+    if let Some(ClientError::Status(s)) = client_error {
         return format!(
             "{}: {}",
             code_name(s.code()),

@@ -66,6 +66,14 @@ pub struct FirnClient {
     client_name: Option<String>,
 }
 
+impl std::fmt::Debug for FirnClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirnClient")
+            .field("client_name", &self.client_name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The proto form of a table identifier.
 pub fn ident(i: &TableIdent) -> pb::TableIdent {
     pb::TableIdent {
@@ -313,6 +321,72 @@ impl FirnClient {
             .inner
             .clone()
             .get_snapshot(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Which snapshot `at` names (unset: the current one), with its schema.
+    pub async fn resolve_snapshot(
+        &self,
+        table: &TableIdent,
+        at: Option<pb::SnapshotSelector>,
+    ) -> Result<pb::ResolvedSnapshot> {
+        self.idempotent(|| {
+            let req = self.request(pb::ResolveSnapshotRequest {
+                ident: Some(ident(table)),
+                at: at.clone(),
+            });
+            let mut inner = self.inner.clone();
+            async move { inner.resolve_snapshot(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// The files a scan of the selected snapshot reads, pruned by `filter`.
+    pub async fn plan_scan(
+        &self,
+        table: &TableIdent,
+        at: Option<pb::SnapshotSelector>,
+        filter: Option<pb::Filter>,
+    ) -> Result<pb::PlanScanResponse> {
+        self.idempotent(|| {
+            let req = self.request(pb::PlanScanRequest {
+                ident: Some(ident(table)),
+                at: at.clone(),
+                filter: filter.clone(),
+            });
+            let mut inner = self.inner.clone();
+            async move { inner.plan_scan(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn list_refs(&self, table: &TableIdent) -> Result<Vec<pb::Ref>> {
+        self.idempotent(|| {
+            let req = self.request(pb::ListRefsRequest {
+                ident: Some(ident(table)),
+            });
+            let mut inner = self.inner.clone();
+            async move { inner.list_refs(req).await.map(|r| r.into_inner().refs) }
+        })
+        .await
+    }
+
+    /// Rollback, set-current, tags and branches (sent once: read the refs again if the
+    /// outcome is unknown).
+    pub async fn manage_snapshots(
+        &self,
+        table: &TableIdent,
+        action: pb::manage_snapshots_request::Action,
+    ) -> Result<pb::ManageSnapshotsResponse> {
+        let req = pb::ManageSnapshotsRequest {
+            ident: Some(ident(table)),
+            action: Some(action),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .manage_snapshots(self.request(req))
             .await?
             .into_inner())
     }

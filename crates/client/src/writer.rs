@@ -38,6 +38,10 @@ pub enum WriteMode {
     Overwrite,
     /// Replace the rows of the partitions the new rows fall into.
     OverwritePartitions,
+    /// Replace the files in [`WriterOptions::replace_files`] with the new rows (copy-on-write
+    /// DELETE and UPDATE). Not re-based after a conflict: the caller read those files as of
+    /// its base snapshot and must read again.
+    ReplaceFiles,
 }
 
 /// Options of a [`TableWriter`].
@@ -48,6 +52,11 @@ pub struct WriterOptions {
     pub mode: WriteMode,
     /// Extra snapshot summary properties.
     pub summary: HashMap<String, String>,
+    /// The files a [`WriteMode::ReplaceFiles`] commit removes.
+    pub replace_files: Vec<String>,
+    /// The snapshot the written rows were derived from (default: the table's current one
+    /// when the writer is created).
+    pub base_snapshot_id: Option<i64>,
 }
 
 impl Default for WriterOptions {
@@ -56,6 +65,8 @@ impl Default for WriterOptions {
             target_file_size: 128 << 20,
             mode: WriteMode::Append,
             summary: HashMap::new(),
+            replace_files: Vec::new(),
+            base_snapshot_id: None,
         }
     }
 }
@@ -91,6 +102,7 @@ impl TableWriter {
         options: WriterOptions,
     ) -> Result<Self> {
         let t = client.load_table(table, true).await?;
+        let base_snapshot_id = options.base_snapshot_id.or(t.current_snapshot_id);
         let meta: TableMetadata = serde_json::from_str(&t.metadata_json).map_err(|e| {
             ClientError::InvalidData(format!("the server sent unreadable table metadata: {e}"))
         })?;
@@ -124,7 +136,7 @@ impl TableWriter {
             client: client.clone(),
             table: table.clone(),
             options,
-            base_snapshot_id: t.current_snapshot_id,
+            base_snapshot_id,
             partition_type: meta.default_partition_type().clone(),
             schema,
             spec,
@@ -167,7 +179,12 @@ impl TableWriter {
     /// Closes the files and commits them (retrying safely); returns the commit's result.
     pub async fn commit(self) -> Result<pb::CommitResponse> {
         let files = self.writer.close().await?;
-        if files.is_empty() && self.options.mode != WriteMode::Overwrite {
+        if files.is_empty()
+            && !matches!(
+                self.options.mode,
+                WriteMode::Overwrite | WriteMode::ReplaceFiles
+            )
+        {
             return Err(ClientError::InvalidData(
                 "nothing was written: no rows to commit".into(),
             ));
@@ -188,7 +205,14 @@ impl TableWriter {
                 add,
                 remove: Some(Remove::AddedPartitions(true)),
             }),
+            WriteMode::ReplaceFiles => Op::Overwrite(pb::OverwriteOp {
+                add,
+                remove: Some(Remove::Files(pb::FileList {
+                    paths: self.options.replace_files.clone(),
+                })),
+            }),
         };
+        let rebase = self.options.mode != WriteMode::ReplaceFiles;
         let req = pb::CommitRequest {
             ident: Some(ident(&self.table)),
             commit_id: uuid::Uuid::now_v7().to_string(),
@@ -205,6 +229,9 @@ impl TableWriter {
                 let client = client.clone();
                 let table = table.clone();
                 async move {
+                    if !rebase {
+                        return Ok(None);
+                    }
                     req.base_snapshot_id =
                         client.load_table(&table, false).await?.current_snapshot_id;
                     Ok(Some(req))

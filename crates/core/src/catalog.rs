@@ -19,6 +19,8 @@ use crate::ident::{TableIdent, validate_name};
 use crate::metadata;
 use crate::model::*;
 use crate::objects::CaptureStorage;
+use crate::refs::{self, ChangeOutcome, RefInfo, SnapshotChange};
+use crate::scan::{self, ResolvedSnapshot, ScanFilter, ScanPlan, SnapshotSelector};
 use crate::storage::{Warehouse, WarehouseConfig};
 
 /// Most data files one commit may add or remove.
@@ -476,6 +478,57 @@ impl Catalog {
                     format!("{snapshot_id} of table {ident}"),
                 )
             })
+    }
+}
+
+impl Catalog {
+    // ---- reading ---------------------------------------------------------------------
+
+    /// Resolves a snapshot selector; see [`crate::scan`] for the contract.
+    pub async fn resolve_snapshot(
+        &self,
+        ident: &TableIdent,
+        selector: &SnapshotSelector,
+    ) -> Result<ResolvedSnapshot> {
+        ident.validate()?;
+        let row = self.shared.db.table(ident).await?;
+        scan::resolve(&self.shared, &row, selector).await
+    }
+
+    /// The data files (with their delete files) a scan of the selected snapshot reads,
+    /// pruned by `filter`.
+    #[instrument(skip(self, filter), fields(table = %ident))]
+    pub async fn plan_scan(
+        &self,
+        ident: &TableIdent,
+        selector: &SnapshotSelector,
+        filter: Option<&ScanFilter>,
+    ) -> Result<ScanPlan> {
+        ident.validate()?;
+        let row = self.shared.db.table(ident).await?;
+        let resolved = scan::resolve(&self.shared, &row, selector).await?;
+        scan::plan(&self.shared, &row, resolved, filter).await
+    }
+
+    /// The table's tags and branches (`main` first).
+    pub async fn list_refs(&self, ident: &TableIdent) -> Result<Vec<RefInfo>> {
+        ident.validate()?;
+        let row = self.shared.db.table(ident).await?;
+        refs::refs(&self.shared.db, &row).await
+    }
+
+    /// Rollback, set-current, tag and branch changes; see [`crate::refs`].
+    #[instrument(skip(self), fields(table = %ident))]
+    pub async fn change_snapshots(
+        &self,
+        ident: &TableIdent,
+        change: &SnapshotChange,
+        client: &str,
+    ) -> Result<ChangeOutcome> {
+        ident.validate()?;
+        let out = refs::apply(&self.shared, ident, change, client).await?;
+        info!(?change, ?out, "snapshots changed");
+        Ok(out)
     }
 }
 

@@ -862,7 +862,7 @@ async fn plan_group(
     Ok(Some(plan))
 }
 
-fn resolved_seq(e: &ManifestEntry, m: &ManifestFile) -> i64 {
+pub(crate) fn resolved_seq(e: &ManifestEntry, m: &ManifestFile) -> i64 {
     e.sequence_number.unwrap_or(m.sequence_number)
 }
 

@@ -476,6 +476,36 @@ impl Db {
             .collect()
     }
 
+    /// The snapshot a tag or branch points at.
+    pub(crate) async fn ref_snapshot(&self, table_id: i64, name: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT snapshot_id FROM refs WHERE table_id = $1 AND name = $2")
+            .bind(table_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// The snapshot the snapshot log says was current at `ms` (up to table version
+    /// `max_version`).
+    pub(crate) async fn snapshot_as_of(
+        &self,
+        table_id: i64,
+        ms: i64,
+        max_version: i64,
+    ) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT snapshot_id FROM snapshot_log WHERE table_id = $1 AND timestamp_ms <= $2 \
+             AND seq <= $3 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(table_id)
+        .bind(ms)
+        .bind(max_version)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
     // ---- commits ---------------------------------------------------------------------
 
     /// Rows of `table` whose `(table_id, key_col)` is among `keys`, in few round trips:

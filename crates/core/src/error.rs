@@ -91,6 +91,8 @@ pub enum ObjectKind {
     Table,
     Snapshot,
     File,
+    /// A tag or branch.
+    Ref,
 }
 
 impl fmt::Display for ObjectKind {
@@ -99,6 +101,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Namespace => "namespace",
             ObjectKind::Table => "table",
             ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Ref => "ref",
             ObjectKind::File => "file",
         })
     }

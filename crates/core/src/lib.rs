@@ -7,6 +7,8 @@
 //! - [`commit`]: how a commit becomes a snapshot, and what it guarantees.
 //! - [`storage`]: the warehouse on `object_store` (and iceberg-rust's `Storage` over it).
 //! - [`db`]: the catalog database (SQLite or PostgreSQL).
+//! - [`scan`]: resolving snapshot selectors and planning scans.
+//! - [`refs`]: rollback, tags and branches.
 //! - [`files`]: checking data files and deriving their statistics.
 //! - [`error`]: what each error means and whether to retry.
 
@@ -22,6 +24,8 @@ mod metadata;
 pub mod model;
 pub mod notation;
 mod objects;
+pub mod refs;
+pub mod scan;
 pub mod storage;
 
 pub use catalog::{Catalog, CatalogConfig, parse_type};
@@ -29,4 +33,8 @@ pub use env::{Clock, Env, Ids, RandomIds, SystemClock};
 pub use error::{Error, ObjectKind, Result};
 pub use ident::TableIdent;
 pub use model::*;
+pub use refs::{ChangeOutcome, RefInfo, SnapshotChange};
+pub use scan::{
+    CompareOp, ResolvedSnapshot, ScanDeleteFile, ScanFile, ScanFilter, ScanPlan, SnapshotSelector,
+};
 pub use storage::{FirnStorageFactory, Warehouse, WarehouseConfig};

@@ -58,16 +58,22 @@ pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<String> {
     match row.current_snapshot_id {
         Some(id) => {
             obj.insert("current-snapshot-id".into(), json!(id));
-            obj.insert(
-                "refs".into(),
-                json!({"main": {"snapshot-id": id, "type": "branch"}}),
-            );
         }
         None => {
             obj.remove("current-snapshot-id");
-            obj.insert("refs".into(), json!({}));
         }
     }
+    let refs: serde_json::Map<String, Value> = crate::refs::refs(db, row)
+        .await?
+        .into_iter()
+        .map(|r| {
+            (
+                r.name,
+                json!({"snapshot-id": r.snapshot_id, "type": r.ref_type}),
+            )
+        })
+        .collect();
+    obj.insert("refs".into(), Value::Object(refs));
     let text = serde_json::to_string(&v).expect("JSON value serialises");
     // What we hand out must be valid Iceberg metadata.
     serde_json::from_str::<iceberg::spec::TableMetadata>(&text).map_err(|e| {

@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 
 use firn_core::{
-    ColumnStatsSpec, Error, FileStatsSpec, NewFile, Operation, OverwriteScope, SnapshotInfo,
+    ColumnStatsSpec, CompareOp, Error, FileStatsSpec, NewFile, Operation, OverwriteScope,
+    ResolvedSnapshot, ScanFilter, ScanPlan, SnapshotChange, SnapshotInfo, SnapshotSelector,
     TableIdent, TableInfo,
 };
 use firn_proto::v1 as pb;
+use iceberg::spec::Datum;
 use tonic::{Code, Status};
 
 /// Maps a core error to its gRPC status. Conflicts are ABORTED (retry after re-reading);
@@ -212,4 +214,145 @@ pub(crate) fn operation(op: Option<pb::commit_request::Operation>) -> Result<Ope
             Op::Delete(pb::DeleteFilesOp { paths }) => Operation::Delete { paths },
         },
     )
+}
+
+pub(crate) fn selector(at: Option<pb::SnapshotSelector>) -> SnapshotSelector {
+    use pb::snapshot_selector::Kind;
+    match at.and_then(|a| a.kind) {
+        None => SnapshotSelector::Current,
+        Some(Kind::SnapshotId(id)) => SnapshotSelector::Id(id),
+        Some(Kind::Ref(r)) => SnapshotSelector::Ref(r),
+        Some(Kind::AsOfTimestampMs(ms)) => SnapshotSelector::AsOfMs(ms),
+    }
+}
+
+pub(crate) fn resolved(r: ResolvedSnapshot) -> pb::ResolvedSnapshot {
+    pb::ResolvedSnapshot {
+        snapshot: r.snapshot.map(snapshot),
+        schema_json: serde_json::to_string(&r.schema).expect("schema serialises"),
+        location: r.location,
+    }
+}
+
+fn literal(field: &str, l: Option<pb::Literal>) -> Result<Datum, Status> {
+    use pb::literal::Value;
+    Ok(match l.and_then(|l| l.value) {
+        None => return Err(invalid(field, "a literal has no value")),
+        Some(Value::Boolean(b)) => Datum::bool(b),
+        Some(Value::Long(v)) => Datum::long(v),
+        Some(Value::Double(v)) => Datum::double(v),
+        Some(Value::String(v)) => Datum::string(v),
+        Some(Value::Binary(v)) => Datum::binary(v),
+        Some(Value::Date(v)) => Datum::date(v),
+        Some(Value::TimestampMicros(v)) => Datum::timestamp_micros(v),
+        Some(Value::TimestamptzMicros(v)) => Datum::timestamptz_micros(v),
+    })
+}
+
+/// Most nodes a filter may have.
+const MAX_FILTER_NODES: usize = 10_000;
+
+pub(crate) fn filter(f: pb::Filter) -> Result<ScanFilter, Status> {
+    let mut budget = MAX_FILTER_NODES;
+    filter_node(f, &mut budget, 0)
+}
+
+fn filter_node(f: pb::Filter, budget: &mut usize, depth: usize) -> Result<ScanFilter, Status> {
+    use pb::filter::Kind;
+    if *budget == 0 || depth > 200 {
+        return Err(invalid(
+            "filter",
+            format!("is too large (at most {MAX_FILTER_NODES} nodes, 200 deep)"),
+        ));
+    }
+    *budget -= 1;
+    let list = |l: pb::FilterList, budget: &mut usize| {
+        l.filters
+            .into_iter()
+            .map(|f| filter_node(f, budget, depth + 1))
+            .collect::<Result<Vec<_>, Status>>()
+    };
+    Ok(match f.kind {
+        None => return Err(invalid("filter", "a filter node has no kind")),
+        Some(Kind::And(l)) => ScanFilter::And(list(l, budget)?),
+        Some(Kind::Or(l)) => ScanFilter::Or(list(l, budget)?),
+        Some(Kind::Not(f)) => ScanFilter::Not(Box::new(filter_node(*f, budget, depth + 1)?)),
+        Some(Kind::IsNull(c)) => ScanFilter::IsNull(c),
+        Some(Kind::IsNotNull(c)) => ScanFilter::IsNotNull(c),
+        Some(Kind::Compare(c)) => {
+            use pb::comparison::Op;
+            let op = match Op::try_from(c.op).unwrap_or(Op::Unspecified) {
+                Op::Unspecified => {
+                    return Err(invalid("filter.compare.op", "must be set to a comparison"));
+                }
+                Op::Eq => CompareOp::Eq,
+                Op::NotEq => CompareOp::NotEq,
+                Op::Lt => CompareOp::Lt,
+                Op::LtEq => CompareOp::LtEq,
+                Op::Gt => CompareOp::Gt,
+                Op::GtEq => CompareOp::GtEq,
+            };
+            ScanFilter::Compare {
+                column: c.column,
+                op,
+                value: literal("filter.compare.value", c.value)?,
+            }
+        }
+        Some(Kind::InList(l)) => ScanFilter::In {
+            column: l.column,
+            values: l
+                .values
+                .into_iter()
+                .map(|v| literal("filter.in_list.values", Some(v)))
+                .collect::<Result<_, _>>()?,
+        },
+    })
+}
+
+pub(crate) fn scan_plan(p: ScanPlan) -> pb::PlanScanResponse {
+    pb::PlanScanResponse {
+        snapshot: Some(resolved(p.resolved)),
+        files: p
+            .files
+            .into_iter()
+            .map(|f| pb::ScanFile {
+                path: f.path,
+                file_size_bytes: f.file_size,
+                record_count: f.record_count,
+                deletes: f
+                    .deletes
+                    .into_iter()
+                    .map(|d| pb::ScanDeleteFile {
+                        path: d.path,
+                        file_size_bytes: d.file_size,
+                        record_count: d.record_count,
+                        equality_ids: d.equality_ids,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        files_total: p.files_total,
+    }
+}
+
+pub(crate) fn snapshot_change(
+    action: Option<pb::manage_snapshots_request::Action>,
+) -> Result<SnapshotChange, Status> {
+    use pb::manage_snapshots_request::Action;
+    Ok(match action {
+        None => return Err(invalid("action", "must name a change")),
+        Some(Action::RollbackToSnapshot(id)) => SnapshotChange::RollbackTo(id),
+        Some(Action::RollbackToTimestampMs(ms)) => SnapshotChange::RollbackToTimestamp(ms),
+        Some(Action::SetCurrentSnapshot(id)) => SnapshotChange::SetCurrent(id),
+        Some(Action::CreateTag(r)) => SnapshotChange::CreateTag {
+            name: r.name,
+            snapshot_id: r.snapshot_id,
+        },
+        Some(Action::CreateBranch(r)) => SnapshotChange::CreateBranch {
+            name: r.name,
+            snapshot_id: r.snapshot_id,
+        },
+        Some(Action::DropTag(n)) => SnapshotChange::DropTag(n),
+        Some(Action::DropBranch(n)) => SnapshotChange::DropBranch(n),
+    })
 }

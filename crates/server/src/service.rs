@@ -5,7 +5,10 @@ use firn_proto::v1 as pb;
 use firn_proto::v1::catalog_service_server::CatalogService;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{ident, operation, pb_ident, snapshot, status, table};
+use crate::convert::{
+    filter, ident, operation, pb_ident, resolved, scan_plan, selector, snapshot, snapshot_change,
+    status, table,
+};
 
 /// The gRPC face of a [`Catalog`].
 #[derive(Clone)]
@@ -238,5 +241,70 @@ impl CatalogService for GrpcCatalog {
             .await
             .map_err(status)?;
         Ok(Response::new(snapshot(s)))
+    }
+
+    async fn resolve_snapshot(
+        &self,
+        req: Request<pb::ResolveSnapshotRequest>,
+    ) -> Res<pb::ResolvedSnapshot> {
+        let pb::ResolveSnapshotRequest { ident: id, at } = req.into_inner();
+        let id = ident("ident", id)?;
+        let r = self
+            .catalog
+            .resolve_snapshot(&id, &selector(at))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(resolved(r)))
+    }
+
+    async fn plan_scan(&self, req: Request<pb::PlanScanRequest>) -> Res<pb::PlanScanResponse> {
+        let pb::PlanScanRequest {
+            ident: id,
+            at,
+            filter: f,
+        } = req.into_inner();
+        let id = ident("ident", id)?;
+        let f = f.map(filter).transpose()?;
+        let p = self
+            .catalog
+            .plan_scan(&id, &selector(at), f.as_ref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(scan_plan(p)))
+    }
+
+    async fn list_refs(&self, req: Request<pb::ListRefsRequest>) -> Res<pb::ListRefsResponse> {
+        let pb::ListRefsRequest { ident: id } = req.into_inner();
+        let id = ident("ident", id)?;
+        let refs = self.catalog.list_refs(&id).await.map_err(status)?;
+        Ok(Response::new(pb::ListRefsResponse {
+            refs: refs
+                .into_iter()
+                .map(|r| pb::Ref {
+                    name: r.name,
+                    snapshot_id: r.snapshot_id,
+                    r#type: r.ref_type,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn manage_snapshots(
+        &self,
+        req: Request<pb::ManageSnapshotsRequest>,
+    ) -> Res<pb::ManageSnapshotsResponse> {
+        let client = client_of(&req);
+        let pb::ManageSnapshotsRequest { ident: id, action } = req.into_inner();
+        let id = ident("ident", id)?;
+        let change = snapshot_change(action)?;
+        let o = self
+            .catalog
+            .change_snapshots(&id, &change, &client)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ManageSnapshotsResponse {
+            previous_snapshot_id: o.previous_snapshot_id,
+            current_snapshot_id: o.current_snapshot_id,
+        }))
     }
 }

@@ -1,0 +1,349 @@
+//! Snapshot management: rollback, set-current, tags and branches.
+//!
+//! Each change is a commit of the table: one database transaction compares-and-swaps the
+//! table version (so it serialises with data commits, which re-plan on top of it), records
+//! the new pointer in the snapshot log and the change in the commit log. Changing the
+//! current snapshot keeps every snapshot: a rollback can itself be undone with
+//! `set_current_snapshot`.
+//!
+//! Errors: an unknown snapshot or ref is `NotFound`; a rollback to a snapshot that is not an
+//! ancestor of the current one, or dropping `main`, is `FailedPrecondition`; an existing tag
+//! or branch name is `AlreadyExists`; a name that is not a valid ref name is
+//! `InvalidArgument`. `Unavailable` means the outcome is unknown: read the refs again.
+
+use sqlx::Row;
+
+use crate::commit::Shared;
+use crate::db::{Db, TableRow};
+use crate::error::{Error, ObjectKind, Result};
+use crate::ident::TableIdent;
+
+/// What to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotChange {
+    /// Make an ancestor of the current snapshot current again.
+    RollbackTo(i64),
+    /// Make the newest ancestor of the current snapshot older than this time (ms) current.
+    RollbackToTimestamp(i64),
+    /// Make any snapshot of the table current.
+    SetCurrent(i64),
+    /// Tag a snapshot (default: the current one).
+    CreateTag {
+        name: String,
+        snapshot_id: Option<i64>,
+    },
+    /// Start a branch at a snapshot (default: the current one).
+    CreateBranch {
+        name: String,
+        snapshot_id: Option<i64>,
+    },
+    DropTag(String),
+    DropBranch(String),
+}
+
+impl SnapshotChange {
+    fn operation(&self) -> &'static str {
+        match self {
+            SnapshotChange::RollbackTo(_) | SnapshotChange::RollbackToTimestamp(_) => "rollback",
+            SnapshotChange::SetCurrent(_) => "set-current-snapshot",
+            SnapshotChange::CreateTag { .. } => "create-tag",
+            SnapshotChange::CreateBranch { .. } => "create-branch",
+            SnapshotChange::DropTag(_) => "drop-tag",
+            SnapshotChange::DropBranch(_) => "drop-branch",
+        }
+    }
+}
+
+/// The table's current snapshot before and after a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeOutcome {
+    pub previous_snapshot_id: Option<i64>,
+    pub current_snapshot_id: Option<i64>,
+}
+
+/// A named reference to a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefInfo {
+    pub name: String,
+    pub snapshot_id: i64,
+    /// `branch` or `tag`.
+    pub ref_type: String,
+}
+
+/// How often a change is re-checked after a concurrent commit moved the table.
+const MAX_ATTEMPTS: usize = 20;
+
+fn validate_ref_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(
+            "ref",
+            format!("{name:?} is not a valid tag or branch name (1 to 255 printable characters)"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn refs(db: &Db, row: &TableRow) -> Result<Vec<RefInfo>> {
+    let rows = sqlx::query(
+        "SELECT name, snapshot_id, ref_type FROM refs WHERE table_id = $1 ORDER BY name",
+    )
+    .bind(row.table_id)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out: Vec<RefInfo> = rows
+        .iter()
+        .map(|r| {
+            Ok(RefInfo {
+                name: r.try_get("name")?,
+                snapshot_id: r.try_get("snapshot_id")?,
+                ref_type: r.try_get("ref_type")?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    // `main` follows the table pointer; its row is written with each commit.
+    out.retain(|r| r.name != "main");
+    if let Some(id) = row.current_snapshot_id {
+        out.insert(
+            0,
+            RefInfo {
+                name: "main".into(),
+                snapshot_id: id,
+                ref_type: "branch".into(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Snapshot ids from `from` back to the root, following parents.
+async fn ancestors(shared: &Shared, table_id: i64, from: Option<i64>) -> Result<Vec<(i64, i64)>> {
+    let Some(from) = from else {
+        return Ok(Vec::new());
+    };
+    let rows = sqlx::query(
+        "WITH RECURSIVE anc(id, parent, ts, depth) AS ( \
+           SELECT snapshot_id, parent_snapshot_id, timestamp_ms, 0 FROM snapshots \
+             WHERE table_id = $1 AND snapshot_id = $2 \
+           UNION ALL \
+           SELECT s.snapshot_id, s.parent_snapshot_id, s.timestamp_ms, anc.depth + 1 \
+             FROM snapshots s JOIN anc ON s.snapshot_id = anc.parent WHERE s.table_id = $1 \
+         ) SELECT id, ts FROM anc ORDER BY depth",
+    )
+    .bind(table_id)
+    .bind(from)
+    .fetch_all(&shared.db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+pub(crate) async fn apply(
+    shared: &Shared,
+    ident: &TableIdent,
+    change: &SnapshotChange,
+    client: &str,
+) -> Result<ChangeOutcome> {
+    for _ in 0..MAX_ATTEMPTS {
+        let row = shared.db.table(ident).await?;
+        if let Some(outcome) = try_apply(shared, &row, change, client).await? {
+            return Ok(outcome);
+        }
+    }
+    Err(Error::Unavailable {
+        what: "catalog",
+        source: format!("table {ident} kept changing; nothing was applied, try again").into(),
+    })
+}
+
+/// One attempt against the table as of `row`; `None` when the table moved meanwhile.
+async fn try_apply(
+    shared: &Shared,
+    row: &TableRow,
+    change: &SnapshotChange,
+    client: &str,
+) -> Result<Option<ChangeOutcome>> {
+    let ident = &row.ident;
+    let current = row.current_snapshot_id;
+    let snapshot_exists = |id: i64| async move {
+        match shared.db.snapshot(row.table_id, id).await? {
+            Some(s) if s.sequence_number <= row.last_sequence_number => Ok(s.sequence_number),
+            _ => Err(Error::not_found(
+                ObjectKind::Snapshot,
+                format!("{id} of table {ident}"),
+            )),
+        }
+    };
+    let existing_ref = |name: &str| {
+        let name = name.to_string();
+        async move {
+            Ok::<_, Error>(
+                refs(&shared.db, row)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.name == name),
+            )
+        }
+    };
+    let or_current = |id: Option<i64>| {
+        id.or(current).ok_or_else(|| {
+            Error::FailedPrecondition(format!("table {ident} has no snapshot to point a ref at"))
+        })
+    };
+    // (new current snapshot, ref to upsert, ref to delete)
+    let mut new_current = None;
+    let mut upsert: Option<(String, i64, &str)> = None;
+    let mut delete: Option<String> = None;
+    match change {
+        SnapshotChange::RollbackTo(id) => {
+            snapshot_exists(*id).await?;
+            let anc = ancestors(shared, row.table_id, current).await?;
+            if !anc.iter().any(|(a, _)| a == id) {
+                return Err(Error::FailedPrecondition(format!(
+                    "snapshot {id} is not an ancestor of the current snapshot of {ident}; \
+                     use set_current_snapshot to make it current anyway"
+                )));
+            }
+            new_current = Some(*id);
+        }
+        SnapshotChange::RollbackToTimestamp(ms) => {
+            let anc = ancestors(shared, row.table_id, current).await?;
+            let Some((id, _)) = anc.iter().find(|(_, ts)| ts < ms) else {
+                return Err(Error::FailedPrecondition(format!(
+                    "table {ident} has no snapshot older than {ms} ms in its current history"
+                )));
+            };
+            new_current = Some(*id);
+        }
+        SnapshotChange::SetCurrent(id) => {
+            snapshot_exists(*id).await?;
+            new_current = Some(*id);
+        }
+        SnapshotChange::CreateTag { name, snapshot_id }
+        | SnapshotChange::CreateBranch { name, snapshot_id } => {
+            validate_ref_name(name)?;
+            let id = or_current(*snapshot_id)?;
+            snapshot_exists(id).await?;
+            if name == "main" || existing_ref(name).await?.is_some() {
+                return Err(Error::AlreadyExists {
+                    kind: ObjectKind::Ref,
+                    name: format!("{name} of table {ident}"),
+                });
+            }
+            let kind = if matches!(change, SnapshotChange::CreateTag { .. }) {
+                "tag"
+            } else {
+                "branch"
+            };
+            upsert = Some((name.clone(), id, kind));
+        }
+        SnapshotChange::DropTag(name) | SnapshotChange::DropBranch(name) => {
+            let want = if matches!(change, SnapshotChange::DropTag(_)) {
+                "tag"
+            } else {
+                "branch"
+            };
+            if name == "main" {
+                return Err(Error::FailedPrecondition(
+                    "main is the table's current branch and cannot be dropped".into(),
+                ));
+            }
+            match existing_ref(name).await? {
+                Some(r) if r.ref_type == want => delete = Some(name.clone()),
+                Some(r) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{name} of table {ident} is a {}, not a {want}",
+                        r.ref_type
+                    )));
+                }
+                None => {
+                    return Err(Error::not_found(
+                        ObjectKind::Ref,
+                        format!("{want} {name} of table {ident}"),
+                    ));
+                }
+            }
+        }
+    }
+    let now = shared.env.clock.now_ms();
+    let version = row.version + 1;
+    let after = new_current.or(current);
+    let after_seq = match after {
+        Some(id) => Some(snapshot_exists(id).await?),
+        None => None,
+    };
+    let mut tx = shared.db.pool.begin().await?;
+    let swapped = sqlx::query(
+        "UPDATE tables SET version = $1, current_snapshot_id = $2, last_updated_ms = $3 \
+         WHERE table_id = $4 AND version = $5",
+    )
+    .bind(version)
+    .bind(after)
+    .bind(now)
+    .bind(row.table_id)
+    .bind(row.version)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !swapped {
+        return Ok(None);
+    }
+    if let Some(id) = new_current {
+        sqlx::query(
+            "INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(row.table_id)
+        .bind(version)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        upsert = Some(("main".into(), id, "branch"));
+    }
+    if let Some((name, id, kind)) = &upsert {
+        sqlx::query(
+            "INSERT INTO refs (table_id, name, snapshot_id, ref_type) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id",
+        )
+        .bind(row.table_id)
+        .bind(name)
+        .bind(id)
+        .bind(*kind)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(name) = &delete {
+        sqlx::query("DELETE FROM refs WHERE table_id = $1 AND name = $2")
+            .bind(row.table_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let (Some(id), Some(seq)) = (after, after_seq) {
+        sqlx::query(
+            "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
+             parent_snapshot_id, operation, client, committed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(row.table_id)
+        .bind(shared.env.ids.uuid().to_string())
+        .bind(id)
+        .bind(seq)
+        .bind(version)
+        .bind(current)
+        .bind(change.operation())
+        .bind(client)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await.map_err(|e| Error::Unavailable {
+        what: "catalog database",
+        source: format!("the outcome of changing the refs of {ident} is unknown: {e}").into(),
+    })?;
+    Ok(Some(ChangeOutcome {
+        previous_snapshot_id: current,
+        current_snapshot_id: after,
+    }))
+}

@@ -1,0 +1,412 @@
+//! A Firn table as a DataFusion table provider, pinned to one snapshot.
+//!
+//! Planning asks the Firn server which files the snapshot holds (pruned by the query's
+//! filters on the server); the files are then read straight from object storage with
+//! DataFusion's own Parquet reader, in parallel. Columns are matched to the snapshot's
+//! schema by Iceberg field id, so renamed, added and dropped columns read right in every
+//! snapshot; files written without field ids are matched by name.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Field, Schema as ArrowSchema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::{Statistics, not_impl_err, project_schema};
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr_adapter::{
+    DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
+};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
+};
+use firn_client::{FirnClient, TableIdent, TableWriter, WriteMode, WriterOptions, proto as pb};
+use firn_core::{Warehouse, WarehouseConfig};
+use futures::StreamExt;
+use object_store::ObjectMeta;
+
+use crate::error::{QueryError, Result, external};
+use crate::filter;
+use crate::schema::{arrow_schema, field_id, parse_schema};
+
+/// One snapshot of a Firn table.
+#[derive(Clone)]
+pub struct FirnTable {
+    client: FirnClient,
+    ident: TableIdent,
+    /// `None`: the table had no snapshot (it reads empty).
+    snapshot_id: Option<i64>,
+    schema: SchemaRef,
+    location: String,
+    /// Whether this is the table's current state (only then can it be written).
+    current: bool,
+}
+
+impl fmt::Debug for FirnTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FirnTable")
+            .field("ident", &self.ident)
+            .field("snapshot_id", &self.snapshot_id)
+            .finish()
+    }
+}
+
+impl FirnTable {
+    /// The snapshot `at` names (unset: the current one), with that snapshot's schema.
+    pub async fn resolve(
+        client: &FirnClient,
+        ident: &TableIdent,
+        at: Option<pb::SnapshotSelector>,
+    ) -> Result<Self> {
+        let current = at.is_none();
+        let r = client.resolve_snapshot(ident, at).await?;
+        let schema = arrow_schema(&parse_schema(&r.schema_json)?)?;
+        Ok(Self {
+            client: client.clone(),
+            ident: ident.clone(),
+            snapshot_id: r.snapshot.map(|s| s.snapshot_id),
+            schema,
+            location: r.location,
+            current,
+        })
+    }
+
+    pub fn ident(&self) -> &TableIdent {
+        &self.ident
+    }
+
+    pub fn snapshot_id(&self) -> Option<i64> {
+        self.snapshot_id
+    }
+
+    /// The files of this snapshot that may hold rows matching `filters`.
+    pub(crate) async fn plan_files(&self, filters: &[Expr]) -> Result<Vec<pb::ScanFile>> {
+        let Some(id) = self.snapshot_id else {
+            return Ok(Vec::new());
+        };
+        let at = pb::SnapshotSelector {
+            kind: Some(pb::snapshot_selector::Kind::SnapshotId(id)),
+        };
+        let plan = self
+            .client
+            .plan_scan(&self.ident, Some(at), filter::to_proto(filters))
+            .await?;
+        Ok(plan.files)
+    }
+
+    /// A scan of exactly `files` of this table (which must belong to this snapshot).
+    pub(crate) async fn scan_files(
+        &self,
+        state: &dyn Session,
+        files: &[pb::ScanFile],
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if files.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(project_schema(
+                &self.schema,
+                projection,
+            )?)));
+        }
+        if let Some(f) = files.iter().find(|f| !f.deletes.is_empty()) {
+            return not_impl_err!(
+                "table {} has delete files (e.g. {} applies to {}); Firn's SQL reader does not \
+                 apply row-level deletes yet, and will not return rows they may have deleted",
+                self.ident,
+                f.deletes[0].path,
+                f.path
+            );
+        }
+        let warehouse = Warehouse::open(WarehouseConfig::new(&self.location))
+            .map_err(|e| external(QueryError::Invalid(e.to_string())))?;
+        let root = url::Url::parse(warehouse.root())
+            .map_err(|e| DataFusionError::Plan(format!("table location: {e}")))?;
+        let store_url = ObjectStoreUrl::parse(format!(
+            "{}://{}",
+            root.scheme(),
+            root.host_str().unwrap_or("")
+        ))?;
+        let runtime = state.runtime_env();
+        if runtime.object_store(&store_url).is_err() {
+            runtime.register_object_store(store_url.as_ref(), warehouse.store().clone());
+        }
+        let mut partitioned = Vec::with_capacity(files.len());
+        let mut total = Statistics::new_unknown(&self.schema);
+        total.num_rows = Precision::Exact(0);
+        total.total_byte_size = Precision::Exact(0);
+        for f in files {
+            let location = warehouse
+                .path(&f.path)
+                .map_err(|e| external(QueryError::Invalid(e.to_string())))?;
+            let meta = ObjectMeta {
+                location,
+                last_modified: chrono::DateTime::<chrono::Utc>::MIN_UTC,
+                size: f.file_size_bytes,
+                e_tag: None,
+                version: None,
+            };
+            let mut stats = Statistics::new_unknown(&self.schema);
+            stats.num_rows = Precision::Exact(f.record_count as usize);
+            stats.total_byte_size = Precision::Inexact(f.file_size_bytes as usize);
+            total.num_rows = total.num_rows.add(&stats.num_rows);
+            total.total_byte_size = total.total_byte_size.add(&stats.total_byte_size);
+            partitioned.push(PartitionedFile::new_from_meta(meta).with_statistics(Arc::new(stats)));
+        }
+        let groups = balance(partitioned, state.config().target_partitions());
+        let source = Arc::new(ParquetSource::new(self.schema.clone()));
+        let conf = FileScanConfigBuilder::new(store_url, source)
+            .with_file_groups(groups)
+            .with_statistics(total)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory)))
+            .build();
+        ParquetFormat::default()
+            .with_options(state.table_options().parquet.clone())
+            .create_physical_plan(state, conf)
+            .await
+    }
+}
+
+/// Splits files into at most `n` groups of similar total size.
+fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
+    let n = n.max(1).min(files.len().max(1));
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    for f in files {
+        let g = groups
+            .iter_mut()
+            .min_by_key(|(size, _)| *size)
+            .expect("at least one group");
+        g.0 += f.object_meta.size;
+        g.1.push(f);
+    }
+    groups
+        .into_iter()
+        .filter(|(_, fs)| !fs.is_empty())
+        .map(|(_, fs)| FileGroup::new(fs))
+        .collect()
+}
+
+#[async_trait]
+impl TableProvider for FirnTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if filter::translatable(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let files = self.plan_files(filters).await.map_err(external)?;
+        // With filters the limit is applied after them, above this scan.
+        let limit = if filters.is_empty() { limit } else { None };
+        self.scan_files(state, &files, projection, limit).await
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if !self.current {
+            return not_impl_err!(
+                "cannot write to a past snapshot of {}: time travel is read-only",
+                self.ident
+            );
+        }
+        let mode = match insert_op {
+            InsertOp::Append => WriteMode::Append,
+            InsertOp::Overwrite => WriteMode::Overwrite,
+            InsertOp::Replace => {
+                return not_impl_err!("REPLACE INTO is not supported; use INSERT OVERWRITE");
+            }
+        };
+        let sink = FirnSink {
+            client: self.client.clone(),
+            ident: self.ident.clone(),
+            schema: self.schema.clone(),
+            options: WriterOptions {
+                mode,
+                base_snapshot_id: self.snapshot_id,
+                ..Default::default()
+            },
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Writes the rows of an INSERT as Parquet files and commits them in one snapshot.
+#[derive(Debug)]
+pub(crate) struct FirnSink {
+    pub client: FirnClient,
+    pub ident: TableIdent,
+    pub schema: SchemaRef,
+    pub options: WriterOptions,
+}
+
+impl DisplayAs for FirnSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "FirnSink: table={} mode={:?}",
+            self.ident, self.options.mode
+        )
+    }
+}
+
+impl FirnSink {
+    /// Writes every batch of `data` and commits; returns the rows written.
+    pub(crate) async fn write_stream(&self, mut data: SendableRecordBatchStream) -> Result<u64> {
+        let mut writer = TableWriter::new(&self.client, &self.ident, self.options.clone()).await?;
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            if batch.num_rows() > 0 {
+                writer.write(&batch).await?;
+            }
+        }
+        let rows = writer.rows();
+        if rows == 0 && self.options.mode == WriteMode::Append {
+            return Ok(0);
+        }
+        writer.commit().await?;
+        Ok(rows)
+    }
+}
+
+#[async_trait]
+impl DataSink for FirnSink {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        self.write_stream(data).await.map_err(external)
+    }
+}
+
+/// Adapts expressions over the table schema to a file's schema by Iceberg field id.
+#[derive(Debug)]
+pub(crate) struct FieldIdAdapterFactory;
+
+impl PhysicalExprAdapterFactory for FieldIdAdapterFactory {
+    fn create(
+        &self,
+        logical_file_schema: SchemaRef,
+        physical_file_schema: SchemaRef,
+    ) -> DfResult<Arc<dyn PhysicalExprAdapter>> {
+        let renamed = rename_by_field_id(&logical_file_schema, &physical_file_schema);
+        DefaultPhysicalExprAdapterFactory.create(logical_file_schema, renamed)
+    }
+}
+
+/// `physical` with each field renamed to the name its field id has in `logical` (positions
+/// unchanged, so column indexes still address the file). A field whose id the table does
+/// not know gets a name no query can use. A file without any field ids is left as it is
+/// (matched by name).
+fn rename_by_field_id(logical: &ArrowSchema, physical: &SchemaRef) -> SchemaRef {
+    if !physical.fields().iter().any(|f| field_id(f).is_some()) {
+        return physical.clone();
+    }
+    let by_id: std::collections::HashMap<i32, &str> = logical
+        .fields()
+        .iter()
+        .filter_map(|f| Some((field_id(f)?, f.name().as_str())))
+        .collect();
+    let fields: Vec<Field> = physical
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let name = match field_id(f).and_then(|id| by_id.get(&id)) {
+                Some(n) => n.to_string(),
+                None => format!("\u{0}firn_unmapped_{i}"),
+            };
+            f.as_ref().clone().with_name(name)
+        })
+        .collect();
+    Arc::new(ArrowSchema::new_with_metadata(
+        fields,
+        physical.metadata().clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::DataType;
+    use std::collections::HashMap;
+
+    fn field(name: &str, id: i32) -> Field {
+        Field::new(name, DataType::Int64, true).with_metadata(HashMap::from([(
+            "PARQUET:field_id".to_string(),
+            id.to_string(),
+        )]))
+    }
+
+    #[test]
+    fn physical_fields_take_the_table_names_of_their_ids() {
+        // The table renamed 1 "a" -> "x" and dropped 2; the file still has a, b.
+        let logical = ArrowSchema::new(vec![field("x", 1), field("c", 3)]);
+        let physical = Arc::new(ArrowSchema::new(vec![field("a", 1), field("b", 2)]));
+        let r = rename_by_field_id(&logical, &physical);
+        assert_eq!(r.field(0).name(), "x");
+        assert!(r.field(1).name().contains("unmapped"));
+        // A file without ids is matched by name.
+        let plain = Arc::new(ArrowSchema::new(vec![Field::new(
+            "a",
+            DataType::Int64,
+            true,
+        )]));
+        assert_eq!(rename_by_field_id(&logical, &plain).field(0).name(), "a");
+    }
+}
