@@ -8,3 +8,4 @@ mod crash;
 mod faults;
 mod python;
 mod replicas;
+mod sql;
