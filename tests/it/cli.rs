@@ -189,3 +189,119 @@ async fn walkthrough_with_the_cli() {
         assert!(out.status.success() && !out.stdout.is_empty(), "{cmd:?}");
     }
 }
+
+fn sql(s: &Served, args: &[&str]) -> Output {
+    let mut all = vec!["sql"];
+    all.extend_from_slice(args);
+    firn(s, &all)
+}
+
+fn sql_ok(s: &Served, args: &[&str]) -> String {
+    let out = sql(s, args);
+    assert!(
+        out.status.success(),
+        "firn sql {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn sql_batch_mode_formats_limits_and_stops_at_the_first_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    sql_ok(
+        &s,
+        &[
+            "-c",
+            "CREATE SCHEMA s; CREATE TABLE s.t (id bigint, name string); INSERT INTO s.t VALUES (1, 'a'), (2, 'b');",
+        ],
+    );
+    let q = "SELECT * FROM s.t ORDER BY id";
+    assert_eq!(
+        sql_ok(&s, &["--format", "csv", "-c", q]),
+        "id,name\n1,a\n2,b\n"
+    );
+    assert_eq!(
+        sql_ok(&s, &["--format", "tsv", "-c", q]),
+        "id\tname\n1\ta\n2\tb\n"
+    );
+    assert_eq!(
+        sql_ok(&s, &["--format", "json", "-c", q]).trim(),
+        r#"[{"id":1,"name":"a"},{"id":2,"name":"b"}]"#
+    );
+    assert_eq!(
+        sql_ok(&s, &["--format", "ndjson", "-c", q]),
+        "{\"id\":1,\"name\":\"a\"}\n{\"id\":2,\"name\":\"b\"}\n"
+    );
+    let limited = sql_ok(&s, &["--max-rows", "1", "-c", q]);
+    assert!(limited.contains("| 1  | a    |"), "{limited}");
+    assert!(!limited.contains("| 2 "), "{limited}");
+    assert!(limited.contains("(1 more rows"), "{limited}");
+
+    // -f: the first error stops the run with a non-zero exit; later statements do not run.
+    let file = dir.path().join("script.sql");
+    std::fs::write(
+        &file,
+        "INSERT INTO s.t VALUES (3, 'c');\nSELECT * FROM s.nope;\nINSERT INTO s.t VALUES (4, 'd');\n",
+    )
+    .unwrap();
+    let out = sql(&s, &["-f", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:") && err.contains("s.nope"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(
+        sql_ok(
+            &s,
+            &["--format", "csv", "-c", "SELECT count(*) AS n FROM s.t"]
+        ),
+        "n\n3\n"
+    );
+    // A syntax error is an error too.
+    assert!(!sql(&s, &["-c", "SELEC 1"]).status.success());
+}
+
+#[tokio::test]
+async fn sql_shell_reads_multi_line_statements_and_backslash_commands() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    sql_ok(
+        &s,
+        &[
+            "-c",
+            "CREATE SCHEMA s; CREATE TABLE s.t (id bigint); INSERT INTO s.t VALUES (7)",
+        ],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(firn_bin())
+        .args(["sql"])
+        .env("FIRN_ENDPOINT", &s.endpoint)
+        .env("HOME", home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT id * 6\n  AS answer\nFROM s.t;\n\\timing\nSELECT nope;\n\\d\n\\d s.t\n\\snapshots s.t\n\\q\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("| 42     |"), "{stdout}");
+    assert!(stdout.contains("timing is on"), "{stdout}");
+    // An error does not end the shell: the commands after it ran.
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(stdout.contains("s          t"), "{stdout}");
+    assert!(stdout.contains("field id"), "{stdout}");
+    assert!(stdout.contains("append"), "{stdout}");
+    assert!(stdout.contains("Time:"), "{stdout}");
+    let history = std::fs::read_to_string(home.path().join(".firn_history")).unwrap();
+    assert!(history.contains("AS answer"), "{history}");
+}

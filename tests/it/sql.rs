@@ -205,3 +205,38 @@ async fn plan_scan_prunes_files_by_statistics() {
         .unwrap();
     assert_eq!(cells(&n), vec![vec!["142".to_string()]]);
 }
+
+/// Files written without Iceberg field ids (as pyarrow writes them) read by name; rows that
+/// SQL writes are read back by iceberg-rust, an independent Iceberg reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_reads_plain_files_and_iceberg_reads_sql_writes() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = firn_tests::create_table(&client, "x", "t", true).await;
+    let (uri, size) =
+        firn_tests::write_parquet(&t.location, "plain.parquet", &firn_tests::batch(0..10, 1));
+    client
+        .commit_once(firn_tests::append_request(
+            &ident,
+            vec![firn_tests::data_file(&uri, size)],
+        ))
+        .await
+        .unwrap();
+    let session = FirnSession::connect(&server.endpoint).await.unwrap();
+    let got = session
+        .sql("SELECT count(*), sum(id), min(name) FROM x.t WHERE ts IS NOT NULL")
+        .await
+        .unwrap();
+    assert_eq!(cells(&got), vec![vec!["10", "45", "row-0"]]);
+    session
+        .sql("INSERT INTO x.t VALUES (100, 'sql', TIMESTAMP '2026-11-25 10:00:00'), (101, 'sql', NULL)")
+        .await
+        .unwrap();
+    let ids = firn_tests::read_ids(&client, &ident, None).await;
+    assert_eq!(ids, (0..10).chain([100, 101]).collect::<Vec<_>>());
+    let got = session
+        .sql("SELECT count(*) FROM x.t WHERE name = 'sql' AND id > 100")
+        .await
+        .unwrap();
+    assert_eq!(cells(&got), vec![vec!["1"]]);
+}

@@ -187,14 +187,21 @@ pub(crate) async fn plan(
     let bytes = shared.warehouse.get(&snap.manifest_list).await?;
     let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
     let pruner = filter.map(|f| Pruner::new(f, &resolved.schema, &meta));
-    let mut data: Vec<(DataFile, i64, i32)> = Vec::new();
-    let mut deletes: Vec<(DataFile, i64, i32)> = Vec::new();
-    let mut files_total = 0u64;
+    // Entries stay in the (shared) manifest cache; only what the plan needs is copied.
+    let mut manifests = Vec::with_capacity(list.entries().len());
     for m in list.entries() {
-        let entries = shared
-            .manifests
-            .get(&shared.warehouse, &m.manifest_path)
-            .await?;
+        manifests.push((
+            m,
+            shared
+                .manifests
+                .get(&shared.warehouse, &m.manifest_path)
+                .await?,
+        ));
+    }
+    let mut data: Vec<(&DataFile, i64, i32)> = Vec::new();
+    let mut deletes: Vec<(&DataFile, i64, i32)> = Vec::new();
+    let mut files_total = 0u64;
+    for (m, entries) in &manifests {
         for e in entries.iter() {
             if e.status() == ManifestStatus::Deleted {
                 continue;
@@ -208,11 +215,11 @@ pub(crate) async fn plan(
                         .as_ref()
                         .is_none_or(|p| p.might_match(f, m.partition_spec_id))
                     {
-                        data.push((f.clone(), seq, m.partition_spec_id));
+                        data.push((f, seq, m.partition_spec_id));
                     }
                 }
                 ManifestContentType::Deletes => {
-                    deletes.push((e.data_file().clone(), seq, m.partition_spec_id));
+                    deletes.push((e.data_file(), seq, m.partition_spec_id));
                 }
             }
         }
@@ -225,7 +232,7 @@ pub(crate) async fn plan(
             record_count: f.record_count(),
             deletes: deletes
                 .iter()
-                .filter(|(d, dseq, dspec)| applies(d, *dseq, *dspec, &f, seq, spec))
+                .filter(|(d, dseq, dspec)| applies(d, *dseq, *dspec, f, seq, spec))
                 .map(|(d, _, _)| ScanDeleteFile {
                     path: d.file_path().to_string(),
                     file_size: d.file_size_in_bytes(),

@@ -16,6 +16,7 @@ use firn_client::{ClientError, FirnClient, TableIdent};
 use crate::error::{Result, external};
 use crate::meta::{self, MetadataKind};
 use crate::table::FirnTable;
+use crate::travel::Versions;
 
 /// Names of namespaces and their tables, as of the last refresh.
 type Listing = BTreeMap<String, Vec<String>>;
@@ -25,13 +26,16 @@ type Listing = BTreeMap<String, Vec<String>>;
 pub struct FirnCatalog {
     client: FirnClient,
     listing: Arc<RwLock<Listing>>,
+    versions: Versions,
 }
 
 impl FirnCatalog {
-    pub fn new(client: FirnClient) -> Self {
+    /// A catalog whose statements' versioned tables `versions` resolves.
+    pub fn new(client: FirnClient, versions: Versions) -> Self {
         Self {
             client,
             listing: Arc::default(),
+            versions,
         }
     }
 
@@ -68,6 +72,7 @@ impl CatalogProvider for FirnCatalog {
             client: self.client.clone(),
             namespace: name.to_string(),
             listing: self.listing.clone(),
+            versions: self.versions.clone(),
         }))
     }
 }
@@ -78,6 +83,7 @@ pub struct FirnSchema {
     client: FirnClient,
     namespace: String,
     listing: Arc<RwLock<Listing>>,
+    versions: Versions,
 }
 
 /// Whether a server error means "there is no such table".
@@ -115,6 +121,10 @@ impl SchemaProvider for FirnSchema {
         };
         let ident = TableIdent::new(self.namespace.clone(), base.to_string());
         if ident.validate().is_err() {
+            return Ok(None);
+        }
+        if kind.is_none() && self.versions.versioned_only(&ident) {
+            // Planned from the snapshots the statement names; nothing to load here.
             return Ok(None);
         }
         let result = match kind {

@@ -61,6 +61,8 @@ pub struct FirnSession {
     client: FirnClient,
     catalog: Arc<FirnCatalog>,
     versions: Versions,
+    /// Clones share the per-statement planning state: one statement is planned at a time.
+    planning: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl FirnSession {
@@ -86,13 +88,14 @@ impl FirnSession {
             })])
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let catalog = Arc::new(FirnCatalog::new(client.clone()));
+        let catalog = Arc::new(FirnCatalog::new(client.clone(), versions.clone()));
         ctx.register_catalog(CATALOG, catalog.clone());
         Self {
             ctx,
             client,
             catalog,
             versions,
+            planning: Arc::default(),
         }
     }
 
@@ -148,8 +151,10 @@ impl FirnSession {
 
     /// Runs one statement.
     pub async fn run(&self, s: ParsedStatement) -> Result<Output> {
-        // Names of namespaces and tables for SHOW TABLES and information_schema.
-        self.catalog.refresh().await?;
+        // Names of namespaces and tables, for statements that list them.
+        if lists_tables(&s.statement) {
+            self.catalog.refresh().await?;
+        }
         match &s.statement {
             Statement::CreateTable(ct) => {
                 ddl::create_table(self, ct, s.partition_by.as_deref()).await
@@ -193,10 +198,12 @@ impl FirnSession {
         Ok(df.execute_stream().await?)
     }
 
-    pub(crate) async fn plan(
+    /// Plans a statement DataFusion runs, with its versioned tables resolved.
+    pub async fn plan(
         &self,
         statement: Statement,
     ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        let _planning = self.planning.lock().await;
         self.versions
             .resolve(&self.ctx, &self.client, &statement)
             .await?;
@@ -205,6 +212,20 @@ impl FirnSession {
             .statement_to_plan(DFStatement::Statement(Box::new(statement)))
             .await?)
     }
+}
+
+/// Whether a statement reads the catalog's listing (`SHOW ...`, `information_schema`).
+fn lists_tables(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::ShowTables { .. }
+            | Statement::ShowSchemas { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowDatabases { .. }
+    ) || s
+        .to_string()
+        .to_ascii_lowercase()
+        .contains("information_schema")
 }
 
 /// Splits tokens into statements at top-level semicolons, dropping empty statements.

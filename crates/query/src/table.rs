@@ -134,38 +134,54 @@ impl FirnTable {
             .map_err(|e| external(QueryError::Invalid(e.to_string())))?;
         let root = url::Url::parse(warehouse.root())
             .map_err(|e| DataFusionError::Plan(format!("table location: {e}")))?;
-        let store_url = ObjectStoreUrl::parse(format!(
-            "{}://{}",
-            root.scheme(),
-            root.host_str().unwrap_or("")
-        ))?;
+        let store_prefix = format!("{}://{}", root.scheme(), root.host_str().unwrap_or(""));
+        let store_url = ObjectStoreUrl::parse(&store_prefix)?;
         let runtime = state.runtime_env();
         if runtime.object_store(&store_url).is_err() {
             runtime.register_object_store(store_url.as_ref(), warehouse.store().clone());
         }
-        let mut partitioned = Vec::with_capacity(files.len());
-        let mut total = Statistics::new_unknown(&self.schema);
-        total.num_rows = Precision::Exact(0);
-        total.total_byte_size = Precision::Exact(0);
+        // The server planned these paths (under the table's location): only the store
+        // prefix is taken off, without parsing each as a URL.
+        let location_of = |uri: &str| match uri.strip_prefix(&store_prefix) {
+            Some(rest) if rest.starts_with('/') => object_store::path::Path::from_url_path(rest)
+                .map_err(|e| DataFusionError::Plan(format!("data file {uri}: {e}"))),
+            _ => warehouse
+                .path(uri)
+                .map_err(|e| external(QueryError::Invalid(e.to_string()))),
+        };
+        // Each file goes to the group with the fewest bytes so far, in the order the server
+        // planned them.
+        let n = state.config().target_partitions().clamp(1, files.len());
+        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n)
+            .map(|_| (0, Vec::with_capacity(files.len() / n + 1)))
+            .collect();
+        let (mut rows, mut bytes) = (0usize, 0usize);
         for f in files {
-            let location = warehouse
-                .path(&f.path)
-                .map_err(|e| external(QueryError::Invalid(e.to_string())))?;
             let meta = ObjectMeta {
-                location,
+                location: location_of(&f.path)?,
                 last_modified: chrono::DateTime::<chrono::Utc>::MIN_UTC,
                 size: f.file_size_bytes,
                 e_tag: None,
                 version: None,
             };
-            let mut stats = Statistics::new_unknown(&self.schema);
-            stats.num_rows = Precision::Exact(f.record_count as usize);
-            stats.total_byte_size = Precision::Inexact(f.file_size_bytes as usize);
-            total.num_rows = total.num_rows.add(&stats.num_rows);
-            total.total_byte_size = total.total_byte_size.add(&stats.total_byte_size);
-            partitioned.push(PartitionedFile::new_from_meta(meta).with_statistics(Arc::new(stats)));
+            rows += f.record_count as usize;
+            bytes += f.file_size_bytes as usize;
+            let g = groups
+                .iter_mut()
+                .min_by_key(|(size, _)| *size)
+                .expect("at least one group");
+            g.0 += f.file_size_bytes;
+            g.1.push(PartitionedFile::new_from_meta(meta));
         }
-        let groups = balance(partitioned, state.config().target_partitions());
+        let groups: Vec<FileGroup> = groups
+            .into_iter()
+            .filter(|(_, fs)| !fs.is_empty())
+            .map(|(_, fs)| FileGroup::new(fs))
+            .collect();
+        // The snapshot's row count is exact (no delete files): `count(*)` needs no scan.
+        let mut total = Statistics::new_unknown(&self.schema);
+        total.num_rows = Precision::Exact(rows);
+        total.total_byte_size = Precision::Inexact(bytes);
         let source = Arc::new(ParquetSource::new(self.schema.clone()));
         let conf = FileScanConfigBuilder::new(store_url, source)
             .with_file_groups(groups)
@@ -179,26 +195,6 @@ impl FirnTable {
             .create_physical_plan(state, conf)
             .await
     }
-}
-
-/// Splits files into at most `n` groups of similar total size.
-fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
-    let n = n.max(1).min(files.len().max(1));
-    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
-    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
-    for f in files {
-        let g = groups
-            .iter_mut()
-            .min_by_key(|(size, _)| *size)
-            .expect("at least one group");
-        g.0 += f.object_meta.size;
-        g.1.push(f);
-    }
-    groups
-        .into_iter()
-        .filter(|(_, fs)| !fs.is_empty())
-        .map(|(_, fs)| FileGroup::new(fs))
-        .collect()
 }
 
 #[async_trait]

@@ -14,7 +14,7 @@
 //! honour is an error, never ignored.
 
 use std::any::TypeId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
@@ -221,6 +221,8 @@ type Key = (String, String);
 #[derive(Debug, Default, Clone)]
 pub struct Versions {
     resolved: Arc<Mutex<HashMap<Key, Arc<FirnTable>>>>,
+    /// Tables the statement reads only at a version: their current state is not needed.
+    versioned_only: Arc<Mutex<HashSet<TableIdent>>>,
 }
 
 /// Which Firn table a (normalised) SQL name refers to.
@@ -253,7 +255,8 @@ impl Versions {
         client: &FirnClient,
         stmt: &Statement,
     ) -> Result<()> {
-        struct Collect(Vec<(ObjectName, TableVersion)>);
+        /// Versioned table factors, and every relation name (tables read or written).
+        struct Collect(Vec<(ObjectName, TableVersion)>, Vec<ObjectName>);
         impl Visitor for Collect {
             type Break = ();
             fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
@@ -267,10 +270,15 @@ impl Versions {
                 }
                 ControlFlow::Continue(())
             }
+            fn pre_visit_relation(&mut self, r: &ObjectName) -> ControlFlow<()> {
+                self.1.push(r.clone());
+                ControlFlow::Continue(())
+            }
         }
-        let mut c = Collect(Vec::new());
+        let mut c = Collect(Vec::new(), Vec::new());
         let _ = stmt.visit(&mut c);
         let mut resolved = HashMap::new();
+        let mut versioned: HashMap<TableIdent, usize> = HashMap::new();
         let (normalize, default_schema) = {
             let state = ctx.state();
             let o = state.config_options();
@@ -283,10 +291,11 @@ impl Versions {
             let r =
                 datafusion::sql::planner::object_name_to_table_reference(name.clone(), normalize)?;
             let key = (r.to_string(), version.to_string());
+            let ident = ident_of(&r, &default_schema)?;
+            *versioned.entry(ident.clone()).or_default() += 1;
             if resolved.contains_key(&key) {
                 continue;
             }
-            let ident = ident_of(&r, &default_schema)?;
             if ident.name.contains('$') {
                 return Err(QueryError::Unsupported(format!(
                     "{r} {}: metadata tables describe the current state and cannot be time-travelled",
@@ -305,8 +314,27 @@ impl Versions {
                 })?;
             resolved.insert(key, Arc::new(table));
         }
+        // A table named more often than it is versioned is also read (or written) as it is.
+        let mut named: HashMap<TableIdent, usize> = HashMap::new();
+        for name in c.1 {
+            let r = datafusion::sql::planner::object_name_to_table_reference(name, normalize)?;
+            if let Ok(ident) = ident_of(&r, &default_schema) {
+                *named.entry(ident).or_default() += 1;
+            }
+        }
+        versioned.retain(|ident, n| named.get(ident).copied().unwrap_or(0) <= *n);
+        let versioned: HashSet<TableIdent> = versioned.into_keys().collect();
         *self.resolved.lock().expect("poisoned") = resolved;
+        *self.versioned_only.lock().expect("poisoned") = versioned;
         Ok(())
+    }
+
+    /// Whether the statement being planned reads `ident` only at past versions.
+    pub(crate) fn versioned_only(&self, ident: &TableIdent) -> bool {
+        self.versioned_only
+            .lock()
+            .expect("poisoned")
+            .contains(ident)
     }
 
     fn get(&self, key: &Key) -> Option<Arc<FirnTable>> {
