@@ -63,9 +63,17 @@ pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<String> {
             obj.remove("current-snapshot-id");
         }
     }
+    // Refs are read after the row: one made since may name a snapshot this version does
+    // not hold yet; it belongs to a later version's metadata.
+    let known: std::collections::HashSet<i64> = snapshots
+        .iter()
+        .filter(|s| s.sequence_number <= row.last_sequence_number)
+        .map(|s| s.snapshot_id)
+        .collect();
     let refs: serde_json::Map<String, Value> = crate::refs::refs(db, row)
         .await?
         .into_iter()
+        .filter(|r| known.contains(&r.snapshot_id))
         .map(|r| {
             (
                 r.name,

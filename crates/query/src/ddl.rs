@@ -333,14 +333,8 @@ fn count_output(rows: u64, what: &str) -> Result<Output> {
         DataType::Int64,
         false,
     )]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![Arc::new(Int64Array::from(vec![rows as i64]))],
-    )?;
-    Ok(Output::Rows(Box::pin(RecordBatchStreamAdapter::new(
-        schema,
-        futures::stream::iter([Ok(batch)]),
-    ))))
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![rows as i64]))])?;
+    Ok(Output::batch(batch))
 }
 
 /// `DELETE FROM t [WHERE p]`, copy-on-write: every file holding a row where `p` is true is

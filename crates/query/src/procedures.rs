@@ -19,7 +19,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
 };
@@ -256,14 +255,11 @@ pub(crate) async fn call(session: &FirnSession, f: &Function) -> Result<Output> 
         Field::new("current_snapshot_id", DataType::Int64, true),
     ]));
     let batch = RecordBatch::try_new(
-        schema.clone(),
+        schema,
         vec![
             Arc::new(Int64Array::from(vec![r.previous_snapshot_id])),
             Arc::new(Int64Array::from(vec![r.current_snapshot_id])),
         ],
     )?;
-    Ok(Output::Rows(Box::pin(RecordBatchStreamAdapter::new(
-        schema,
-        futures::stream::iter([Ok(batch)]),
-    ))))
+    Ok(Output::batch(batch))
 }

@@ -45,6 +45,16 @@ pub enum Output {
 }
 
 impl Output {
+    /// Rows from one batch.
+    pub fn batch(batch: RecordBatch) -> Self {
+        Output::Rows(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                batch.schema(),
+                futures::stream::iter([Ok(batch)]),
+            ),
+        ))
+    }
+
     /// All rows (a `Done` output has none).
     pub async fn collect(self) -> Result<Vec<RecordBatch>> {
         match self {
