@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates tools/.venv with the Python clients the end-to-end tests use (grpcio, pyarrow).
+# Creates tools/.venv with the Python clients the end-to-end tests use (grpcio, pyarrow, pyiceberg).
 # Idempotent: does nothing when the venv already matches requirements.txt.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

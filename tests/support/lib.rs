@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 /// A Firn server on a loopback port, on SQLite + a local warehouse in a temp dir.
 pub struct TestServer {
     pub endpoint: String,
+    /// The Iceberg REST API, e.g. `http://127.0.0.1:PORT`.
+    pub rest_endpoint: String,
     /// The catalog database URL (replicas share it).
     pub catalog_url: String,
     pub catalog: Catalog,
@@ -75,12 +77,25 @@ impl TestServer {
             .expect("catalog");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let rest_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rest_endpoint = format!("http://{}", rest_listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
+        let (rest_tx, rest_rx) = oneshot::channel::<()>();
         tokio::spawn(firn_server::serve(catalog.clone(), listener, async {
             let _ = rx.await;
+            let _ = rest_tx.send(());
         }));
+        tokio::spawn(firn_rest::serve(
+            catalog.clone(),
+            firn_rest::RestConfig::default(),
+            rest_listener,
+            async {
+                let _ = rest_rx.await;
+            },
+        ));
         Self {
             endpoint,
+            rest_endpoint,
             catalog_url: url.to_string(),
             catalog,
             dir: tempfile::tempdir().expect("temp dir"),

@@ -64,6 +64,12 @@ struct ServeArgs {
     /// Address of the gRPC API.
     #[arg(long, env = "FIRN_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     grpc_listen: SocketAddr,
+    /// Address of the Iceberg REST catalog API (for Spark, PyIceberg, DuckDB, Trino).
+    #[arg(long, env = "FIRN_REST_LISTEN", default_value = "127.0.0.1:8181")]
+    rest_listen: SocketAddr,
+    /// Require this bearer token on REST requests [default: no authentication].
+    #[arg(long, env = "FIRN_REST_TOKEN", hide_env_values = true)]
+    rest_token: Option<String>,
     /// Catalog database: sqlite://PATH or postgres://USER:PASS@HOST/DB [default: SQLite in the data dir].
     #[arg(long, env = "FIRN_CATALOG_URL")]
     catalog_url: Option<String>,
@@ -108,18 +114,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.grpc_listen))?;
+    let rest_listener = tokio::net::TcpListener::bind(args.rest_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.rest_listen))?;
     tracing::info!(
         grpc = %listener.local_addr()?,
+        rest = %rest_listener.local_addr()?,
         catalog = %catalog_url,
         warehouse = %warehouse.url,
         "firn serving"
     );
     eprintln!(
-        "firn serving gRPC on {} (catalog {catalog_url}, warehouse {})",
+        "firn serving gRPC on {} and Iceberg REST on http://{} (catalog {catalog_url}, warehouse {})",
         listener.local_addr()?,
+        rest_listener.local_addr()?,
         warehouse.url
     );
-    firn_server::serve(catalog, listener, shutdown_signal()).await?;
+    // One shutdown signal stops both transports.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let rest = tokio::spawn(firn_rest::serve(
+        catalog.clone(),
+        firn_rest::RestConfig {
+            bearer_token: args.rest_token,
+        },
+        rest_listener,
+        wait(stopped.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    firn_server::serve(catalog, listener, wait(stopped)).await?;
+    rest.await??;
     Ok(())
 }
 

@@ -107,6 +107,20 @@ impl Catalog {
         self.shared.db.get_namespace(name).await
     }
 
+    /// Removes and sets namespace properties in one transaction.
+    pub async fn update_namespace_properties(
+        &self,
+        name: &str,
+        removals: &[String],
+        updates: HashMap<String, String>,
+    ) -> Result<PropertiesUpdate> {
+        validate_name("namespace", name)?;
+        self.shared
+            .db
+            .update_namespace_properties(name, removals, updates)
+            .await
+    }
+
     /// Drops an empty namespace; `FailedPrecondition` while it holds tables.
     pub async fn drop_namespace(&self, name: &str) -> Result<()> {
         validate_name("namespace", name)?;

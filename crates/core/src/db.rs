@@ -247,6 +247,42 @@ impl Db {
         namespace_row(&row)
     }
 
+    pub(crate) async fn update_namespace_properties(
+        &self,
+        name: &str,
+        removals: &[String],
+        updates: HashMap<String, String>,
+    ) -> Result<crate::model::PropertiesUpdate> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT name, properties FROM namespaces WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found(ObjectKind::Namespace, name))?;
+        let mut props = namespace_row(&row)?.properties;
+        let mut out = crate::model::PropertiesUpdate::default();
+        for k in removals {
+            if props.remove(k).is_some() {
+                out.removed.push(k.clone());
+            } else {
+                out.missing.push(k.clone());
+            }
+        }
+        for (k, v) in updates {
+            props.insert(k.clone(), v);
+            out.updated.push(k);
+        }
+        out.updated.sort();
+        let text = serde_json::to_string(&props).expect("string map serialises");
+        sqlx::query("UPDATE namespaces SET properties = $1 WHERE name = $2")
+            .bind(text)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
     pub(crate) async fn drop_namespace(&self, name: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query(

@@ -11,6 +11,15 @@ pub struct NamespaceInfo {
     pub properties: HashMap<String, String>,
 }
 
+/// What a namespace-properties update did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PropertiesUpdate {
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
+    /// Keys asked to be removed that were not there.
+    pub missing: Vec<String>,
+}
+
 /// One column of a new table's schema. `type_json` is the Iceberg JSON type: a primitive
 /// name (`long`, `decimal(10,2)`, ...) or a JSON object for nested types.
 #[derive(Debug, Clone, PartialEq, Eq)]

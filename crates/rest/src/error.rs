@@ -1,0 +1,84 @@
+//! The Iceberg REST `ErrorModel`, and the one mapping of core errors to HTTP codes.
+//!
+//! The codes carry the spec's promises to clients: 409 on a commit means nothing was
+//! committed (the client may retry and clean up its files); 5xx means the outcome is
+//! unknown (the client must not clean up).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use firn_core::{Error, ObjectKind};
+use serde_json::json;
+
+/// An error response.
+#[derive(Debug)]
+pub struct RestError {
+    pub status: StatusCode,
+    /// The exception type clients switch on, e.g. `NoSuchTableException`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl RestError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequestException", message)
+    }
+}
+
+impl From<Error> for RestError {
+    fn from(e: Error) -> Self {
+        let (status, kind) = match &e {
+            Error::NotFound { kind, .. } => (
+                StatusCode::NOT_FOUND,
+                match kind {
+                    ObjectKind::Namespace => "NoSuchNamespaceException",
+                    ObjectKind::Table => "NoSuchTableException",
+                    ObjectKind::Snapshot | ObjectKind::Ref => "NoSuchSnapshotException",
+                    _ => "NotFoundException",
+                },
+            ),
+            Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExistsException"),
+            Error::InvalidArgument { .. } => (StatusCode::BAD_REQUEST, "BadRequestException"),
+            Error::Conflict { .. } => (StatusCode::CONFLICT, "CommitFailedException"),
+            Error::FailedPrecondition(_) => (StatusCode::BAD_REQUEST, "BadRequestException"),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "BadRequestException"),
+            Error::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+            ),
+            Error::Internal { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerErrorException",
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerErrorException",
+            ),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = ?e, "REST request failed");
+        }
+        Self::new(status, kind, e.to_string())
+    }
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "code": self.status.as_u16(),
+            }
+        });
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,697 @@
+//! The Iceberg REST catalog transport of Firn (spec: apache/iceberg
+//! `open-api/rest-catalog-open-api.yaml`): parses requests, calls the shared [`Catalog`],
+//! and answers in the spec's shapes, errors in its `ErrorModel` ([`error`]).
+//!
+//! No catalog logic lives here. Served so far: configuration, namespaces (list with
+//! paging, create, load, exists, drop, properties) and tables (list with paging, create,
+//! load with ETag, exists, drop, rename), plus the metrics and view probes clients send.
+//! `GET /v1/config` lists exactly these endpoints, so clients know what to expect; table
+//! commits and transactions are refused with 400 (nothing is applied).
+
+pub mod error;
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use firn_core::{Catalog, CreateTable, FieldSpec, PartitionFieldSpec, TableIdent};
+use iceberg::spec::{NestedField, Schema, Type, UnboundPartitionSpec};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub use error::RestError;
+
+type Res<T> = Result<T, RestError>;
+
+/// Settings of the REST transport.
+#[derive(Debug, Clone, Default)]
+pub struct RestConfig {
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    catalog: Catalog,
+    config: RestConfig,
+}
+
+/// Most names one page lists when the client does not say.
+const DEFAULT_PAGE: usize = 100;
+
+/// The endpoints Firn serves, as `GET /v1/config` announces them.
+const ENDPOINTS: &[&str] = &[
+    "GET /v1/{prefix}/namespaces",
+    "POST /v1/{prefix}/namespaces",
+    "GET /v1/{prefix}/namespaces/{namespace}",
+    "HEAD /v1/{prefix}/namespaces/{namespace}",
+    "DELETE /v1/{prefix}/namespaces/{namespace}",
+    "POST /v1/{prefix}/namespaces/{namespace}/properties",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables",
+    "POST /v1/{prefix}/namespaces/{namespace}/tables",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "POST /v1/{prefix}/tables/rename",
+    "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+];
+
+/// The router of the REST API over `catalog`.
+pub fn router(catalog: Catalog, config: RestConfig) -> Router {
+    let state = AppState { catalog, config };
+    let v1 = Router::new()
+        .route("/config", get(get_config))
+        .route("/namespaces", get(list_namespaces).post(create_namespace))
+        .route(
+            "/namespaces/{ns}",
+            get(load_namespace)
+                .head(namespace_exists)
+                .delete(drop_namespace),
+        )
+        .route("/namespaces/{ns}/properties", post(update_properties))
+        .route(
+            "/namespaces/{ns}/tables",
+            get(list_tables).post(create_table),
+        )
+        .route(
+            "/namespaces/{ns}/tables/{table}",
+            get(load_table)
+                .head(table_exists)
+                .delete(drop_table)
+                .post(commit_table),
+        )
+        .route("/namespaces/{ns}/tables/{table}/metrics", post(metrics))
+        .route("/namespaces/{ns}/views/{view}", get(no_view).head(no_view))
+        .route("/tables/rename", post(rename_table))
+        .route("/transactions/commit", post(commit_transaction));
+    Router::new()
+        .nest("/v1", v1)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Serves the REST API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    catalog: Catalog,
+    config: RestConfig,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(catalog, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn auth(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &state.config.bearer_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return RestError::new(
+                StatusCode::UNAUTHORIZED,
+                "NotAuthorizedException",
+                "a valid bearer token is required",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+// ---- helpers ---------------------------------------------------------------------------
+
+/// A namespace from the path (levels separated by 0x1F); Firn namespaces have one level.
+fn namespace(ns: &str) -> Res<String> {
+    if ns.contains('\u{1f}') {
+        return Err(RestError::bad_request(format!(
+            "namespace {:?} has several levels; Firn namespaces have one",
+            ns.replace('\u{1f}', ".")
+        )));
+    }
+    Ok(ns.to_string())
+}
+
+fn one_level(levels: &[String]) -> Res<String> {
+    match levels {
+        [one] => Ok(one.clone()),
+        _ => Err(RestError::bad_request(format!(
+            "namespace {levels:?} must have exactly one level"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    #[serde(rename = "pageToken")]
+    page_token: Option<String>,
+    #[serde(rename = "pageSize")]
+    page_size: Option<usize>,
+    parent: Option<String>,
+}
+
+/// One page of sorted `names` after the token; returns the page and the next token.
+fn page(mut names: Vec<String>, p: &Paging) -> Res<(Vec<String>, Option<String>)> {
+    names.sort();
+    let size = match p.page_size {
+        Some(0) => return Err(RestError::bad_request("pageSize must be positive")),
+        Some(n) => n,
+        None => DEFAULT_PAGE.max(names.len()),
+    };
+    let start = match p.page_token.as_deref() {
+        None | Some("") => 0,
+        Some(t) => names.partition_point(|n| n.as_str() <= t),
+    };
+    let rest = &names[start.min(names.len())..];
+    let page: Vec<String> = rest.iter().take(size).cloned().collect();
+    let next = (rest.len() > size).then(|| page.last().cloned()).flatten();
+    Ok((page, next))
+}
+
+// ---- config and namespaces -------------------------------------------------------------
+
+async fn get_config(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "defaults": {},
+        "overrides": {
+            "warehouse": s.catalog.warehouse().root(),
+        },
+        "endpoints": ENDPOINTS,
+    }))
+}
+
+async fn list_namespaces(State(s): State<AppState>, Query(p): Query<Paging>) -> Res<Json<Value>> {
+    if p.parent.as_deref().is_some_and(|x| !x.is_empty()) {
+        // Namespaces have one level: nothing is nested.
+        namespace(p.parent.as_deref().unwrap_or_default())?;
+        return Ok(Json(json!({"namespaces": []})));
+    }
+    let names = s
+        .catalog
+        .list_namespaces()
+        .await?
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    let (names, next) = page(names, &p)?;
+    let namespaces: Vec<Value> = names.into_iter().map(|n| json!([n])).collect();
+    Ok(Json(
+        json!({"namespaces": namespaces, "next-page-token": next}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct CreateNamespaceBody {
+    namespace: Vec<String>,
+    #[serde(default)]
+    properties: HashMap<String, String>,
+}
+
+async fn create_namespace(
+    State(s): State<AppState>,
+    Json(b): Json<CreateNamespaceBody>,
+) -> Res<Json<Value>> {
+    let name = one_level(&b.namespace)?;
+    let ns = s.catalog.create_namespace(&name, b.properties).await?;
+    Ok(Json(
+        json!({"namespace": [ns.name], "properties": ns.properties}),
+    ))
+}
+
+async fn load_namespace(State(s): State<AppState>, Path(ns): Path<String>) -> Res<Json<Value>> {
+    let ns = s.catalog.get_namespace(&namespace(&ns)?).await?;
+    Ok(Json(
+        json!({"namespace": [ns.name], "properties": ns.properties}),
+    ))
+}
+
+async fn namespace_exists(State(s): State<AppState>, Path(ns): Path<String>) -> Res<StatusCode> {
+    s.catalog.get_namespace(&namespace(&ns)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn drop_namespace(State(s): State<AppState>, Path(ns): Path<String>) -> Res<StatusCode> {
+    match s.catalog.drop_namespace(&namespace(&ns)?).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(firn_core::Error::FailedPrecondition(m)) => Err(RestError::new(
+            StatusCode::CONFLICT,
+            "NamespaceNotEmptyException",
+            m,
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PropertiesBody {
+    #[serde(default)]
+    removals: Vec<String>,
+    #[serde(default)]
+    updates: HashMap<String, String>,
+}
+
+async fn update_properties(
+    State(s): State<AppState>,
+    Path(ns): Path<String>,
+    Json(b): Json<PropertiesBody>,
+) -> Res<Json<Value>> {
+    if let Some(k) = b.removals.iter().find(|k| b.updates.contains_key(*k)) {
+        return Err(RestError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "UnprocessableEntityException",
+            format!("property {k} is both updated and removed"),
+        ));
+    }
+    let r = s
+        .catalog
+        .update_namespace_properties(&namespace(&ns)?, &b.removals, b.updates)
+        .await?;
+    Ok(Json(json!({
+        "updated": r.updated,
+        "removed": r.removed,
+        "missing": r.missing,
+    })))
+}
+
+// ---- tables ----------------------------------------------------------------------------
+
+async fn list_tables(
+    State(s): State<AppState>,
+    Path(ns): Path<String>,
+    Query(p): Query<Paging>,
+) -> Res<Json<Value>> {
+    let ns = namespace(&ns)?;
+    let names = s
+        .catalog
+        .list_tables(&ns)
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    let (names, next) = page(names, &p)?;
+    let ids: Vec<Value> = names
+        .into_iter()
+        .map(|n| json!({"namespace": [ns], "name": n}))
+        .collect();
+    Ok(Json(json!({"identifiers": ids, "next-page-token": next})))
+}
+
+/// The column spec of a field of a client's schema.
+fn field_spec(f: &NestedField) -> FieldSpec {
+    let type_json = match f.field_type.as_ref() {
+        Type::Primitive(p) => p.to_string(),
+        nested => serde_json::to_string(nested).expect("types serialise"),
+    };
+    FieldSpec {
+        name: f.name.clone(),
+        type_json,
+        required: f.required,
+        doc: f.doc.clone(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateTableBody {
+    name: String,
+    location: Option<String>,
+    schema: Schema,
+    #[serde(rename = "partition-spec")]
+    partition_spec: Option<UnboundPartitionSpec>,
+    #[serde(rename = "stage-create", default)]
+    stage_create: bool,
+    #[serde(default)]
+    properties: HashMap<String, String>,
+}
+
+async fn create_table(
+    State(s): State<AppState>,
+    Path(ns): Path<String>,
+    Json(b): Json<CreateTableBody>,
+) -> Res<Response> {
+    if b.stage_create {
+        return Err(RestError::bad_request(
+            "stage-create is not supported yet: create the table, then write to it",
+        ));
+    }
+    let ident = TableIdent::new(namespace(&ns)?, b.name.clone());
+    let fields: Vec<FieldSpec> = b
+        .schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| field_spec(f))
+        .collect();
+    let mut partition_by = Vec::new();
+    if let Some(spec) = &b.partition_spec {
+        for pf in spec.fields() {
+            let source = b.schema.field_by_id(pf.source_id).ok_or_else(|| {
+                RestError::bad_request(format!(
+                    "partition field {} names source id {}, which is not in the schema",
+                    pf.name, pf.source_id
+                ))
+            })?;
+            partition_by.push(PartitionFieldSpec {
+                source_column: source.name.clone(),
+                transform: pf.transform.to_string(),
+                name: Some(pf.name.clone()),
+            });
+        }
+    }
+    let spec = CreateTable {
+        fields,
+        partition_by,
+        location: b.location.clone(),
+        properties: b.properties.clone(),
+    };
+    s.catalog.create_table(&ident, spec).await?;
+    load(&s, &ident, &HeaderMap::new()).await
+}
+
+/// The `LoadTableResult` of a table, with its ETag (the metadata file names the version).
+async fn load(s: &AppState, ident: &TableIdent, headers: &HeaderMap) -> Res<Response> {
+    let t = s.catalog.load_table(ident, true).await?;
+    let etag = format!("\"{}\"", t.metadata_location);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag)
+    {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let metadata: Value = serde_json::from_str(t.metadata_json.as_deref().unwrap_or("null"))
+        .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
+    let body = json!({
+        "metadata-location": t.metadata_location,
+        "metadata": metadata,
+        "config": {},
+    });
+    let mut resp = Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+async fn load_table(
+    State(s): State<AppState>,
+    Path((ns, table)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Res<Response> {
+    load(&s, &TableIdent::new(namespace(&ns)?, table), &headers).await
+}
+
+async fn table_exists(
+    State(s): State<AppState>,
+    Path((ns, table)): Path<(String, String)>,
+) -> Res<StatusCode> {
+    let ident = TableIdent::new(namespace(&ns)?, table);
+    s.catalog.load_table(&ident, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn drop_table(
+    State(s): State<AppState>,
+    Path((ns, table)): Path<(String, String)>,
+) -> Res<StatusCode> {
+    // The files stay where they are with or without purgeRequested; orphan removal deletes
+    // them (a dropped table's files are not referenced by any table).
+    s.catalog
+        .drop_table(&TableIdent::new(namespace(&ns)?, table))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct RestIdent {
+    namespace: Vec<String>,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RenameBody {
+    source: RestIdent,
+    destination: RestIdent,
+}
+
+async fn rename_table(State(s): State<AppState>, Json(b): Json<RenameBody>) -> Res<StatusCode> {
+    let from = TableIdent::new(one_level(&b.source.namespace)?, b.source.name);
+    let to = TableIdent::new(one_level(&b.destination.namespace)?, b.destination.name);
+    s.catalog.rename_table(&from, &to).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn commit_table() -> RestError {
+    RestError::bad_request(
+        "table commits over the Iceberg REST API are not supported by this server yet; \
+         nothing was committed (use Firn's gRPC API or firn sql)",
+    )
+}
+
+async fn commit_transaction() -> RestError {
+    commit_table().await
+}
+
+async fn metrics() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+async fn no_view() -> RestError {
+    RestError::new(
+        StatusCode::NOT_FOUND,
+        "NoSuchViewException",
+        "Firn has no views",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use firn_core::{CatalogConfig, Env, WarehouseConfig};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn app(token: Option<&str>) -> (Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(
+            CatalogConfig {
+                catalog_url: format!("sqlite://{}", dir.path().join("c.db").display()),
+                warehouse: WarehouseConfig::new(format!(
+                    "file://{}",
+                    dir.path().join("w").display()
+                )),
+            },
+            Env::default(),
+        )
+        .await
+        .unwrap();
+        let config = RestConfig {
+            bearer_token: token.map(str::to_string),
+        };
+        (router(catalog, config), dir)
+    }
+
+    async fn call(
+        app: &Router,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(match body {
+                Some(b) => Body::from(b.to_string()),
+                None => Body::empty(),
+            })
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, v)
+    }
+
+    fn schema() -> Value {
+        json!({"type": "struct", "schema-id": 0, "fields": [
+            {"id": 1, "name": "id", "type": "long", "required": true},
+            {"id": 2, "name": "ts", "type": "timestamp", "required": false}
+        ]})
+    }
+
+    #[tokio::test]
+    async fn namespaces_tables_and_the_error_model() {
+        let (app, _dir) = app(None).await;
+        let (s, v) = call(&app, Method::GET, "/v1/config", None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            v["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e == "GET /v1/{prefix}/namespaces")
+        );
+
+        for ns in ["a", "b", "c"] {
+            let (s, _) = call(
+                &app,
+                Method::POST,
+                "/v1/namespaces",
+                Some(json!({"namespace": [ns]})),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK);
+        }
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/v1/namespaces",
+            Some(json!({"namespace": ["a"]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        assert_eq!(v["error"]["type"], "AlreadyExistsException");
+        assert_eq!(v["error"]["code"], 409);
+        assert!(v["error"]["message"].as_str().unwrap().contains('a'));
+
+        // Paging.
+        let (_, v) = call(&app, Method::GET, "/v1/namespaces?pageSize=2", None).await;
+        assert_eq!(v["namespaces"], json!([["a"], ["b"]]));
+        let token = v["next-page-token"].as_str().unwrap().to_string();
+        let (_, v) = call(
+            &app,
+            Method::GET,
+            &format!("/v1/namespaces?pageSize=2&pageToken={token}"),
+            None,
+        )
+        .await;
+        assert_eq!(v["namespaces"], json!([["c"]]));
+        assert!(v["next-page-token"].is_null());
+
+        let (s, _) = call(&app, Method::HEAD, "/v1/namespaces/a", None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = call(&app, Method::HEAD, "/v1/namespaces/zz", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, v) = call(&app, Method::GET, "/v1/namespaces/a%1Fb", None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["type"], "BadRequestException");
+
+        // Tables.
+        let body = json!({"name": "t", "schema": schema(),
+            "partition-spec": {"fields": [{"source-id": 2, "field-id": 1000, "name": "ts_day", "transform": "day"}]}});
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/v1/namespaces/a/tables",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(
+            v["metadata-location"]
+                .as_str()
+                .unwrap()
+                .ends_with(".metadata.json")
+        );
+        assert_eq!(
+            v["metadata"]["partition-specs"][0]["fields"][0]["transform"],
+            "day"
+        );
+        let (s, v) = call(&app, Method::POST, "/v1/namespaces/a/tables", Some(body)).await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("AlreadyExistsException"))
+        );
+        let (s, v) = call(&app, Method::GET, "/v1/namespaces/a/tables/nope", None).await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (StatusCode::NOT_FOUND, Some("NoSuchTableException"))
+        );
+        let (s, v) = call(&app, Method::GET, "/v1/namespaces/zz/tables/t", None).await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (StatusCode::NOT_FOUND, Some("NoSuchNamespaceException"))
+        );
+        let (_, v) = call(&app, Method::GET, "/v1/namespaces/a/tables", None).await;
+        assert_eq!(v["identifiers"], json!([{"namespace": ["a"], "name": "t"}]));
+
+        // A commit is refused with 400 (final, nothing applied), never 5xx or 409.
+        let before = call(&app, Method::GET, "/v1/namespaces/a/tables/t", None)
+            .await
+            .1;
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/v1/namespaces/a/tables/t",
+            Some(json!({"requirements": [], "updates": []})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was committed")
+        );
+        let after = call(&app, Method::GET, "/v1/namespaces/a/tables/t", None)
+            .await
+            .1;
+        assert_eq!(before["metadata-location"], after["metadata-location"]);
+
+        let (s, v) = call(&app, Method::DELETE, "/v1/namespaces/a", None).await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("NamespaceNotEmptyException"))
+        );
+        let (s, _) = call(&app, Method::POST, "/v1/tables/rename", Some(json!({
+            "source": {"namespace": ["a"], "name": "t"}, "destination": {"namespace": ["b"], "name": "u"}}))).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = call(&app, Method::HEAD, "/v1/namespaces/b/tables/u", None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = call(
+            &app,
+            Method::DELETE,
+            "/v1/namespaces/b/tables/u?purgeRequested=true",
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = call(&app, Method::DELETE, "/v1/namespaces/a", None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn a_configured_bearer_token_is_required() {
+        let (app, _dir) = app(Some("s3cret")).await;
+        let (s, v) = call(&app, Method::GET, "/v1/namespaces", None).await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("NotAuthorizedException"))
+        );
+        let req = Request::builder()
+            .uri("/v1/namespaces")
+            .header("authorization", "Bearer s3cret")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+}
