@@ -180,9 +180,48 @@ fn page(mut names: Vec<String>, p: &Paging) -> Res<(Vec<String>, Option<String>)
 
 // ---- config and namespaces -------------------------------------------------------------
 
+/// The FileIO properties a client needs to read and write the warehouse: for S3 the
+/// endpoint, region and addressing style (never credentials: clients bring their own).
+fn file_io_properties(config: &firn_core::WarehouseConfig) -> serde_json::Map<String, Value> {
+    let mut p = serde_json::Map::new();
+    if !config.url.starts_with("s3://") {
+        return p;
+    }
+    let option = |keys: &[&str], env: &[&str]| {
+        keys.iter()
+            .find_map(|k| config.options.get(*k).cloned())
+            .or_else(|| env.iter().find_map(|e| std::env::var(e).ok()))
+    };
+    if let Some(e) = option(
+        &["endpoint", "aws_endpoint"],
+        &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"],
+    ) {
+        p.insert("s3.endpoint".into(), json!(e));
+    }
+    if let Some(r) = option(
+        &["region", "aws_region"],
+        &["AWS_REGION", "AWS_DEFAULT_REGION"],
+    ) {
+        p.insert("s3.region".into(), json!(r));
+    }
+    let virtual_hosted = option(
+        &[
+            "virtual_hosted_style_request",
+            "aws_virtual_hosted_style_request",
+        ],
+        &["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"],
+    )
+    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    p.insert(
+        "s3.path-style-access".into(),
+        json!((!virtual_hosted).to_string()),
+    );
+    p
+}
+
 async fn get_config(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
-        "defaults": {},
+        "defaults": file_io_properties(s.catalog.warehouse().config()),
         "overrides": {
             "warehouse": s.catalog.warehouse().root(),
         },
@@ -377,10 +416,57 @@ async fn create_table(
     load(&s, &ident, &HeaderMap::new()).await
 }
 
+/// Which snapshots a load returns (`?snapshots=all|refs`).
+#[derive(Deserialize, Default)]
+struct LoadParams {
+    snapshots: Option<String>,
+}
+
+/// Keeps only the snapshots a branch or tag points at (`snapshots=refs`).
+fn only_ref_snapshots(metadata: &mut Value) {
+    let referenced: std::collections::HashSet<i64> = metadata["refs"]
+        .as_object()
+        .map(|refs| {
+            refs.values()
+                .filter_map(|r| r["snapshot-id"].as_i64())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(snaps) = metadata.get_mut("snapshots").and_then(Value::as_array_mut) {
+        snaps.retain(|s| {
+            s["snapshot-id"]
+                .as_i64()
+                .is_some_and(|id| referenced.contains(&id))
+        });
+    }
+}
+
 /// The `LoadTableResult` of a table, with its ETag (the metadata file names the version).
 async fn load(s: &AppState, ident: &TableIdent, headers: &HeaderMap) -> Res<Response> {
+    load_with(s, ident, headers, &LoadParams::default()).await
+}
+
+async fn load_with(
+    s: &AppState,
+    ident: &TableIdent,
+    headers: &HeaderMap,
+    params: &LoadParams,
+) -> Res<Response> {
+    let refs_only = match params.snapshots.as_deref() {
+        None | Some("all") => false,
+        Some("refs") => true,
+        Some(other) => {
+            return Err(RestError::bad_request(format!(
+                "snapshots={other}: expected all or refs"
+            )));
+        }
+    };
     let t = s.catalog.load_table(ident, true).await?;
-    let etag = format!("\"{}\"", t.metadata_location);
+    let etag = format!(
+        "\"{}{}\"",
+        t.metadata_location,
+        if refs_only { ";refs" } else { "" }
+    );
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -388,12 +474,15 @@ async fn load(s: &AppState, ident: &TableIdent, headers: &HeaderMap) -> Res<Resp
     {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let metadata: Value = serde_json::from_str(t.metadata_json.as_deref().unwrap_or("null"))
+    let mut metadata: Value = serde_json::from_str(t.metadata_json.as_deref().unwrap_or("null"))
         .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
+    if refs_only {
+        only_ref_snapshots(&mut metadata);
+    }
     let body = json!({
         "metadata-location": t.metadata_location,
         "metadata": metadata,
-        "config": {},
+        "config": file_io_properties(s.catalog.warehouse().config()),
     });
     let mut resp = Json(body).into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -405,9 +494,16 @@ async fn load(s: &AppState, ident: &TableIdent, headers: &HeaderMap) -> Res<Resp
 async fn load_table(
     State(s): State<AppState>,
     Path((ns, table)): Path<(String, String)>,
+    Query(params): Query<LoadParams>,
     headers: HeaderMap,
 ) -> Res<Response> {
-    load(&s, &TableIdent::new(namespace(&ns)?, table), &headers).await
+    load_with(
+        &s,
+        &TableIdent::new(namespace(&ns)?, table),
+        &headers,
+        &params,
+    )
+    .await
 }
 
 async fn table_exists(
@@ -630,6 +726,33 @@ mod tests {
         );
         let (_, v) = call(&app, Method::GET, "/v1/namespaces/a/tables", None).await;
         assert_eq!(v["identifiers"], json!([{"namespace": ["a"], "name": "t"}]));
+        // ETag / If-None-Match, and the snapshots parameter.
+        let get = |etag: Option<&str>| {
+            let mut r = Request::builder().uri("/v1/namespaces/a/tables/t?snapshots=refs");
+            if let Some(e) = etag {
+                r = r.header("if-none-match", e);
+            }
+            app.clone().oneshot(r.body(Body::empty()).unwrap())
+        };
+        let first = get(None).await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        let etag = first.headers()["etag"].to_str().unwrap().to_string();
+        assert_eq!(
+            get(Some(&etag)).await.unwrap().status(),
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(
+            get(Some("\"other\"")).await.unwrap().status(),
+            StatusCode::OK
+        );
+        let (s, _) = call(
+            &app,
+            Method::GET,
+            "/v1/namespaces/a/tables/t?snapshots=some",
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
 
         // A commit is refused with 400 (final, nothing applied), never 5xx or 409.
         let before = call(&app, Method::GET, "/v1/namespaces/a/tables/t", None)
@@ -674,6 +797,34 @@ mod tests {
         assert_eq!(s, StatusCode::NO_CONTENT);
         let (s, _) = call(&app, Method::DELETE, "/v1/namespaces/a", None).await;
         assert_eq!(s, StatusCode::NO_CONTENT);
+    }
+
+    #[test]
+    fn snapshots_refs_keeps_what_branches_and_tags_point_at() {
+        let mut m = json!({
+            "refs": {"main": {"snapshot-id": 3, "type": "branch"}, "v1": {"snapshot-id": 1, "type": "tag"}},
+            "snapshots": [{"snapshot-id": 1}, {"snapshot-id": 2}, {"snapshot-id": 3}]
+        });
+        only_ref_snapshots(&mut m);
+        assert_eq!(
+            m["snapshots"],
+            json!([{"snapshot-id": 1}, {"snapshot-id": 3}])
+        );
+    }
+
+    #[test]
+    fn s3_warehouses_tell_clients_endpoint_region_and_addressing_but_no_secrets() {
+        let mut c = firn_core::WarehouseConfig::new("s3://bucket/wh");
+        c.options
+            .insert("endpoint".into(), "http://127.0.0.1:9000".into());
+        c.options.insert("region".into(), "eu-1".into());
+        c.options.insert("secret_access_key".into(), "hush".into());
+        let p = file_io_properties(&c);
+        assert_eq!(p["s3.endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(p["s3.region"], "eu-1");
+        assert_eq!(p["s3.path-style-access"], "true");
+        assert!(!Value::Object(p).to_string().contains("hush"));
+        assert!(file_io_properties(&firn_core::WarehouseConfig::new("file:///tmp/w")).is_empty());
     }
 
     #[tokio::test]
