@@ -31,9 +31,10 @@ async fn python_grpc_client_commits_pyarrow_files() {
 }
 
 /// PyIceberg, through Firn's Iceberg REST catalog, reads a table the Rust writer committed
-/// (current and first snapshot) and uses the namespace and table API.
+/// (current and first snapshot), uses the namespace and table API, and appends twice; Firn
+/// reads its appends back through SQL, at both snapshots.
 #[tokio::test]
-async fn pyiceberg_reads_firn_tables_over_rest() {
+async fn pyiceberg_reads_and_appends_over_rest() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -70,4 +71,40 @@ async fn pyiceberg_reads_firn_tables_over_rest() {
     assert_eq!(seen["ids"], serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7]));
     assert_eq!(seen["first_rows"], 5);
     assert_eq!(seen["snapshots"], 2);
+    // What PyIceberg committed over REST, Firn reads back (current and first snapshot).
+    let appended: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .find(|l| l.contains("appended_first_snapshot"))
+            .unwrap(),
+    )
+    .unwrap();
+    let first = appended["appended_first_snapshot"].as_i64().unwrap();
+    let session = firn_query::FirnSession::connect(&server.endpoint)
+        .await
+        .unwrap();
+    let count = |sql: String| {
+        let session = session.clone();
+        async move {
+            let b = session.sql(&sql).await.unwrap();
+            b[0].column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .value(0)
+        }
+    };
+    assert_eq!(count("SELECT sum(id) FROM py.appended".into()).await, 13);
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM py.appended VERSION AS OF {first}"
+        ))
+        .await,
+        3
+    );
+    let snaps = client
+        .list_snapshots(&firn_client::TableIdent::new("py", "appended"))
+        .await
+        .unwrap();
+    assert_eq!(snaps.len(), 2);
 }

@@ -75,10 +75,29 @@ try:
 except NamespaceNotEmptyError:
     pass
 cat.drop_table("py.renamed")
-cat.drop_namespace("py")
+cat.create_namespace("gone")
+cat.drop_namespace("gone")
 try:
-    cat.load_namespace_properties("py")
+    cat.load_namespace_properties("gone")
     raise SystemExit("the namespace must be gone")
 except NoSuchNamespaceError:
     pass
+
+# Appends: PyIceberg writes the files and commits add-snapshot + set-snapshot-ref; the
+# table stays for Firn to read.
+import pyarrow as pa
+
+appended = cat.create_table("py.appended", schema=Schema(
+    NestedField(1, "id", LongType(), required=True),
+    NestedField(2, "name", StringType(), required=False),
+))
+arrow_schema = appended.schema().as_arrow()
+appended.append(pa.Table.from_pylist([{"id": i, "name": f"p{i}"} for i in range(3)], schema=arrow_schema))
+appended = cat.load_table("py.appended")
+first_snapshot = appended.current_snapshot().snapshot_id
+appended.append(pa.Table.from_pylist([{"id": 10, "name": "q"}], schema=arrow_schema))
+appended = cat.load_table("py.appended")
+assert appended.scan().to_arrow().num_rows == 4
+assert appended.scan(snapshot_id=first_snapshot).to_arrow().num_rows == 3
+print(json.dumps({"appended_first_snapshot": first_snapshot}))
 print("PYICEBERG-OK")

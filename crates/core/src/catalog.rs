@@ -524,6 +524,30 @@ impl Catalog {
         scan::plan(&self.shared, &row, resolved, filter).await
     }
 
+    /// Applies Iceberg requirements + updates (the REST protocol's commit); see
+    /// [`crate::metacommit`]. Returns the table afterwards, with its metadata JSON.
+    #[instrument(skip(self, requirements, updates), fields(table = %ident))]
+    pub async fn commit_metadata(
+        &self,
+        ident: &TableIdent,
+        requirements: &[iceberg::TableRequirement],
+        updates: &[iceberg::TableUpdate],
+        client: &str,
+    ) -> Result<TableInfo> {
+        ident.validate()?;
+        let commit_id = self.shared.env.ids.uuid().to_string();
+        crate::metacommit::commit(
+            &self.shared,
+            ident,
+            requirements,
+            updates,
+            client,
+            &commit_id,
+        )
+        .await?;
+        self.load_table(ident, true).await
+    }
+
     /// The table's tags and branches (`main` first).
     pub async fn list_refs(&self, ident: &TableIdent) -> Result<Vec<RefInfo>> {
         ident.validate()?;

@@ -10,6 +10,7 @@
 //! | `AlreadyExists` | the namespace or table exists already | no |
 //! | `InvalidArgument` | the request is wrong; `field` names what, `reason` says why | no |
 //! | `Conflict` | a concurrent commit moved the table; nothing was applied | yes, after re-reading the table |
+//! | `RequirementFailed` | a metadata commit's requirement does not hold on the current table; nothing was applied | yes, after re-reading the table |
 //! | `FailedPrecondition` | valid request, but the current state forbids it | not unchanged |
 //! | `TooLarge` | the request exceeds a server limit | no |
 //! | `Unavailable` | storage or database unavailable; for a commit the outcome is unknown | yes, with the same commit id |
@@ -52,6 +53,13 @@ pub enum Error {
         expected: Option<i64>,
         current: Option<i64>,
     },
+
+    /// A requirement of a metadata commit (e.g. "main is at snapshot S") does not hold on
+    /// the current table. Nothing was applied.
+    #[error(
+        "commit conflict on {table}: {reason}; nothing was applied, re-read the table and retry"
+    )]
+    RequirementFailed { table: String, reason: String },
 
     /// The request is valid but the state of the catalog forbids it.
     #[error("{0}")]

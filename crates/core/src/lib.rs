@@ -20,6 +20,7 @@ pub mod error;
 pub mod fault;
 pub mod files;
 pub mod ident;
+mod metacommit;
 mod metadata;
 pub mod model;
 pub mod notation;

@@ -47,7 +47,9 @@ impl From<Error> for RestError {
             ),
             Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExistsException"),
             Error::InvalidArgument { .. } => (StatusCode::BAD_REQUEST, "BadRequestException"),
-            Error::Conflict { .. } => (StatusCode::CONFLICT, "CommitFailedException"),
+            Error::Conflict { .. } | Error::RequirementFailed { .. } => {
+                (StatusCode::CONFLICT, "CommitFailedException")
+            }
             Error::FailedPrecondition(_) => (StatusCode::BAD_REQUEST, "BadRequestException"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "BadRequestException"),
             Error::Unavailable { .. } => (

@@ -3,10 +3,10 @@
 //! and answers in the spec's shapes, errors in its `ErrorModel` ([`error`]).
 //!
 //! No catalog logic lives here. Served so far: configuration, namespaces (list with
-//! paging, create, load, exists, drop, properties) and tables (list with paging, create,
-//! load with ETag, exists, drop, rename), plus the metrics and view probes clients send.
-//! `GET /v1/config` lists exactly these endpoints, so clients know what to expect; table
-//! commits and transactions are refused with 400 (nothing is applied).
+//! paging, create, load, exists, drop, properties), tables (list with paging, create,
+//! load with ETag, exists, drop, rename, commit), plus the metrics and view probes clients
+//! send. `GET /v1/config` lists exactly these endpoints, so clients know what to expect;
+//! multi-table transactions and `stage-create` are refused with 400 (nothing is applied).
 
 pub mod error;
 
@@ -56,6 +56,7 @@ const ENDPOINTS: &[&str] = &[
     "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
     "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
     "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
     "POST /v1/{prefix}/tables/rename",
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
 ];
@@ -546,15 +547,48 @@ async fn rename_table(State(s): State<AppState>, Json(b): Json<RenameBody>) -> R
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn commit_table() -> RestError {
-    RestError::bad_request(
-        "table commits over the Iceberg REST API are not supported by this server yet; \
-         nothing was committed (use Firn's gRPC API or firn sql)",
-    )
+#[derive(Deserialize)]
+struct CommitBody {
+    #[serde(default)]
+    requirements: Vec<iceberg::TableRequirement>,
+    #[serde(default)]
+    updates: Vec<iceberg::TableUpdate>,
+}
+
+/// Who is calling, for the commit log.
+fn client_of(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!("rest:{}", v.chars().take(100).collect::<String>()))
+        .unwrap_or_else(|| "rest".into())
+}
+
+async fn commit_table(
+    State(s): State<AppState>,
+    Path((ns, table)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Res<Json<Value>> {
+    let b: CommitBody = serde_json::from_slice(&body)
+        .map_err(|e| RestError::bad_request(format!("commit request: {e}")))?;
+    let ident = TableIdent::new(namespace(&ns)?, table);
+    let t = s
+        .catalog
+        .commit_metadata(&ident, &b.requirements, &b.updates, &client_of(&headers))
+        .await?;
+    let metadata: Value = serde_json::from_str(t.metadata_json.as_deref().unwrap_or("null"))
+        .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
+    Ok(Json(json!({
+        "metadata-location": t.metadata_location,
+        "metadata": metadata,
+    })))
 }
 
 async fn commit_transaction() -> RestError {
-    commit_table().await
+    RestError::bad_request(
+        "multi-table transactions are not supported by this server yet; nothing was committed",
+    )
 }
 
 async fn metrics() -> StatusCode {
@@ -754,7 +788,8 @@ mod tests {
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
 
-        // A commit is refused with 400 (final, nothing applied), never 5xx or 409.
+        // A requirement that does not hold: 409 CommitFailed, nothing applied. An update
+        // the builder refuses: 400, nothing applied. Never 5xx for either.
         let before = call(&app, Method::GET, "/v1/namespaces/a/tables/t", None)
             .await
             .1;
@@ -762,20 +797,41 @@ mod tests {
             &app,
             Method::POST,
             "/v1/namespaces/a/tables/t",
-            Some(json!({"requirements": [], "updates": []})),
+            Some(json!({
+            "requirements": [{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": 42}],
+            "updates": [{"action": "set-properties", "updates": {"x": "1"}}]})),
         )
         .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST);
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("nothing was committed")
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("CommitFailedException")),
+            "{v}"
+        );
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/v1/namespaces/a/tables/t",
+            Some(json!({
+            "requirements": [], "updates": [{"action": "set-current-schema", "schema-id": 7}]})),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("BadRequestException")),
+            "{v}"
         );
         let after = call(&app, Method::GET, "/v1/namespaces/a/tables/t", None)
             .await
             .1;
         assert_eq!(before["metadata-location"], after["metadata-location"]);
+        // A commit whose requirements hold applies.
+        let uuid = after["metadata"]["table-uuid"].clone();
+        let (s, v) = call(&app, Method::POST, "/v1/namespaces/a/tables/t", Some(json!({
+            "requirements": [{"type": "assert-table-uuid", "uuid": uuid}, {"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": null}],
+            "updates": [{"action": "set-properties", "updates": {"owner": "ada"}}]}))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["metadata"]["properties"]["owner"], "ada");
+        assert_ne!(v["metadata-location"], after["metadata-location"]);
 
         let (s, v) = call(&app, Method::DELETE, "/v1/namespaces/a", None).await;
         assert_eq!(

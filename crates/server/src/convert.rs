@@ -19,7 +19,7 @@ pub fn status(e: Error) -> Status {
         Error::NotFound { .. } => Code::NotFound,
         Error::AlreadyExists { .. } => Code::AlreadyExists,
         Error::InvalidArgument { .. } => Code::InvalidArgument,
-        Error::Conflict { .. } => Code::Aborted,
+        Error::Conflict { .. } | Error::RequirementFailed { .. } => Code::Aborted,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::TooLarge(_) => Code::ResourceExhausted,
         Error::Unavailable { .. } => Code::Unavailable,

@@ -1,0 +1,204 @@
+//! Metadata commits: Iceberg's requirements + updates, as the REST protocol sends them
+//! (clients such as Spark and PyIceberg write their own manifests and manifest list and ask
+//! the catalog to add the snapshot and move a ref).
+//!
+//! Contract: the requirements are checked against the table's current metadata and the
+//! updates applied with iceberg-rust's metadata builder; the result is stored with ONE
+//! compare-and-swap of the table version in ONE database transaction, with the new
+//! snapshot, snapshot-log, ref and commit-log rows — the same pointer and version gRPC
+//! commits swap, so the two kinds of writers serialise. If the swap loses a race the
+//! requirements are checked again on the new state (they are what the client's work
+//! depends on); a requirement that does not hold is `RequirementFailed` and nothing is
+//! applied. An update the builder refuses is `InvalidArgument`. A failure of the
+//! transaction's commit is `Unavailable` (outcome unknown).
+
+use std::collections::HashSet;
+
+use iceberg::spec::{TableMetadata, TableMetadataBuilder};
+use iceberg::{TableRequirement, TableUpdate};
+use serde_json::json;
+
+use crate::commit::Shared;
+use crate::error::{Error, Result};
+use crate::ident::TableIdent;
+use crate::metadata;
+
+/// How often a metadata commit is re-checked after losing the version swap.
+const MAX_ATTEMPTS: usize = 20;
+
+pub(crate) async fn commit(
+    shared: &Shared,
+    ident: &TableIdent,
+    requirements: &[TableRequirement],
+    updates: &[TableUpdate],
+    client: &str,
+    commit_id: &str,
+) -> Result<()> {
+    for _ in 0..MAX_ATTEMPTS {
+        let row = shared.db.table(ident).await?;
+        let current: TableMetadata =
+            serde_json::from_str(&metadata::render(&shared.db, &row).await?)
+                .map_err(|e| Error::internal_from("rendered metadata", e))?;
+        for r in requirements {
+            r.check(Some(&current))
+                .map_err(|e| Error::RequirementFailed {
+                    table: ident.to_string(),
+                    reason: e.message().to_string(),
+                })?;
+        }
+        let mut builder = TableMetadataBuilder::new_from_metadata(
+            current.clone(),
+            Some(row.metadata_location.clone()),
+        );
+        for u in updates {
+            builder = u
+                .clone()
+                .apply(builder)
+                .map_err(|e| Error::invalid("updates", e.message().to_string()))?;
+        }
+        let new = builder
+            .build()
+            .map_err(|e| Error::invalid("updates", e.message().to_string()))?
+            .metadata;
+        if apply(shared, &row, &current, &new, client, commit_id).await? {
+            return Ok(());
+        }
+    }
+    Err(Error::Unavailable {
+        what: "table",
+        source: format!("{ident} kept changing; nothing was applied, try again").into(),
+    })
+}
+
+/// Stores `new` in place of `current` if the table is still at `row.version`.
+async fn apply(
+    shared: &Shared,
+    row: &crate::db::TableRow,
+    current: &TableMetadata,
+    new: &TableMetadata,
+    client: &str,
+    commit_id: &str,
+) -> Result<bool> {
+    let known: HashSet<i64> = current.snapshots().map(|s| s.snapshot_id()).collect();
+    let mut value = serde_json::to_value(new).map_err(|e| Error::internal_from("metadata", e))?;
+    let refs = value["refs"].as_object().cloned().unwrap_or_default();
+    // The base keeps what is not in rows: schemas, specs, properties, ...
+    let mut base = value.take();
+    if let Some(o) = base.as_object_mut() {
+        for k in ["snapshots", "snapshot-log", "metadata-log"] {
+            o.insert(k.into(), json!([]));
+        }
+        o.insert("refs".into(), json!({}));
+        o.remove("current-snapshot-id");
+    }
+    let version = row.version + 1;
+    let now = new.last_updated_ms();
+    let current_id = new.current_snapshot_id();
+    let mut tx = shared.db.pool.begin().await?;
+    let swapped = sqlx::query(
+        "UPDATE tables SET version = $1, base_metadata = $2, current_snapshot_id = $3, \
+         last_sequence_number = $4, last_updated_ms = $5 WHERE table_id = $6 AND version = $7",
+    )
+    .bind(version)
+    .bind(base.to_string())
+    .bind(current_id)
+    .bind(new.last_sequence_number())
+    .bind(now)
+    .bind(row.table_id)
+    .bind(row.version)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !swapped {
+        return Ok(false);
+    }
+    for s in new
+        .snapshots()
+        .filter(|s| !known.contains(&s.snapshot_id()))
+    {
+        let mut summary = s.summary().additional_properties.clone();
+        summary.insert(
+            "operation".into(),
+            s.summary().operation.as_str().to_string(),
+        );
+        sqlx::query(
+            "INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number, \
+             timestamp_ms, operation, summary, schema_id, manifest_list, commit_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(row.table_id)
+        .bind(s.snapshot_id())
+        .bind(s.parent_snapshot_id())
+        .bind(s.sequence_number())
+        .bind(s.timestamp_ms())
+        .bind(s.summary().operation.as_str())
+        .bind(serde_json::to_string(&summary).expect("map serialises"))
+        .bind(s.schema_id().unwrap_or(new.current_schema_id()) as i64)
+        .bind(s.manifest_list())
+        .bind(commit_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // The pointer moved: one snapshot-log entry for this version.
+    if current_id != row.current_snapshot_id
+        && let Some(id) = current_id
+    {
+        let ts = new.history().last().map(|l| l.timestamp_ms).unwrap_or(now);
+        sqlx::query(
+            "INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(row.table_id)
+        .bind(version)
+        .bind(id)
+        .bind(ts)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query("DELETE FROM refs WHERE table_id = $1")
+        .bind(row.table_id)
+        .execute(&mut *tx)
+        .await?;
+    for (name, r) in &refs {
+        let (Some(id), Some(kind)) = (r["snapshot-id"].as_i64(), r["type"].as_str()) else {
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO refs (table_id, name, snapshot_id, ref_type) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(row.table_id)
+        .bind(name)
+        .bind(id)
+        .bind(kind)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let logged = current_id.or(row.current_snapshot_id);
+    if let Some(id) = logged {
+        let seq = new
+            .snapshot_by_id(id)
+            .map(|s| s.sequence_number())
+            .unwrap_or(new.last_sequence_number());
+        sqlx::query(
+            "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
+             parent_snapshot_id, operation, client, committed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(row.table_id)
+        .bind(commit_id)
+        .bind(id)
+        .bind(seq)
+        .bind(version)
+        .bind(row.current_snapshot_id)
+        .bind("metadata-commit")
+        .bind(client)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await.map_err(|e| Error::Unavailable {
+        what: "catalog database",
+        source: format!("the outcome of the commit to {} is unknown: {e}", row.ident).into(),
+    })?;
+    Ok(true)
+}
