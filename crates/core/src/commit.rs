@@ -1204,45 +1204,44 @@ async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> Result<Vec<b
         for s in &p.steps {
             let o = &s.plan.outcome;
             let req = &s.job.prepared.req;
-            sqlx::query(
-                "INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number, \
-                 timestamp_ms, operation, summary, schema_id, manifest_list, commit_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            crate::db::insert_snapshot(
+                &mut tx,
+                &crate::db::NewSnapshotRow {
+                    table_id: p.table_id,
+                    snapshot_id: o.snapshot_id,
+                    parent_snapshot_id: o.parent_snapshot_id,
+                    sequence_number: o.sequence_number,
+                    timestamp_ms: s.plan.timestamp_ms,
+                    operation: &s.plan.summary["operation"],
+                    summary: &s.plan.summary,
+                    schema_id: s.plan.schema_id,
+                    manifest_list: &s.plan.manifest_list,
+                    commit_id: &req.commit_id,
+                },
             )
-            .bind(p.table_id)
-            .bind(o.snapshot_id)
-            .bind(o.parent_snapshot_id)
-            .bind(o.sequence_number)
-            .bind(s.plan.timestamp_ms)
-            .bind(&s.plan.summary["operation"])
-            .bind(serde_json::to_string(&s.plan.summary).expect("map serialises"))
-            .bind(s.plan.schema_id as i64)
-            .bind(&s.plan.manifest_list)
-            .bind(&req.commit_id)
-            .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms) VALUES ($1, $2, $3, $4)")
-                .bind(p.table_id)
-                .bind(o.version)
-                .bind(o.snapshot_id)
-                .bind(s.plan.timestamp_ms)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
-                 parent_snapshot_id, operation, client, committed_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            crate::db::insert_snapshot_log(
+                &mut tx,
+                p.table_id,
+                o.version,
+                o.snapshot_id,
+                s.plan.timestamp_ms,
             )
-            .bind(p.table_id)
-            .bind(&req.commit_id)
-            .bind(o.snapshot_id)
-            .bind(o.sequence_number)
-            .bind(o.version)
-            .bind(o.parent_snapshot_id)
-            .bind(req.operation.name())
-            .bind(&req.client)
-            .bind(s.plan.timestamp_ms)
-            .execute(&mut *tx)
+            .await?;
+            crate::db::insert_commit_log(
+                &mut tx,
+                &crate::db::CommitLogRow {
+                    table_id: p.table_id,
+                    commit_id: &req.commit_id,
+                    snapshot_id: o.snapshot_id,
+                    sequence_number: o.sequence_number,
+                    version: o.version,
+                    parent_snapshot_id: o.parent_snapshot_id,
+                    operation: req.operation.name(),
+                    client: &req.client,
+                    committed_at_ms: s.plan.timestamp_ms,
+                },
+            )
             .await?;
             for f in &s.job.prepared.added {
                 sqlx::query(

@@ -116,6 +116,102 @@ pub(crate) fn snapshot_row(r: &sqlx::any::AnyRow) -> Result<SnapshotInfo> {
 pub(crate) const SNAPSHOT_COLUMNS: &str = "snapshot_id, parent_snapshot_id, sequence_number, \
     timestamp_ms, operation, summary, schema_id, manifest_list, commit_id";
 
+/// A snapshot row to insert (with the commit that made it).
+pub(crate) struct NewSnapshotRow<'a> {
+    pub table_id: i64,
+    pub snapshot_id: i64,
+    pub parent_snapshot_id: Option<i64>,
+    pub sequence_number: i64,
+    pub timestamp_ms: i64,
+    pub operation: &'a str,
+    /// The Iceberg summary, `operation` included.
+    pub summary: &'a HashMap<String, String>,
+    pub schema_id: i32,
+    pub manifest_list: &'a str,
+    pub commit_id: &'a str,
+}
+
+pub(crate) async fn insert_snapshot(
+    conn: &mut sqlx::AnyConnection,
+    r: &NewSnapshotRow<'_>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number, \
+         timestamp_ms, operation, summary, schema_id, manifest_list, commit_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(r.table_id)
+    .bind(r.snapshot_id)
+    .bind(r.parent_snapshot_id)
+    .bind(r.sequence_number)
+    .bind(r.timestamp_ms)
+    .bind(r.operation)
+    .bind(serde_json::to_string(r.summary).expect("map serialises"))
+    .bind(r.schema_id as i64)
+    .bind(r.manifest_list)
+    .bind(r.commit_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that table version `seq` made `snapshot_id` current at `timestamp_ms`.
+pub(crate) async fn insert_snapshot_log(
+    conn: &mut sqlx::AnyConnection,
+    table_id: i64,
+    seq: i64,
+    snapshot_id: i64,
+    timestamp_ms: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(table_id)
+    .bind(seq)
+    .bind(snapshot_id)
+    .bind(timestamp_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A commit-log row.
+pub(crate) struct CommitLogRow<'a> {
+    pub table_id: i64,
+    pub commit_id: &'a str,
+    /// The table's current snapshot after the commit.
+    pub snapshot_id: i64,
+    pub sequence_number: i64,
+    pub version: i64,
+    pub parent_snapshot_id: Option<i64>,
+    pub operation: &'a str,
+    pub client: &'a str,
+    pub committed_at_ms: i64,
+}
+
+pub(crate) async fn insert_commit_log(
+    conn: &mut sqlx::AnyConnection,
+    r: &CommitLogRow<'_>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
+         parent_snapshot_id, operation, client, committed_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(r.table_id)
+    .bind(r.commit_id)
+    .bind(r.snapshot_id)
+    .bind(r.sequence_number)
+    .bind(r.version)
+    .bind(r.parent_snapshot_id)
+    .bind(r.operation)
+    .bind(r.client)
+    .bind(r.committed_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// `$first, $first+1, ...` — `n` placeholders for an `IN (...)` list.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)

@@ -122,22 +122,21 @@ async fn apply(
             "operation".into(),
             s.summary().operation.as_str().to_string(),
         );
-        sqlx::query(
-            "INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number, \
-             timestamp_ms, operation, summary, schema_id, manifest_list, commit_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        crate::db::insert_snapshot(
+            &mut tx,
+            &crate::db::NewSnapshotRow {
+                table_id: row.table_id,
+                snapshot_id: s.snapshot_id(),
+                parent_snapshot_id: s.parent_snapshot_id(),
+                sequence_number: s.sequence_number(),
+                timestamp_ms: s.timestamp_ms(),
+                operation: s.summary().operation.as_str(),
+                summary: &summary,
+                schema_id: s.schema_id().unwrap_or(new.current_schema_id()),
+                manifest_list: s.manifest_list(),
+                commit_id,
+            },
         )
-        .bind(row.table_id)
-        .bind(s.snapshot_id())
-        .bind(s.parent_snapshot_id())
-        .bind(s.sequence_number())
-        .bind(s.timestamp_ms())
-        .bind(s.summary().operation.as_str())
-        .bind(serde_json::to_string(&summary).expect("map serialises"))
-        .bind(s.schema_id().unwrap_or(new.current_schema_id()) as i64)
-        .bind(s.manifest_list())
-        .bind(commit_id)
-        .execute(&mut *tx)
         .await?;
     }
     // The pointer moved: one snapshot-log entry for this version.
@@ -145,15 +144,7 @@ async fn apply(
         && let Some(id) = current_id
     {
         let ts = new.history().last().map(|l| l.timestamp_ms).unwrap_or(now);
-        sqlx::query(
-            "INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(row.table_id)
-        .bind(version)
-        .bind(id)
-        .bind(ts)
-        .execute(&mut *tx)
-        .await?;
+        crate::db::insert_snapshot_log(&mut tx, row.table_id, version, id, ts).await?;
     }
     sqlx::query("DELETE FROM refs WHERE table_id = $1")
         .bind(row.table_id)
@@ -179,21 +170,20 @@ async fn apply(
             .snapshot_by_id(id)
             .map(|s| s.sequence_number())
             .unwrap_or(new.last_sequence_number());
-        sqlx::query(
-            "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
-             parent_snapshot_id, operation, client, committed_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        crate::db::insert_commit_log(
+            &mut tx,
+            &crate::db::CommitLogRow {
+                table_id: row.table_id,
+                commit_id,
+                snapshot_id: id,
+                sequence_number: seq,
+                version,
+                parent_snapshot_id: row.current_snapshot_id,
+                operation: "metadata-commit",
+                client,
+                committed_at_ms: now,
+            },
         )
-        .bind(row.table_id)
-        .bind(commit_id)
-        .bind(id)
-        .bind(seq)
-        .bind(version)
-        .bind(row.current_snapshot_id)
-        .bind("metadata-commit")
-        .bind(client)
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
     }
     tx.commit().await.map_err(|e| Error::Unavailable {

@@ -290,15 +290,7 @@ async fn try_apply(
         return Ok(None);
     }
     if let Some(id) = new_current {
-        sqlx::query(
-            "INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(row.table_id)
-        .bind(version)
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        crate::db::insert_snapshot_log(&mut tx, row.table_id, version, id, now).await?;
         upsert = Some(("main".into(), id, "branch"));
     }
     if let Some((name, id, kind)) = &upsert {
@@ -321,21 +313,21 @@ async fn try_apply(
             .await?;
     }
     if let (Some(id), Some(seq)) = (after, after_seq) {
-        sqlx::query(
-            "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
-             parent_snapshot_id, operation, client, committed_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        let commit_id = shared.env.ids.uuid().to_string();
+        crate::db::insert_commit_log(
+            &mut tx,
+            &crate::db::CommitLogRow {
+                table_id: row.table_id,
+                commit_id: &commit_id,
+                snapshot_id: id,
+                sequence_number: seq,
+                version,
+                parent_snapshot_id: current,
+                operation: change.operation(),
+                client,
+                committed_at_ms: now,
+            },
         )
-        .bind(row.table_id)
-        .bind(shared.env.ids.uuid().to_string())
-        .bind(id)
-        .bind(seq)
-        .bind(version)
-        .bind(current)
-        .bind(change.operation())
-        .bind(client)
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
     }
     tx.commit().await.map_err(|e| Error::Unavailable {
