@@ -31,8 +31,9 @@ async fn python_grpc_client_commits_pyarrow_files() {
 }
 
 /// PyIceberg, through Firn's Iceberg REST catalog, reads a table the Rust writer committed
-/// (current and first snapshot), uses the namespace and table API, and appends twice; Firn
-/// reads its appends back through SQL, at both snapshots.
+/// (current and first snapshot), uses the namespace and table API, and appends — twice in
+/// sequence, then from 4 threads at once with no failure; Firn reads every row back through
+/// SQL, and the first append's snapshot by id.
 #[tokio::test]
 async fn pyiceberg_reads_and_appends_over_rest() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -94,7 +95,15 @@ async fn pyiceberg_reads_and_appends_over_rest() {
                 .value(0)
         }
     };
-    assert_eq!(count("SELECT sum(id) FROM py.appended".into()).await, 13);
+    // 0+1+2+10 from the sequential appends, then 4 threads x 3 appends x 10 rows.
+    let threaded: i64 = (0..4)
+        .flat_map(|w| (0..3).flat_map(move |k| (0..10).map(move |i| 1000 + w * 100 + k * 10 + i)))
+        .sum();
+    assert_eq!(
+        count("SELECT sum(id) FROM py.appended".into()).await,
+        13 + threaded
+    );
+    assert_eq!(count("SELECT count(*) FROM py.appended".into()).await, 124);
     assert_eq!(
         count(format!(
             "SELECT count(*) FROM py.appended VERSION AS OF {first}"
@@ -106,5 +115,5 @@ async fn pyiceberg_reads_and_appends_over_rest() {
         .list_snapshots(&firn_client::TableIdent::new("py", "appended"))
         .await
         .unwrap();
-    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps.len(), 2 + 12);
 }

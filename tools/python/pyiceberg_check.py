@@ -99,5 +99,31 @@ appended.append(pa.Table.from_pylist([{"id": 10, "name": "q"}], schema=arrow_sch
 appended = cat.load_table("py.appended")
 assert appended.scan().to_arrow().num_rows == 4
 assert appended.scan(snapshot_id=first_snapshot).to_arrow().num_rows == 3
+
+# Appends from several threads at once: Firn rebases each onto what landed meanwhile, so
+# none fails and every row is there.
+import threading
+
+errors = []
+
+
+def writer(w):
+    try:
+        t = RestCatalog("firn", uri=uri).load_table("py.appended")
+        for k in range(3):
+            base = 1000 + w * 100 + k * 10
+            t.append(pa.Table.from_pylist([{"id": base + i, "name": "t"} for i in range(10)], schema=arrow_schema))
+    except Exception as e:  # noqa: BLE001 - reported below
+        errors.append(repr(e))
+
+
+threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+for th in threads:
+    th.start()
+for th in threads:
+    th.join()
+assert not errors, errors
+final = cat.load_table("py.appended")
+assert final.scan().to_arrow().num_rows == 4 + 4 * 3 * 10
 print(json.dumps({"appended_first_snapshot": first_snapshot}))
 print("PYICEBERG-OK")

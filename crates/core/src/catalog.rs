@@ -525,7 +525,9 @@ impl Catalog {
     }
 
     /// Applies Iceberg requirements + updates (the REST protocol's commit); see
-    /// [`crate::metacommit`]. Returns the table afterwards, with its metadata JSON.
+    /// [`crate::metacommit`]. A plain append goes through the commit pipeline like a gRPC
+    /// append (checked, rebased, never a conflict). Returns the table afterwards, with its
+    /// metadata JSON.
     #[instrument(skip(self, requirements, updates), fields(table = %ident))]
     pub async fn commit_metadata(
         &self,
@@ -536,15 +538,30 @@ impl Catalog {
     ) -> Result<TableInfo> {
         ident.validate()?;
         let commit_id = self.shared.env.ids.uuid().to_string();
-        crate::metacommit::commit(
-            &self.shared,
-            ident,
-            requirements,
-            updates,
-            client,
-            &commit_id,
-        )
-        .await?;
+        if let Some((add, base_snapshot_id)) =
+            crate::metacommit::as_append(&self.shared, ident, requirements, updates).await?
+        {
+            // One commit path: the same checks, manifests and rebasing as a gRPC append.
+            self.commit(CommitRequest {
+                ident: ident.clone(),
+                commit_id,
+                base_snapshot_id,
+                operation: Operation::Append { add },
+                summary: HashMap::new(),
+                client: client.to_string(),
+            })
+            .await?;
+        } else {
+            crate::metacommit::commit(
+                &self.shared,
+                ident,
+                requirements,
+                updates,
+                client,
+                &commit_id,
+            )
+            .await?;
+        }
         self.load_table(ident, true).await
     }
 

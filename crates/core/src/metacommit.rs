@@ -12,16 +12,21 @@
 //! applied. An update the builder refuses is `InvalidArgument`. A failure of the
 //! transaction's commit is `Unavailable` (outcome unknown).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use iceberg::spec::{TableMetadata, TableMetadataBuilder};
+use iceberg::spec::{
+    DataFile, FormatVersion, ManifestContentType, ManifestList, ManifestStatus, StructType,
+    TableMetadata, TableMetadataBuilder,
+};
 use iceberg::{TableRequirement, TableUpdate};
 use serde_json::json;
 
 use crate::commit::Shared;
 use crate::error::{Error, Result};
+use crate::files::partition_to_json;
 use crate::ident::TableIdent;
 use crate::metadata;
+use crate::model::{ColumnStatsSpec, FileStatsSpec, NewFile};
 
 /// How often a metadata commit is re-checked after losing the version swap.
 const MAX_ATTEMPTS: usize = 20;
@@ -191,4 +196,127 @@ async fn apply(
         source: format!("the outcome of the commit to {} is unknown: {e}", row.ident).into(),
     })?;
     Ok(true)
+}
+
+/// When a metadata commit is a plain append — an `append` snapshot added and `main` moved to
+/// it, with no requirement beyond the table's uuid and `main`'s snapshot — the data files it
+/// adds (read from the manifests the client wrote for that snapshot) and the snapshot it was
+/// based on. Such a commit goes through the commit pipeline like a gRPC append: rebased
+/// onto whatever landed meanwhile, so racing appenders never fail. `None`: commit the
+/// metadata as sent.
+pub(crate) async fn as_append(
+    shared: &Shared,
+    ident: &TableIdent,
+    requirements: &[TableRequirement],
+    updates: &[TableUpdate],
+) -> Result<Option<(Vec<NewFile>, Option<i64>)>> {
+    let [
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef {
+            ref_name,
+            reference,
+        },
+    ] = updates
+    else {
+        return Ok(None);
+    };
+    if ref_name != "main"
+        || !reference.is_branch()
+        || reference.snapshot_id != snapshot.snapshot_id()
+        || snapshot.summary().operation != iceberg::spec::Operation::Append
+    {
+        return Ok(None);
+    }
+    let row = shared.db.table(ident).await?;
+    let mut base = row.current_snapshot_id;
+    for r in requirements {
+        match r {
+            TableRequirement::UuidMatch { uuid } => {
+                if uuid.to_string() != row.table_uuid {
+                    return Err(Error::RequirementFailed {
+                        table: ident.to_string(),
+                        reason: format!("the table's uuid is {}, not {uuid}", row.table_uuid),
+                    });
+                }
+            }
+            TableRequirement::RefSnapshotIdMatch { r#ref, snapshot_id } if r#ref == "main" => {
+                base = *snapshot_id;
+            }
+            _ => return Ok(None),
+        }
+    }
+    let bytes = match shared.warehouse.get(snapshot.manifest_list()).await {
+        Ok(b) => b,
+        Err(Error::NotFound { .. }) => {
+            return Err(Error::invalid(
+                "add-snapshot",
+                format!("manifest list {} does not exist", snapshot.manifest_list()),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
+        .map_err(|e| Error::invalid("add-snapshot", format!("unreadable manifest list: {e}")))?;
+    let (meta, _) = crate::commit::parse_base(&row)?;
+    let partition_type = meta.default_partition_type().clone();
+    let mut add = Vec::new();
+    for m in list
+        .entries()
+        .iter()
+        .filter(|m| m.added_snapshot_id == snapshot.snapshot_id())
+    {
+        if m.content != ManifestContentType::Data
+            || m.partition_spec_id != meta.default_partition_spec_id()
+        {
+            return Ok(None);
+        }
+        let entries = shared
+            .manifests
+            .get(&shared.warehouse, &m.manifest_path)
+            .await?;
+        for e in entries.iter() {
+            match e.status() {
+                ManifestStatus::Added => add.push(new_file(e.data_file(), &partition_type)?),
+                ManifestStatus::Existing => {}
+                ManifestStatus::Deleted => return Ok(None),
+            }
+        }
+    }
+    if add.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((add, base)))
+}
+
+/// A data file of a client's manifest as a commit's added file, statistics included.
+fn new_file(f: &DataFile, partition_type: &StructType) -> Result<NewFile> {
+    let mut columns: HashMap<i32, ColumnStatsSpec> = HashMap::new();
+    for (&id, &v) in f.column_sizes() {
+        columns.entry(id).or_default().column_size = Some(v);
+    }
+    for (&id, &v) in f.value_counts() {
+        columns.entry(id).or_default().value_count = Some(v);
+    }
+    for (&id, &v) in f.null_value_counts() {
+        columns.entry(id).or_default().null_count = Some(v);
+    }
+    for (&id, &v) in f.nan_value_counts() {
+        columns.entry(id).or_default().nan_count = Some(v);
+    }
+    for (&id, d) in f.lower_bounds() {
+        columns.entry(id).or_default().lower_bound = Some(d.to_bytes()?.to_vec());
+    }
+    for (&id, d) in f.upper_bounds() {
+        columns.entry(id).or_default().upper_bound = Some(d.to_bytes()?.to_vec());
+    }
+    Ok(NewFile {
+        path: f.file_path().to_string(),
+        file_size_bytes: f.file_size_in_bytes(),
+        stats: Some(FileStatsSpec {
+            record_count: f.record_count(),
+            columns,
+            partition: partition_to_json(partition_type, f.partition())?,
+            split_offsets: f.split_offsets().map(|s| s.to_vec()).unwrap_or_default(),
+        }),
+    })
 }
