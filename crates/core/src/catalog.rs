@@ -16,6 +16,7 @@ use crate::env::Env;
 use crate::error::{Error, ObjectKind, Result};
 use crate::files::{self, partition_from_json};
 use crate::ident::{TableIdent, validate_name};
+use crate::metacommit::TableChange;
 use crate::metadata;
 use crate::model::*;
 use crate::objects::CaptureStorage;
@@ -524,22 +525,22 @@ impl Catalog {
         scan::plan(&self.shared, &row, resolved, filter).await
     }
 
-    /// Applies Iceberg requirements + updates (the REST protocol's commit); see
+    /// Applies Iceberg requirements + updates to one table (the REST protocol's commit); see
     /// [`crate::metacommit`]. A plain append goes through the commit pipeline like a gRPC
     /// append (checked, rebased, never a conflict). Returns the table afterwards, with its
     /// metadata JSON.
-    #[instrument(skip(self, requirements, updates), fields(table = %ident))]
-    pub async fn commit_metadata(
-        &self,
-        ident: &TableIdent,
-        requirements: &[iceberg::TableRequirement],
-        updates: &[iceberg::TableUpdate],
-        client: &str,
-    ) -> Result<TableInfo> {
-        ident.validate()?;
+    #[instrument(skip(self, change), fields(table = %change.ident))]
+    pub async fn commit_metadata(&self, change: TableChange, client: &str) -> Result<TableInfo> {
+        change.ident.validate()?;
         let commit_id = self.shared.env.ids.uuid().to_string();
-        if let Some((add, base_snapshot_id)) =
-            crate::metacommit::as_append(&self.shared, ident, requirements, updates).await?
+        let ident = change.ident.clone();
+        if let Some((add, base_snapshot_id)) = crate::metacommit::as_append(
+            &self.shared,
+            &ident,
+            &change.requirements,
+            &change.updates,
+        )
+        .await?
         {
             // One commit path: the same checks, manifests and rebasing as a gRPC append.
             self.commit(CommitRequest {
@@ -552,17 +553,20 @@ impl Catalog {
             })
             .await?;
         } else {
-            crate::metacommit::commit(
-                &self.shared,
-                ident,
-                requirements,
-                updates,
-                client,
-                &commit_id,
-            )
-            .await?;
+            crate::metacommit::commit(&self.shared, &[change], client, &commit_id).await?;
         }
-        self.load_table(ident, true).await
+        self.load_table(&ident, true).await
+    }
+
+    /// Applies the changes of several tables atomically: one database transaction commits
+    /// all of them or none (the REST protocol's `/transactions/commit`).
+    #[instrument(skip(self, changes), fields(tables = changes.len()))]
+    pub async fn commit_transaction(&self, changes: Vec<TableChange>, client: &str) -> Result<()> {
+        if changes.is_empty() {
+            return Err(Error::invalid("table-changes", "names no table"));
+        }
+        let commit_id = self.shared.env.ids.uuid().to_string();
+        crate::metacommit::commit(&self.shared, &changes, client, &commit_id).await
     }
 
     /// The table's tags and branches (`main` first).

@@ -20,7 +20,7 @@ pub mod error;
 pub mod fault;
 pub mod files;
 pub mod ident;
-mod metacommit;
+pub mod metacommit;
 mod metadata;
 pub mod model;
 pub mod notation;
@@ -33,6 +33,7 @@ pub use catalog::{Catalog, CatalogConfig, parse_type};
 pub use env::{Clock, Env, Ids, RandomIds, SystemClock};
 pub use error::{Error, ObjectKind, Result};
 pub use ident::TableIdent;
+pub use metacommit::TableChange;
 pub use model::*;
 pub use refs::{ChangeOutcome, RefInfo, SnapshotChange};
 pub use scan::{

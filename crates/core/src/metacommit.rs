@@ -31,59 +31,100 @@ use crate::model::{ColumnStatsSpec, FileStatsSpec, NewFile};
 /// How often a metadata commit is re-checked after losing the version swap.
 const MAX_ATTEMPTS: usize = 20;
 
+/// One table's change: its requirements and updates.
+pub struct TableChange {
+    pub ident: TableIdent,
+    pub requirements: Vec<TableRequirement>,
+    pub updates: Vec<TableUpdate>,
+}
+
+/// A change checked against and applied to the table as of `row`.
+struct Planned {
+    row: crate::db::TableRow,
+    current: TableMetadata,
+    new: TableMetadata,
+}
+
+async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
+    let ident = &change.ident;
+    let row = shared.db.table(ident).await?;
+    let current: TableMetadata = serde_json::from_str(&metadata::render(&shared.db, &row).await?)
+        .map_err(|e| Error::internal_from("rendered metadata", e))?;
+    for r in &change.requirements {
+        r.check(Some(&current))
+            .map_err(|e| Error::RequirementFailed {
+                table: ident.to_string(),
+                reason: e.message().to_string(),
+            })?;
+    }
+    let mut builder = TableMetadataBuilder::new_from_metadata(
+        current.clone(),
+        Some(row.metadata_location.clone()),
+    );
+    for u in &change.updates {
+        builder = u
+            .clone()
+            .apply(builder)
+            .map_err(|e| Error::invalid("updates", format!("{ident}: {}", e.message())))?;
+    }
+    let new = builder
+        .build()
+        .map_err(|e| Error::invalid("updates", format!("{ident}: {}", e.message())))?
+        .metadata;
+    Ok(Planned { row, current, new })
+}
+
+/// Commits the changes of one or more tables atomically: all in one database transaction,
+/// or none. See the module contract.
 pub(crate) async fn commit(
     shared: &Shared,
-    ident: &TableIdent,
-    requirements: &[TableRequirement],
-    updates: &[TableUpdate],
+    changes: &[TableChange],
     client: &str,
     commit_id: &str,
 ) -> Result<()> {
-    for _ in 0..MAX_ATTEMPTS {
-        let row = shared.db.table(ident).await?;
-        let current: TableMetadata =
-            serde_json::from_str(&metadata::render(&shared.db, &row).await?)
-                .map_err(|e| Error::internal_from("rendered metadata", e))?;
-        for r in requirements {
-            r.check(Some(&current))
-                .map_err(|e| Error::RequirementFailed {
-                    table: ident.to_string(),
-                    reason: e.message().to_string(),
-                })?;
+    let mut seen = HashSet::new();
+    for c in changes {
+        c.ident.validate()?;
+        if !seen.insert(&c.ident) {
+            return Err(Error::invalid(
+                "table-changes",
+                format!("{} is changed twice; send one change per table", c.ident),
+            ));
         }
-        let mut builder = TableMetadataBuilder::new_from_metadata(
-            current.clone(),
-            Some(row.metadata_location.clone()),
-        );
-        for u in updates {
-            builder = u
-                .clone()
-                .apply(builder)
-                .map_err(|e| Error::invalid("updates", e.message().to_string()))?;
+    }
+    'attempt: for _ in 0..MAX_ATTEMPTS {
+        let mut planned = Vec::with_capacity(changes.len());
+        for c in changes {
+            planned.push(plan(shared, c).await?);
         }
-        let new = builder
-            .build()
-            .map_err(|e| Error::invalid("updates", e.message().to_string()))?
-            .metadata;
-        if apply(shared, &row, &current, &new, client, commit_id).await? {
-            return Ok(());
+        let mut tx = shared.db.pool.begin().await?;
+        for p in &planned {
+            if !apply(&mut tx, p, client, commit_id).await? {
+                // Another commit moved this table: nothing of this attempt is kept.
+                drop(tx);
+                continue 'attempt;
+            }
         }
+        tx.commit().await.map_err(|e| Error::Unavailable {
+            what: "catalog database",
+            source: format!("the outcome of the commit is unknown: {e}").into(),
+        })?;
+        return Ok(());
     }
     Err(Error::Unavailable {
         what: "table",
-        source: format!("{ident} kept changing; nothing was applied, try again").into(),
+        source: "the tables kept changing; nothing was applied, try again".into(),
     })
 }
 
-/// Stores `new` in place of `current` if the table is still at `row.version`.
+/// Stores a planned change in `tx` if the table is still at the version it was planned on.
 async fn apply(
-    shared: &Shared,
-    row: &crate::db::TableRow,
-    current: &TableMetadata,
-    new: &TableMetadata,
+    tx: &mut sqlx::AnyConnection,
+    p: &Planned,
     client: &str,
     commit_id: &str,
 ) -> Result<bool> {
+    let Planned { row, current, new } = p;
     let known: HashSet<i64> = current.snapshots().map(|s| s.snapshot_id()).collect();
     let mut value = serde_json::to_value(new).map_err(|e| Error::internal_from("metadata", e))?;
     let refs = value["refs"].as_object().cloned().unwrap_or_default();
@@ -99,7 +140,6 @@ async fn apply(
     let version = row.version + 1;
     let now = new.last_updated_ms();
     let current_id = new.current_snapshot_id();
-    let mut tx = shared.db.pool.begin().await?;
     let swapped = sqlx::query(
         "UPDATE tables SET version = $1, base_metadata = $2, current_snapshot_id = $3, \
          last_sequence_number = $4, last_updated_ms = $5 WHERE table_id = $6 AND version = $7",
@@ -128,7 +168,7 @@ async fn apply(
             s.summary().operation.as_str().to_string(),
         );
         crate::db::insert_snapshot(
-            &mut tx,
+            tx,
             &crate::db::NewSnapshotRow {
                 table_id: row.table_id,
                 snapshot_id: s.snapshot_id(),
@@ -149,7 +189,7 @@ async fn apply(
         && let Some(id) = current_id
     {
         let ts = new.history().last().map(|l| l.timestamp_ms).unwrap_or(now);
-        crate::db::insert_snapshot_log(&mut tx, row.table_id, version, id, ts).await?;
+        crate::db::insert_snapshot_log(tx, row.table_id, version, id, ts).await?;
     }
     sqlx::query("DELETE FROM refs WHERE table_id = $1")
         .bind(row.table_id)
@@ -176,7 +216,7 @@ async fn apply(
             .map(|s| s.sequence_number())
             .unwrap_or(new.last_sequence_number());
         crate::db::insert_commit_log(
-            &mut tx,
+            tx,
             &crate::db::CommitLogRow {
                 table_id: row.table_id,
                 commit_id,
@@ -191,10 +231,6 @@ async fn apply(
         )
         .await?;
     }
-    tx.commit().await.map_err(|e| Error::Unavailable {
-        what: "catalog database",
-        source: format!("the outcome of the commit to {} is unknown: {e}", row.ident).into(),
-    })?;
     Ok(true)
 }
 

@@ -5,8 +5,9 @@
 //! No catalog logic lives here. Served so far: configuration, namespaces (list with
 //! paging, create, load, exists, drop, properties), tables (list with paging, create,
 //! load with ETag, exists, drop, rename, commit), plus the metrics and view probes clients
-//! send. `GET /v1/config` lists exactly these endpoints, so clients know what to expect;
-//! multi-table transactions and `stage-create` are refused with 400 (nothing is applied).
+//! send, and multi-table `/transactions/commit` (one database transaction). `GET /v1/config`
+//! lists exactly these endpoints, so clients know what to expect; `stage-create` is refused
+//! with 400 (nothing is applied).
 
 pub mod error;
 
@@ -17,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use firn_core::{Catalog, CreateTable, FieldSpec, PartitionFieldSpec, TableIdent};
+use firn_core::{Catalog, CreateTable, FieldSpec, PartitionFieldSpec, TableChange, TableIdent};
 use iceberg::spec::{NestedField, Schema, Type, UnboundPartitionSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -58,6 +59,7 @@ const ENDPOINTS: &[&str] = &[
     "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
     "POST /v1/{prefix}/tables/rename",
+    "POST /v1/{prefix}/transactions/commit",
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
 ];
 
@@ -572,10 +574,14 @@ async fn commit_table(
 ) -> Res<Json<Value>> {
     let b: CommitBody = serde_json::from_slice(&body)
         .map_err(|e| RestError::bad_request(format!("commit request: {e}")))?;
-    let ident = TableIdent::new(namespace(&ns)?, table);
+    let change = TableChange {
+        ident: TableIdent::new(namespace(&ns)?, table),
+        requirements: b.requirements,
+        updates: b.updates,
+    };
     let t = s
         .catalog
-        .commit_metadata(&ident, &b.requirements, &b.updates, &client_of(&headers))
+        .commit_metadata(change, &client_of(&headers))
         .await?;
     let metadata: Value = serde_json::from_str(t.metadata_json.as_deref().unwrap_or("null"))
         .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
@@ -585,10 +591,43 @@ async fn commit_table(
     })))
 }
 
-async fn commit_transaction() -> RestError {
-    RestError::bad_request(
-        "multi-table transactions are not supported by this server yet; nothing was committed",
-    )
+#[derive(Deserialize)]
+struct TransactionChange {
+    identifier: RestIdent,
+    #[serde(default)]
+    requirements: Vec<iceberg::TableRequirement>,
+    #[serde(default)]
+    updates: Vec<iceberg::TableUpdate>,
+}
+
+#[derive(Deserialize)]
+struct TransactionBody {
+    #[serde(rename = "table-changes")]
+    table_changes: Vec<TransactionChange>,
+}
+
+async fn commit_transaction(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Res<StatusCode> {
+    let b: TransactionBody = serde_json::from_slice(&body)
+        .map_err(|e| RestError::bad_request(format!("transaction request: {e}")))?;
+    let changes = b
+        .table_changes
+        .into_iter()
+        .map(|c| {
+            Ok(TableChange {
+                ident: TableIdent::new(one_level(&c.identifier.namespace)?, c.identifier.name),
+                requirements: c.requirements,
+                updates: c.updates,
+            })
+        })
+        .collect::<Res<Vec<_>>>()?;
+    s.catalog
+        .commit_transaction(changes, &client_of(&headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn metrics() -> StatusCode {
@@ -881,6 +920,78 @@ mod tests {
         assert_eq!(p["s3.path-style-access"], "true");
         assert!(!Value::Object(p).to_string().contains("hush"));
         assert!(file_io_properties(&firn_core::WarehouseConfig::new("file:///tmp/w")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_transaction_commits_every_table_or_none() {
+        let (app, _dir) = app(None).await;
+        call(
+            &app,
+            Method::POST,
+            "/v1/namespaces",
+            Some(json!({"namespace": ["n"]})),
+        )
+        .await;
+        for t in ["x", "y"] {
+            let (s, _) = call(
+                &app,
+                Method::POST,
+                "/v1/namespaces/n/tables",
+                Some(json!({"name": t, "schema": schema()})),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK);
+        }
+        let change = |t: &str, snapshot: Option<i64>| {
+            json!({"identifier": {"namespace": ["n"], "name": t},
+                   "requirements": [{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": snapshot}],
+                   "updates": [{"action": "set-properties", "updates": {"batch": "1"}}]})
+        };
+        let props = |app: Router, t: &'static str| async move {
+            call(
+                &app,
+                Method::GET,
+                &format!("/v1/namespaces/n/tables/{t}"),
+                None,
+            )
+            .await
+            .1["metadata"]["properties"]
+                .clone()
+        };
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/v1/transactions/commit",
+            Some(json!({"table-changes": [change("x", None), change("y", Some(42))]})),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("CommitFailedException")),
+            "{v}"
+        );
+        assert!(
+            props(app.clone(), "x").await.get("batch").is_none(),
+            "x must be unchanged"
+        );
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/v1/transactions/commit",
+            Some(json!({"table-changes": [change("x", None), change("y", None)]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+        assert_eq!(props(app.clone(), "x").await["batch"], "1");
+        assert_eq!(props(app.clone(), "y").await["batch"], "1");
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/v1/transactions/commit",
+            Some(json!({"table-changes": [change("x", None), change("x", None)]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]
