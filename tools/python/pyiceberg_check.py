@@ -125,5 +125,32 @@ for th in threads:
 assert not errors, errors
 final = cat.load_table("py.appended")
 assert final.scan().to_arrow().num_rows == 4 + 4 * 3 * 10
+
+# A commit retried with the same Idempotency-Key is applied once and answered as a success
+# (a retry after a lost response must not look like a conflict, or the client would delete
+# files a committed snapshot uses). Here: move main back to the first snapshot and forward.
+import requests
+
+current = final.current_snapshot().snapshot_id
+url = f"{uri}/v1/namespaces/py/tables/appended"
+
+
+def move_main(frm, to, key=None):
+    body = {
+        "requirements": [{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": frm}],
+        "updates": [{"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": to}],
+    }
+    return requests.post(url, json=body, headers={"Idempotency-Key": key} if key else {})
+
+
+r = move_main(current, first_snapshot, "move-back-1")
+assert r.status_code == 200, r.text
+assert r.json()["metadata"]["current-snapshot-id"] == first_snapshot
+r = move_main(current, first_snapshot, "move-back-1")
+assert r.status_code == 200, ("a retry with the same key is a success", r.status_code, r.text)
+r = move_main(current, first_snapshot)
+assert r.status_code == 409 and r.json()["error"]["type"] == "CommitFailedException", r.text
+r = move_main(first_snapshot, current, "move-forward-1")
+assert r.status_code == 200, r.text
 print(json.dumps({"appended_first_snapshot": first_snapshot}))
 print("PYICEBERG-OK")

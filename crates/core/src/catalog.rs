@@ -268,15 +268,7 @@ impl Catalog {
     #[instrument(skip(self, req), fields(table = %req.ident, commit_id = %req.commit_id, op = req.operation.name()))]
     pub async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome> {
         req.ident.validate()?;
-        if req.commit_id.is_empty()
-            || req.commit_id.len() > 128
-            || !req.commit_id.chars().all(|c| c.is_ascii_graphic())
-        {
-            return Err(Error::invalid(
-                "commit_id",
-                "must be 1 to 128 printable ASCII characters without spaces (a UUID is best)",
-            ));
-        }
+        validate_commit_id(&req.commit_id)?;
         // Keys Firn computes (Iceberg's summary metrics and its own) cannot be set by callers.
         const RESERVED: [&str; 7] = [
             "firn.", "added-", "deleted-", "removed-", "total-", "changed-", "replace-",
@@ -530,9 +522,14 @@ impl Catalog {
     /// append (checked, rebased, never a conflict). Returns the table afterwards, with its
     /// metadata JSON.
     #[instrument(skip(self, change), fields(table = %change.ident))]
-    pub async fn commit_metadata(&self, change: TableChange, client: &str) -> Result<TableInfo> {
+    pub async fn commit_metadata(
+        &self,
+        change: TableChange,
+        client: &str,
+        commit_id: Option<&str>,
+    ) -> Result<TableInfo> {
         change.ident.validate()?;
-        let commit_id = self.shared.env.ids.uuid().to_string();
+        let commit_id = self.commit_id(commit_id)?;
         let ident = change.ident.clone();
         if let Some((add, base_snapshot_id)) = crate::metacommit::as_append(
             &self.shared,
@@ -561,12 +558,28 @@ impl Catalog {
     /// Applies the changes of several tables atomically: one database transaction commits
     /// all of them or none (the REST protocol's `/transactions/commit`).
     #[instrument(skip(self, changes), fields(tables = changes.len()))]
-    pub async fn commit_transaction(&self, changes: Vec<TableChange>, client: &str) -> Result<()> {
+    pub async fn commit_transaction(
+        &self,
+        changes: Vec<TableChange>,
+        client: &str,
+        commit_id: Option<&str>,
+    ) -> Result<()> {
         if changes.is_empty() {
             return Err(Error::invalid("table-changes", "names no table"));
         }
-        let commit_id = self.shared.env.ids.uuid().to_string();
+        let commit_id = self.commit_id(commit_id)?;
         crate::metacommit::commit(&self.shared, &changes, client, &commit_id).await
+    }
+
+    /// The given commit id (checked), or a fresh one.
+    fn commit_id(&self, given: Option<&str>) -> Result<String> {
+        match given {
+            None => Ok(self.shared.env.ids.uuid().to_string()),
+            Some(id) => {
+                validate_commit_id(id)?;
+                Ok(id.to_string())
+            }
+        }
     }
 
     /// The table's tags and branches (`main` first).
@@ -589,6 +602,17 @@ impl Catalog {
         info!(?change, ?out, "snapshots changed");
         Ok(out)
     }
+}
+
+/// A commit id (or idempotency key) is 1 to 128 printable ASCII characters.
+fn validate_commit_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "commit_id",
+            "must be 1 to 128 printable ASCII characters without spaces (a UUID is best)",
+        ));
+    }
+    Ok(())
 }
 
 fn paths_selector(field: &str, paths: &[String]) -> Result<RemoveSelector> {

@@ -93,6 +93,18 @@ pub(crate) async fn commit(
         }
     }
     'attempt: for _ in 0..MAX_ATTEMPTS {
+        // A commit id already recorded (a retry with the same idempotency key) was applied.
+        if let Some(first) = changes.first() {
+            let row = shared.db.table(&first.ident).await?;
+            if !shared
+                .db
+                .recorded_commits(&[(row.table_id, vec![commit_id])])
+                .await?
+                .is_empty()
+            {
+                return Ok(());
+            }
+        }
         let mut planned = Vec::with_capacity(changes.len());
         for c in changes {
             planned.push(plan(shared, c).await?);

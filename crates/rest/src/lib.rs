@@ -557,6 +557,17 @@ struct CommitBody {
     updates: Vec<iceberg::TableUpdate>,
 }
 
+/// The `Idempotency-Key` of a request: a retry with the same key is applied once.
+fn idempotency_key(headers: &HeaderMap) -> Res<Option<&str>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| RestError::bad_request("Idempotency-Key must be ASCII")),
+    }
+}
+
 /// Who is calling, for the commit log.
 fn client_of(headers: &HeaderMap) -> String {
     headers
@@ -581,7 +592,7 @@ async fn commit_table(
     };
     let t = s
         .catalog
-        .commit_metadata(change, &client_of(&headers))
+        .commit_metadata(change, &client_of(&headers), idempotency_key(&headers)?)
         .await?;
     let metadata: Value = serde_json::from_str(t.metadata_json.as_deref().unwrap_or("null"))
         .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
@@ -625,7 +636,7 @@ async fn commit_transaction(
         })
         .collect::<Res<Vec<_>>>()?;
     s.catalog
-        .commit_transaction(changes, &client_of(&headers))
+        .commit_transaction(changes, &client_of(&headers), idempotency_key(&headers)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
