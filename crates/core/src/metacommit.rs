@@ -57,6 +57,9 @@ async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
                 reason: e.message().to_string(),
             })?;
     }
+    for u in &change.updates {
+        refuse_unsupported(u, &current, ident)?;
+    }
     let mut builder = TableMetadataBuilder::new_from_metadata(
         current.clone(),
         Some(row.metadata_location.clone()),
@@ -72,6 +75,26 @@ async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
         .map_err(|e| Error::invalid("updates", format!("{ident}: {}", e.message())))?
         .metadata;
     Ok(Planned { row, current, new })
+}
+
+/// Refuses (400, nothing applied) the updates Firn does not carry out yet, rather than
+/// acknowledging what it would not keep.
+fn refuse_unsupported(u: &TableUpdate, current: &TableMetadata, ident: &TableIdent) -> Result<()> {
+    let why = match u {
+        TableUpdate::RemoveSnapshots { .. } => {
+            "remove-snapshots: snapshot expiry is not supported by this server yet"
+        }
+        TableUpdate::AssignUuid { uuid } if *uuid != current.uuid() => {
+            "assign-uuid: a table's uuid cannot change"
+        }
+        TableUpdate::SetLocation { location }
+            if location.trim_end_matches('/') != current.location() =>
+        {
+            "set-location: a table's location cannot change"
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::invalid("updates", format!("{ident}: {why}")))
 }
 
 /// Commits the changes of one or more tables atomically: all in one database transaction,
