@@ -1,9 +1,12 @@
-//! A Python writer using stubs generated from `proto/` (grpcio) commits pyarrow files.
+//! Python clients: a writer using stubs generated from `proto/` (grpcio) commits pyarrow
+//! files; PyIceberg reads and appends through the Iceberg REST API.
+
+use std::path::PathBuf;
 
 use firn_tests::*;
 
-#[tokio::test]
-async fn python_grpc_client_commits_pyarrow_files() {
+/// The repository root and the Python of `tools/.venv` (made by tools/setup-python.sh).
+fn python() -> (PathBuf, PathBuf) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -14,6 +17,12 @@ async fn python_grpc_client_commits_pyarrow_files() {
         "{} is missing: run tools/setup-python.sh (tools/test.sh does)",
         python.display()
     );
+    (root, python)
+}
+
+#[tokio::test]
+async fn python_grpc_client_commits_pyarrow_files() {
+    let (root, python) = python();
     let server = TestServer::start().await;
     let endpoint = server.endpoint.trim_start_matches("http://").to_string();
     let out = tokio::process::Command::new(&python)
@@ -36,15 +45,7 @@ async fn python_grpc_client_commits_pyarrow_files() {
 /// SQL, and the first append's snapshot by id.
 #[tokio::test]
 async fn pyiceberg_reads_and_appends_over_rest() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let python = root.join("tools/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "run tools/setup-python.sh (tools/test.sh does)"
-    );
+    let (root, python) = python();
     let server = TestServer::start().await;
     let client = server.client().await;
     let (ident, _) = create_table(&client, "rs", "written", true).await;
