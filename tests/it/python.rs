@@ -117,4 +117,6 @@ async fn pyiceberg_reads_and_appends_over_rest() {
         .await
         .unwrap();
     assert_eq!(snaps.len(), 2 + 12);
+    // The table PyIceberg created with a staged create, rows included.
+    assert_eq!(count("SELECT sum(id) FROM py.staged".into()).await, 3);
 }

@@ -152,5 +152,24 @@ r = move_main(current, first_snapshot)
 assert r.status_code == 409 and r.json()["error"]["type"] == "CommitFailedException", r.text
 r = move_main(first_snapshot, current, "move-forward-1")
 assert r.status_code == 200, r.text
+
+# A staged create (stage-create, then one commit with assert-create that also adds the
+# first rows), as CREATE TABLE ... AS SELECT does.
+from pyiceberg.exceptions import TableAlreadyExistsError
+
+staged_schema = Schema(
+    NestedField(1, "id", LongType(), required=True),
+    NestedField(2, "name", StringType(), required=False),
+)
+txn = cat.create_table_transaction("py.staged", schema=staged_schema)
+assert not cat.table_exists("py.staged"), "a staged table does not exist before its commit"
+txn.append(pa.Table.from_pylist([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], schema=staged_schema.as_arrow()))
+txn.commit_transaction()
+assert cat.load_table("py.staged").scan().to_arrow().num_rows == 2
+try:
+    cat.create_table_transaction("py.staged", schema=staged_schema)
+    raise SystemExit("staging an existing table must fail")
+except TableAlreadyExistsError:
+    pass
 print(json.dumps({"appended_first_snapshot": first_snapshot}))
 print("PYICEBERG-OK")

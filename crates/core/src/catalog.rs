@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
-    FormatVersion, ManifestEntry, ManifestStatus, NestedField, Schema, SortOrder,
+    FormatVersion, ManifestEntry, ManifestStatus, NestedField, Schema, SortOrder, TableMetadata,
     TableMetadataBuilder, Transform, Type, UNASSIGNED_SEQUENCE_NUMBER, UnboundPartitionSpec,
 };
 use tracing::{info, instrument};
@@ -130,15 +130,17 @@ impl Catalog {
 
     // ---- tables ----------------------------------------------------------------------
 
-    /// Creates an empty table (Iceberg v2) and writes its first metadata file.
-    #[instrument(skip(self, spec), fields(table = %ident))]
-    pub async fn create_table(&self, ident: &TableIdent, spec: CreateTable) -> Result<TableInfo> {
-        ident.validate()?;
-        self.shared.db.get_namespace(&ident.namespace).await?;
+    /// Validates `spec` and builds the new table's first metadata (and its uuid).
+    fn new_table_metadata(
+        &self,
+        ident: &TableIdent,
+        spec: &CreateTable,
+    ) -> Result<(TableMetadata, uuid::Uuid)> {
         let schema = build_schema(&spec.fields)?;
         let partition = build_partition_spec(&schema, &spec.partition_by)?;
-        let env = &self.shared.env;
-        let table_uuid = env.ids.uuid();
+        let table_uuid = spec
+            .table_uuid
+            .unwrap_or_else(|| self.shared.env.ids.uuid());
         let location = match &spec.location {
             Some(l) => {
                 let l = l.trim_end_matches('/').to_string();
@@ -177,6 +179,33 @@ impl Catalog {
         .and_then(|b| b.assign_uuid(table_uuid).build())
         .map_err(|e| Error::invalid("schema", e.to_string()))?
         .metadata;
+        Ok((meta, table_uuid))
+    }
+
+    /// The metadata of a new table as `spec` describes it, written nowhere (the REST
+    /// protocol's `stage-create`: the client writes data first, then commits the table into
+    /// existence). Fails as creating it would: unknown namespace, existing table, bad spec.
+    pub async fn stage_table(&self, ident: &TableIdent, spec: CreateTable) -> Result<String> {
+        ident.validate()?;
+        self.shared.db.get_namespace(&ident.namespace).await?;
+        if self.shared.db.table(ident).await.is_ok() {
+            return Err(Error::AlreadyExists {
+                kind: ObjectKind::Table,
+                name: ident.to_string(),
+            });
+        }
+        let (meta, _) = self.new_table_metadata(ident, &spec)?;
+        serde_json::to_string(&meta).map_err(|e| Error::internal_from("serialising metadata", e))
+    }
+
+    /// Creates an empty table (Iceberg v2) and writes its first metadata file.
+    #[instrument(skip(self, spec), fields(table = %ident))]
+    pub async fn create_table(&self, ident: &TableIdent, spec: CreateTable) -> Result<TableInfo> {
+        ident.validate()?;
+        self.shared.db.get_namespace(&ident.namespace).await?;
+        let (meta, table_uuid) = self.new_table_metadata(ident, &spec)?;
+        let location = meta.location().to_string();
+        let env = &self.shared.env;
         let base = serde_json::to_string(&meta)
             .map_err(|e| Error::internal_from("serialising metadata", e))?;
         let metadata_location = metadata::metadata_path(&location, 0, env);
@@ -519,7 +548,8 @@ impl Catalog {
 
     /// Applies Iceberg requirements + updates to one table (the REST protocol's commit); see
     /// [`crate::metacommit`]. A plain append goes through the commit pipeline like a gRPC
-    /// append (checked, rebased, never a conflict). Returns the table afterwards, with its
+    /// append (checked, rebased, never a conflict). With an `assert-create` requirement the
+    /// commit creates the table (a staged create). Returns the table afterwards, with its
     /// metadata JSON.
     #[instrument(skip(self, change), fields(table = %change.ident))]
     pub async fn commit_metadata(
@@ -531,9 +561,22 @@ impl Catalog {
         change.ident.validate()?;
         let commit_id = self.commit_id(commit_id)?;
         let ident = change.ident.clone();
+        if change
+            .requirements
+            .iter()
+            .any(|r| matches!(r, iceberg::TableRequirement::NotExist))
+        {
+            self.create_by_commit(change, client, &commit_id).await?;
+        } else {
+            self.apply_change(change, client, &commit_id).await?;
+        }
+        self.load_table(&ident, true).await
+    }
+
+    async fn apply_change(&self, change: TableChange, client: &str, commit_id: &str) -> Result<()> {
         if let Some((add, base_snapshot_id)) = crate::metacommit::as_append(
             &self.shared,
-            &ident,
+            &change.ident,
             &change.requirements,
             &change.updates,
         )
@@ -541,18 +584,84 @@ impl Catalog {
         {
             // One commit path: the same checks, manifests and rebasing as a gRPC append.
             self.commit(CommitRequest {
-                ident: ident.clone(),
-                commit_id,
+                ident: change.ident.clone(),
+                commit_id: commit_id.to_string(),
                 base_snapshot_id,
                 operation: Operation::Append { add },
                 summary: HashMap::new(),
                 client: client.to_string(),
             })
             .await?;
+            Ok(())
         } else {
-            crate::metacommit::commit(&self.shared, &[change], client, &commit_id).await?;
+            crate::metacommit::commit(&self.shared, &[change], client, commit_id).await
         }
-        self.load_table(&ident, true).await
+    }
+
+    /// A commit that creates its table (`assert-create`): the table is created from the
+    /// schema, spec, location, properties and uuid the updates set, then the other updates
+    /// (e.g. the first snapshot) are applied; if they fail the table is dropped again.
+    async fn create_by_commit(
+        &self,
+        change: TableChange,
+        client: &str,
+        commit_id: &str,
+    ) -> Result<()> {
+        use iceberg::{TableRequirement as R, TableUpdate as U};
+        let ident = &change.ident;
+        if self.shared.db.table(ident).await.is_ok() {
+            return Err(Error::RequirementFailed {
+                table: ident.to_string(),
+                reason: "the table exists already (assert-create)".into(),
+            });
+        }
+        if let Some(r) = change
+            .requirements
+            .iter()
+            .find(|r| !matches!(r, R::NotExist))
+        {
+            return Err(Error::invalid(
+                "requirements",
+                format!("{r:?} cannot go with assert-create"),
+            ));
+        }
+        let (mut schema, mut spec, mut location, mut uuid) = (None, None, None, None);
+        let mut properties = HashMap::new();
+        let mut rest = Vec::new();
+        for u in change.updates {
+            match u {
+                U::AssignUuid { uuid: u } => uuid = Some(u),
+                U::AddSchema { schema: s } => schema = Some(s),
+                U::AddSpec { spec: s } => spec = Some(s),
+                U::SetLocation { location: l } => location = Some(l),
+                U::SetProperties { updates } => properties.extend(updates),
+                U::UpgradeFormatVersion { format_version }
+                    if format_version == FormatVersion::V2 => {}
+                U::SetCurrentSchema { .. } | U::SetDefaultSpec { .. } => {}
+                U::AddSortOrder { sort_order } if sort_order.is_unsorted() => {}
+                U::SetDefaultSortOrder { .. } => {}
+                other => rest.push(other),
+            }
+        }
+        let schema =
+            schema.ok_or_else(|| Error::invalid("updates", "assert-create needs add-schema"))?;
+        let mut create = create_table_spec(&schema, spec.as_ref(), location, properties)?;
+        create.table_uuid = uuid;
+        self.create_table(ident, create).await?;
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let first = TableChange {
+            ident: ident.clone(),
+            requirements: Vec::new(),
+            updates: rest,
+        };
+        if let Err(e) = self.apply_change(first, client, commit_id).await {
+            // Nothing of the statement should remain: the table was created for it.
+            let _ = self.drop_table(ident).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Applies the changes of several tables atomically: one database transaction commits
@@ -602,6 +711,54 @@ impl Catalog {
         info!(?change, ?out, "snapshots changed");
         Ok(out)
     }
+}
+
+/// The creation spec of a table from an Iceberg schema and partition spec (as REST clients
+/// send them). Field ids are assigned afresh in schema order, as for every new table.
+pub fn create_table_spec(
+    schema: &Schema,
+    spec: Option<&UnboundPartitionSpec>,
+    location: Option<String>,
+    properties: HashMap<String, String>,
+) -> Result<CreateTable> {
+    let fields = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| FieldSpec {
+            name: f.name.clone(),
+            type_json: match f.field_type.as_ref() {
+                Type::Primitive(p) => p.to_string(),
+                nested => serde_json::to_string(nested).expect("types serialise"),
+            },
+            required: f.required,
+            doc: f.doc.clone(),
+        })
+        .collect();
+    let mut partition_by = Vec::new();
+    for pf in spec.map(|s| s.fields()).unwrap_or_default() {
+        let source = schema.field_by_id(pf.source_id).ok_or_else(|| {
+            Error::invalid(
+                "partition-spec",
+                format!(
+                    "partition field {} names source id {}, which is not in the schema",
+                    pf.name, pf.source_id
+                ),
+            )
+        })?;
+        partition_by.push(PartitionFieldSpec {
+            source_column: source.name.clone(),
+            transform: pf.transform.to_string(),
+            name: Some(pf.name.clone()),
+        });
+    }
+    Ok(CreateTable {
+        fields,
+        partition_by,
+        location,
+        properties,
+        table_uuid: None,
+    })
 }
 
 /// A commit id (or idempotency key) is 1 to 128 printable ASCII characters.

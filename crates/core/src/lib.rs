@@ -29,7 +29,7 @@ pub mod refs;
 pub mod scan;
 pub mod storage;
 
-pub use catalog::{Catalog, CatalogConfig, parse_type};
+pub use catalog::{Catalog, CatalogConfig, create_table_spec, parse_type};
 pub use env::{Clock, Env, Ids, RandomIds, SystemClock};
 pub use error::{Error, ObjectKind, Result};
 pub use ident::TableIdent;

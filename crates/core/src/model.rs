@@ -46,6 +46,8 @@ pub struct CreateTable {
     pub partition_by: Vec<PartitionFieldSpec>,
     pub location: Option<String>,
     pub properties: HashMap<String, String>,
+    /// The table's uuid (a staged table keeps the one it was staged with); default: new.
+    pub table_uuid: Option<uuid::Uuid>,
 }
 
 /// A table as the catalog describes it.

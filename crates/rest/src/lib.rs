@@ -5,9 +5,8 @@
 //! No catalog logic lives here. Served so far: configuration, namespaces (list with
 //! paging, create, load, exists, drop, properties), tables (list with paging, create,
 //! load with ETag, exists, drop, rename, commit), plus the metrics and view probes clients
-//! send, and multi-table `/transactions/commit` (one database transaction). `GET /v1/config`
-//! lists exactly these endpoints, so clients know what to expect; `stage-create` is refused
-//! with 400 (nothing is applied).
+//! send, `stage-create` with `assert-create` commits, and multi-table `/transactions/commit`
+//! (one database transaction). `GET /v1/config` lists exactly these endpoints.
 
 pub mod error;
 
@@ -18,8 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use firn_core::{Catalog, CreateTable, FieldSpec, PartitionFieldSpec, TableChange, TableIdent};
-use iceberg::spec::{NestedField, Schema, Type, UnboundPartitionSpec};
+use firn_core::{Catalog, TableChange, TableIdent};
+use iceberg::spec::{Schema, UnboundPartitionSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -348,20 +347,6 @@ async fn list_tables(
     Ok(Json(json!({"identifiers": ids, "next-page-token": next})))
 }
 
-/// The column spec of a field of a client's schema.
-fn field_spec(f: &NestedField) -> FieldSpec {
-    let type_json = match f.field_type.as_ref() {
-        Type::Primitive(p) => p.to_string(),
-        nested => serde_json::to_string(nested).expect("types serialise"),
-    };
-    FieldSpec {
-        name: f.name.clone(),
-        type_json,
-        required: f.required,
-        doc: f.doc.clone(),
-    }
-}
-
 #[derive(Deserialize)]
 struct CreateTableBody {
     name: String,
@@ -380,41 +365,23 @@ async fn create_table(
     Path(ns): Path<String>,
     Json(b): Json<CreateTableBody>,
 ) -> Res<Response> {
-    if b.stage_create {
-        return Err(RestError::bad_request(
-            "stage-create is not supported yet: create the table, then write to it",
-        ));
-    }
     let ident = TableIdent::new(namespace(&ns)?, b.name.clone());
-    let fields: Vec<FieldSpec> = b
-        .schema
-        .as_struct()
-        .fields()
-        .iter()
-        .map(|f| field_spec(f))
-        .collect();
-    let mut partition_by = Vec::new();
-    if let Some(spec) = &b.partition_spec {
-        for pf in spec.fields() {
-            let source = b.schema.field_by_id(pf.source_id).ok_or_else(|| {
-                RestError::bad_request(format!(
-                    "partition field {} names source id {}, which is not in the schema",
-                    pf.name, pf.source_id
-                ))
-            })?;
-            partition_by.push(PartitionFieldSpec {
-                source_column: source.name.clone(),
-                transform: pf.transform.to_string(),
-                name: Some(pf.name.clone()),
-            });
-        }
+    let spec = firn_core::create_table_spec(
+        &b.schema,
+        b.partition_spec.as_ref(),
+        b.location.clone(),
+        b.properties.clone(),
+    )?;
+    if b.stage_create {
+        // Nothing is written: the client commits the table into existence (assert-create).
+        let metadata: Value = serde_json::from_str(&s.catalog.stage_table(&ident, spec).await?)
+            .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
+        return Ok(Json(json!({
+            "metadata": metadata,
+            "config": file_io_properties(s.catalog.warehouse().config()),
+        }))
+        .into_response());
     }
-    let spec = CreateTable {
-        fields,
-        partition_by,
-        location: b.location.clone(),
-        properties: b.properties.clone(),
-    };
     s.catalog.create_table(&ident, spec).await?;
     load(&s, &ident, &HeaderMap::new()).await
 }

@@ -133,6 +133,7 @@ impl CatalogService for GrpcCatalog {
                 .collect(),
             location: (!location.is_empty()).then_some(location),
             properties,
+            table_uuid: None,
         };
         let t = self.catalog.create_table(&id, spec).await.map_err(status)?;
         Ok(Response::new(table(t)))
