@@ -635,8 +635,9 @@ impl Catalog {
                 U::AddSpec { spec: s } => spec = Some(s),
                 U::SetLocation { location: l } => location = Some(l),
                 U::SetProperties { updates } => properties.extend(updates),
-                U::UpgradeFormatVersion { format_version }
-                    if format_version == FormatVersion::V2 => {}
+                U::UpgradeFormatVersion {
+                    format_version: FormatVersion::V2,
+                } => {}
                 U::SetCurrentSchema { .. } | U::SetDefaultSpec { .. } => {}
                 U::AddSortOrder { sort_order } if sort_order.is_unsorted() => {}
                 U::SetDefaultSortOrder { .. } => {}
