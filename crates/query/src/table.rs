@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema as ArrowSchema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
@@ -30,11 +31,14 @@ use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
 };
 use firn_client::{FirnClient, TableIdent, TableWriter, WriteMode, WriterOptions, proto as pb};
-use firn_core::{Warehouse, WarehouseConfig};
+use firn_core::{FirnStorageFactory, Warehouse, WarehouseConfig};
 use futures::StreamExt;
 use object_store::ObjectMeta;
 
@@ -50,6 +54,8 @@ pub struct FirnTable {
     /// `None`: the table had no snapshot (it reads empty).
     snapshot_id: Option<i64>,
     schema: SchemaRef,
+    /// The same schema in Iceberg form (for the reader of files with row-level deletes).
+    iceberg_schema: Arc<iceberg::spec::Schema>,
     location: String,
     /// Whether this is the table's current state (only then can it be written).
     current: bool,
@@ -73,12 +79,14 @@ impl FirnTable {
     ) -> Result<Self> {
         let current = at.is_none();
         let r = client.resolve_snapshot(ident, at).await?;
-        let schema = arrow_schema(&parse_schema(&r.schema_json)?)?;
+        let iceberg_schema = Arc::new(parse_schema(&r.schema_json)?);
+        let schema = arrow_schema(&iceberg_schema)?;
         Ok(Self {
             client: client.clone(),
             ident: ident.clone(),
             snapshot_id: r.snapshot.map(|s| s.snapshot_id),
             schema,
+            iceberg_schema,
             location: r.location,
             current,
         })
@@ -121,14 +129,27 @@ impl FirnTable {
                 projection,
             )?)));
         }
-        if let Some(f) = files.iter().find(|f| !f.deletes.is_empty()) {
-            return not_impl_err!(
-                "table {} has delete files (e.g. {} applies to {}); Firn's SQL reader does not \
-                 apply row-level deletes yet, and will not return rows they may have deleted",
-                self.ident,
-                f.deletes[0].path,
-                f.path
-            );
+        // Files with row-level deletes are read by iceberg's reader, which applies them; the
+        // rest by DataFusion's Parquet reader. One plan unions both.
+        let (with_deletes, plain): (Vec<_>, Vec<_>) =
+            files.iter().cloned().partition(|f| !f.deletes.is_empty());
+        if !with_deletes.is_empty() {
+            let deleting: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(
+                self.schema.clone(),
+                vec![Arc::new(DeletingReader {
+                    table: self.clone(),
+                    files: with_deletes,
+                })],
+                projection,
+                Vec::new(),
+                false,
+                limit,
+            )?);
+            if plain.is_empty() {
+                return Ok(deleting);
+            }
+            let plain = Box::pin(self.scan_files(state, &plain, projection, limit)).await?;
+            return UnionExec::try_new(vec![plain, deleting]);
         }
         let warehouse = Warehouse::open(WarehouseConfig::new(&self.location))
             .map_err(|e| external(QueryError::Invalid(e.to_string())))?;
@@ -195,6 +216,107 @@ impl FirnTable {
             .create_physical_plan(state, conf)
             .await
     }
+}
+
+/// Reads data files together with the delete files that apply to them, with iceberg's
+/// Arrow reader (position and equality deletes), as batches of the table's schema.
+#[derive(Debug)]
+struct DeletingReader {
+    table: FirnTable,
+    files: Vec<pb::ScanFile>,
+}
+
+impl PartitionStream for DeletingReader {
+    fn schema(&self) -> &SchemaRef {
+        &self.table.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
+        use iceberg::spec::{DataContentType, DataFileFormat};
+        let schema = self.table.schema.clone();
+        let ids: Vec<i32> = self
+            .table
+            .iceberg_schema
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.id)
+            .collect();
+        let tasks: Vec<iceberg::Result<FileScanTask>> = self
+            .files
+            .iter()
+            .map(|f| {
+                Ok(FileScanTask {
+                    file_size_in_bytes: f.file_size_bytes,
+                    start: 0,
+                    length: f.file_size_bytes,
+                    record_count: Some(f.record_count),
+                    data_file_path: f.path.clone(),
+                    data_file_format: DataFileFormat::Parquet,
+                    schema: self.table.iceberg_schema.clone(),
+                    project_field_ids: ids.clone(),
+                    predicate: None,
+                    deletes: f
+                        .deletes
+                        .iter()
+                        .map(|d| FileScanTaskDeleteFile {
+                            file_path: d.path.clone(),
+                            file_size_in_bytes: d.file_size_bytes,
+                            file_type: if d.equality_ids.is_empty() {
+                                DataContentType::PositionDeletes
+                            } else {
+                                DataContentType::EqualityDeletes
+                            },
+                            partition_spec_id: 0,
+                            equality_ids: (!d.equality_ids.is_empty())
+                                .then(|| d.equality_ids.clone()),
+                        })
+                        .collect(),
+                    partition: None,
+                    partition_spec: None,
+                    name_mapping: None,
+                    case_sensitive: true,
+                })
+            })
+            .collect();
+        let file_io = FirnStorageFactory::file_io(&WarehouseConfig::new(&self.table.location));
+        let target = schema.clone();
+        let stream = futures::stream::once(async move {
+            let reader =
+                iceberg::arrow::ArrowReaderBuilder::new(file_io, iceberg::Runtime::current())
+                    .build();
+            reader
+                .read(Box::pin(futures::stream::iter(tasks)))
+                .map(|r| r.stream())
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        })
+        .map(move |s| {
+            let target = target.clone();
+            match s {
+                Ok(batches) => batches
+                    .map(move |b| {
+                        b.map_err(|e| DataFusionError::External(Box::new(e)))
+                            .and_then(|b| to_schema(&b, &target))
+                    })
+                    .boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }
+        })
+        .flatten();
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    }
+}
+
+/// `batch` with its columns cast to `target`'s types (e.g. strings to view types).
+fn to_schema(batch: &RecordBatch, target: &SchemaRef) -> DfResult<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(target.fields())
+        .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(target.clone(), columns)?)
 }
 
 #[async_trait]
