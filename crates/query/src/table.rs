@@ -131,9 +131,9 @@ impl FirnTable {
         }
         // Files with row-level deletes are read by iceberg's reader, which applies them; the
         // rest by DataFusion's Parquet reader. One plan unions both.
-        let (with_deletes, plain): (Vec<_>, Vec<_>) =
-            files.iter().cloned().partition(|f| !f.deletes.is_empty());
-        if !with_deletes.is_empty() {
+        if files.iter().any(|f| !f.deletes.is_empty()) {
+            let (with_deletes, plain): (Vec<_>, Vec<_>) =
+                files.iter().cloned().partition(|f| !f.deletes.is_empty());
             let deleting: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(
                 self.schema.clone(),
                 vec![Arc::new(DeletingReader {
