@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::SchemaRef as ArrowSchemaRef;
-use firn_core::files::partition_to_json;
+use firn_core::files::file_stats;
 use firn_core::{FirnStorageFactory, TableIdent, WarehouseConfig};
 use firn_proto::v1 as pb;
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
@@ -243,39 +243,37 @@ impl TableWriter {
 
 /// The proto description of a written data file, statistics included.
 fn proto_file(partition_type: &StructType, f: &DataFile) -> Result<pb::DataFile> {
-    let mut columns: BTreeMap<i32, pb::ColumnStats> = BTreeMap::new();
-    for (&id, &v) in f.column_sizes() {
-        columns.entry(id).or_default().column_size = Some(v);
-    }
-    for (&id, &v) in f.value_counts() {
-        columns.entry(id).or_default().value_count = Some(v);
-    }
-    for (&id, &v) in f.null_value_counts() {
-        columns.entry(id).or_default().null_count = Some(v);
-    }
-    for (&id, &v) in f.nan_value_counts() {
-        columns.entry(id).or_default().nan_count = Some(v);
-    }
-    for (&id, d) in f.lower_bounds() {
-        columns.entry(id).or_default().lower_bound = Some(d.to_bytes()?.to_vec());
-    }
-    for (&id, d) in f.upper_bounds() {
-        columns.entry(id).or_default().upper_bound = Some(d.to_bytes()?.to_vec());
-    }
-    let partition = partition_to_json(partition_type, f.partition())
-        .map_err(|e| ClientError::InvalidData(e.to_string()))?;
+    let stats =
+        file_stats(f, partition_type).map_err(|e| ClientError::InvalidData(e.to_string()))?;
+    let columns: BTreeMap<i32, pb::ColumnStats> = stats
+        .columns
+        .into_iter()
+        .map(|(id, c)| {
+            (
+                id,
+                pb::ColumnStats {
+                    column_size: c.column_size,
+                    value_count: c.value_count,
+                    null_count: c.null_count,
+                    nan_count: c.nan_count,
+                    lower_bound: c.lower_bound,
+                    upper_bound: c.upper_bound,
+                },
+            )
+        })
+        .collect();
     Ok(pb::DataFile {
         path: f.file_path().to_string(),
         file_size_bytes: f.file_size_in_bytes(),
         stats: Some(pb::FileStats {
-            record_count: f.record_count(),
+            record_count: stats.record_count,
             columns: columns.into_iter().collect(),
-            partition_json: if partition.is_empty() {
+            partition_json: if stats.partition.is_empty() {
                 String::new()
             } else {
-                serde_json::Value::Object(partition).to_string()
+                serde_json::Value::Object(stats.partition).to_string()
             },
-            split_offsets: f.split_offsets().map(|s| s.to_vec()).unwrap_or_default(),
+            split_offsets: stats.split_offsets,
         }),
     })
 }

@@ -528,7 +528,8 @@ impl Catalog {
     ) -> Result<ResolvedSnapshot> {
         ident.validate()?;
         let row = self.shared.db.table(ident).await?;
-        scan::resolve(&self.shared, &row, selector).await
+        let (meta, _) = parse_base(&row)?;
+        scan::resolve(&self.shared, &row, &meta, selector).await
     }
 
     /// The data files (with their delete files) a scan of the selected snapshot reads,
@@ -542,8 +543,9 @@ impl Catalog {
     ) -> Result<ScanPlan> {
         ident.validate()?;
         let row = self.shared.db.table(ident).await?;
-        let resolved = scan::resolve(&self.shared, &row, selector).await?;
-        scan::plan(&self.shared, &row, resolved, filter).await
+        let (meta, _) = parse_base(&row)?;
+        let resolved = scan::resolve(&self.shared, &row, &meta, selector).await?;
+        scan::plan(&self.shared, &meta, resolved, filter).await
     }
 
     /// Applies Iceberg requirements + updates to one table (the REST protocol's commit); see

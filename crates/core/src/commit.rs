@@ -1254,14 +1254,9 @@ async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> Result<Vec<b
                 .await?;
             }
         }
-        sqlx::query(
-            "INSERT INTO refs (table_id, name, snapshot_id, ref_type) VALUES ($1, 'main', $2, 'branch') \
-             ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id",
-        )
-        .bind(p.table_id)
-        .bind(st.current_snapshot_id)
-        .execute(&mut *tx)
-        .await?;
+        if let Some(id) = st.current_snapshot_id {
+            crate::db::upsert_ref(&mut tx, p.table_id, "main", id, "branch").await?;
+        }
         if shared.warehouse.needs_sync() {
             for o in p.steps.iter().flat_map(|s| &s.plan.objects) {
                 sqlx::query(

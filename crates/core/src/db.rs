@@ -175,6 +175,28 @@ pub(crate) async fn insert_snapshot_log(
     Ok(())
 }
 
+/// Points a tag or branch at a snapshot (creating it if needed).
+pub(crate) async fn upsert_ref(
+    conn: &mut sqlx::AnyConnection,
+    table_id: i64,
+    name: &str,
+    snapshot_id: i64,
+    ref_type: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO refs (table_id, name, snapshot_id, ref_type) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id, \
+         ref_type = excluded.ref_type",
+    )
+    .bind(table_id)
+    .bind(name)
+    .bind(snapshot_id)
+    .bind(ref_type)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A commit-log row.
 pub(crate) struct CommitLogRow<'a> {
     pub table_id: i64,

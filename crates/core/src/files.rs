@@ -167,6 +167,37 @@ pub fn partition_from_json(
 }
 
 /// Renders a partition tuple as a JSON object.
+/// The statistics of a data file as a commit carries them (bounds in Iceberg's
+/// single-value binary form), for files described by Iceberg metadata: ones Firn's client
+/// wrote, or ones a REST client's manifest names.
+pub fn file_stats(f: &DataFile, partition_type: &StructType) -> Result<FileStatsSpec> {
+    let mut columns: HashMap<i32, crate::model::ColumnStatsSpec> = HashMap::new();
+    for (&id, &v) in f.column_sizes() {
+        columns.entry(id).or_default().column_size = Some(v);
+    }
+    for (&id, &v) in f.value_counts() {
+        columns.entry(id).or_default().value_count = Some(v);
+    }
+    for (&id, &v) in f.null_value_counts() {
+        columns.entry(id).or_default().null_count = Some(v);
+    }
+    for (&id, &v) in f.nan_value_counts() {
+        columns.entry(id).or_default().nan_count = Some(v);
+    }
+    for (&id, d) in f.lower_bounds() {
+        columns.entry(id).or_default().lower_bound = Some(d.to_bytes()?.to_vec());
+    }
+    for (&id, d) in f.upper_bounds() {
+        columns.entry(id).or_default().upper_bound = Some(d.to_bytes()?.to_vec());
+    }
+    Ok(FileStatsSpec {
+        record_count: f.record_count(),
+        columns,
+        partition: partition_to_json(partition_type, f.partition())?,
+        split_offsets: f.split_offsets().map(|s| s.to_vec()).unwrap_or_default(),
+    })
+}
+
 pub fn partition_to_json(
     partition_type: &StructType,
     partition: &Struct,

@@ -12,21 +12,21 @@
 //! applied. An update the builder refuses is `InvalidArgument`. A failure of the
 //! transaction's commit is `Unavailable` (outcome unknown).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use iceberg::spec::{
-    DataFile, FormatVersion, ManifestContentType, ManifestList, ManifestStatus, StructType,
-    TableMetadata, TableMetadataBuilder,
+    FormatVersion, ManifestContentType, ManifestList, ManifestStatus, TableMetadata,
+    TableMetadataBuilder,
 };
 use iceberg::{TableRequirement, TableUpdate};
 use serde_json::json;
 
 use crate::commit::Shared;
 use crate::error::{Error, Result};
-use crate::files::partition_to_json;
+use crate::files::file_stats;
 use crate::ident::TableIdent;
 use crate::metadata;
-use crate::model::{ColumnStatsSpec, FileStatsSpec, NewFile};
+use crate::model::NewFile;
 
 /// How often a metadata commit is re-checked after losing the version swap.
 const MAX_ATTEMPTS: usize = 20;
@@ -234,15 +234,7 @@ async fn apply(
         let (Some(id), Some(kind)) = (r["snapshot-id"].as_i64(), r["type"].as_str()) else {
             continue;
         };
-        sqlx::query(
-            "INSERT INTO refs (table_id, name, snapshot_id, ref_type) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(row.table_id)
-        .bind(name)
-        .bind(id)
-        .bind(kind)
-        .execute(&mut *tx)
-        .await?;
+        crate::db::upsert_ref(tx, row.table_id, name, id, kind).await?;
     }
     let logged = current_id.or(row.current_snapshot_id);
     if let Some(id) = logged {
@@ -347,7 +339,14 @@ pub(crate) async fn as_append(
             .await?;
         for e in entries.iter() {
             match e.status() {
-                ManifestStatus::Added => add.push(new_file(e.data_file(), &partition_type)?),
+                ManifestStatus::Added => {
+                    let f = e.data_file();
+                    add.push(NewFile {
+                        path: f.file_path().to_string(),
+                        file_size_bytes: f.file_size_in_bytes(),
+                        stats: Some(file_stats(f, &partition_type)?),
+                    });
+                }
                 ManifestStatus::Existing => {}
                 ManifestStatus::Deleted => return Ok(None),
             }
@@ -357,37 +356,4 @@ pub(crate) async fn as_append(
         return Ok(None);
     }
     Ok(Some((add, base)))
-}
-
-/// A data file of a client's manifest as a commit's added file, statistics included.
-fn new_file(f: &DataFile, partition_type: &StructType) -> Result<NewFile> {
-    let mut columns: HashMap<i32, ColumnStatsSpec> = HashMap::new();
-    for (&id, &v) in f.column_sizes() {
-        columns.entry(id).or_default().column_size = Some(v);
-    }
-    for (&id, &v) in f.value_counts() {
-        columns.entry(id).or_default().value_count = Some(v);
-    }
-    for (&id, &v) in f.null_value_counts() {
-        columns.entry(id).or_default().null_count = Some(v);
-    }
-    for (&id, &v) in f.nan_value_counts() {
-        columns.entry(id).or_default().nan_count = Some(v);
-    }
-    for (&id, d) in f.lower_bounds() {
-        columns.entry(id).or_default().lower_bound = Some(d.to_bytes()?.to_vec());
-    }
-    for (&id, d) in f.upper_bounds() {
-        columns.entry(id).or_default().upper_bound = Some(d.to_bytes()?.to_vec());
-    }
-    Ok(NewFile {
-        path: f.file_path().to_string(),
-        file_size_bytes: f.file_size_in_bytes(),
-        stats: Some(FileStatsSpec {
-            record_count: f.record_count(),
-            columns,
-            partition: partition_to_json(partition_type, f.partition())?,
-            split_offsets: f.split_offsets().map(|s| s.to_vec()).unwrap_or_default(),
-        }),
-    })
 }

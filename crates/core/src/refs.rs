@@ -294,16 +294,7 @@ async fn try_apply(
         upsert = Some(("main".into(), id, "branch"));
     }
     if let Some((name, id, kind)) = &upsert {
-        sqlx::query(
-            "INSERT INTO refs (table_id, name, snapshot_id, ref_type) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id",
-        )
-        .bind(row.table_id)
-        .bind(name)
-        .bind(id)
-        .bind(*kind)
-        .execute(&mut *tx)
-        .await?;
+        crate::db::upsert_ref(&mut tx, row.table_id, name, *id, kind).await?;
     }
     if let Some(name) = &delete {
         sqlx::query("DELETE FROM refs WHERE table_id = $1 AND name = $2")

@@ -102,10 +102,11 @@ pub struct ScanPlan {
     pub files_total: u64,
 }
 
-/// Resolves `selector` on the table in `row`.
+/// Resolves `selector` on the table in `row` (whose parsed base metadata is `meta`).
 pub(crate) async fn resolve(
     shared: &Shared,
     row: &TableRow,
+    meta: &TableMetadata,
     selector: &SnapshotSelector,
 ) -> Result<ResolvedSnapshot> {
     let db = &shared.db;
@@ -140,7 +141,6 @@ pub(crate) async fn resolve(
             }
         }
     };
-    let (meta, _) = crate::commit::parse_base(row)?;
     let Some(id) = snapshot_id else {
         return Ok(ResolvedSnapshot {
             snapshot: None,
@@ -155,7 +155,7 @@ pub(crate) async fn resolve(
         .ok_or_else(|| {
             Error::not_found(ObjectKind::Snapshot, format!("{id} of table {}", row.ident))
         })?;
-    let schema = schema_of(&meta, snap.schema_id)?;
+    let schema = schema_of(meta, snap.schema_id)?;
     Ok(ResolvedSnapshot {
         snapshot: Some(snap),
         schema,
@@ -172,7 +172,7 @@ fn schema_of(meta: &TableMetadata, schema_id: i32) -> Result<Schema> {
 /// Plans a scan of `resolved` with `filter`.
 pub(crate) async fn plan(
     shared: &Shared,
-    row: &TableRow,
+    meta: &TableMetadata,
     resolved: ResolvedSnapshot,
     filter: Option<&ScanFilter>,
 ) -> Result<ScanPlan> {
@@ -183,10 +183,9 @@ pub(crate) async fn plan(
             files_total: 0,
         });
     };
-    let (meta, _) = crate::commit::parse_base(row)?;
     let bytes = shared.warehouse.get(&snap.manifest_list).await?;
     let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
-    let pruner = filter.map(|f| Pruner::new(f, &resolved.schema, &meta));
+    let pruner = filter.map(|f| Pruner::new(f, &resolved.schema, meta));
     // Entries stay in the (shared) manifest cache; only what the plan needs is copied.
     let mut manifests = Vec::with_capacity(list.entries().len());
     for m in list.entries() {

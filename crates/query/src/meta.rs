@@ -72,18 +72,19 @@ pub(crate) async fn table(
     ident: &TableIdent,
     kind: MetadataKind,
 ) -> Result<Arc<dyn TableProvider>> {
-    let t = client.load_table(ident, true).await?;
-    let meta: TableMetadata = serde_json::from_str(&t.metadata_json).map_err(|e| {
-        QueryError::Invalid(format!(
-            "the server sent unreadable metadata of {ident}: {e}"
-        ))
-    })?;
-    let batch = match kind {
-        MetadataKind::Snapshots => snapshots(&meta)?,
-        MetadataKind::History => history(&meta)?,
-        MetadataKind::Refs => refs(&client.list_refs(ident).await?)?,
-        MetadataKind::Files | MetadataKind::Manifests | MetadataKind::Partitions => {
-            contents(&meta, kind).await?
+    let batch = if kind == MetadataKind::Refs {
+        refs(&client.list_refs(ident).await?)?
+    } else {
+        let t = client.load_table(ident, true).await?;
+        let meta: TableMetadata = serde_json::from_str(&t.metadata_json).map_err(|e| {
+            QueryError::Invalid(format!(
+                "the server sent unreadable metadata of {ident}: {e}"
+            ))
+        })?;
+        match kind {
+            MetadataKind::Snapshots => snapshots(&meta)?,
+            MetadataKind::History => history(&meta)?,
+            _ => contents(&meta, kind).await?,
         }
     };
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
