@@ -27,6 +27,8 @@ pub enum SnapshotChange {
     RollbackToTimestamp(i64),
     /// Make any snapshot of the table current.
     SetCurrent(i64),
+    /// Make the snapshot a tag or branch points at current.
+    SetCurrentRef(String),
     /// Tag a snapshot (default: the current one).
     CreateTag {
         name: String,
@@ -45,7 +47,9 @@ impl SnapshotChange {
     fn operation(&self) -> &'static str {
         match self {
             SnapshotChange::RollbackTo(_) | SnapshotChange::RollbackToTimestamp(_) => "rollback",
-            SnapshotChange::SetCurrent(_) => "set-current-snapshot",
+            SnapshotChange::SetCurrent(_) | SnapshotChange::SetCurrentRef(_) => {
+                "set-current-snapshot"
+            }
             SnapshotChange::CreateTag { .. } => "create-tag",
             SnapshotChange::CreateBranch { .. } => "create-branch",
             SnapshotChange::DropTag(_) => "drop-tag",
@@ -218,6 +222,13 @@ async fn try_apply(
         SnapshotChange::SetCurrent(id) => {
             snapshot_exists(*id).await?;
             new_current = Some(*id);
+        }
+        SnapshotChange::SetCurrentRef(name) => {
+            // Read in the same attempt as the swap: a ref moved meanwhile fails the swap.
+            let r = existing_ref(name).await?.ok_or_else(|| {
+                Error::not_found(ObjectKind::Ref, format!("{name} of table {ident}"))
+            })?;
+            new_current = Some(r.snapshot_id);
         }
         SnapshotChange::CreateTag { name, snapshot_id }
         | SnapshotChange::CreateBranch { name, snapshot_id } => {

@@ -214,14 +214,7 @@ pub(crate) async fn call(session: &FirnSession, f: &Function) -> Result<Output> 
         "set_current_snapshot" => {
             match (long(session, &args, "snapshot_id").await?, args.get("ref")) {
                 (Some(id), None) => Action::SetCurrentSnapshot(id),
-                (None, Some(_)) => {
-                    let name = string(session, &args, "ref").await?;
-                    let refs = session.client().list_refs(&ident).await?;
-                    let r = refs.iter().find(|r| r.name == name).ok_or_else(|| {
-                        QueryError::Invalid(format!("{procedure}: table {ident} has no ref {name}"))
-                    })?;
-                    Action::SetCurrentSnapshot(r.snapshot_id)
-                }
+                (None, Some(_)) => Action::SetCurrentRef(string(session, &args, "ref").await?),
                 _ => {
                     return Err(QueryError::Invalid(format!(
                         "{procedure}: give exactly one of snapshot_id and ref"

@@ -344,6 +344,7 @@ pub(crate) fn snapshot_change(
         Some(Action::RollbackToSnapshot(id)) => SnapshotChange::RollbackTo(id),
         Some(Action::RollbackToTimestampMs(ms)) => SnapshotChange::RollbackToTimestamp(ms),
         Some(Action::SetCurrentSnapshot(id)) => SnapshotChange::SetCurrent(id),
+        Some(Action::SetCurrentRef(name)) => SnapshotChange::SetCurrentRef(name),
         Some(Action::CreateTag(r)) => SnapshotChange::CreateTag {
             name: r.name,
             snapshot_id: r.snapshot_id,
