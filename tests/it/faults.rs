@@ -50,6 +50,7 @@ async fn faults_lose_no_acknowledged_commit_but_listing_does() {
         put_ambiguous_rate: 0.05,
         get_error_rate: 0.05,
         list_lag: Duration::from_secs(30),
+        delete_error_rate: 0.0,
     };
     let server = TestServer::start_with(Some(faults)).await;
     let client = server.client().await.with_retry(RetryPolicy {

@@ -6,6 +6,7 @@ mod commits;
 mod concurrency;
 mod crash;
 mod faults;
+mod maintenance;
 mod python;
 mod replicas;
 mod sql;

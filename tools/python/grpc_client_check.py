@@ -6,30 +6,13 @@ their footers), and checks the snapshot and an error status. Exits non-zero on a
 Usage: python grpc_client_check.py ENDPOINT (host:port)
 """
 import datetime
-import os
 import sys
-import tempfile
 import uuid
 
 import grpc
 import pyarrow as pa
-import pyarrow.parquet as pq
-from grpc_tools import protoc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def stubs():
-    out = tempfile.mkdtemp(prefix="firn-stubs-")
-    proto_dir = os.path.join(ROOT, "proto")
-    rc = protoc.main([
-        "protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
-        os.path.join(proto_dir, "firn/catalog/v1/catalog.proto"),
-    ])
-    assert rc == 0, "protoc failed"
-    sys.path.insert(0, out)
-    from firn.catalog.v1 import catalog_pb2, catalog_pb2_grpc  # noqa: E402
-    return catalog_pb2, catalog_pb2_grpc
+from firn_grpc import local_path, stubs, write_parquet
 
 
 def main():
@@ -49,8 +32,7 @@ def main():
         partition_by=[pb.PartitionField(source_column="at", transform="day")],
     ))
     assert table.location.startswith("file://"), table.location
-    data_dir = table.location[len("file://"):] + "/data"
-    os.makedirs(data_dir, exist_ok=True)
+    data_dir = local_path(table.location) + "/data"
 
     files = []
     total = 0
@@ -62,9 +44,7 @@ def main():
             "kind": pa.array([f"k{i % 3}" for i in range(n)]),
             "at": pa.array([base + datetime.timedelta(minutes=i) for i in range(n)], pa.timestamp("us")),
         })
-        path = os.path.join(data_dir, f"{uuid.uuid4()}.parquet")
-        pq.write_table(t, path)
-        files.append(pb.DataFile(path="file://" + path, file_size_bytes=os.path.getsize(path)))
+        files.append(write_parquet(pb, table.location, t))
         total += n
 
     resp = stub.Commit(pb.CommitRequest(

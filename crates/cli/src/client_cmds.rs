@@ -11,13 +11,13 @@ use crate::Conn;
 use crate::output::{print_json, print_table, time_ms};
 use firn_core::notation::{parse_partition, parse_schema};
 
-async fn connect(conn: &Conn) -> anyhow::Result<FirnClient> {
+pub(crate) async fn connect(conn: &Conn) -> anyhow::Result<FirnClient> {
     Ok(FirnClient::connect(&conn.endpoint)
         .await?
         .with_client_name(format!("firn-cli/{}", env!("CARGO_PKG_VERSION"))))
 }
 
-fn table_ident(s: &str) -> anyhow::Result<TableIdent> {
+pub(crate) fn table_ident(s: &str) -> anyhow::Result<TableIdent> {
     TableIdent::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
 }
 

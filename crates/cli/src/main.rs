@@ -2,6 +2,7 @@
 
 mod client_cmds;
 mod load;
+mod maintenance;
 mod output;
 mod sql;
 
@@ -54,6 +55,8 @@ enum Command {
     Snapshots(client_cmds::SnapshotsArgs),
     /// Query and change tables with SQL: an interactive shell, or -c/-f batch mode.
     Sql(sql::SqlArgs),
+    /// Expire old snapshots and delete the files no retained snapshot needs (for cron).
+    Expire(maintenance::ExpireArgs),
 }
 
 #[derive(clap::Args)]
@@ -185,6 +188,7 @@ async fn main() -> ExitCode {
         Command::Load(a) => client_cmds::load(a).await,
         Command::Snapshots(a) => client_cmds::snapshots(a).await,
         Command::Sql(a) => sql::run(a).await,
+        Command::Expire(a) => maintenance::expire(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -390,4 +390,18 @@ impl FirnClient {
             .await?
             .into_inner())
     }
+
+    /// Expires old snapshots and deletes the files only they needed (see the proto). Safe
+    /// to send again: expiry is idempotent and a run killed midway is finished by the next.
+    pub async fn expire_snapshots(
+        &self,
+        req: pb::ExpireSnapshotsRequest,
+    ) -> Result<pb::ExpireSnapshotsResponse> {
+        Ok(self
+            .inner
+            .clone()
+            .expire_snapshots(self.request(req))
+            .await?
+            .into_inner())
+    }
 }

@@ -14,6 +14,7 @@ use crate::commit::{self, Committer, ManifestCache, Prepared, RemoveSelector, Sh
 use crate::db::{Db, TableRow};
 use crate::env::Env;
 use crate::error::{Error, ObjectKind, Result};
+use crate::expire::{ExpireOptions, ExpireReport};
 use crate::files::{self, partition_from_json};
 use crate::ident::{TableIdent, validate_name};
 use crate::metacommit::TableChange;
@@ -227,10 +228,17 @@ impl Catalog {
             metadata_location: metadata_location.clone(),
             metadata_version: 0,
         };
-        if let Err(e) = self.shared.db.insert_table(&row, now).await {
-            let _ = self.shared.warehouse.delete(&metadata_location).await;
-            return Err(e);
-        }
+        let table_id = match self.shared.db.insert_table(&row, now).await {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = self.shared.warehouse.delete(&metadata_location).await;
+                return Err(e);
+            }
+        };
+        self.shared
+            .db
+            .record_metadata_file(table_id, &metadata_location, 0, now)
+            .await?;
         info!(location = %row.location, "created table");
         self.table_info(row, false).await
     }
@@ -712,6 +720,28 @@ impl Catalog {
         ident.validate()?;
         let out = refs::apply(&self.shared, ident, change, client).await?;
         info!(?change, ?out, "snapshots changed");
+        Ok(out)
+    }
+
+    /// Expires old snapshots of one table and deletes the files only they needed; see
+    /// [`crate::expire`] for what is kept and the order of changes.
+    #[instrument(skip(self), fields(table = %ident))]
+    pub async fn expire_snapshots(
+        &self,
+        ident: &TableIdent,
+        opts: &ExpireOptions,
+        client: &str,
+    ) -> Result<ExpireReport> {
+        ident.validate()?;
+        crate::expire::expire(&self.shared, ident, opts, client).await
+    }
+
+    /// Every table of every namespace, for maintenance over the whole catalog.
+    pub async fn all_tables(&self) -> Result<Vec<TableIdent>> {
+        let mut out = Vec::new();
+        for ns in self.shared.db.list_namespaces().await? {
+            out.extend(self.shared.db.list_tables(&ns.name).await?);
+        }
         Ok(out)
     }
 }

@@ -560,6 +560,7 @@ impl Db {
         table_id: i64,
         location: &str,
         version: i64,
+        now_ms: i64,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE tables SET metadata_location = $1, metadata_version = $2 \
@@ -568,6 +569,29 @@ impl Db {
         .bind(location)
         .bind(version)
         .bind(table_id)
+        .execute(&self.pool)
+        .await?;
+        self.record_metadata_file(table_id, location, version, now_ms)
+            .await
+    }
+
+    /// Remembers a metadata file written for the table, so expiry can delete it later
+    /// without listing (every file, also one that lost a race to be the newest).
+    pub(crate) async fn record_metadata_file(
+        &self,
+        table_id: i64,
+        location: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO metadata_files (table_id, path, version, created_at_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (table_id, path) DO NOTHING",
+        )
+        .bind(table_id)
+        .bind(location)
+        .bind(version)
+        .bind(now_ms)
         .execute(&self.pool)
         .await?;
         Ok(())

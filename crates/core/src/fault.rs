@@ -38,6 +38,8 @@ pub struct FaultConfig {
     pub get_error_rate: f64,
     /// LIST leaves out objects written less than this long ago.
     pub list_lag: Duration,
+    /// Share of DELETE calls that fail (every object of a failed call stays).
+    pub delete_error_rate: f64,
 }
 
 /// Counts of calls that reached the store.
@@ -219,6 +221,9 @@ impl ObjectStore for FaultyStore {
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
         self.counts.deletes.fetch_add(1, Ordering::Relaxed);
+        if self.roll(self.config.delete_error_rate) {
+            return locations.map(|_| Err(injected("delete"))).boxed();
+        }
         self.inner.delete_stream(locations)
     }
 

@@ -9,6 +9,7 @@
 //! - [`db`]: the catalog database (SQLite or PostgreSQL).
 //! - [`scan`]: resolving snapshot selectors and planning scans.
 //! - [`refs`]: rollback, tags and branches.
+//! - [`expire`]: snapshot expiry and the deletion of files no snapshot needs.
 //! - [`files`]: checking data files and deriving their statistics.
 //! - [`error`]: what each error means and whether to retry.
 
@@ -17,6 +18,7 @@ pub mod commit;
 pub mod db;
 pub mod env;
 pub mod error;
+pub mod expire;
 pub mod fault;
 pub mod files;
 pub mod ident;
@@ -32,6 +34,7 @@ pub mod storage;
 pub use catalog::{Catalog, CatalogConfig, create_table_spec, parse_type};
 pub use env::{Clock, Env, Ids, RandomIds, SystemClock};
 pub use error::{Error, ObjectKind, Result};
+pub use expire::{ExpireOptions, ExpireReport, FileCounts};
 pub use ident::TableIdent;
 pub use metacommit::TableChange;
 pub use model::*;

@@ -81,8 +81,12 @@ async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
 /// acknowledging what it would not keep.
 fn refuse_unsupported(u: &TableUpdate, current: &TableMetadata, ident: &TableIdent) -> Result<()> {
     let why = match u {
-        TableUpdate::RemoveSnapshots { .. } => {
-            "remove-snapshots: snapshot expiry is not supported by this server yet"
+        TableUpdate::RemoveSnapshots { snapshot_ids }
+            if current
+                .current_snapshot_id()
+                .is_some_and(|id| snapshot_ids.contains(&id)) =>
+        {
+            "remove-snapshots: the current snapshot cannot be removed"
         }
         TableUpdate::AssignUuid { uuid } if *uuid != current.uuid() => {
             "assign-uuid: a table's uuid cannot change"
@@ -219,6 +223,10 @@ async fn apply(
         )
         .await?;
     }
+    // Snapshots removed (expiry by the client: it deletes the files it no longer needs).
+    let kept: HashSet<i64> = new.snapshots().map(|s| s.snapshot_id()).collect();
+    let removed: Vec<i64> = known.difference(&kept).copied().collect();
+    crate::expire::delete_snapshot_rows(tx, row.table_id, &removed).await?;
     // The pointer moved: one snapshot-log entry for this version.
     if current_id != row.current_snapshot_id
         && let Some(id) = current_id

@@ -114,7 +114,7 @@ pub(crate) async fn materialize(
     let text = render(db, row).await?;
     let path = metadata_path(&row.location, row.version, env);
     warehouse.put_durable(&path, text.clone().into()).await?;
-    db.set_metadata_location(row.table_id, &path, row.version)
+    db.set_metadata_location(row.table_id, &path, row.version, env.clock.now_ms())
         .await?;
     Ok((path, want_json.then_some(text)))
 }

@@ -9,14 +9,17 @@
 //! | `create_branch` | `table`, `branch`, [`snapshot_id`] |
 //! | `drop_tag` | `table`, `tag` |
 //! | `drop_branch` | `table`, `branch` |
+//! | `expire_snapshots` | `table`, [`older_than`], [`retain_last`], [`snapshot_ids`] |
 //!
-//! Arguments are positional or named (`table => 'ns.t'`). Each returns one row with
-//! `previous_snapshot_id` and `current_snapshot_id`. The same changes are available over
-//! gRPC (`ManageSnapshots`) and as `firn` subcommands; all go through one implementation.
+//! Arguments are positional or named (`table => 'ns.t'`). The snapshot changes return one
+//! row with `previous_snapshot_id` and `current_snapshot_id`; `expire_snapshots` returns
+//! one row of counts of deleted files, as Spark's does. The same changes are available over
+//! gRPC (`ManageSnapshots`, `ExpireSnapshots`) and as `firn` subcommands; all go through one
+//! implementation.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
@@ -37,6 +40,10 @@ const PROCEDURES: &[(&str, &[&str])] = &[
     ("create_branch", &["table", "branch", "snapshot_id?"]),
     ("drop_tag", &["table", "tag"]),
     ("drop_branch", &["table", "branch"]),
+    (
+        "expire_snapshots",
+        &["table", "older_than?", "retain_last?", "snapshot_ids?"],
+    ),
 ];
 
 struct Args {
@@ -201,6 +208,9 @@ pub(crate) async fn call(session: &FirnSession, f: &Function) -> Result<Output> 
     let need = |v: Option<i64>, name: &str| {
         v.ok_or_else(|| QueryError::Invalid(format!("{procedure}: argument {name} is missing")))
     };
+    if procedure == "expire_snapshots" {
+        return expire_snapshots(session, &args, ident).await;
+    }
     let action = match procedure.as_str() {
         "rollback_to_snapshot" => Action::RollbackToSnapshot(need(
             long(session, &args, "snapshot_id").await?,
@@ -255,4 +265,75 @@ pub(crate) async fn call(session: &FirnSession, f: &Function) -> Result<Output> 
         ],
     )?;
     Ok(Output::batch(batch))
+}
+
+async fn expire_snapshots(session: &FirnSession, args: &Args, ident: TableIdent) -> Result<Output> {
+    let older_than_ms = match args.get("older_than") {
+        Some(e) => Some(crate::travel::eval_timestamp_ms(session.context(), &e.to_string()).await?),
+        None => None,
+    };
+    let retain_last = match long(session, args, "retain_last").await? {
+        None => None,
+        Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Some(n as u32),
+        Some(n) => {
+            return Err(QueryError::Invalid(format!(
+                "expire_snapshots: retain_last must be at least 1, not {n}"
+            )));
+        }
+    };
+    let snapshot_ids = match args.get("snapshot_ids") {
+        None => Vec::new(),
+        Some(e) => {
+            let v = value(session, e).await?;
+            let list = match &v {
+                ScalarValue::List(l) if l.len() == 1 => {
+                    datafusion::arrow::compute::cast(&l.value(0), &DataType::Int64).ok()
+                }
+                _ => None,
+            };
+            let Some(list) = list else {
+                return Err(QueryError::Invalid(format!(
+                    "expire_snapshots: snapshot_ids must be an array of snapshot ids, not {v}"
+                )));
+            };
+            let ids = list
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("cast to Int64");
+            ids.iter().flatten().collect()
+        }
+    };
+    let req = pb::ExpireSnapshotsRequest {
+        ident: Some(firn_client::proto_ident(&ident)),
+        all_tables: false,
+        older_than_ms,
+        retain_last,
+        snapshot_ids,
+        dry_run: false,
+    };
+    let r = session.client().expire_snapshots(req).await?;
+    let t = r.tables.into_iter().next().unwrap_or_default();
+    let columns: [(&str, u64); 7] = [
+        (
+            "expired_snapshots_count",
+            t.expired_snapshot_ids.len() as u64,
+        ),
+        ("deleted_data_files_count", t.data_files_deleted),
+        ("deleted_delete_files_count", t.delete_files_deleted),
+        ("deleted_manifest_files_count", t.manifests_deleted),
+        ("deleted_manifest_lists_count", t.manifest_lists_deleted),
+        ("deleted_metadata_files_count", t.metadata_files_deleted),
+        ("bytes_freed", t.bytes_freed),
+    ];
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(n, _)| Field::new(*n, DataType::Int64, false))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays = columns
+        .iter()
+        .map(|(_, v)| Arc::new(Int64Array::from(vec![*v as i64])) as _)
+        .collect();
+    Ok(Output::batch(RecordBatch::try_new(schema, arrays)?))
 }

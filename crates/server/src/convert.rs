@@ -32,7 +32,7 @@ pub fn status(e: Error) -> Status {
     Status::new(code, e.to_string())
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> Status {
+pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Status {
     status(Error::invalid(field, reason))
 }
 

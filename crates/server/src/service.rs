@@ -6,8 +6,8 @@ use firn_proto::v1::catalog_service_server::CatalogService;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{
-    filter, ident, operation, pb_ident, resolved, scan_plan, selector, snapshot, snapshot_change,
-    status, table,
+    filter, ident, invalid, operation, pb_ident, resolved, scan_plan, selector, snapshot,
+    snapshot_change, status, table,
 };
 
 /// The gRPC face of a [`Catalog`].
@@ -307,5 +307,76 @@ impl CatalogService for GrpcCatalog {
             previous_snapshot_id: o.previous_snapshot_id,
             current_snapshot_id: o.current_snapshot_id,
         }))
+    }
+
+    async fn expire_snapshots(
+        &self,
+        req: Request<pb::ExpireSnapshotsRequest>,
+    ) -> Res<pb::ExpireSnapshotsResponse> {
+        let client = client_of(&req);
+        let r = req.into_inner();
+        let opts = firn_core::ExpireOptions {
+            older_than_ms: r.older_than_ms,
+            retain_last: r.retain_last,
+            snapshot_ids: r.snapshot_ids,
+            dry_run: r.dry_run,
+        };
+        let tables = match (r.ident, r.all_tables) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "all_tables",
+                    "give either ident or all_tables, not both",
+                ));
+            }
+            (None, false) => return Err(invalid("ident", "is required (or set all_tables)")),
+            (Some(id), false) => {
+                let id = ident("ident", Some(id))?;
+                let report = self
+                    .catalog
+                    .expire_snapshots(&id, &opts, &client)
+                    .await
+                    .map_err(status)?;
+                vec![table_expiry(&id, Ok(report))]
+            }
+            (None, true) => {
+                let mut out = Vec::new();
+                for id in self.catalog.all_tables().await.map_err(status)? {
+                    let r = self.catalog.expire_snapshots(&id, &opts, &client).await;
+                    out.push(table_expiry(&id, r));
+                }
+                out
+            }
+        };
+        Ok(Response::new(pb::ExpireSnapshotsResponse { tables }))
+    }
+}
+
+fn table_expiry(
+    id: &firn_core::TableIdent,
+    r: firn_core::Result<firn_core::ExpireReport>,
+) -> pb::TableExpiry {
+    match r {
+        Ok(r) => pb::TableExpiry {
+            ident: Some(pb_ident(id)),
+            skipped: r.skipped,
+            error: String::new(),
+            expired_snapshot_ids: r.expired_snapshots,
+            removed_refs: r.removed_refs,
+            retained_snapshots: r.retained_snapshots,
+            data_files_deleted: r.deleted.data_files,
+            delete_files_deleted: r.deleted.delete_files,
+            manifests_deleted: r.deleted.manifests,
+            manifest_lists_deleted: r.deleted.manifest_lists,
+            metadata_files_deleted: r.deleted.metadata_files,
+            bytes_freed: r.deleted.bytes,
+            resumed_deletes: r.resumed,
+            failed_deletes: r.failed_deletes,
+            dry_run: r.dry_run,
+        },
+        Err(e) => pb::TableExpiry {
+            ident: Some(pb_ident(id)),
+            error: e.to_string(),
+            ..Default::default()
+        },
     }
 }

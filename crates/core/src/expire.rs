@@ -1,0 +1,968 @@
+//! Snapshot expiry: forgetting old snapshots and deleting the files only they needed.
+//!
+//! Contract:
+//! - **What is kept** follows Iceberg's rules. Every branch (`main` included) keeps its
+//!   head and, walking its ancestry, each ancestor while fewer than `retain_last` are kept
+//!   or it is newer than the cutoff; every tag keeps its snapshot; a snapshot no ref
+//!   reaches is kept while it is newer than the cutoff. Tags and branches (not `main`)
+//!   whose snapshot is older than `history.expire.max-ref-age-ms` are removed first.
+//!   Defaults come from the table properties `history.expire.max-snapshot-age-ms` (5 days)
+//!   and `history.expire.min-snapshots-to-keep` (1). Of the metadata files Firn wrote for
+//!   earlier versions, the newest `write.metadata.previous-versions-max` (100) stay, so a
+//!   reader that has just loaded one can still read it.
+//! - **Order**: the removal of snapshots is one commit of the table — it takes the table's
+//!   row (so it serialises with every other commit, which re-plans on top of it), re-checks
+//!   that no snapshot it removes became needed meanwhile (a new tag, a rollback), removes
+//!   the snapshot rows, bumps the version and records, **in the same transaction**, every
+//!   object that no retained snapshot references (`pending_deletes`). Only after that
+//!   transaction commits are objects deleted, and a row is forgotten only once its object
+//!   is gone. A run killed at any point leaves either nothing changed or rows that the
+//!   next run on the table deletes first, so deletion is resumable and never touches a
+//!   file a retained snapshot needs.
+//! - **One run per table**: a lease row in the catalog database. A second run while the
+//!   lease is held skips the table (reported as skipped, not failed). A lease of a killed
+//!   run lapses after [`LEASE_MS`].
+//! - Files a new commit adds are never among the deleted ones: a commit's files are its
+//!   parent's (a branch head, always kept) or new paths, and a path is committed at most
+//!   once per table.
+//!
+//! Errors: `NotFound` (table, or an explicitly named snapshot), `FailedPrecondition` (an
+//! explicitly named snapshot is the head of a branch or a tag), `InvalidArgument` (bad
+//! options), `Unavailable` (outcome unknown: run again — expiry is idempotent).
+//! Failures to delete single objects are counted in the report, not errors: their rows
+//! stay for the next run.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use iceberg::spec::{DataContentType, FormatVersion, ManifestList, ManifestStatus, TableMetadata};
+use sqlx::Row;
+use tracing::{info, warn};
+
+use crate::commit::Shared;
+use crate::db::{TableRow, placeholders};
+use crate::error::{Error, ObjectKind, Result};
+use crate::ident::TableIdent;
+use crate::model::SnapshotInfo;
+use crate::refs::RefInfo;
+
+/// How long a maintenance lease lasts without renewal (a killed run's lease lapses).
+pub const LEASE_MS: i64 = 60_000;
+/// Iceberg's default `history.expire.max-snapshot-age-ms`: 5 days.
+pub const DEFAULT_MAX_SNAPSHOT_AGE_MS: i64 = 5 * 24 * 3600 * 1000;
+/// Iceberg's default `history.expire.min-snapshots-to-keep`.
+pub const DEFAULT_MIN_SNAPSHOTS_TO_KEEP: u32 = 1;
+/// Iceberg's default `write.metadata.previous-versions-max`.
+pub const DEFAULT_PREVIOUS_METADATA: usize = 100;
+/// Objects deleted at once.
+const DELETE_CONCURRENCY: usize = 16;
+/// How often the attempt is re-planned when a snapshot it removes became needed meanwhile.
+const MAX_ATTEMPTS: usize = 20;
+
+/// What to expire. `None` takes the table's property (or Iceberg's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpireOptions {
+    /// Snapshots older than this time (ms since the epoch) may be expired.
+    pub older_than_ms: Option<i64>,
+    /// Snapshots each branch keeps at least (>= 1).
+    pub retain_last: Option<u32>,
+    /// Snapshots to expire regardless of age and count (never a ref's head).
+    pub snapshot_ids: Vec<i64>,
+    /// Report what would be removed; change and delete nothing.
+    pub dry_run: bool,
+}
+
+/// Objects deleted (or, in a dry run, to delete), by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FileCounts {
+    pub data_files: u64,
+    pub delete_files: u64,
+    pub manifests: u64,
+    pub manifest_lists: u64,
+    pub metadata_files: u64,
+    /// Bytes of the objects counted (where the size is known).
+    pub bytes: u64,
+}
+
+impl FileCounts {
+    fn add(&mut self, kind: &str, size: i64) {
+        match kind {
+            KIND_DATA => self.data_files += 1,
+            KIND_DELETE => self.delete_files += 1,
+            KIND_MANIFEST => self.manifests += 1,
+            KIND_MANIFEST_LIST => self.manifest_lists += 1,
+            _ => self.metadata_files += 1,
+        }
+        self.bytes += size.max(0) as u64;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.data_files
+            + self.delete_files
+            + self.manifests
+            + self.manifest_lists
+            + self.metadata_files
+    }
+}
+
+/// What one run did to one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExpireReport {
+    pub table: String,
+    /// Another run holds the table's lease; nothing was done.
+    pub skipped: bool,
+    pub dry_run: bool,
+    /// Snapshots removed (or that would be).
+    pub expired_snapshots: Vec<i64>,
+    /// Tags and branches removed by `history.expire.max-ref-age-ms`.
+    pub removed_refs: Vec<String>,
+    /// Snapshots the table keeps.
+    pub retained_snapshots: u64,
+    /// Objects deleted by this run (dry run: that would be).
+    pub deleted: FileCounts,
+    /// Objects recorded by an earlier, interrupted run that this run deleted (included in
+    /// `deleted`).
+    pub resumed: u64,
+    /// Objects that could not be deleted now; recorded, the next run tries again.
+    pub failed_deletes: u64,
+}
+
+pub(crate) const KIND_DATA: &str = "data";
+pub(crate) const KIND_DELETE: &str = "delete";
+pub(crate) const KIND_MANIFEST: &str = "manifest";
+pub(crate) const KIND_MANIFEST_LIST: &str = "manifest-list";
+pub(crate) const KIND_METADATA: &str = "metadata";
+
+/// The retention decision for one table state.
+#[derive(Debug, Default)]
+struct Retention {
+    retained: HashSet<i64>,
+    expired: Vec<i64>,
+    /// Refs to remove, with the snapshot they point at.
+    removed_refs: Vec<(String, i64)>,
+}
+
+/// Settings resolved from the options and the table's properties.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    cutoff_ms: i64,
+    retain_last: usize,
+    /// Refs older than this (ms since the epoch) are removed; `None`: refs never age out.
+    ref_cutoff_ms: Option<i64>,
+    /// Previous metadata files kept (`write.metadata.previous-versions-max`).
+    keep_metadata: usize,
+}
+
+fn policy(opts: &ExpireOptions, meta: &TableMetadata, now_ms: i64) -> Result<Policy> {
+    let prop = |k: &str| -> Result<Option<i64>> {
+        meta.properties()
+            .get(k)
+            .map(|v| {
+                v.trim().parse::<i64>().map_err(|_| {
+                    Error::invalid(
+                        "properties",
+                        format!("table property {k}={v:?} is not a whole number"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let cutoff_ms = match opts.older_than_ms {
+        Some(ms) => ms,
+        None => {
+            now_ms
+                - prop("history.expire.max-snapshot-age-ms")?.unwrap_or(DEFAULT_MAX_SNAPSHOT_AGE_MS)
+        }
+    };
+    let retain_last = match opts.retain_last {
+        Some(0) => {
+            return Err(Error::invalid(
+                "retain_last",
+                "must be at least 1: a branch always keeps its head",
+            ));
+        }
+        Some(n) => n as usize,
+        None => prop("history.expire.min-snapshots-to-keep")?
+            .map(|n| n.max(1) as usize)
+            .unwrap_or(DEFAULT_MIN_SNAPSHOTS_TO_KEEP as usize),
+    };
+    let ref_cutoff_ms = prop("history.expire.max-ref-age-ms")?.map(|age| now_ms - age);
+    let keep_metadata = prop("write.metadata.previous-versions-max")?
+        .map_or(DEFAULT_PREVIOUS_METADATA, |n| n.max(0) as usize);
+    Ok(Policy {
+        cutoff_ms,
+        retain_last,
+        ref_cutoff_ms,
+        keep_metadata,
+    })
+}
+
+/// Which snapshots the table keeps under `policy` (pure; see the module contract).
+fn decide(
+    snapshots: &[SnapshotInfo],
+    refs: &[RefInfo],
+    policy: Policy,
+    explicit: &[i64],
+) -> Result<Retention> {
+    let by_id: HashMap<i64, &SnapshotInfo> = snapshots.iter().map(|s| (s.snapshot_id, s)).collect();
+    let mut out = Retention::default();
+    let mut live_refs = Vec::new();
+    for r in refs {
+        let old = match (policy.ref_cutoff_ms, by_id.get(&r.snapshot_id)) {
+            (Some(cut), Some(s)) => s.timestamp_ms < cut,
+            _ => false,
+        };
+        if r.name != "main" && old {
+            out.removed_refs.push((r.name.clone(), r.snapshot_id));
+        } else {
+            live_refs.push(r);
+        }
+    }
+    let explicit: HashSet<i64> = explicit.iter().copied().collect();
+    for id in &explicit {
+        if !by_id.contains_key(id) {
+            return Err(Error::not_found(ObjectKind::Snapshot, id.to_string()));
+        }
+        if let Some(r) = live_refs.iter().find(|r| r.snapshot_id == *id) {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {id} is the head of {} {}; drop the {} first",
+                r.ref_type, r.name, r.ref_type
+            )));
+        }
+    }
+    // Every ancestor of a live ref is "referenced"; those are kept only by the branch rule.
+    let mut referenced = HashSet::new();
+    for r in &live_refs {
+        let mut kept = 0usize;
+        let mut cur = by_id.get(&r.snapshot_id).copied();
+        let mut keeping = true;
+        while let Some(s) = cur {
+            if !referenced.insert(s.snapshot_id) && !keeping {
+                break;
+            }
+            if keeping {
+                let keep = s.snapshot_id == r.snapshot_id
+                    || (r.ref_type == "branch"
+                        && (kept < policy.retain_last || s.timestamp_ms >= policy.cutoff_ms));
+                if keep && !explicit.contains(&s.snapshot_id) {
+                    out.retained.insert(s.snapshot_id);
+                    kept += 1;
+                } else if !keep {
+                    keeping = false;
+                } else {
+                    kept += 1;
+                }
+            }
+            cur = s.parent_snapshot_id.and_then(|p| by_id.get(&p).copied());
+        }
+    }
+    for s in snapshots {
+        let unreferenced_young = !referenced.contains(&s.snapshot_id)
+            && s.timestamp_ms >= policy.cutoff_ms
+            && !explicit.contains(&s.snapshot_id);
+        if unreferenced_young {
+            out.retained.insert(s.snapshot_id);
+        }
+        if !out.retained.contains(&s.snapshot_id) {
+            out.expired.push(s.snapshot_id);
+        }
+    }
+    Ok(out)
+}
+
+/// An object to delete.
+#[derive(Debug, Clone)]
+struct Doomed {
+    path: String,
+    kind: &'static str,
+    size: i64,
+}
+
+/// The objects only `expired` snapshots reference (reading manifest lists and manifests,
+/// never listing), plus materialised metadata files older than the cutoff.
+async fn unreferenced_objects(
+    shared: &Shared,
+    row: &TableRow,
+    snapshots: &[SnapshotInfo],
+    retention: &Retention,
+    policy: Policy,
+) -> Result<Vec<Doomed>> {
+    let (cutoff_ms, keep_metadata) = (policy.cutoff_ms, policy.keep_metadata);
+    let expired: HashSet<i64> = retention.expired.iter().copied().collect();
+    let mut out = Vec::new();
+    if !expired.is_empty() {
+        let mut retained_manifests = HashSet::new();
+        let mut retained_lists = HashSet::new();
+        let mut retained_files = HashSet::new();
+        let mut expired_manifests: HashMap<String, i64> = HashMap::new();
+        let mut expired_lists = Vec::new();
+        for s in snapshots {
+            let keep = !expired.contains(&s.snapshot_id);
+            let bytes = shared.warehouse.get(&s.manifest_list).await?;
+            let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
+            if keep {
+                retained_lists.insert(s.manifest_list.clone());
+                for m in list.entries() {
+                    if retained_manifests.insert(m.manifest_path.clone()) {
+                        let entries = shared
+                            .manifests
+                            .get(&shared.warehouse, &m.manifest_path)
+                            .await?;
+                        for e in entries.iter() {
+                            if e.status() != ManifestStatus::Deleted {
+                                retained_files.insert(e.file_path().to_string());
+                            }
+                        }
+                    }
+                }
+            } else {
+                expired_lists.push(s.manifest_list.clone());
+                for m in list.entries() {
+                    expired_manifests.insert(m.manifest_path.clone(), m.manifest_length);
+                }
+            }
+        }
+        let mut seen_files = HashSet::new();
+        for (path, length) in &expired_manifests {
+            if retained_manifests.contains(path) {
+                continue;
+            }
+            let entries = shared.manifests.get(&shared.warehouse, path).await?;
+            // Only files live in an expired snapshot: a `deleted` entry names a file that
+            // its deleting snapshot's parent had live — that parent decides its fate, and
+            // if it was expired earlier the file is gone already.
+            for e in entries
+                .iter()
+                .filter(|e| e.status() != ManifestStatus::Deleted)
+            {
+                let f = e.data_file();
+                let file = f.file_path();
+                if retained_files.contains(file) || !seen_files.insert(file.to_string()) {
+                    continue;
+                }
+                let kind = match f.content_type() {
+                    DataContentType::Data => KIND_DATA,
+                    _ => KIND_DELETE,
+                };
+                out.push(Doomed {
+                    path: file.to_string(),
+                    kind,
+                    size: f.file_size_in_bytes() as i64,
+                });
+            }
+            out.push(Doomed {
+                path: path.clone(),
+                kind: KIND_MANIFEST,
+                size: *length,
+            });
+        }
+        for list in expired_lists {
+            if !retained_lists.contains(&list) {
+                out.push(Doomed {
+                    path: list,
+                    kind: KIND_MANIFEST_LIST,
+                    size: -1,
+                });
+            }
+        }
+    }
+    // Metadata files: the newest `keep_metadata` previous ones stay (a reader may have just
+    // loaded one), as do any newer than the cutoff.
+    let old_metadata = sqlx::query(
+        "SELECT path FROM metadata_files WHERE table_id = $1 AND created_at_ms < $2 AND path <> $3 \
+         ORDER BY version DESC, created_at_ms DESC",
+    )
+    .bind(row.table_id)
+    .bind(cutoff_ms)
+    .bind(&row.metadata_location)
+    .fetch_all(&shared.db.pool)
+    .await?;
+    for r in old_metadata.iter().skip(keep_metadata) {
+        out.push(Doomed {
+            path: r.try_get(0)?,
+            kind: KIND_METADATA,
+            size: -1,
+        });
+    }
+    Ok(out)
+}
+
+/// Expires the snapshots of one table; see the module contract.
+pub(crate) async fn expire(
+    shared: &Arc<Shared>,
+    ident: &TableIdent,
+    opts: &ExpireOptions,
+    client: &str,
+) -> Result<ExpireReport> {
+    let row = shared.db.table(ident).await?;
+    let mut report = ExpireReport {
+        table: ident.to_string(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    if opts.dry_run {
+        let now = shared.env.clock.now_ms();
+        let (meta, _) = crate::commit::parse_base(&row)?;
+        let policy = policy(opts, &meta, now)?;
+        let snapshots = visible_snapshots(shared, &row).await?;
+        let refs = crate::refs::refs(&shared.db, &row).await?;
+        let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
+        let doomed = unreferenced_objects(shared, &row, &snapshots, &retention, policy).await?;
+        fill_decision(&mut report, &retention);
+        for d in &doomed {
+            let size = match d.size {
+                n if n >= 0 => n,
+                _ => shared
+                    .warehouse
+                    .head(&d.path)
+                    .await
+                    .map_or(-1, |n| n as i64),
+            };
+            report.deleted.add(d.kind, size);
+        }
+        return Ok(report);
+    }
+    // The guard exists before the lease is taken: a run cancelled right after the lease
+    // row was written still releases it (releasing a lease not held does nothing).
+    let lease = LeaseGuard {
+        shared: shared.clone(),
+        table_id: row.table_id,
+        holder: shared.env.ids.uuid().to_string(),
+    };
+    if !acquire_lease(shared, row.table_id, &lease.holder).await? {
+        report.skipped = true;
+        info!(table = %ident, "expiry skipped: another run holds the table's lease");
+        return Ok(report);
+    }
+    let result = expire_leased(
+        shared,
+        row.table_id,
+        ident,
+        opts,
+        client,
+        &lease.holder,
+        &mut report,
+    )
+    .await;
+    lease.release().await;
+    result.map(|()| report)
+}
+
+/// Releases the lease when the run ends — also when its future is dropped midway (a
+/// cancelled request), so only a killed process leaves a lease to lapse.
+struct LeaseGuard {
+    shared: Arc<Shared>,
+    table_id: i64,
+    holder: String,
+}
+
+impl LeaseGuard {
+    async fn release(mut self) {
+        let holder = std::mem::take(&mut self.holder);
+        release_lease(&self.shared, self.table_id, &holder).await;
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if self.holder.is_empty() {
+            return; // released
+        }
+        let (shared, table_id, holder) = (
+            self.shared.clone(),
+            self.table_id,
+            std::mem::take(&mut self.holder),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { release_lease(&shared, table_id, &holder).await });
+        }
+    }
+}
+
+fn fill_decision(report: &mut ExpireReport, retention: &Retention) {
+    report.expired_snapshots = retention.expired.clone();
+    report.removed_refs = retention
+        .removed_refs
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    report.retained_snapshots = retention.retained.len() as u64;
+}
+
+async fn visible_snapshots(shared: &Shared, row: &TableRow) -> Result<Vec<SnapshotInfo>> {
+    let mut all = shared.db.snapshots(row.table_id, -1, i64::MAX).await?;
+    all.retain(|s| s.sequence_number <= row.last_sequence_number);
+    Ok(all)
+}
+
+async fn expire_leased(
+    shared: &Shared,
+    table_id: i64,
+    ident: &TableIdent,
+    opts: &ExpireOptions,
+    client: &str,
+    holder: &str,
+    report: &mut ExpireReport,
+) -> Result<()> {
+    // First finish what an interrupted run recorded.
+    let (done, failed) = delete_recorded(shared, table_id, holder, &mut report.deleted).await?;
+    report.resumed = done;
+    report.failed_deletes += failed;
+    for _ in 0..MAX_ATTEMPTS {
+        let row = shared.db.table(ident).await?;
+        let now = shared.env.clock.now_ms();
+        let (meta, _) = crate::commit::parse_base(&row)?;
+        let policy = policy(opts, &meta, now)?;
+        let snapshots = visible_snapshots(shared, &row).await?;
+        let refs = crate::refs::refs(&shared.db, &row).await?;
+        let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
+        let doomed = unreferenced_objects(shared, &row, &snapshots, &retention, policy).await?;
+        if !record(shared, &row, &retention, &doomed, policy, opts, client).await? {
+            continue;
+        }
+        fill_decision(report, &retention);
+        let (_, failed) = delete_recorded(shared, table_id, holder, &mut report.deleted).await?;
+        report.failed_deletes += failed;
+        info!(
+            table = %ident,
+            expired = report.expired_snapshots.len(),
+            deleted = report.deleted.total(),
+            bytes = report.deleted.bytes,
+            failed = report.failed_deletes,
+            "snapshots expired"
+        );
+        return Ok(());
+    }
+    Err(Error::Unavailable {
+        what: "table",
+        source: format!("snapshots of {ident} kept becoming needed while expiring; run again")
+            .into(),
+    })
+}
+
+/// The expiry commit: one transaction that takes the table row, re-checks the decision on
+/// the state it locked, removes the snapshots and refs, and records the objects to delete.
+/// `false`: the decision no longer holds (re-plan).
+async fn record(
+    shared: &Shared,
+    planned: &TableRow,
+    retention: &Retention,
+    doomed: &[Doomed],
+    policy: Policy,
+    opts: &ExpireOptions,
+    client: &str,
+) -> Result<bool> {
+    let table_id = planned.table_id;
+    let changes_table = !retention.expired.is_empty() || !retention.removed_refs.is_empty();
+    if !changes_table && doomed.is_empty() {
+        return Ok(true);
+    }
+    let now = shared.env.clock.now_ms();
+    let mut tx = shared.db.pool.begin().await?;
+    if changes_table {
+        // Taking the row first serialises with every other commit of the table (SQLite:
+        // the write lock; PostgreSQL: the row lock) for the re-check below.
+        let locked = sqlx::query(
+            "UPDATE tables SET version = version + 1, last_updated_ms = $1 WHERE table_id = $2 \
+             RETURNING version, current_snapshot_id, last_sequence_number",
+        )
+        .bind(now)
+        .bind(table_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found(ObjectKind::Table, planned.ident.to_string()))?;
+        let version: i64 = locked.try_get(0)?;
+        let current: Option<i64> = locked.try_get(1)?;
+        let last_seq: i64 = locked.try_get(2)?;
+        let fresh_row = TableRow {
+            version,
+            current_snapshot_id: current,
+            last_sequence_number: last_seq,
+            ..planned.clone()
+        };
+        let snapshots = snapshots_in(&mut tx, &fresh_row).await?;
+        let refs = refs_in(&mut tx, &fresh_row).await?;
+        let fresh = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
+        let still_expired: HashSet<i64> = fresh.expired.iter().copied().collect();
+        let refs_now: HashMap<&str, i64> = refs
+            .iter()
+            .map(|r| (r.name.as_str(), r.snapshot_id))
+            .collect();
+        let holds = retention
+            .expired
+            .iter()
+            .all(|id| still_expired.contains(id))
+            && retention
+                .removed_refs
+                .iter()
+                .all(|(n, id)| refs_now.get(n.as_str()) == Some(id));
+        if !holds {
+            return Ok(false);
+        }
+        delete_snapshot_rows(&mut tx, table_id, &retention.expired).await?;
+        for (name, _) in &retention.removed_refs {
+            sqlx::query("DELETE FROM refs WHERE table_id = $1 AND name = $2")
+                .bind(table_id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(id) = current {
+            let seq = snapshots
+                .iter()
+                .find(|s| s.snapshot_id == id)
+                .map(|s| s.sequence_number)
+                .unwrap_or(last_seq);
+            let commit_id = shared.env.ids.uuid().to_string();
+            crate::db::insert_commit_log(
+                &mut tx,
+                &crate::db::CommitLogRow {
+                    table_id,
+                    commit_id: &commit_id,
+                    snapshot_id: id,
+                    sequence_number: seq,
+                    version,
+                    parent_snapshot_id: Some(id),
+                    operation: "expire-snapshots",
+                    client,
+                    committed_at_ms: now,
+                },
+            )
+            .await?;
+        }
+    }
+    // Five columns a row; stay well under SQLite's parameter limit.
+    for chunk in doomed.chunks(150) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
+            .collect();
+        let q = format!(
+            "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms) \
+             VALUES {} ON CONFLICT (table_id, path) DO NOTHING",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&q);
+        for d in chunk {
+            query = query
+                .bind(table_id)
+                .bind(&d.path)
+                .bind(d.kind)
+                .bind(d.size)
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await.map_err(|e| Error::Unavailable {
+        what: "catalog database",
+        source: format!(
+            "the outcome of expiring snapshots of {} is unknown: {e}",
+            planned.ident
+        )
+        .into(),
+    })?;
+    Ok(true)
+}
+
+/// Removes snapshot rows and the snapshot-log entries that would name them. As in Iceberg,
+/// the log keeps only the entries after the newest one that names a removed snapshot, so
+/// it never points at a snapshot that is gone.
+pub(crate) async fn delete_snapshot_rows(
+    tx: &mut sqlx::AnyConnection,
+    table_id: i64,
+    ids: &[i64],
+) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        let list = placeholders(2, chunk.len());
+        let last_removed = format!(
+            "SELECT MAX(seq) FROM snapshot_log WHERE table_id = $1 AND snapshot_id IN ({list})"
+        );
+        let mut q = sqlx::query(&last_removed).bind(table_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        let max_seq: Option<i64> = q.fetch_one(&mut *tx).await?.try_get(0)?;
+        if let Some(seq) = max_seq {
+            sqlx::query("DELETE FROM snapshot_log WHERE table_id = $1 AND seq <= $2")
+                .bind(table_id)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let del = format!("DELETE FROM snapshots WHERE table_id = $1 AND snapshot_id IN ({list})");
+        let mut q = sqlx::query(&del).bind(table_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+async fn snapshots_in(tx: &mut sqlx::AnyConnection, row: &TableRow) -> Result<Vec<SnapshotInfo>> {
+    let rows = sqlx::query(
+        "SELECT snapshot_id, parent_snapshot_id, sequence_number, timestamp_ms FROM snapshots \
+         WHERE table_id = $1 AND sequence_number <= $2",
+    )
+    .bind(row.table_id)
+    .bind(row.last_sequence_number)
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SnapshotInfo {
+                snapshot_id: r.try_get(0)?,
+                parent_snapshot_id: r.try_get(1)?,
+                sequence_number: r.try_get(2)?,
+                timestamp_ms: r.try_get(3)?,
+                operation: String::new(),
+                summary: HashMap::new(),
+                manifest_list: String::new(),
+                schema_id: 0,
+                commit_id: String::new(),
+            })
+        })
+        .collect()
+}
+
+async fn refs_in(tx: &mut sqlx::AnyConnection, row: &TableRow) -> Result<Vec<RefInfo>> {
+    let rows = sqlx::query("SELECT name, snapshot_id, ref_type FROM refs WHERE table_id = $1")
+        .bind(row.table_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut out: Vec<RefInfo> = rows
+        .iter()
+        .map(|r| {
+            Ok(RefInfo {
+                name: r.try_get(0)?,
+                snapshot_id: r.try_get(1)?,
+                ref_type: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    out.retain(|r| r.name != "main");
+    if let Some(id) = row.current_snapshot_id {
+        out.push(RefInfo {
+            name: "main".into(),
+            snapshot_id: id,
+            ref_type: "branch".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Deletes the recorded objects of a table, forgetting each row once its object is gone.
+/// Returns (deleted, failed).
+async fn delete_recorded(
+    shared: &Shared,
+    table_id: i64,
+    holder: &str,
+    counts: &mut FileCounts,
+) -> Result<(u64, u64)> {
+    let rows = sqlx::query(
+        "SELECT path, kind, size_bytes FROM pending_deletes WHERE table_id = $1 ORDER BY path",
+    )
+    .bind(table_id)
+    .fetch_all(&shared.db.pool)
+    .await?;
+    let mut todo = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let kind: String = r.try_get(1)?;
+        todo.push((r.try_get::<String, _>(0)?, kind, r.try_get::<i64, _>(2)?));
+    }
+    let (mut done, mut failed) = (0u64, 0u64);
+    for batch in todo.chunks(256) {
+        let results: Vec<_> = futures::stream::iter(batch.iter().cloned())
+            .map(|(path, kind, size)| async move {
+                let size = match size {
+                    n if n >= 0 => n,
+                    _ => shared.warehouse.head(&path).await.map_or(-1, |n| n as i64),
+                };
+                let r = shared.warehouse.delete(&path).await;
+                (path, kind, size, r)
+            })
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut gone = Vec::new();
+        for (path, kind, size, r) in results {
+            match r {
+                Ok(()) => {
+                    counts.add(&kind, size);
+                    gone.push(path);
+                }
+                Err(e) => {
+                    warn!(path, error = %e, "could not delete; the next expiry run retries");
+                    failed += 1;
+                }
+            }
+        }
+        done += gone.len() as u64;
+        for chunk in gone.chunks(500) {
+            let q = format!(
+                "DELETE FROM pending_deletes WHERE table_id = $1 AND path IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&q).bind(table_id);
+            for p in chunk {
+                query = query.bind(p);
+            }
+            query.execute(&shared.db.pool).await?;
+        }
+        if !renew_lease(shared, table_id, holder).await? {
+            return Err(Error::Unavailable {
+                what: "maintenance lease",
+                source: "the table's maintenance lease was lost mid-run; run again".into(),
+            });
+        }
+    }
+    Ok((done, failed))
+}
+
+async fn acquire_lease(shared: &Shared, table_id: i64, holder: &str) -> Result<bool> {
+    let now = shared.env.clock.now_ms();
+    let n = sqlx::query(
+        "INSERT INTO maintenance_leases (table_id, holder, expires_at_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (table_id) DO UPDATE SET holder = excluded.holder, \
+         expires_at_ms = excluded.expires_at_ms WHERE maintenance_leases.expires_at_ms < $4",
+    )
+    .bind(table_id)
+    .bind(holder)
+    .bind(now + LEASE_MS)
+    .bind(now)
+    .execute(&shared.db.pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+async fn renew_lease(shared: &Shared, table_id: i64, holder: &str) -> Result<bool> {
+    let now = shared.env.clock.now_ms();
+    let n = sqlx::query(
+        "UPDATE maintenance_leases SET expires_at_ms = $1 WHERE table_id = $2 AND holder = $3",
+    )
+    .bind(now + LEASE_MS)
+    .bind(table_id)
+    .bind(holder)
+    .execute(&shared.db.pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+async fn release_lease(shared: &Shared, table_id: i64, holder: &str) {
+    let r = sqlx::query("DELETE FROM maintenance_leases WHERE table_id = $1 AND holder = $2")
+        .bind(table_id)
+        .bind(holder)
+        .execute(&shared.db.pool)
+        .await;
+    if let Err(e) = r {
+        warn!(table_id, error = %e, "could not release the maintenance lease; it lapses");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: i64, parent: Option<i64>, ts: i64) -> SnapshotInfo {
+        SnapshotInfo {
+            snapshot_id: id,
+            parent_snapshot_id: parent,
+            sequence_number: id,
+            timestamp_ms: ts,
+            operation: "append".into(),
+            summary: HashMap::new(),
+            manifest_list: String::new(),
+            schema_id: 0,
+            commit_id: String::new(),
+        }
+    }
+
+    fn r(name: &str, id: i64, kind: &str) -> RefInfo {
+        RefInfo {
+            name: name.into(),
+            snapshot_id: id,
+            ref_type: kind.into(),
+        }
+    }
+
+    fn policy(cutoff_ms: i64, retain_last: usize) -> Policy {
+        Policy {
+            cutoff_ms,
+            retain_last,
+            ref_cutoff_ms: None,
+            keep_metadata: 0,
+        }
+    }
+
+    fn sorted(mut v: Vec<i64>) -> Vec<i64> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn branches_keep_count_or_age_tags_keep_their_snapshot() {
+        // 1 <- 2 <- 3 <- 4 (main); 2 <- 5 (branch b); tag t on 1; 6 unreferenced.
+        let snaps = [
+            snap(1, None, 10),
+            snap(2, Some(1), 20),
+            snap(3, Some(2), 30),
+            snap(4, Some(3), 40),
+            snap(5, Some(2), 50),
+            snap(6, Some(1), 60),
+        ];
+        let refs = [
+            r("main", 4, "branch"),
+            r("b", 5, "branch"),
+            r("t", 1, "tag"),
+        ];
+        // Everything old, keep 2 per branch: main keeps 4,3; b keeps 5,2; t keeps 1.
+        let d = decide(&snaps, &refs, policy(1000, 2), &[]).unwrap();
+        assert_eq!(sorted(d.expired), vec![6]);
+        // Keep 1: main 4, b 5, t 1; 2, 3 and 6 go.
+        let d = decide(&snaps, &refs, policy(1000, 1), &[]).unwrap();
+        assert_eq!(sorted(d.expired), vec![2, 3, 6]);
+        // Young snapshots stay whatever the count: cutoff 25 keeps 3 and 4, 5, unreferenced 6.
+        let d = decide(&snaps, &refs, policy(25, 1), &[]).unwrap();
+        assert_eq!(sorted(d.expired), vec![2]);
+        // An explicit id goes regardless of age, but never a ref's head.
+        let d = decide(&snaps, &refs, policy(0, 1), &[3]).unwrap();
+        assert_eq!(sorted(d.expired), vec![3]);
+        assert!(matches!(
+            decide(&snaps, &refs, policy(0, 1), &[5]),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            decide(&snaps, &refs, policy(0, 1), &[99]),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn old_refs_age_out_but_main_never() {
+        let snaps = [
+            snap(1, None, 10),
+            snap(2, Some(1), 20),
+            snap(3, Some(2), 30),
+        ];
+        let refs = [
+            r("main", 1, "branch"),
+            r("old", 2, "tag"),
+            r("new", 3, "tag"),
+        ];
+        let p = Policy {
+            cutoff_ms: 1000,
+            retain_last: 1,
+            ref_cutoff_ms: Some(25),
+            keep_metadata: 0,
+        };
+        let d = decide(&snaps, &refs, p, &[]).unwrap();
+        assert_eq!(
+            d.removed_refs,
+            vec![("old".to_string(), 2)],
+            "main is older than the cutoff too, and stays"
+        );
+        assert_eq!(sorted(d.expired), vec![2]);
+    }
+}

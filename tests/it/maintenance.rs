@@ -1,0 +1,774 @@
+//! Snapshot expiry end to end: what is kept and deleted, expiry while writers commit, two
+//! runs at once, failed deletions finished by the next run, and a seeded randomized test
+//! of every snapshot operation against a model.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use firn_client::{FirnClient, TableIdent, proto as pb};
+use firn_core::fault::FaultConfig;
+use firn_tests::*;
+use pb::manage_snapshots_request::Action;
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn expire(
+    client: &FirnClient,
+    ident: &TableIdent,
+    older_than_ms: Option<i64>,
+    retain_last: Option<u32>,
+    dry_run: bool,
+) -> pb::TableExpiry {
+    let r = client
+        .expire_snapshots(pb::ExpireSnapshotsRequest {
+            ident: pb_ident(ident),
+            older_than_ms,
+            retain_last,
+            dry_run,
+            ..Default::default()
+        })
+        .await
+        .expect("expire");
+    assert_eq!(r.tables.len(), 1);
+    r.tables.into_iter().next().unwrap()
+}
+
+/// Every file under `dir`, as `file://` URIs (the test may list; Firn never does).
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.insert(format!("file://{}", p.display()));
+        }
+    }
+    out
+}
+
+/// Appends one file with `ids`; returns (snapshot id, file URI).
+async fn append(
+    client: &FirnClient,
+    ident: &TableIdent,
+    location: &str,
+    ids: std::ops::Range<i64>,
+) -> (i64, String) {
+    let name = format!("{}.parquet", uuid::Uuid::new_v4());
+    let (uri, size) = write_parquet(location, &name, &batch(ids, 0));
+    let r = client
+        .commit_once(append_request(ident, vec![data_file(&uri, size)]))
+        .await
+        .expect("append");
+    (r.snapshot_id, uri)
+}
+
+async fn files_of(client: &FirnClient, ident: &TableIdent, snapshot: i64) -> BTreeSet<String> {
+    let plan = client
+        .plan_scan(
+            ident,
+            Some(pb::SnapshotSelector {
+                kind: Some(pb::snapshot_selector::Kind::SnapshotId(snapshot)),
+            }),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("plan snapshot {snapshot}: {e}"));
+    plan.files.into_iter().map(|f| f.path).collect()
+}
+
+async fn snapshot_ids(client: &FirnClient, ident: &TableIdent) -> BTreeSet<i64> {
+    client
+        .list_snapshots(ident)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.snapshot_id)
+        .collect()
+}
+
+/// Expiry keeps each branch's newest snapshots and every tag's, deletes exactly the data
+/// files, manifests, manifest lists and old metadata files nothing retained needs, leaves
+/// every retained snapshot readable, and is a no-op when run again. A dry run changes
+/// nothing and predicts the real run.
+#[tokio::test]
+async fn expiry_keeps_what_refs_need_and_deletes_the_rest() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "exp", false).await;
+    let (s1, f1) = append(&client, &ident, &t.location, 0..10).await;
+    let (s2, f2) = append(&client, &ident, &t.location, 10..20).await;
+    client
+        .manage_snapshots(
+            &ident,
+            Action::CreateTag(pb::CreateRef {
+                name: "v1".into(),
+                snapshot_id: Some(s1),
+            }),
+        )
+        .await
+        .unwrap();
+    // Rewrite f2 (copy-on-write): only s2 still needs it once s3 replaces it.
+    let (f3, z3) = write_parquet(&t.location, "f3.parquet", &batch(10..15, 0));
+    let s3 = client
+        .commit_once(overwrite_request(
+            &ident,
+            "ow-1",
+            Some(s2),
+            vec![data_file(&f3, z3)],
+            pb::overwrite_op::Remove::Files(pb::FileList {
+                paths: vec![f2.clone()],
+            }),
+        ))
+        .await
+        .unwrap()
+        .snapshot_id;
+    let (s4, f4) = append(&client, &ident, &t.location, 20..30).await;
+    let s2_list = client.get_snapshot(&ident, s2).await.unwrap().manifest_list;
+    let data_dir = local_path(&format!("{}/data", t.location));
+    assert_eq!(files_under(&data_dir).len(), 4);
+
+    let predicted = expire(&client, &ident, Some(now_ms() + 1000), Some(2), true).await;
+    assert_eq!(snapshot_ids(&client, &ident).await.len(), 4, "dry run");
+    assert!(local_path(&f2).exists(), "dry run deletes nothing");
+
+    // Keep 2 on main (s4, s3) and the tag's s1: s2 goes, and with it f2, its list.
+    let r = expire(&client, &ident, Some(now_ms() + 1000), Some(2), false).await;
+    assert!(
+        !r.skipped && r.error.is_empty() && r.failed_deletes == 0,
+        "{r:?}"
+    );
+    assert_eq!(r.expired_snapshot_ids, vec![s2]);
+    assert_eq!(r.retained_snapshots, 3);
+    assert_eq!(r.data_files_deleted, 1);
+    assert_eq!(r.manifest_lists_deleted, 1);
+    assert!(r.bytes_freed > 0);
+    assert_eq!(
+        (
+            predicted.expired_snapshot_ids.clone(),
+            predicted.data_files_deleted,
+            predicted.manifest_lists_deleted,
+            predicted.manifests_deleted,
+        ),
+        (
+            r.expired_snapshot_ids.clone(),
+            r.data_files_deleted,
+            r.manifest_lists_deleted,
+            r.manifests_deleted,
+        ),
+        "the dry run predicted the run"
+    );
+    assert_eq!(
+        snapshot_ids(&client, &ident).await,
+        BTreeSet::from([s1, s3, s4])
+    );
+    assert!(
+        !local_path(&f2).exists(),
+        "only the expired snapshot needed f2"
+    );
+    assert!(!local_path(&s2_list).exists());
+    assert_eq!(
+        files_under(&data_dir),
+        BTreeSet::from([f1.clone(), f3.clone(), f4.clone()])
+    );
+    // Every retained snapshot reads its rows (iceberg-rust, through the metadata file).
+    assert_eq!(
+        read_ids(&client, &ident, Some(s1)).await,
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        read_ids(&client, &ident, Some(s3)).await,
+        (0..15).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..15).chain(20..30).collect::<Vec<_>>()
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&client.load_table(&ident, true).await.unwrap().metadata_json)
+            .unwrap();
+    let listed: BTreeSet<i64> = meta["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot-id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from([s1, s3, s4]),
+        "the metadata forgot s2"
+    );
+    // Time travel by ref still works; a removed snapshot is not found.
+    let e = client.get_snapshot(&ident, s2).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::NotFound));
+
+    // Run again: nothing more to do.
+    let again = expire(&client, &ident, Some(now_ms() + 1000), Some(2), false).await;
+    assert!(again.expired_snapshot_ids.is_empty());
+    assert_eq!(again.data_files_deleted + again.manifest_lists_deleted, 0);
+
+    // Dropping the tag lets s1 go; its file f1 is still live in s4, so it stays.
+    client
+        .manage_snapshots(&ident, Action::DropTag("v1".into()))
+        .await
+        .unwrap();
+    let r = expire(&client, &ident, Some(now_ms() + 1000), Some(1), false).await;
+    assert_eq!(
+        r.expired_snapshot_ids
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([s1, s3])
+    );
+    assert_eq!(r.data_files_deleted, 0, "f1 and f3 are live in s4");
+    assert_eq!(files_under(&data_dir), BTreeSet::from([f1, f3, f4]));
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..15).chain(20..30).collect::<Vec<_>>()
+    );
+
+    // Explicit ids: the current snapshot is refused, an unknown one is not found.
+    let e = client
+        .expire_snapshots(pb::ExpireSnapshotsRequest {
+            ident: pb_ident(&ident),
+            snapshot_ids: vec![s4],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+    let e = client
+        .expire_snapshots(pb::ExpireSnapshotsRequest {
+            ident: pb_ident(&ident),
+            snapshot_ids: vec![42],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::NotFound), "{e}");
+    assert_eq!(snapshot_ids(&client, &ident).await, BTreeSet::from([s4]));
+}
+
+/// Expiry while 4 writers append continuously: no commit fails, every row lands, and a
+/// reader of a tagged snapshot never errors. Two expiry runs at once never fail or delete
+/// a file twice.
+#[tokio::test]
+async fn expiry_while_writers_commit_and_two_runs_at_once() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "busy", false).await;
+    let (pinned, _) = append(&client, &ident, &t.location, 0..5).await;
+    client
+        .manage_snapshots(
+            &ident,
+            Action::CreateTag(pb::CreateRef {
+                name: "pinned".into(),
+                snapshot_id: Some(pinned),
+            }),
+        )
+        .await
+        .unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, ident, location) = (client.clone(), ident.clone(), t.location.clone());
+            tokio::spawn(async move {
+                for i in 0..30 {
+                    let base = 1000 + (w * 100 + i) * 10;
+                    append(&client, &ident, &location, base..base + 10).await;
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let (client, ident) = (client.clone(), ident.clone());
+        tokio::spawn(async move {
+            let mut reads = 0;
+            for _ in 0..15 {
+                assert_eq!(
+                    read_ids(&client, &ident, Some(pinned)).await,
+                    (0..5).collect::<Vec<_>>()
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut runs = Vec::new();
+    for _ in 0..8 {
+        // Two at once each round.
+        let (a, b) = tokio::join!(
+            expire(&client, &ident, Some(now_ms() + 1000), Some(1), false),
+            expire(&client, &ident, Some(now_ms() + 1000), Some(1), false)
+        );
+        runs.push(a);
+        runs.push(b);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in writers {
+        w.await.expect("no writer failed");
+    }
+    assert_eq!(reader.await.unwrap(), 15);
+    for r in &runs {
+        assert!(r.error.is_empty() && r.failed_deletes == 0, "{r:?}");
+    }
+    assert!(
+        runs.iter().any(|r| !r.expired_snapshot_ids.is_empty()),
+        "expiry did remove snapshots while writers committed"
+    );
+    let mut expired = HashSet::new();
+    for id in runs.iter().flat_map(|r| r.expired_snapshot_ids.iter()) {
+        assert!(expired.insert(*id), "snapshot {id} expired twice");
+    }
+    let ids = read_ids(&client, &ident, None).await;
+    assert_eq!(ids.len(), 5 + 4 * 30 * 10, "every appended row is there");
+    // One final run leaves exactly the current snapshot and the tag.
+    let last = expire(&client, &ident, Some(now_ms() + 1000), Some(1), false).await;
+    assert!(last.error.is_empty() && !last.skipped, "{last:?}");
+    let current = client
+        .load_table(&ident, false)
+        .await
+        .unwrap()
+        .current_snapshot_id;
+    assert_eq!(
+        snapshot_ids(&client, &ident).await,
+        BTreeSet::from([pinned, current.unwrap()])
+    );
+}
+
+/// Deletions that fail are recorded and finished by the next run, never lost or repeated.
+#[tokio::test]
+async fn failed_deletions_are_finished_by_the_next_run() {
+    let server = TestServer::start_with(Some(FaultConfig {
+        seed: 11,
+        delete_error_rate: 0.5,
+        ..Default::default()
+    }))
+    .await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "flaky", false).await;
+    let mut files = Vec::new();
+    let mut last = 0;
+    for i in 0..12 {
+        let (s, f) = append(&client, &ident, &t.location, i * 10..i * 10 + 10).await;
+        files.push(f);
+        last = s;
+    }
+    // Replace every file: afterwards only the last snapshot's one file is needed.
+    let (nf, nz) = write_parquet(&t.location, "all.parquet", &batch(0..120, 0));
+    let s = client
+        .commit_once(overwrite_request(
+            &ident,
+            "ow-all",
+            Some(last),
+            vec![data_file(&nf, nz)],
+            pb::overwrite_op::Remove::All(true),
+        ))
+        .await
+        .unwrap()
+        .snapshot_id;
+    let first = expire(&client, &ident, Some(now_ms() + 1000), Some(1), false).await;
+    assert_eq!(first.expired_snapshot_ids.len(), 12);
+    assert!(first.failed_deletes > 0, "the faults bit: {first:?}");
+    let mut deleted = first.data_files_deleted;
+    let mut rounds = 0;
+    loop {
+        let r = expire(&client, &ident, Some(now_ms() + 1000), Some(1), false).await;
+        assert!(r.expired_snapshot_ids.is_empty());
+        deleted += r.data_files_deleted;
+        rounds += 1;
+        if r.failed_deletes == 0 {
+            assert!(r.resumed_deletes > 0 || rounds > 1);
+            break;
+        }
+        assert!(rounds < 30, "deletions never finished");
+    }
+    assert_eq!(deleted, 12, "each old file deleted exactly once");
+    for f in &files {
+        assert!(!local_path(f).exists(), "{f} left behind");
+    }
+    assert_eq!(snapshot_ids(&client, &ident).await, BTreeSet::from([s]));
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..120).collect::<Vec<_>>()
+    );
+}
+
+// ---- randomized model test -------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct ModelSnap {
+    parent: Option<i64>,
+    files: BTreeSet<String>,
+    ts: i64,
+    manifest_list: String,
+}
+
+#[derive(Default)]
+struct Model {
+    snaps: HashMap<i64, ModelSnap>,
+    current: Option<i64>,
+    /// name -> (snapshot, is_tag)
+    refs: HashMap<String, (i64, bool)>,
+    /// file -> its ids
+    rows: HashMap<String, Vec<i64>>,
+    /// manifest lists of snapshots that are gone
+    gone_lists: Vec<String>,
+}
+
+impl Model {
+    fn ancestors(&self, id: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            let Some(s) = self.snaps.get(&c) else { break };
+            out.push(c);
+            cur = s.parent;
+        }
+        out
+    }
+
+    /// Iceberg's retention, written independently of Firn's.
+    fn retained(&self, cutoff: i64, retain_last: usize) -> BTreeSet<i64> {
+        let mut keep = BTreeSet::new();
+        let mut reached = HashSet::new();
+        let mut heads: Vec<(i64, bool)> = self.refs.values().map(|(id, tag)| (*id, !tag)).collect();
+        heads.extend(self.current.map(|c| (c, true)));
+        for (head, branch) in heads {
+            let anc = self.ancestors(head);
+            reached.extend(anc.iter().copied());
+            keep.insert(head);
+            if branch {
+                for (n, a) in anc.iter().enumerate() {
+                    if n < retain_last || self.snaps[a].ts >= cutoff {
+                        keep.insert(*a);
+                    } else {
+                        break;
+                    }
+                }
+            }
+        }
+        for (id, s) in &self.snaps {
+            if !reached.contains(id) && s.ts >= cutoff {
+                keep.insert(*id);
+            }
+        }
+        keep
+    }
+
+    fn live(&self) -> BTreeSet<String> {
+        self.current
+            .map(|c| self.snaps[&c].files.clone())
+            .unwrap_or_default()
+    }
+}
+
+async fn add_snapshot(
+    client: &FirnClient,
+    ident: &TableIdent,
+    model: &mut Model,
+    id: i64,
+    files: BTreeSet<String>,
+) {
+    let s = client.get_snapshot(ident, id).await.unwrap();
+    model.snaps.insert(
+        id,
+        ModelSnap {
+            parent: model.current,
+            files,
+            ts: s.timestamp_ms,
+            manifest_list: s.manifest_list,
+        },
+    );
+    model.current = Some(id);
+}
+
+/// Checks the server against the model: the same snapshots, each planning exactly its
+/// files, every one of them present.
+async fn check(client: &FirnClient, ident: &TableIdent, model: &Model, step: usize, seed: u64) {
+    let ctx = format!("seed {seed}, step {step}");
+    let server: BTreeSet<i64> = snapshot_ids(client, ident).await;
+    let expected: BTreeSet<i64> = model.snaps.keys().copied().collect();
+    assert_eq!(server, expected, "snapshots differ ({ctx})");
+    let t = client.load_table(ident, false).await.unwrap();
+    assert_eq!(t.current_snapshot_id, model.current, "current ({ctx})");
+    for (id, s) in &model.snaps {
+        assert_eq!(
+            files_of(client, ident, *id).await,
+            s.files,
+            "files of snapshot {id} ({ctx})"
+        );
+        for f in &s.files {
+            assert!(
+                local_path(f).exists(),
+                "{f} of retained snapshot {id} is missing ({ctx})"
+            );
+        }
+        assert!(
+            local_path(&s.manifest_list).exists(),
+            "manifest list of {id} is missing ({ctx})"
+        );
+    }
+    let refs: HashMap<String, i64> = client
+        .list_refs(ident)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.name != "main")
+        .map(|r| (r.name, r.snapshot_id))
+        .collect();
+    let model_refs: HashMap<String, i64> = model
+        .refs
+        .iter()
+        .map(|(n, (id, _))| (n.clone(), *id))
+        .collect();
+    assert_eq!(refs, model_refs, "refs ({ctx})");
+}
+
+/// Random appends, overwrites, deletes, tags, branches, rollbacks and expiries — some
+/// expiries cancelled midway, deletions failing at random — checked after every step
+/// against a model. `FIRN_MODEL_SEED` replays a run; `FIRN_MODEL_STEPS` makes it longer.
+#[tokio::test]
+async fn randomized_expiry_matches_the_model() {
+    let seed: u64 = std::env::var("FIRN_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261125);
+    let steps: usize = std::env::var("FIRN_MODEL_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(140);
+    let server = TestServer::start_with(Some(FaultConfig {
+        seed,
+        delete_error_rate: 0.15,
+        ..Default::default()
+    }))
+    .await;
+    let client = server.client().await;
+    client.create_namespace("ns").await.unwrap();
+    let ident = TableIdent::new("ns", "model");
+    let t = client
+        .create_table(pb::CreateTableRequest {
+            ident: pb_ident(&ident),
+            fields: test_fields(),
+            partition_by: vec![],
+            location: String::new(),
+            properties: HashMap::from([(
+                "write.metadata.previous-versions-max".to_string(),
+                "2".to_string(),
+            )]),
+        })
+        .await
+        .unwrap();
+    let data_dir = local_path(&format!("{}/data", t.location));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut model = Model::default();
+    let mut next_id = 0i64;
+    let mut names = 0u32;
+    let mut expiries = (0u32, 0u32); // (completed, cancelled)
+    for step in 0..steps {
+        let roll = rng.gen_range(0..100);
+        let live: Vec<String> = model.live().into_iter().collect();
+        let snaps: Vec<i64> = {
+            let mut v: Vec<i64> = model.snaps.keys().copied().collect();
+            v.sort();
+            v
+        };
+        match roll {
+            0..=34 => {
+                let n = rng.gen_range(1..5);
+                let (id, f) = append(&client, &ident, &t.location, next_id..next_id + n).await;
+                model
+                    .rows
+                    .insert(f.clone(), (next_id..next_id + n).collect());
+                next_id += n;
+                let mut files = model.live();
+                files.insert(f);
+                add_snapshot(&client, &ident, &mut model, id, files).await;
+            }
+            35..=44 if !live.is_empty() => {
+                let old = live.choose(&mut rng).unwrap().clone();
+                let n = rng.gen_range(1..5);
+                let name = format!("{}.parquet", uuid::Uuid::new_v4());
+                let (f, z) = write_parquet(&t.location, &name, &batch(next_id..next_id + n, 0));
+                model
+                    .rows
+                    .insert(f.clone(), (next_id..next_id + n).collect());
+                next_id += n;
+                let r = client
+                    .commit_once(overwrite_request(
+                        &ident,
+                        &uuid::Uuid::new_v4().to_string(),
+                        model.current,
+                        vec![data_file(&f, z)],
+                        pb::overwrite_op::Remove::Files(pb::FileList {
+                            paths: vec![old.clone()],
+                        }),
+                    ))
+                    .await
+                    .unwrap();
+                let mut files = model.live();
+                files.remove(&old);
+                files.insert(f);
+                add_snapshot(&client, &ident, &mut model, r.snapshot_id, files).await;
+            }
+            45..=51 if !live.is_empty() => {
+                let old = live.choose(&mut rng).unwrap().clone();
+                let r = client
+                    .commit_once(delete_request(
+                        &ident,
+                        &uuid::Uuid::new_v4().to_string(),
+                        model.current,
+                        vec![old.clone()],
+                    ))
+                    .await
+                    .unwrap();
+                let mut files = model.live();
+                files.remove(&old);
+                add_snapshot(&client, &ident, &mut model, r.snapshot_id, files).await;
+            }
+            52..=61 if !snaps.is_empty() => {
+                let id = *snaps.choose(&mut rng).unwrap();
+                names += 1;
+                let tag = rng.gen_bool(0.6);
+                let name = format!("r{names}");
+                let r = pb::CreateRef {
+                    name: name.clone(),
+                    snapshot_id: Some(id),
+                };
+                let action = if tag {
+                    Action::CreateTag(r)
+                } else {
+                    Action::CreateBranch(r)
+                };
+                client.manage_snapshots(&ident, action).await.unwrap();
+                model.refs.insert(name, (id, tag));
+            }
+            62..=65 if !model.refs.is_empty() => {
+                let mut names: Vec<&String> = model.refs.keys().collect();
+                names.sort();
+                let name = names.choose(&mut rng).unwrap().to_string();
+                let (_, tag) = model.refs.remove(&name).unwrap();
+                let action = if tag {
+                    Action::DropTag(name)
+                } else {
+                    Action::DropBranch(name)
+                };
+                client.manage_snapshots(&ident, action).await.unwrap();
+            }
+            66..=72 if model.current.is_some() => {
+                let anc = model.ancestors(model.current.unwrap());
+                let id = *anc.choose(&mut rng).unwrap();
+                let action = if rng.gen_bool(0.7) {
+                    Action::RollbackToSnapshot(id)
+                } else {
+                    // Any snapshot, also one off the current history.
+                    let any = *snaps.choose(&mut rng).unwrap();
+                    model.current = Some(any);
+                    Action::SetCurrentSnapshot(any)
+                };
+                if let Action::RollbackToSnapshot(_) = action {
+                    model.current = Some(id);
+                }
+                client.manage_snapshots(&ident, action).await.unwrap();
+            }
+            73..=99 => {
+                let retain_last = rng.gen_range(1..4u32);
+                let cutoff = if rng.gen_bool(0.7) || snaps.is_empty() {
+                    now_ms() + 1000
+                } else {
+                    model.snaps[snaps.choose(&mut rng).unwrap()].ts
+                };
+                let expected = model.retained(cutoff, retain_last as usize);
+                let before: BTreeSet<i64> = model.snaps.keys().copied().collect();
+                let cancel = rng.gen_bool(0.25);
+                let call = expire(&client, &ident, Some(cutoff), Some(retain_last), false);
+                let outcome = if cancel {
+                    let wait = Duration::from_micros(rng.gen_range(0..4000));
+                    tokio::time::timeout(wait, call).await.ok()
+                } else {
+                    Some(call.await)
+                };
+                if outcome.is_none() {
+                    // Give the server a moment to drop or finish the cancelled run.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let now: BTreeSet<i64> = snapshot_ids(&client, &ident).await;
+                match &outcome {
+                    Some(r) if !r.skipped => {
+                        assert!(r.error.is_empty(), "{r:?}");
+                        assert_eq!(now, expected, "retention (seed {seed}, step {step})");
+                        expiries.0 += 1;
+                    }
+                    _ => {
+                        assert!(
+                            now == before || now == expected,
+                            "a cancelled or skipped run removed a partial set (seed {seed}, step {step})"
+                        );
+                        expiries.1 += 1;
+                    }
+                }
+                for id in before.difference(&now) {
+                    let s = model.snaps.remove(id).unwrap();
+                    model.gone_lists.push(s.manifest_list);
+                }
+                // Finish every recorded deletion, then nothing unreferenced may remain.
+                if outcome.as_ref().is_some_and(|r| !r.skipped) {
+                    let mut rounds = 0;
+                    loop {
+                        let r = expire(&client, &ident, Some(0), Some(u32::MAX), false).await;
+                        assert!(r.expired_snapshot_ids.is_empty(), "{r:?}");
+                        if !r.skipped && r.failed_deletes == 0 {
+                            break;
+                        }
+                        rounds += 1;
+                        assert!(rounds < 50, "deletions never finished (seed {seed})");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let needed: BTreeSet<String> = model
+                        .snaps
+                        .values()
+                        .flat_map(|s| s.files.iter().cloned())
+                        .collect();
+                    assert_eq!(
+                        files_under(&data_dir),
+                        needed,
+                        "data files on disk vs needed (seed {seed}, step {step})"
+                    );
+                    for l in &model.gone_lists {
+                        assert!(!local_path(l).exists(), "{l} left behind (seed {seed})");
+                    }
+                }
+            }
+            _ => continue,
+        }
+        check(&client, &ident, &model, step, seed).await;
+    }
+    eprintln!(
+        "seed {seed}: {} expiries completed, {} cancelled",
+        expiries.0, expiries.1
+    );
+    assert!(
+        expiries.0 >= 10 && expiries.1 >= 1,
+        "too few expiries ran or were cancelled: {expiries:?}"
+    );
+    // Every retained snapshot reads exactly its rows, with iceberg-rust.
+    for (id, s) in &model.snaps {
+        let mut want: Vec<i64> = s.files.iter().flat_map(|f| model.rows[f].clone()).collect();
+        want.sort_unstable();
+        assert_eq!(
+            read_ids(&client, &ident, Some(*id)).await,
+            want,
+            "rows of {id} (seed {seed})"
+        );
+    }
+}
