@@ -772,3 +772,98 @@ async fn randomized_expiry_matches_the_model() {
         );
     }
 }
+
+// ---- orphan files -----------------------------------------------------------------------
+
+/// Files written to reserved paths and never committed are found from the catalog's record
+/// (no listing) and deleted once older than the grace period; committed files stay. The
+/// listing sweep also finds garbage nobody reserved, and leaves every file a snapshot
+/// needs: the table reads the same before and after, also at its first snapshot.
+#[tokio::test]
+async fn orphans_are_found_from_reservations_and_the_sweep_only_finds_garbage() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "orph", true).await;
+    // A writer through the TableWriter: its files are named by reservation.
+    let mut w = firn_client::TableWriter::new(&client, &ident, Default::default())
+        .await
+        .unwrap();
+    w.write(&batch(0..10, 0)).await.unwrap();
+    let first = w.commit().await.unwrap().snapshot_id;
+    let committed = files_of(&client, &ident, first).await;
+    // A writer that crashed before committing: reserved, written, never committed.
+    let reserved = client
+        .reserve_data_files(&ident, vec!["ts_day=2026-11-22".into()])
+        .await
+        .unwrap();
+    assert!(
+        reserved[0].starts_with(&format!("{}/data/ts_day=2026-11-22/", t.location)),
+        "{reserved:?}"
+    );
+    let crashed = local_path(&reserved[0]);
+    std::fs::create_dir_all(crashed.parent().unwrap()).unwrap();
+    std::fs::write(&crashed, b"half a parquet file").unwrap();
+    // An abandoned TableWriter: reserved paths, no commit.
+    let mut abandoned = firn_client::TableWriter::new(&client, &ident, Default::default())
+        .await
+        .unwrap();
+    abandoned.write(&batch(100..110, 1)).await.unwrap();
+    drop(abandoned);
+    // Garbage nobody reserved (another engine's failed write).
+    let (garbage, _) = write_parquet(&t.location, "engine-garbage.parquet", &batch(0..3, 0));
+    let (second, _) = append(&client, &ident, &t.location, 10..20).await;
+    let before = read_ids(&client, &ident, None).await;
+    assert_eq!(before, (0..20).collect::<Vec<_>>());
+
+    let run = |older_than_ms: i64, dry_run: bool, sweep_listing: bool| {
+        let client = client.clone();
+        let ident = ident.clone();
+        async move {
+            client
+                .remove_orphan_files(pb::RemoveOrphanFilesRequest {
+                    ident: pb_ident(&ident),
+                    older_than_ms: Some(older_than_ms),
+                    dry_run,
+                    sweep_listing,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // Within the grace period nothing is an orphan.
+    let young = run(now_ms() - 60_000, false, true).await;
+    assert!(young.orphan_paths.is_empty(), "{young:?}");
+    assert!(crashed.exists() && local_path(&garbage).exists());
+
+    let dry = run(now_ms() + 1000, true, false).await;
+    assert!(dry.orphan_paths.contains(&reserved[0]), "{dry:?}");
+    assert!(crashed.exists(), "a dry run deletes nothing");
+    // Without listing: the reserved, uncommitted paths (the crashed and abandoned writes).
+    let r = run(now_ms() + 1000, false, false).await;
+    assert_eq!(r.listed_objects, 0, "found without listing");
+    assert!(r.orphan_paths.contains(&reserved[0]));
+    assert!(
+        r.orphan_paths.len() >= 2,
+        "the abandoned writer's reservation too: {r:?}"
+    );
+    for p in &r.orphan_paths {
+        assert!(!committed.contains(p), "{p} is committed");
+    }
+    assert!(!crashed.exists(), "the crashed write's file is gone");
+    assert!(local_path(&garbage).exists(), "unreserved garbage needs the sweep");
+    assert_eq!(r.failed_deletes, 0);
+    // The sweep finds the unreserved garbage, and nothing else.
+    let swept = run(now_ms() + 1000, false, true).await;
+    assert!(swept.listed_objects > 0);
+    assert_eq!(swept.orphan_paths, vec![garbage.clone()], "{swept:?}");
+    assert!(!local_path(&garbage).exists());
+    assert_eq!(read_ids(&client, &ident, None).await, before);
+    assert_eq!(
+        read_ids(&client, &ident, Some(first)).await,
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(files_of(&client, &ident, second).await.len(), 2);
+    // Nothing left to find.
+    let again = run(now_ms() + 1000, false, true).await;
+    assert!(again.orphan_paths.is_empty(), "{again:?}");
+}

@@ -528,7 +528,7 @@ def main():
     if "debug" in build_kind(firn_bin):
         log(f"WARNING: {firn_bin} looks like a debug build; Firn figures will be pessimistic")
     load_before = loadavg()
-    if load_before and load_before[0] > 0.25 * (os.cpu_count() or 1):
+    if load_before and load_before[0] > 0.5 * (os.cpu_count() or 1):
         log(f"WARNING: load average {load_before[0]:.2f} before the run: other work on this "
             f"machine will distort the figures")
     started = time.perf_counter()

@@ -57,6 +57,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Expire old snapshots and delete the files no retained snapshot needs (for cron).
     Expire(maintenance::ExpireArgs),
+    /// Delete files under a table's location that no commit made (failed or abandoned writes).
+    RemoveOrphans(maintenance::RemoveOrphansArgs),
 }
 
 #[derive(clap::Args)]
@@ -189,6 +191,7 @@ async fn main() -> ExitCode {
         Command::Snapshots(a) => client_cmds::snapshots(a).await,
         Command::Sql(a) => sql::run(a).await,
         Command::Expire(a) => maintenance::expire(a).await,
+        Command::RemoveOrphans(a) => maintenance::remove_orphans(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! Maintenance commands for operators and cron: `firn expire`.
+//! Maintenance commands for operators and cron: `firn expire`, `firn remove-orphans`.
 
 use std::time::Duration;
 
@@ -32,12 +32,15 @@ pub struct ExpireArgs {
     conn: Conn,
 }
 
+/// The time (ms since the epoch) `d` ago.
+fn ms_ago(d: Duration) -> i64 {
+    chrono::Utc::now().timestamp_millis() - d.as_millis() as i64
+}
+
 /// Runs expiry; exits non-zero when a table failed or a file could not be deleted (the
 /// next run finishes such deletions).
 pub async fn expire(args: ExpireArgs) -> anyhow::Result<()> {
-    let older_than_ms = args
-        .older_than
-        .map(|d| chrono::Utc::now().timestamp_millis() - d.as_millis() as i64);
+    let older_than_ms = args.older_than.map(ms_ago);
     let req = pb::ExpireSnapshotsRequest {
         ident: args
             .table
@@ -135,6 +138,79 @@ pub async fn expire(args: ExpireArgs) -> anyhow::Result<()> {
     if failed > 0 || undeleted > 0 {
         anyhow::bail!(
             "expiry incomplete: {failed} table(s) failed, {undeleted} file(s) not deleted yet"
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct RemoveOrphansArgs {
+    /// NAMESPACE.TABLE
+    table: String,
+    /// Only files older than this (e.g. 3d, 12h); it must exceed the longest time a writer
+    /// takes from writing a file to committing it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3d")]
+    older_than: Duration,
+    /// Show what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also list the table's location to find garbage that no record names (files other
+    /// engines wrote and never committed). Listing can only find garbage, never decide
+    /// that a file is unused.
+    #[arg(long)]
+    sweep_listing: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// Removes orphan files; exits non-zero when a file could not be deleted.
+pub async fn remove_orphans(args: RemoveOrphansArgs) -> anyhow::Result<()> {
+    let ident = table_ident(&args.table)?;
+    let req = pb::RemoveOrphanFilesRequest {
+        ident: Some(firn_client::proto_ident(&ident)),
+        older_than_ms: Some(ms_ago(args.older_than)),
+        dry_run: args.dry_run,
+        sweep_listing: args.sweep_listing,
+    };
+    let r = connect(&args.conn).await?.remove_orphan_files(req).await?;
+    if args.conn.json {
+        print_json(&json!({
+            "table": args.table,
+            "skipped": r.skipped,
+            "dry_run": args.dry_run,
+            "orphans": r.orphan_paths,
+            "deleted_files": r.deleted_files,
+            "bytes_freed": r.bytes_freed,
+            "listed_objects": r.listed_objects,
+            "reserved_paths_checked": r.reserved_paths_checked,
+            "failed_deletes": r.failed_deletes,
+        }));
+    } else if r.skipped {
+        println!(
+            "{}: skipped (another maintenance run holds the lease)",
+            args.table
+        );
+    } else {
+        for p in &r.orphan_paths {
+            println!("{p}");
+        }
+        let verb = if args.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        println!(
+            "{}: {} orphan(s) found, {verb} {} file(s), {} bytes",
+            args.table,
+            r.orphan_paths.len(),
+            r.deleted_files,
+            r.bytes_freed
+        );
+    }
+    if r.failed_deletes > 0 {
+        anyhow::bail!(
+            "{} orphan(s) could not be deleted; run again",
+            r.failed_deletes
         );
     }
     Ok(())

@@ -404,4 +404,40 @@ impl FirnClient {
             .await?
             .into_inner())
     }
+
+    /// Fresh data file paths, one per partition directory ("" when unpartitioned),
+    /// recorded by the server so files never committed can be cleaned up.
+    pub async fn reserve_data_files(
+        &self,
+        table: &TableIdent,
+        partition_paths: Vec<String>,
+    ) -> Result<Vec<String>> {
+        self.idempotent(|| {
+            let req = self.request(pb::ReserveDataFilesRequest {
+                ident: Some(ident(table)),
+                partition_paths: partition_paths.clone(),
+            });
+            let mut inner = self.inner.clone();
+            async move {
+                inner
+                    .reserve_data_files(req)
+                    .await
+                    .map(|r| r.into_inner().paths)
+            }
+        })
+        .await
+    }
+
+    /// Removes files no commit made (see the proto).
+    pub async fn remove_orphan_files(
+        &self,
+        req: pb::RemoveOrphanFilesRequest,
+    ) -> Result<pb::RemoveOrphanFilesResponse> {
+        Ok(self
+            .inner
+            .clone()
+            .remove_orphan_files(self.request(req))
+            .await?
+            .into_inner())
+    }
 }

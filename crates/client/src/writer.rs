@@ -1,7 +1,7 @@
 //! [`TableWriter`]: Arrow batches in, Parquet files and one commit out.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
@@ -17,7 +17,7 @@ use iceberg::spec::{
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
+    DefaultFileNameGenerator, DefaultLocationGenerator, LocationGenerator,
 };
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
@@ -72,8 +72,41 @@ impl Default for WriterOptions {
 }
 
 type Inner = FanoutWriter<
-    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
+    DataFileWriterBuilder<ParquetWriterBuilder, ReservedLocations, DefaultFileNameGenerator>,
 >;
+
+/// File locations reserved from the server (`ReserveDataFiles`), per partition directory,
+/// so every file this writer writes is recorded before it is written and can be cleaned up
+/// if the commit never happens. Should a pool run dry, a client-named path is used (the
+/// file still commits; only orphan tracking misses it) and a warning logged.
+#[derive(Clone)]
+struct ReservedLocations {
+    pools: Arc<Mutex<HashMap<String, VecDeque<String>>>>,
+    fallback: DefaultLocationGenerator,
+}
+
+fn partition_dir(key: Option<&PartitionKey>) -> String {
+    match key {
+        Some(k) if !PartitionKey::is_effectively_none(key) => k.to_path(),
+        _ => String::new(),
+    }
+}
+
+impl LocationGenerator for ReservedLocations {
+    fn generate_location(&self, key: Option<&PartitionKey>, file_name: &str) -> String {
+        let dir = partition_dir(key);
+        let reserved = self
+            .pools
+            .lock()
+            .expect("pool poisoned")
+            .get_mut(&dir)
+            .and_then(VecDeque::pop_front);
+        reserved.unwrap_or_else(|| {
+            tracing::warn!(dir, "no reserved path left; naming the file on the client");
+            self.fallback.generate_location(key, file_name)
+        })
+    }
+}
 
 /// Writes Parquet files for one table and commits them as one snapshot.
 ///
@@ -91,6 +124,7 @@ pub struct TableWriter {
     arrow_schema: ArrowSchemaRef,
     splitter: Option<RecordBatchPartitionSplitter>,
     writer: Inner,
+    locations: ReservedLocations,
     rows: u64,
 }
 
@@ -113,11 +147,15 @@ impl TableWriter {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
+        let locations = ReservedLocations {
+            pools: Arc::default(),
+            fallback: DefaultLocationGenerator::new(&meta)?,
+        };
         let rolling = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(props, schema.clone()),
             options.target_file_size,
             file_io,
-            DefaultLocationGenerator::new(&meta)?,
+            locations.clone(),
             DefaultFileNameGenerator::new(
                 uuid::Uuid::now_v7().to_string(),
                 None,
@@ -143,6 +181,7 @@ impl TableWriter {
             arrow_schema,
             splitter,
             writer: FanoutWriter::new(DataFileWriterBuilder::new(rolling)),
+            locations,
             rows: 0,
         })
     }
@@ -156,17 +195,23 @@ impl TableWriter {
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let batch = align_batch(batch, &self.arrow_schema)?;
         self.rows += batch.num_rows() as u64;
-        match &self.splitter {
-            Some(s) => {
-                for (key, part) in s.split(&batch)? {
-                    self.writer.write(key, part).await?;
-                }
-            }
-            None => {
-                let key =
-                    PartitionKey::new((*self.spec).clone(), self.schema.clone(), Struct::empty());
-                self.writer.write(key, batch).await?;
-            }
+        let parts = match &self.splitter {
+            Some(s) => s.split(&batch)?,
+            None => vec![(
+                PartitionKey::new((*self.spec).clone(), self.schema.clone(), Struct::empty()),
+                batch,
+            )],
+        };
+        reserve_for(
+            &self.client,
+            &self.table,
+            &self.locations,
+            self.options.target_file_size,
+            &parts,
+        )
+        .await?;
+        for (key, part) in parts {
+            self.writer.write(key, part).await?;
         }
         Ok(())
     }
@@ -346,4 +391,39 @@ pub fn align_batch(batch: &RecordBatch, target: &ArrowSchemaRef) -> Result<Recor
         cols.push(col);
     }
     Ok(RecordBatch::try_new(target.clone(), cols)?)
+}
+
+/// Makes sure each partition of `parts` has a reserved path for every file writing it
+/// may open (at least one, more when the part is larger than the target size).
+async fn reserve_for(
+    client: &FirnClient,
+    table: &TableIdent,
+    locations: &ReservedLocations,
+    target_file_size: usize,
+    parts: &[(PartitionKey, RecordBatch)],
+) -> Result<()> {
+    let mut want: Vec<String> = Vec::new();
+    {
+        let pools = locations.pools.lock().expect("pool poisoned");
+        let mut asked: HashMap<String, usize> = HashMap::new();
+        for (key, part) in parts {
+            let dir = partition_dir(Some(key));
+            // Memory size over-estimates the file size; capped, the pool refills next time.
+            let need = (part.get_array_memory_size() / target_file_size.max(1) + 1).min(64);
+            let have = pools.get(&dir).map_or(0, VecDeque::len) + asked.get(&dir).unwrap_or(&0);
+            if have < need {
+                *asked.entry(dir.clone()).or_default() += need - have;
+                want.extend(std::iter::repeat_n(dir, need - have));
+            }
+        }
+    }
+    if want.is_empty() {
+        return Ok(());
+    }
+    let paths = client.reserve_data_files(table, want.clone()).await?;
+    let mut pools = locations.pools.lock().expect("pool poisoned");
+    for (dir, path) in want.into_iter().zip(paths) {
+        pools.entry(dir).or_default().push_back(path);
+    }
+    Ok(())
 }

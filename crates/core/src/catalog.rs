@@ -736,6 +736,30 @@ impl Catalog {
         crate::expire::expire(&self.shared, ident, opts, client).await
     }
 
+    /// Fresh data file paths for a writer, one per partition directory given (empty for
+    /// an unpartitioned file), recorded so that files never committed are found as orphans
+    /// without listing; see [`crate::orphans`].
+    pub async fn reserve_data_files(
+        &self,
+        ident: &TableIdent,
+        partition_paths: &[String],
+    ) -> Result<Vec<String>> {
+        ident.validate()?;
+        crate::orphans::reserve(&self.shared, ident, partition_paths).await
+    }
+
+    /// Deletes files under the table's location that no commit made; see
+    /// [`crate::orphans`].
+    #[instrument(skip(self), fields(table = %ident))]
+    pub async fn remove_orphan_files(
+        &self,
+        ident: &TableIdent,
+        opts: &crate::orphans::OrphanOptions,
+    ) -> Result<crate::orphans::OrphanReport> {
+        ident.validate()?;
+        crate::orphans::remove_orphans(&self.shared, ident, opts).await
+    }
+
     /// Every table of every namespace, for maintenance over the whole catalog.
     pub async fn all_tables(&self) -> Result<Vec<TableIdent>> {
         let mut out = Vec::new();

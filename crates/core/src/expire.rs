@@ -423,25 +423,18 @@ pub(crate) async fn expire(
         }
         return Ok(report);
     }
-    // The guard exists before the lease is taken: a run cancelled right after the lease
-    // row was written still releases it (releasing a lease not held does nothing).
-    let lease = LeaseGuard {
-        shared: shared.clone(),
-        table_id: row.table_id,
-        holder: shared.env.ids.uuid().to_string(),
-    };
-    if !acquire_lease(shared, row.table_id, &lease.holder).await? {
+    let Some(lease) = LeaseGuard::take(shared, row.table_id).await? else {
         report.skipped = true;
         info!(table = %ident, "expiry skipped: another run holds the table's lease");
         return Ok(report);
-    }
+    };
     let result = expire_leased(
         shared,
         row.table_id,
         ident,
         opts,
         client,
-        &lease.holder,
+        &lease,
         &mut report,
     )
     .await;
@@ -449,16 +442,43 @@ pub(crate) async fn expire(
     result.map(|()| report)
 }
 
-/// Releases the lease when the run ends — also when its future is dropped midway (a
-/// cancelled request), so only a killed process leaves a lease to lapse.
-struct LeaseGuard {
+/// A table's maintenance lease (one expiry or orphan removal at a time, across replicas).
+/// Released when the run ends — also when its future is dropped midway (a cancelled
+/// request), so only a killed process leaves a lease, which lapses after [`LEASE_MS`].
+pub(crate) struct LeaseGuard {
     shared: Arc<Shared>,
     table_id: i64,
-    holder: String,
+    pub(crate) holder: String,
 }
 
 impl LeaseGuard {
-    async fn release(mut self) {
+    /// Takes the lease; `None` when another run holds it.
+    pub(crate) async fn take(shared: &Arc<Shared>, table_id: i64) -> Result<Option<Self>> {
+        // The guard exists before the lease is taken: a run cancelled right after the lease
+        // row was written still releases it (releasing a lease not held does nothing).
+        let guard = LeaseGuard {
+            shared: shared.clone(),
+            table_id,
+            holder: shared.env.ids.uuid().to_string(),
+        };
+        Ok(acquire_lease(shared, table_id, &guard.holder)
+            .await?
+            .then_some(guard))
+    }
+
+    /// Extends the lease; an error when it was lost (the run must stop).
+    pub(crate) async fn renew(&self) -> Result<()> {
+        if renew_lease(&self.shared, self.table_id, &self.holder).await? {
+            Ok(())
+        } else {
+            Err(Error::Unavailable {
+                what: "maintenance lease",
+                source: "the table's maintenance lease was lost mid-run; run again".into(),
+            })
+        }
+    }
+
+    pub(crate) async fn release(mut self) {
         let holder = std::mem::take(&mut self.holder);
         release_lease(&self.shared, self.table_id, &holder).await;
     }
@@ -502,11 +522,11 @@ async fn expire_leased(
     ident: &TableIdent,
     opts: &ExpireOptions,
     client: &str,
-    holder: &str,
+    lease: &LeaseGuard,
     report: &mut ExpireReport,
 ) -> Result<()> {
     // First finish what an interrupted run recorded.
-    let (done, failed) = delete_recorded(shared, table_id, holder, &mut report.deleted).await?;
+    let (done, failed) = delete_recorded(shared, table_id, lease, &mut report.deleted).await?;
     report.resumed = done;
     report.failed_deletes += failed;
     for _ in 0..MAX_ATTEMPTS {
@@ -522,7 +542,7 @@ async fn expire_leased(
             continue;
         }
         fill_decision(report, &retention);
-        let (_, failed) = delete_recorded(shared, table_id, holder, &mut report.deleted).await?;
+        let (_, failed) = delete_recorded(shared, table_id, lease, &mut report.deleted).await?;
         report.failed_deletes += failed;
         info!(
             table = %ident,
@@ -756,7 +776,7 @@ async fn refs_in(tx: &mut sqlx::AnyConnection, row: &TableRow) -> Result<Vec<Ref
 async fn delete_recorded(
     shared: &Shared,
     table_id: i64,
-    holder: &str,
+    lease: &LeaseGuard,
     counts: &mut FileCounts,
 ) -> Result<(u64, u64)> {
     let rows = sqlx::query(
@@ -809,12 +829,7 @@ async fn delete_recorded(
             }
             query.execute(&shared.db.pool).await?;
         }
-        if !renew_lease(shared, table_id, holder).await? {
-            return Err(Error::Unavailable {
-                what: "maintenance lease",
-                source: "the table's maintenance lease was lost mid-run; run again".into(),
-            });
-        }
+        lease.renew().await?;
     }
     Ok((done, failed))
 }

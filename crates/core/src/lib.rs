@@ -10,6 +10,7 @@
 //! - [`scan`]: resolving snapshot selectors and planning scans.
 //! - [`refs`]: rollback, tags and branches.
 //! - [`expire`]: snapshot expiry and the deletion of files no snapshot needs.
+//! - [`orphans`]: data file paths handed to writers, and removing files no commit made.
 //! - [`files`]: checking data files and deriving their statistics.
 //! - [`error`]: what each error means and whether to retry.
 
@@ -27,6 +28,7 @@ mod metadata;
 pub mod model;
 pub mod notation;
 mod objects;
+pub mod orphans;
 pub mod refs;
 pub mod scan;
 pub mod storage;
@@ -38,6 +40,7 @@ pub use expire::{ExpireOptions, ExpireReport, FileCounts};
 pub use ident::TableIdent;
 pub use metacommit::TableChange;
 pub use model::*;
+pub use orphans::{OrphanOptions, OrphanReport};
 pub use refs::{ChangeOutcome, RefInfo, SnapshotChange};
 pub use scan::{
     CompareOp, ResolvedSnapshot, ScanDeleteFile, ScanFile, ScanFilter, ScanPlan, SnapshotSelector,

@@ -349,6 +349,47 @@ impl CatalogService for GrpcCatalog {
         };
         Ok(Response::new(pb::ExpireSnapshotsResponse { tables }))
     }
+
+    async fn reserve_data_files(
+        &self,
+        req: Request<pb::ReserveDataFilesRequest>,
+    ) -> Res<pb::ReserveDataFilesResponse> {
+        let r = req.into_inner();
+        let id = ident("ident", r.ident)?;
+        let paths = self
+            .catalog
+            .reserve_data_files(&id, &r.partition_paths)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ReserveDataFilesResponse { paths }))
+    }
+
+    async fn remove_orphan_files(
+        &self,
+        req: Request<pb::RemoveOrphanFilesRequest>,
+    ) -> Res<pb::RemoveOrphanFilesResponse> {
+        let r = req.into_inner();
+        let id = ident("ident", r.ident)?;
+        let opts = firn_core::OrphanOptions {
+            older_than_ms: r.older_than_ms,
+            dry_run: r.dry_run,
+            sweep_listing: r.sweep_listing,
+        };
+        let o = self
+            .catalog
+            .remove_orphan_files(&id, &opts)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RemoveOrphanFilesResponse {
+            skipped: o.skipped,
+            orphan_paths: o.orphans,
+            deleted_files: o.deleted_files,
+            bytes_freed: o.bytes_freed,
+            listed_objects: o.listed_objects,
+            failed_deletes: o.failed_deletes,
+            reserved_paths_checked: o.intents_checked,
+        }))
+    }
 }
 
 fn table_expiry(

@@ -1,0 +1,328 @@
+//! Orphan files: objects under a table's location that no snapshot references — data
+//! files of writes that never committed, and (with the listing sweep) anything else.
+//!
+//! Contract:
+//! - **Source of truth is the catalog.** Writers get their data file paths from Firn
+//!   ([`reserve`]), which records each path before handing it out. A recorded path older
+//!   than the grace period that no commit ever added is an orphan: its object (if the
+//!   writer wrote it) is deleted and the record dropped. No listing is needed for that.
+//! - **The listing sweep is optional and can only find garbage.** It deletes a listed
+//!   object only if it is older than the grace period and not referenced by any snapshot
+//!   the catalog holds (manifest lists, manifests, their live files), nor by a recorded
+//!   metadata file, a pending deletion or a younger write intent. What decides that an
+//!   object is referenced is read from the catalog and the manifests, never from the
+//!   listing, so a short or stale listing leaves garbage behind; it cannot delete live data.
+//! - The grace period must exceed the longest time a writer takes from getting a path to
+//!   committing it (Iceberg's rule for orphan removal as well); the default is 3 days.
+//! - Runs take the table's maintenance lease (shared with expiry): a second run skips.
+//!
+//! Errors: `NotFound` (table), `InvalidArgument` (options), `Unavailable` (outcome
+//! unknown: run again). Objects that could not be deleted are counted, not errors.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use iceberg::spec::{FormatVersion, ManifestList, ManifestStatus};
+use sqlx::Row;
+use tracing::{info, warn};
+
+use crate::commit::Shared;
+use crate::db::placeholders;
+use crate::error::{Error, Result};
+use crate::expire::LeaseGuard;
+use crate::ident::TableIdent;
+
+/// Default grace period: objects younger than this are never orphans.
+pub const DEFAULT_ORPHAN_GRACE_MS: i64 = 3 * 24 * 3600 * 1000;
+/// Most paths one reservation hands out.
+pub const MAX_RESERVED_PATHS: usize = 10_000;
+
+/// What to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrphanOptions {
+    /// Only objects older than this (ms since the epoch). Default: now minus 3 days.
+    pub older_than_ms: Option<i64>,
+    /// Report what would be deleted; delete nothing.
+    pub dry_run: bool,
+    /// Also list the table's location to find garbage no record names.
+    pub sweep_listing: bool,
+}
+
+/// What one run found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OrphanReport {
+    pub table: String,
+    pub skipped: bool,
+    pub dry_run: bool,
+    /// Recorded write paths old enough to judge.
+    pub intents_checked: u64,
+    /// Orphans found (deleted unless a dry run), as URIs.
+    pub orphans: Vec<String>,
+    pub deleted_files: u64,
+    pub bytes_freed: u64,
+    /// Objects the listing sweep saw (0 without the sweep).
+    pub listed_objects: u64,
+    pub failed_deletes: u64,
+}
+
+/// Hands out one fresh data file path per entry of `partition_paths` (the partition's
+/// directory below `data/`, empty for an unpartitioned file), recording each before
+/// returning it.
+pub(crate) async fn reserve(
+    shared: &Shared,
+    ident: &TableIdent,
+    partition_paths: &[String],
+) -> Result<Vec<String>> {
+    if partition_paths.len() > MAX_RESERVED_PATHS {
+        return Err(Error::invalid(
+            "partition_paths",
+            format!(
+                "{} paths asked for; at most {MAX_RESERVED_PATHS} at once",
+                partition_paths.len()
+            ),
+        ));
+    }
+    for p in partition_paths {
+        let bad = p.starts_with('/')
+            || p.ends_with('/')
+            || p.contains("//")
+            || p.split('/').any(|seg| seg == "." || seg == "..")
+            || p.chars().any(|c| c.is_control() || c == '\\');
+        if bad {
+            return Err(Error::invalid(
+                "partition_paths",
+                format!("{p:?} is not a relative partition directory like \"ts_day=2026-11-22\""),
+            ));
+        }
+    }
+    let row = shared.db.table(ident).await?;
+    let base = format!("{}/data", row.location.trim_end_matches('/'));
+    let paths: Vec<String> = partition_paths
+        .iter()
+        .map(|p| {
+            let name = format!("{}.parquet", shared.env.ids.uuid());
+            if p.is_empty() {
+                format!("{base}/{name}")
+            } else {
+                format!("{base}/{p}/{name}")
+            }
+        })
+        .collect();
+    let now = shared.env.clock.now_ms();
+    let mut tx = shared.db.pool.begin().await?;
+    for chunk in paths.chunks(300) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * 3 + 1, 3)))
+            .collect();
+        let q = format!(
+            "INSERT INTO write_intents (table_id, path, created_at_ms) VALUES {}",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&q);
+        for p in chunk {
+            query = query.bind(row.table_id).bind(p).bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(paths)
+}
+
+/// Finds and deletes the table's orphans; see the module contract.
+pub(crate) async fn remove_orphans(
+    shared: &Arc<Shared>,
+    ident: &TableIdent,
+    opts: &OrphanOptions,
+) -> Result<OrphanReport> {
+    let row = shared.db.table(ident).await?;
+    let now = shared.env.clock.now_ms();
+    let cutoff = opts.older_than_ms.unwrap_or(now - DEFAULT_ORPHAN_GRACE_MS);
+    let mut report = OrphanReport {
+        table: ident.to_string(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let lease = if opts.dry_run {
+        None
+    } else {
+        match LeaseGuard::take(shared, row.table_id).await? {
+            Some(l) => Some(l),
+            None => {
+                report.skipped = true;
+                return Ok(report);
+            }
+        }
+    };
+    let result = run(shared, &row, cutoff, opts, &mut report).await;
+    if let Some(l) = lease {
+        l.release().await;
+    }
+    result?;
+    info!(
+        table = %ident,
+        orphans = report.orphans.len(),
+        deleted = report.deleted_files,
+        bytes = report.bytes_freed,
+        "orphan files removed"
+    );
+    Ok(report)
+}
+
+async fn run(
+    shared: &Shared,
+    row: &crate::db::TableRow,
+    cutoff: i64,
+    opts: &OrphanOptions,
+    report: &mut OrphanReport,
+) -> Result<()> {
+    let table_id = row.table_id;
+    // 1. Recorded write paths old enough to judge: committed ones are expiry's business
+    //    (their record is dropped); the others are orphans.
+    let rows = sqlx::query(
+        "SELECT path FROM write_intents WHERE table_id = $1 AND created_at_ms < $2 ORDER BY path",
+    )
+    .bind(table_id)
+    .bind(cutoff)
+    .fetch_all(&shared.db.pool)
+    .await?;
+    let old: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
+    report.intents_checked = old.len() as u64;
+    let mut settled = Vec::new();
+    for chunk in old.chunks(400) {
+        let committed = shared
+            .db
+            .known_paths(&[(table_id, chunk.iter().map(String::as_str).collect())])
+            .await?;
+        for p in chunk {
+            if committed.contains(&(table_id, p.clone())) {
+                settled.push(p.clone());
+            } else {
+                report.orphans.push(p.clone());
+            }
+        }
+    }
+    // 2. The optional sweep: listed objects nothing references.
+    if opts.sweep_listing {
+        let referenced = referenced(shared, row).await?;
+        let prefix = shared.warehouse.path(row.location.trim_end_matches('/'))?;
+        let root = shared.warehouse.root().trim_end_matches('/').to_string();
+        let listed: Vec<object_store::ObjectMeta> = shared
+            .warehouse
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(Error::storage)?;
+        report.listed_objects = listed.len() as u64;
+        let recorded: HashSet<&String> = report.orphans.iter().collect();
+        let mut found = Vec::new();
+        for m in listed {
+            let path = m.location.to_string();
+            let old_enough = m.last_modified.timestamp_millis() < cutoff;
+            if old_enough && !referenced.contains(&path) {
+                let uri = uri_of(&root, &path);
+                if !recorded.contains(&uri) {
+                    found.push(uri);
+                }
+            }
+        }
+        report.orphans.extend(found);
+    }
+    if opts.dry_run {
+        return Ok(());
+    }
+    // 3. Delete, then forget the records of what is gone (and of settled paths).
+    let results: Vec<(String, Option<u64>, Result<()>)> =
+        futures::stream::iter(report.orphans.clone())
+            .map(|uri| async move {
+                // A reserved path the writer never used has no object: not counted.
+                let size = shared.warehouse.head(&uri).await.ok();
+                let r = shared.warehouse.delete(&uri).await;
+                (uri, size, r)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+    let mut gone = settled;
+    for (uri, size, r) in results {
+        match r {
+            Ok(()) => {
+                if let Some(size) = size {
+                    report.deleted_files += 1;
+                    report.bytes_freed += size;
+                }
+                gone.push(uri);
+            }
+            Err(e) => {
+                warn!(uri, error = %e, "could not delete an orphan; the next run retries");
+                report.failed_deletes += 1;
+            }
+        }
+    }
+    for chunk in gone.chunks(500) {
+        let q = format!(
+            "DELETE FROM write_intents WHERE table_id = $1 AND path IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(&q).bind(table_id);
+        for p in chunk {
+            query = query.bind(p);
+        }
+        query.execute(&shared.db.pool).await?;
+    }
+    Ok(())
+}
+
+/// The URI of a listed object: `root` is the warehouse URL (`file:///...` or
+/// `s3://bucket/...`), `store_path` the object's path in that store.
+fn uri_of(root: &str, store_path: &str) -> String {
+    let (scheme, rest) = root.split_once("://").unwrap_or(("file", root));
+    let authority = rest.split('/').next().unwrap_or_default();
+    format!("{scheme}://{authority}/{store_path}")
+}
+
+/// Store paths of everything the catalog references for the table: every snapshot's
+/// manifest list, manifests and live files, recorded metadata files, pending deletions
+/// (expiry's) and write intents (young ones are still being written).
+async fn referenced(shared: &Shared, row: &crate::db::TableRow) -> Result<HashSet<String>> {
+    let mut uris: HashSet<String> = HashSet::new();
+    uris.insert(row.metadata_location.clone());
+    for s in shared.db.snapshots(row.table_id, -1, i64::MAX).await? {
+        let bytes = shared.warehouse.get(&s.manifest_list).await?;
+        let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
+        uris.insert(s.manifest_list);
+        for m in list.entries() {
+            if uris.insert(m.manifest_path.clone()) {
+                let entries = shared
+                    .manifests
+                    .get(&shared.warehouse, &m.manifest_path)
+                    .await?;
+                for e in entries.iter() {
+                    if e.status() != ManifestStatus::Deleted {
+                        uris.insert(e.file_path().to_string());
+                    }
+                }
+            }
+        }
+    }
+    for q in [
+        "SELECT path FROM metadata_files WHERE table_id = $1",
+        "SELECT path FROM pending_deletes WHERE table_id = $1",
+        "SELECT path FROM write_intents WHERE table_id = $1",
+    ] {
+        for r in sqlx::query(q)
+            .bind(row.table_id)
+            .fetch_all(&shared.db.pool)
+            .await?
+        {
+            uris.insert(r.try_get(0)?);
+        }
+    }
+    uris.into_iter()
+        .map(|u| Ok(shared.warehouse.path(&u)?.to_string()))
+        .collect()
+}
