@@ -1,7 +1,6 @@
 """Spark 3.5 with the Iceberg Spark runtime against Firn's Iceberg REST catalog.
 
-Usage: spark_check.py REST_URI [--firn-table NS.TABLE] [--ns NAMESPACE] [--expire]
-                      [--firn-workarounds]
+Usage: spark_check.py REST_URI [--firn-table NS.TABLE] [--ns NAMESPACE]
 
 With --firn-table, first reads a table Firn itself wrote (rows, snapshots, first snapshot).
 Then, in the Spark catalog `firn` (type rest), creates NAMESPACE (default `spark`) and
@@ -9,20 +8,8 @@ Then, in the Spark catalog `firn` (type rest), creates NAMESPACE (default `spark
 SELECT, VERSION AS OF and TIMESTAMP AS OF, the metadata tables (.snapshots .history .files
 .refs .delete_files), ALTER TABLE ... CREATE TAG / CREATE BRANCH / DROP BRANCH and a write
 to a branch, CALL system.rollback_to_snapshot, ALTER TABLE ADD COLUMN, a merge-on-read
-DELETE (position delete files), UPDATE and MERGE INTO. With --expire also
-CALL system.expire_snapshots (Firn must accept `remove-snapshots` updates).
-
---firn-workarounds works around three Firn bugs, harmlessly, so the rest can pass before
-they are fixed (without it, each fails its check):
-  1. GET .../namespaces/a%1Fb/tables/t answers 400, not 404 NoSuchTableException: Spark's
-     metadata tables (t.snapshots) and branch identifiers (t.branch_x) first try the table
-     as a namespace. Worked around by a loopback proxy in this process that turns exactly
-     that 400 into the 404 the spec asks for.
-  2. CREATE TABLE properties with 'format-version' are refused (400). Worked around by
-     not sending it (Firn makes format-version 2 tables anyway).
-  3. Data files Spark writes through HadoopFileIO are named file:/dir/..., Firn's table
-     location file:///dir/...; Firn refuses the append as "outside the table's location".
-     Worked around by a FileIO (compiled here with javac) that keeps the file:/// form.
+DELETE (position delete files), UPDATE and MERGE INTO, and CALL system.expire_snapshots
+(Spark sends `remove-snapshots` updates and deletes the files itself).
 
 Prints one JSON line per check ({"check": NAME, ...facts}) and finally SPARK-OK; a failed
 assertion or Spark error exits non-zero. NAMESPACE.events stays for Firn to read: its rows
@@ -30,17 +17,12 @@ are in the "final" line.
 """
 import argparse
 import glob
-import http.client
-import http.server
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
 
 import pyspark
 from pyspark.sql import SparkSession
@@ -86,92 +68,6 @@ def error_line(e):
     return {"check": CURRENT["check"], "error": msg[:4000]}
 
 
-# ---- workarounds for Firn bugs (only with --firn-workarounds) ---------------------------
-
-def start_namespace_404_proxy(upstream):
-    """A loopback proxy to `upstream` that answers a table load or exists check under a
-    multi-level namespace with 404 NoSuchTableException (Firn: 400). Returns its URI."""
-    up = urllib.parse.urlsplit(upstream)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def forward(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            path = up.path.rstrip("/") + self.path
-            conn = http.client.HTTPConnection(up.hostname, up.port or 80, timeout=60)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-            conn.request(self.command, path, body=body or None, headers=headers)
-            r = conn.getresponse()
-            status, data, out = r.status, r.read(), r.getheaders()
-            conn.close()
-            parts = self.path.split("?")[0].split("/")
-            if (status == 400 and self.command in ("GET", "HEAD") and "tables" in parts
-                    and any("%1F" in p.upper() for p in parts[:parts.index("tables")])):
-                status = 404
-                data = json.dumps({"error": {"code": 404, "type": "NoSuchTableException",
-                                             "message": "no such table (workaround for Firn's 400)"}}).encode()
-                out = [("Content-Type", "application/json")]
-            self.send_response(status)
-            for k, v in out:
-                if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = forward
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
-
-
-KEEP_URI_FILE_IO = """
-package firncheck;
-
-/** HadoopFileIO whose new files report the location they were created with: file:///x
- *  as the table location says, not Hadoop's normalised file:/x. */
-public class KeepUriFileIO extends org.apache.iceberg.hadoop.HadoopFileIO {
-  @Override
-  public org.apache.iceberg.io.OutputFile newOutputFile(final String path) {
-    final org.apache.iceberg.io.OutputFile d = super.newOutputFile(path);
-    return new org.apache.iceberg.io.OutputFile() {
-      public org.apache.iceberg.io.PositionOutputStream create() { return d.create(); }
-      public org.apache.iceberg.io.PositionOutputStream createOrOverwrite() { return d.createOrOverwrite(); }
-      public String location() { return path; }
-      public org.apache.iceberg.io.InputFile toInputFile() { return d.toInputFile(); }
-    };
-  }
-}
-"""
-
-
-def build_keep_uri_file_io(workdir):
-    """Compiles KeepUriFileIO against the Iceberg runtime and Spark's Hadoop; returns the jar."""
-    home = os.environ.get("JAVA_HOME")
-    javac = os.path.join(home, "bin", "javac") if home else shutil.which("javac")
-    jar = os.path.join(os.path.dirname(javac or ""), "jar")
-    if not javac or not os.path.exists(javac) or not os.path.exists(jar):
-        raise SystemExit("--firn-workarounds needs a JDK (javac and jar)")
-    src = os.path.join(workdir, "firncheck", "KeepUriFileIO.java")
-    os.makedirs(os.path.dirname(src))
-    with open(src, "w") as f:
-        f.write(KEEP_URI_FILE_IO)
-    classes = os.path.join(workdir, "classes")
-    cp = os.pathsep.join([iceberg_runtime_jar(), os.path.join(os.path.dirname(pyspark.__file__), "jars", "*")])
-    subprocess.run([javac, "-nowarn", "--release", "8", "-cp", cp, "-d", classes, src],
-                   check=True, stderr=subprocess.DEVNULL)
-    out = os.path.join(workdir, "keep-uri-file-io.jar")
-    subprocess.run([jar, "cf", out, "-C", classes, "."], check=True)
-    return out
-
-
 # ---- the checks ----------------------------------------------------------------------------
 
 def main():
@@ -179,9 +75,6 @@ def main():
     ap.add_argument("uri", help="Firn's Iceberg REST URI, e.g. http://127.0.0.1:8181")
     ap.add_argument("--firn-table", help="NS.TABLE written by Firn: read it and print its rows")
     ap.add_argument("--ns", default="spark", help="namespace Spark creates and writes")
-    ap.add_argument("--expire", action="store_true", help="also CALL system.expire_snapshots")
-    ap.add_argument("--firn-workarounds", action="store_true",
-                    help="work around Firn bugs 1-3 of the module doc")
     a = ap.parse_args()
     assert pyspark.__version__.startswith("3.5."), pyspark.__version__
     workdir = tempfile.mkdtemp(prefix="firn-spark-")
@@ -201,11 +94,7 @@ def main():
 
 def run(a, workdir):
     step("spark_session")
-    uri, jars, extra = a.uri, [iceberg_runtime_jar()], {}
-    if a.firn_workarounds:
-        uri = start_namespace_404_proxy(a.uri)
-        jars.append(build_keep_uri_file_io(workdir))
-        extra["spark.sql.catalog.firn.io-impl"] = "firncheck.KeepUriFileIO"
+    uri, jars = a.uri, [iceberg_runtime_jar()]
     # Quiet: no banner, no per-stage progress, only errors from the JVM's logging.
     log4j = os.path.join(workdir, "log4j2.properties")
     with open(log4j, "w") as f:
@@ -236,8 +125,6 @@ def run(a, workdir):
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "1g")
     )
-    for k, v in extra.items():
-        builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     try:
@@ -276,9 +163,7 @@ def checks(spark, a):
     assert ns in [r[0] for r in sql("SHOW NAMESPACES IN firn")]
     sql(f"DROP TABLE IF EXISTS {t} PURGE")  # a re-run against the same server starts afresh
     props = {"write.delete.mode": "merge-on-read", "write.update.mode": "merge-on-read",
-             "write.merge.mode": "merge-on-read"}
-    if not a.firn_workarounds:
-        props["format-version"] = "2"
+             "write.merge.mode": "merge-on-read", "format-version": "2"}
     sql(f"""CREATE TABLE {t} (id BIGINT NOT NULL, name STRING, ts TIMESTAMP)
             USING iceberg PARTITIONED BY (days(ts))
             TBLPROPERTIES ({", ".join(f"'{k}'='{v}'" for k, v in props.items())})""")
@@ -401,17 +286,16 @@ def checks(spark, a):
 
     # ---- expire snapshots --------------------------------------------------------------
     step("expire_snapshots")
-    if a.expire:
-        before = snapshot_ids(t)
-        now = sql("SELECT current_timestamp()")[0][0].strftime("%Y-%m-%d %H:%M:%S.%f")
-        r = sql(f"CALL firn.system.expire_snapshots(table => '{ns}.events', "
-                f"older_than => TIMESTAMP '{now}', retain_last => 1)")
-        kept = snapshot_ids(t)
-        # The tag keeps s1; retain_last keeps the current one; the others go.
-        assert kept == [s1, before[-1]], (before, kept)
-        assert ids(f"SELECT id FROM {t} VERSION AS OF 'first'") == [1, 2, 3]
-        assert ids(f"SELECT id FROM {t}") == [1, 3, 5, 7, 8]
-        emit("expire_snapshots", before=len(before), kept=kept, result=r[0].asDict())
+    before = snapshot_ids(t)
+    now = sql("SELECT current_timestamp()")[0][0].strftime("%Y-%m-%d %H:%M:%S.%f")
+    r = sql(f"CALL firn.system.expire_snapshots(table => '{ns}.events', "
+            f"older_than => TIMESTAMP '{now}', retain_last => 1)")
+    kept = snapshot_ids(t)
+    # The tag keeps s1; retain_last keeps the current one; the others go.
+    assert kept == [s1, before[-1]], (before, kept)
+    assert ids(f"SELECT id FROM {t} VERSION AS OF 'first'") == [1, 2, 3]
+    assert ids(f"SELECT id FROM {t}") == [1, 3, 5, 7, 8]
+    emit("expire_snapshots", before=len(before), kept=kept, result=r[0].asDict())
 
     step("final")
     final = ids(f"SELECT id FROM {t}")

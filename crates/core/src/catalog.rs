@@ -169,16 +169,27 @@ impl Catalog {
                 table_uuid.simple()
             ),
         };
+        // `format-version` is a create-time setting, not a property to keep (as in Iceberg).
+        let mut properties = spec.properties.clone();
+        match properties.remove("format-version").as_deref().map(str::trim) {
+            None | Some("2") => {}
+            Some(v) => {
+                return Err(Error::invalid(
+                    "properties",
+                    format!("format-version {v:?}: Firn creates Iceberg format version 2 tables"),
+                ));
+            }
+        }
         let meta = TableMetadataBuilder::new(
             schema,
             partition,
             SortOrder::unsorted_order(),
             location.clone(),
             FormatVersion::V2,
-            spec.properties.clone(),
+            properties,
         )
         .and_then(|b| b.assign_uuid(table_uuid).build())
-        .map_err(|e| Error::invalid("schema", e.to_string()))?
+        .map_err(|e| Error::invalid("table", e.to_string()))?
         .metadata;
         Ok((meta, table_uuid))
     }
@@ -281,6 +292,20 @@ impl Catalog {
         self.table_info(row, include_metadata_json).await
     }
 
+    /// Registers an existing Iceberg table (its metadata file) under `ident`; see
+    /// `register.rs` for the contract.
+    #[instrument(skip(self), fields(table = %ident))]
+    pub async fn register_table(
+        &self,
+        ident: &TableIdent,
+        metadata_location: &str,
+        client: &str,
+    ) -> Result<TableInfo> {
+        crate::register::register(&self.shared, ident, metadata_location, client).await?;
+        info!(metadata_location, "registered table");
+        self.load_table(ident, false).await
+    }
+
     pub async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {
         validate_name("namespace", namespace)?;
         self.shared.db.list_tables(namespace).await
@@ -290,6 +315,14 @@ impl Catalog {
     pub async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
         ident.validate()?;
         self.shared.db.drop_table(ident).await
+    }
+
+    /// Drops the table and deletes its files (every object its snapshots reference, its
+    /// metadata files); returns how many objects were deleted. See
+    /// [`crate::orphans`]: the drop is committed first, deletion is best effort.
+    pub async fn drop_table_and_purge(&self, ident: &TableIdent) -> Result<u64> {
+        ident.validate()?;
+        crate::orphans::drop_and_purge(&self.shared, ident).await
     }
 
     pub async fn rename_table(&self, from: &TableIdent, to: &TableIdent) -> Result<TableInfo> {

@@ -30,6 +30,7 @@ pub mod notation;
 mod objects;
 pub mod orphans;
 pub mod refs;
+mod register;
 pub mod scan;
 pub mod storage;
 

@@ -60,6 +60,7 @@ async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
     for u in &change.updates {
         refuse_unsupported(u, &current, ident)?;
     }
+    keep_ref_heads(change, &current)?;
     let mut builder = TableMetadataBuilder::new_from_metadata(
         current.clone(),
         Some(row.metadata_location.clone()),
@@ -75,6 +76,50 @@ async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
         .map_err(|e| Error::invalid("updates", format!("{ident}: {}", e.message())))?
         .metadata;
     Ok(Planned { row, current, new })
+}
+
+/// Removing a snapshot that a tag or branch points at (one this change does not remove)
+/// would drop the ref silently: the client planned on a state where it was not a head
+/// (e.g. Spark's expiry, which sends no requirement). A conflict: refresh and retry.
+fn keep_ref_heads(change: &TableChange, current: &TableMetadata) -> Result<()> {
+    let removed_refs: HashSet<&str> = change
+        .updates
+        .iter()
+        .filter_map(|u| match u {
+            TableUpdate::RemoveSnapshotRef { ref_name } => Some(ref_name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let removing: HashSet<i64> = change
+        .updates
+        .iter()
+        .filter_map(|u| match u {
+            TableUpdate::RemoveSnapshots { snapshot_ids } => Some(snapshot_ids.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if removing.is_empty() {
+        return Ok(());
+    }
+    // The metadata model keeps its refs private; they are in its JSON form.
+    let refs = serde_json::to_value(current)
+        .map_err(|e| Error::internal_from("metadata", e))?["refs"]
+        .take();
+    for (name, r) in refs.as_object().into_iter().flatten() {
+        let head = r["snapshot-id"].as_i64();
+        if head.is_some_and(|id| removing.contains(&id)) && !removed_refs.contains(name.as_str())
+        {
+            return Err(Error::RequirementFailed {
+                table: change.ident.to_string(),
+                reason: format!(
+                    "remove-snapshots: snapshot {} is the head of {name}",
+                    head.unwrap_or_default()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Refuses (400, nothing applied) the updates Firn does not carry out yet, rather than
@@ -350,7 +395,7 @@ pub(crate) async fn as_append(
                 ManifestStatus::Added => {
                     let f = e.data_file();
                     add.push(NewFile {
-                        path: f.file_path().to_string(),
+                        path: crate::storage::canonical_uri(f.file_path()),
                         file_size_bytes: f.file_size_in_bytes(),
                         stats: Some(file_stats(f, &partition_type)?),
                     });

@@ -23,6 +23,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 use iceberg::spec::{FormatVersion, ManifestList, ManifestStatus};
 use sqlx::Row;
 use tracing::{info, warn};
@@ -325,4 +326,34 @@ async fn referenced(shared: &Shared, row: &crate::db::TableRow) -> Result<HashSe
     uris.into_iter()
         .map(|u| Ok(shared.warehouse.path(&u)?.to_string()))
         .collect()
+}
+
+/// Drops a table and deletes every object the catalog knows it referenced (REST
+/// `purgeRequested`): the catalog row goes first, so no reader is handed a table whose files
+/// are disappearing; deletion after that is best effort (what fails stays as garbage).
+/// Returns the number of objects deleted.
+pub(crate) async fn drop_and_purge(shared: &Shared, ident: &TableIdent) -> Result<u64> {
+    let row = shared.db.table(ident).await?;
+    let objects = referenced(shared, &row).await?;
+    shared.db.drop_table(ident).await?;
+    let store = shared.warehouse.store().clone();
+    let deleted = futures::stream::iter(objects)
+        .map(|p| {
+            let store = store.clone();
+            async move {
+                match store.delete(&object_store::path::Path::from(p.as_str())).await {
+                    Ok(()) => 1u64,
+                    Err(object_store::Error::NotFound { .. }) => 0,
+                    Err(e) => {
+                        warn!(path = p, error = %e, "could not delete a purged table's file");
+                        0
+                    }
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .fold(0u64, |n, d| async move { n + d })
+        .await;
+    info!(table = %ident, deleted, "dropped table and purged its files");
+    Ok(deleted)
 }

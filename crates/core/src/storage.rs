@@ -547,6 +547,15 @@ impl StorageFactory for FirnStorageFactory {
     }
 }
 
+/// The canonical spelling of a URI: Hadoop (Spark's file IO) writes local paths as
+/// `file:/x`, which names the same file as `file:///x`. Other URIs are returned as given.
+pub fn canonical_uri(uri: &str) -> String {
+    match uri.strip_prefix("file:") {
+        Some(rest) if rest.starts_with('/') && !rest.starts_with("//") => format!("file://{rest}"),
+        _ => uri.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,5 +578,12 @@ mod tests {
         assert!(w.path("s3://bucket/x").is_err());
         w.delete(&f).await.unwrap();
         w.delete(&f).await.unwrap();
+    }
+
+    #[test]
+    fn hadoop_file_uris_are_canonicalised() {
+        assert_eq!(canonical_uri("file:/w/t/a.parquet"), "file:///w/t/a.parquet");
+        assert_eq!(canonical_uri("file:///w/t/a.parquet"), "file:///w/t/a.parquet");
+        assert_eq!(canonical_uri("s3://b/t/a.parquet"), "s3://b/t/a.parquet");
     }
 }

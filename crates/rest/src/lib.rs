@@ -2,11 +2,12 @@
 //! `open-api/rest-catalog-open-api.yaml`): parses requests, calls the shared [`Catalog`],
 //! and answers in the spec's shapes, errors in its `ErrorModel` ([`error`]).
 //!
-//! No catalog logic lives here. Served so far: configuration, namespaces (list with
-//! paging, create, load, exists, drop, properties), tables (list with paging, create,
-//! load with ETag, exists, drop, rename, commit), plus the metrics and view probes clients
-//! send, `stage-create` with `assert-create` commits, and multi-table `/transactions/commit`
-//! (one database transaction). `GET /v1/config` lists exactly these endpoints.
+//! No catalog logic lives here. Served: configuration, namespaces (list with paging,
+//! create, load, exists, drop, properties), tables (list with paging, create, load with
+//! ETag, exists, drop with `purgeRequested`, rename, register, commit), plus the metrics
+//! and view probes clients send, `stage-create` with `assert-create` commits, and
+//! multi-table `/transactions/commit` (one database transaction). `GET /v1/config` lists
+//! exactly these endpoints.
 
 pub mod error;
 
@@ -57,6 +58,7 @@ const ENDPOINTS: &[&str] = &[
     "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
     "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "POST /v1/{prefix}/namespaces/{namespace}/register",
     "POST /v1/{prefix}/tables/rename",
     "POST /v1/{prefix}/transactions/commit",
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
@@ -75,6 +77,7 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
                 .delete(drop_namespace),
         )
         .route("/namespaces/{ns}/properties", post(update_properties))
+        .route("/namespaces/{ns}/register", post(register_table))
         .route(
             "/namespaces/{ns}/tables",
             get(list_tables).post(create_table),
@@ -142,6 +145,32 @@ fn namespace(ns: &str) -> Res<String> {
         )));
     }
     Ok(ns.to_string())
+}
+
+/// A namespace that is looked up: one with several levels cannot exist in Firn, so it is
+/// "not found" (404 NoSuchNamespaceException), as clients probing for one expect.
+fn existing_namespace(ns: &str) -> Res<String> {
+    namespace(ns).map_err(|_| {
+        RestError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchNamespaceException",
+            format!("namespace {} does not exist", ns.replace('\u{1f}', ".")),
+        )
+    })
+}
+
+/// A table that is looked up: under a multi-level namespace it cannot exist (404
+/// NoSuchTableException). Spark probes `a.b.snapshots` as a table before treating it as
+/// the metadata table `snapshots` of `a.b`, and falls back only on this exception.
+fn existing_table(ns: &str, table: String) -> Res<TableIdent> {
+    match namespace(ns) {
+        Ok(ns) => Ok(TableIdent::new(ns, table)),
+        Err(_) => Err(RestError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchTableException",
+            format!("table {}.{table} does not exist", ns.replace('\u{1f}', ".")),
+        )),
+    }
 }
 
 fn one_level(levels: &[String]) -> Res<String> {
@@ -270,14 +299,14 @@ async fn create_namespace(
 }
 
 async fn load_namespace(State(s): State<AppState>, Path(ns): Path<String>) -> Res<Json<Value>> {
-    let ns = s.catalog.get_namespace(&namespace(&ns)?).await?;
+    let ns = s.catalog.get_namespace(&existing_namespace(&ns)?).await?;
     Ok(Json(
         json!({"namespace": [ns.name], "properties": ns.properties}),
     ))
 }
 
 async fn namespace_exists(State(s): State<AppState>, Path(ns): Path<String>) -> Res<StatusCode> {
-    s.catalog.get_namespace(&namespace(&ns)?).await?;
+    s.catalog.get_namespace(&existing_namespace(&ns)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -431,7 +460,8 @@ async fn load_with(
             )));
         }
     };
-    let t = s.catalog.load_table(ident, true).await?;
+    // The ETag check needs only the metadata location (the version): a 304 reads no file.
+    let t = s.catalog.load_table(ident, false).await?;
     let etag = format!(
         "\"{}{}\"",
         t.metadata_location,
@@ -444,17 +474,31 @@ async fn load_with(
     {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let mut metadata: Value = serde_json::from_str(t.metadata_json.as_deref().unwrap_or("null"))
+    let raw = s.catalog.warehouse().get(&t.metadata_location).await?;
+    let raw = std::str::from_utf8(&raw)
         .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
-    if refs_only {
-        only_ref_snapshots(&mut metadata);
-    }
-    let body = json!({
-        "metadata-location": t.metadata_location,
-        "metadata": metadata,
-        "config": file_io_properties(s.catalog.warehouse().config()),
-    });
-    let mut resp = Json(body).into_response();
+    // The whole metadata is spliced in as written (no parse); `refs` trims it first.
+    let trimmed;
+    let metadata = if refs_only {
+        let mut v: Value = serde_json::from_str(raw).map_err(|e| {
+            RestError::from(firn_core::Error::internal_from("table metadata", e))
+        })?;
+        only_ref_snapshots(&mut v);
+        trimmed = v.to_string();
+        trimmed.as_str()
+    } else {
+        raw
+    };
+    let body = format!(
+        r#"{{"metadata-location":{},"metadata":{metadata},"config":{}}}"#,
+        Value::from(t.metadata_location.as_str()),
+        json!(file_io_properties(s.catalog.warehouse().config())),
+    );
+    let mut resp = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(header::ETAG, v);
     }
@@ -467,34 +511,75 @@ async fn load_table(
     Query(params): Query<LoadParams>,
     headers: HeaderMap,
 ) -> Res<Response> {
-    load_with(
-        &s,
-        &TableIdent::new(namespace(&ns)?, table),
-        &headers,
-        &params,
-    )
-    .await
+    load_with(&s, &existing_table(&ns, table)?, &headers, &params).await
 }
 
 async fn table_exists(
     State(s): State<AppState>,
     Path((ns, table)): Path<(String, String)>,
 ) -> Res<StatusCode> {
-    let ident = TableIdent::new(namespace(&ns)?, table);
+    let ident = existing_table(&ns, table)?;
     s.catalog.load_table(&ident, false).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct DropParams {
+    /// `true`/`false` in any case (PyIceberg sends `False`).
+    #[serde(rename = "purgeRequested")]
+    purge_requested: Option<String>,
 }
 
 async fn drop_table(
     State(s): State<AppState>,
     Path((ns, table)): Path<(String, String)>,
+    Query(params): Query<DropParams>,
 ) -> Res<StatusCode> {
-    // The files stay where they are with or without purgeRequested; orphan removal deletes
-    // them (a dropped table's files are not referenced by any table).
-    s.catalog
-        .drop_table(&TableIdent::new(namespace(&ns)?, table))
-        .await?;
+    let ident = existing_table(&ns, table)?;
+    let purge = match params.purge_requested.as_deref().map(str::to_ascii_lowercase) {
+        None => false,
+        Some(v) if v == "true" => true,
+        Some(v) if v == "false" => false,
+        Some(v) => {
+            return Err(RestError::bad_request(format!(
+                "purgeRequested={v}: expected true or false"
+            )));
+        }
+    };
+    // Without purgeRequested the files stay (the table may be registered again).
+    if purge {
+        s.catalog.drop_table_and_purge(&ident).await?;
+    } else {
+        s.catalog.drop_table(&ident).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    name: String,
+    #[serde(rename = "metadata-location")]
+    metadata_location: String,
+    #[serde(default)]
+    overwrite: bool,
+}
+
+async fn register_table(
+    State(s): State<AppState>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    Json(b): Json<RegisterBody>,
+) -> Res<Response> {
+    if b.overwrite {
+        return Err(RestError::bad_request(
+            "register with overwrite=true is not supported: drop the table first",
+        ));
+    }
+    let ident = TableIdent::new(namespace(&ns)?, b.name);
+    s.catalog
+        .register_table(&ident, &b.metadata_location, "rest")
+        .await?;
+    load_with(&s, &ident, &headers, &LoadParams::default()).await
 }
 
 #[derive(Deserialize)]
@@ -735,7 +820,22 @@ mod tests {
         assert_eq!(s, StatusCode::NO_CONTENT);
         let (s, _) = call(&app, Method::HEAD, "/v1/namespaces/zz", None).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
+        // A multi-level namespace cannot exist: looked up, it is not found (clients probe
+        // `a.b` for Spark's metadata tables and fall back only on a 404).
         let (s, v) = call(&app, Method::GET, "/v1/namespaces/a%1Fb", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["type"], "NoSuchNamespaceException");
+        let (s, v) = call(&app, Method::GET, "/v1/namespaces/a%1Fb/tables/snapshots", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["type"], "NoSuchTableException");
+        // Creating one is a bad request.
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/v1/namespaces",
+            Some(json!({"namespace": ["a", "b"]})),
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert_eq!(v["error"]["type"], "BadRequestException");
 

@@ -1,0 +1,199 @@
+//! Registering an existing Iceberg table (a metadata file another catalog or engine wrote)
+//! under a Firn name, as the REST `register` endpoint does.
+//!
+//! Contract: the metadata file is read once and its snapshots, snapshot log and refs become
+//! catalog rows in ONE transaction with the table row, so the table is either fully there
+//! or not at all; the live data files of its current snapshot are recorded so a later
+//! commit cannot add one of them again. The metadata file itself is served as the table's
+//! metadata until the first commit. Nothing is copied or moved.
+//!
+//! Errors: `InvalidArgument` (missing or unreadable metadata file, format version other
+//! than 2, location outside the warehouse), `NotFound` (namespace), `AlreadyExists` (the
+//! name, or the table's uuid is registered already).
+
+use std::collections::HashSet;
+
+use iceberg::spec::{FormatVersion, ManifestList, ManifestStatus, TableMetadata};
+use serde_json::json;
+
+use crate::commit::Shared;
+use crate::db::{CommitLogRow, NewSnapshotRow, insert_commit_log, insert_snapshot, upsert_ref};
+use crate::error::{Error, ObjectKind, Result};
+use crate::ident::TableIdent;
+
+pub(crate) async fn register(
+    shared: &Shared,
+    ident: &TableIdent,
+    metadata_location: &str,
+    client: &str,
+) -> Result<()> {
+    ident.validate()?;
+    shared.db.get_namespace(&ident.namespace).await?;
+    let location_uri = crate::storage::canonical_uri(metadata_location);
+    let bytes = match shared.warehouse.get(&location_uri).await {
+        Ok(b) => b,
+        Err(Error::NotFound { .. }) => {
+            return Err(Error::invalid(
+                "metadata-location",
+                format!("{metadata_location} does not exist"),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::invalid(
+            "metadata-location",
+            format!("{metadata_location} is not Iceberg table metadata: {e}"),
+        )
+    })?;
+    if meta.format_version() != FormatVersion::V2 {
+        return Err(Error::invalid(
+            "metadata-location",
+            format!(
+                "{metadata_location} is format version {}; Firn keeps version 2 tables",
+                meta.format_version()
+            ),
+        ));
+    }
+    let location = crate::storage::canonical_uri(meta.location());
+    shared.warehouse.path(&location).map_err(|_| {
+        Error::invalid(
+            "metadata-location",
+            format!(
+                "the table's location {location} is outside the warehouse {}",
+                shared.warehouse.root()
+            ),
+        )
+    })?;
+    // The base keeps what is not in rows, as for every table.
+    let mut full = serde_json::to_value(&meta).map_err(|e| Error::internal_from("metadata", e))?;
+    let refs = full["refs"].take();
+    let mut base = full.clone();
+    if let Some(o) = base.as_object_mut() {
+        for k in ["snapshots", "snapshot-log", "metadata-log"] {
+            o.insert(k.into(), json!([]));
+        }
+        o.insert("refs".into(), json!({}));
+        o.remove("current-snapshot-id");
+    }
+    // Live files of the current snapshot, so they cannot be added a second time.
+    let mut live = HashSet::new();
+    if let Some(s) = meta.current_snapshot() {
+        let list = shared.warehouse.get(s.manifest_list()).await?;
+        let list = ManifestList::parse_with_version(&list, FormatVersion::V2)?;
+        for m in list.entries() {
+            let entries = shared
+                .manifests
+                .get(&shared.warehouse, &m.manifest_path)
+                .await?;
+            for e in entries.iter().filter(|e| e.status() != ManifestStatus::Deleted) {
+                live.insert(e.file_path().to_string());
+            }
+        }
+    }
+    let now = shared.env.clock.now_ms();
+    let mut tx = shared.db.pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO tables (namespace, name, table_uuid, location, version, base_metadata, \
+         current_snapshot_id, last_sequence_number, last_updated_ms, metadata_location, \
+         metadata_version, created_at_ms) \
+         VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, 0, $10) RETURNING table_id",
+    )
+    .bind(&ident.namespace)
+    .bind(&ident.name)
+    .bind(meta.uuid().to_string())
+    .bind(&location)
+    .bind(base.to_string())
+    .bind(meta.current_snapshot_id())
+    .bind(meta.last_sequence_number())
+    .bind(meta.last_updated_ms())
+    .bind(&location_uri)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await;
+    let table_id: i64 = match inserted {
+        Ok(r) => sqlx::Row::try_get(&r, 0)?,
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            return Err(Error::AlreadyExists {
+                kind: ObjectKind::Table,
+                name: format!("{ident} (or table uuid {} registered already)", meta.uuid()),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let commit_id = format!("register-{}", shared.env.ids.uuid());
+    for s in meta.snapshots() {
+        let mut summary = s.summary().additional_properties.clone();
+        summary.insert(
+            "operation".into(),
+            s.summary().operation.as_str().to_string(),
+        );
+        insert_snapshot(
+            &mut tx,
+            &NewSnapshotRow {
+                table_id,
+                snapshot_id: s.snapshot_id(),
+                parent_snapshot_id: s.parent_snapshot_id(),
+                sequence_number: s.sequence_number(),
+                timestamp_ms: s.timestamp_ms(),
+                operation: s.summary().operation.as_str(),
+                summary: &summary,
+                schema_id: s.schema_id().unwrap_or(meta.current_schema_id()),
+                manifest_list: s.manifest_list(),
+                commit_id: &commit_id,
+            },
+        )
+        .await?;
+    }
+    // The log's entries predate every Firn version: negative sequence numbers keep them
+    // first and visible at version 0.
+    let history = meta.history();
+    for (i, l) in history.iter().enumerate() {
+        let seq = i as i64 - history.len() as i64;
+        crate::db::insert_snapshot_log(&mut tx, table_id, seq, l.snapshot_id, l.timestamp_ms)
+            .await?;
+    }
+    for (name, r) in refs.as_object().into_iter().flatten() {
+        if let (Some(id), Some(kind)) = (r["snapshot-id"].as_i64(), r["type"].as_str()) {
+            upsert_ref(&mut tx, table_id, name, id, kind).await?;
+        }
+    }
+    for path in &live {
+        sqlx::query("INSERT INTO table_files (table_id, path, snapshot_id) VALUES ($1, $2, $3)")
+            .bind(table_id)
+            .bind(path)
+            .bind(meta.current_snapshot_id().unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(
+        "INSERT INTO metadata_files (table_id, path, version, created_at_ms) VALUES ($1, $2, 0, $3)",
+    )
+    .bind(table_id)
+    .bind(&location_uri)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(s) = meta.current_snapshot() {
+        insert_commit_log(
+            &mut tx,
+            &CommitLogRow {
+                table_id,
+                commit_id: &commit_id,
+                snapshot_id: s.snapshot_id(),
+                sequence_number: s.sequence_number(),
+                version: 0,
+                parent_snapshot_id: s.parent_snapshot_id(),
+                operation: "register",
+                client,
+                committed_at_ms: now,
+            },
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(|e| Error::Unavailable {
+        what: "catalog database",
+        source: format!("the outcome of registering {ident} is unknown: {e}").into(),
+    })?;
+    Ok(())
+}
