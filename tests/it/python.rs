@@ -118,8 +118,24 @@ async fn pyiceberg_reads_and_appends_over_rest() {
         .await
         .unwrap();
     assert_eq!(snaps.len(), 2 + 12);
-    // The table PyIceberg created with a staged create, rows included.
-    assert_eq!(count("SELECT sum(id) FROM py.staged".into()).await, 3);
+    // The table PyIceberg created with a staged create, rows included — dropped and
+    // registered again under another name.
+    assert_eq!(count("SELECT sum(id) FROM py.again".into()).await, 3);
+    // The evolved schema: Firn reads the new column, null for the old row.
+    assert_eq!(
+        count("SELECT count(*) FROM py.evolve WHERE score = 1.5 AND id = 2".into()).await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM py.evolve WHERE score IS NULL AND id = 1".into()).await,
+        1
+    );
+    let latest = appended["evolve_latest"].as_i64().unwrap();
+    let t = client
+        .load_table(&firn_client::TableIdent::new("py", "evolve"), false)
+        .await
+        .unwrap();
+    assert_eq!(t.current_snapshot_id, Some(latest));
 }
 
 /// Runs a check script of `tools/python` and returns its JSON lines by `check` name,

@@ -171,5 +171,51 @@ try:
     raise SystemExit("staging an existing table must fail")
 except TableAlreadyExistsError:
     pass
-print(json.dumps({"appended_first_snapshot": first_snapshot}))
+# Schema evolution: a column added through update_schema; the old snapshot keeps its
+# schema, new rows carry the column, old rows read it as null.
+from pyiceberg.types import DoubleType
+
+evolve = cat.create_table("py.evolve", schema=staged_schema)
+evolve.append(pa.Table.from_pylist([{"id": 1, "name": "old"}], schema=staged_schema.as_arrow()))
+before_evolution = cat.load_table("py.evolve").current_snapshot().snapshot_id
+with cat.load_table("py.evolve").update_schema() as update:
+    update.add_column("score", DoubleType())
+evolve = cat.load_table("py.evolve")
+assert [f.name for f in evolve.schema().fields] == ["id", "name", "score"]
+evolve.append(pa.Table.from_pylist([{"id": 2, "name": "new", "score": 1.5}], schema=evolve.schema().as_arrow()))
+evolve = cat.load_table("py.evolve")
+rows = {r["id"]: r["score"] for r in evolve.scan().to_arrow().to_pylist()}
+assert rows == {1: None, 2: 1.5}, rows
+assert evolve.scan(snapshot_id=before_evolution).to_arrow().column_names == ["id", "name"]
+
+# Rollback through manage_snapshots, then forward again with set_current_snapshot; a tag.
+latest = evolve.current_snapshot().snapshot_id
+evolve.manage_snapshots().rollback_to_snapshot(before_evolution).commit()
+assert cat.load_table("py.evolve").current_snapshot().snapshot_id == before_evolution
+assert cat.load_table("py.evolve").scan().to_arrow().num_rows == 1
+cat.load_table("py.evolve").manage_snapshots().set_current_snapshot(latest).create_tag(before_evolution, "v1").commit()
+evolve = cat.load_table("py.evolve")
+assert evolve.current_snapshot().snapshot_id == latest
+assert evolve.metadata.refs["v1"].snapshot_id == before_evolution
+
+# Drop without purge keeps the files, so the table can be registered again from its
+# metadata file; drop with purge deletes its files.
+import os
+
+kept = cat.load_table("py.staged")
+kept_location = kept.metadata_location
+cat.drop_table("py.staged")
+assert not cat.table_exists("py.staged")
+registered = cat.register_table("py.again", kept_location)
+assert registered.scan().to_arrow().num_rows == 2
+assert sorted(r["id"] for r in cat.load_table("py.again").scan().to_arrow().to_pylist()) == [1, 2]
+doomed = cat.create_table("py.doomed", schema=staged_schema)
+doomed.append(pa.Table.from_pylist([{"id": 7, "name": "x"}], schema=staged_schema.as_arrow()))
+doomed = cat.load_table("py.doomed")
+doomed_files = [t.file.file_path for t in doomed.scan().plan_files()]
+assert doomed_files and all(os.path.exists(p.removeprefix("file://")) for p in doomed_files)
+cat.purge_table("py.doomed")
+assert not any(os.path.exists(p.removeprefix("file://")) for p in doomed_files), doomed_files
+
+print(json.dumps({"appended_first_snapshot": first_snapshot, "evolve_latest": latest}))
 print("PYICEBERG-OK")
