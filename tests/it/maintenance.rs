@@ -850,7 +850,10 @@ async fn orphans_are_found_from_reservations_and_the_sweep_only_finds_garbage() 
         assert!(!committed.contains(p), "{p} is committed");
     }
     assert!(!crashed.exists(), "the crashed write's file is gone");
-    assert!(local_path(&garbage).exists(), "unreserved garbage needs the sweep");
+    assert!(
+        local_path(&garbage).exists(),
+        "unreserved garbage needs the sweep"
+    );
     assert_eq!(r.failed_deletes, 0);
     // The sweep finds the unreserved garbage, and nothing else.
     let swept = run(now_ms() + 1000, false, true).await;
@@ -866,4 +869,152 @@ async fn orphans_are_found_from_reservations_and_the_sweep_only_finds_garbage() 
     // Nothing left to find.
     let again = run(now_ms() + 1000, false, true).await;
     assert!(again.orphan_paths.is_empty(), "{again:?}");
+}
+
+// ---- compaction --------------------------------------------------------------------------
+
+/// Compaction rewrites the small files of each partition into one, as a `replace` commit:
+/// the same rows (files with and without field ids), older snapshots unchanged, and a
+/// second run finds nothing to do.
+#[tokio::test]
+async fn compaction_rewrites_small_files_and_keeps_rows_and_history() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "small", true).await;
+    for i in 0..6 {
+        let mut w = firn_client::TableWriter::new(&client, &ident, Default::default())
+            .await
+            .unwrap();
+        w.write(&batch(i * 10..i * 10 + 10, i % 2)).await.unwrap();
+        w.commit().await.unwrap();
+    }
+    // A file without field ids, as pyarrow writes it (day 0).
+    let (_, plain) = append(&client, &ident, &t.location, 100..105).await;
+    let before_snapshot = client
+        .load_table(&ident, false)
+        .await
+        .unwrap()
+        .current_snapshot_id
+        .unwrap();
+    let before_files = files_of(&client, &ident, before_snapshot).await;
+    assert_eq!(before_files.len(), 7);
+    let before_rows = read_ids(&client, &ident, None).await;
+
+    let dry = client
+        .compact(pb::CompactRequest {
+            ident: pb_ident(&ident),
+            target_file_size_bytes: Some(64 << 20),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (dry.files_rewritten, dry.files_written, dry.snapshot_id),
+        (7, 2, None)
+    );
+    let r = client
+        .compact(pb::CompactRequest {
+            ident: pb_ident(&ident),
+            target_file_size_bytes: Some(64 << 20),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((r.files_rewritten, r.files_written, r.records), (7, 2, 65));
+    let after = r.snapshot_id.unwrap();
+    let snap = client.get_snapshot(&ident, after).await.unwrap();
+    assert_eq!(snap.operation, "replace");
+    assert_eq!(snap.summary["total-records"], "65");
+    let after_files = files_of(&client, &ident, after).await;
+    assert_eq!(after_files.len(), 2, "one file per day partition");
+    assert!(after_files.is_disjoint(&before_files));
+    assert!(!after_files.contains(&plain));
+    assert_eq!(read_ids(&client, &ident, None).await, before_rows);
+    // Time travel: the snapshot before still has its files and rows.
+    assert_eq!(
+        files_of(&client, &ident, before_snapshot).await,
+        before_files
+    );
+    assert_eq!(
+        read_ids(&client, &ident, Some(before_snapshot)).await,
+        before_rows
+    );
+    let session = firn_query::FirnSession::connect(&server.endpoint)
+        .await
+        .unwrap();
+    let b = session
+        .sql("SELECT count(*), sum(id) FROM ns.small WHERE name LIKE 'row-%'")
+        .await
+        .unwrap();
+    let col = |i: usize| {
+        b[0].column(i)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    assert_eq!((col(0), col(1)), (65, before_rows.iter().sum::<i64>()));
+    let again = client
+        .compact(pb::CompactRequest {
+            ident: pb_ident(&ident),
+            target_file_size_bytes: Some(64 << 20),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((again.files_rewritten, again.snapshot_id), (0, None));
+}
+
+/// A replace commit based on an older snapshot lands on top of appends made meanwhile
+/// (they stay), and conflicts when a file it replaces was removed meanwhile.
+#[tokio::test]
+async fn replace_commits_commute_with_appends_but_not_with_removals() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "repl", false).await;
+    let (_, a) = append(&client, &ident, &t.location, 0..5).await;
+    let (base, b) = append(&client, &ident, &t.location, 5..10).await;
+    // Meanwhile: an append.
+    let (_, c) = append(&client, &ident, &t.location, 10..15).await;
+    let (merged, size) = write_parquet(&t.location, "merged.parquet", &batch(0..10, 0));
+    let replace = |id: &str, base: i64, add: pb::DataFile, remove: Vec<String>| pb::CommitRequest {
+        ident: pb_ident(&ident),
+        commit_id: id.to_string(),
+        base_snapshot_id: Some(base),
+        operation: Some(pb::commit_request::Operation::Replace(pb::ReplaceFilesOp {
+            add: vec![add],
+            remove,
+        })),
+        summary: HashMap::new(),
+    };
+    let r = client
+        .commit_once(replace(
+            "r1",
+            base,
+            data_file(&merged, size),
+            vec![a.clone(), b.clone()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        files_of(&client, &ident, r.snapshot_id).await,
+        BTreeSet::from([merged.clone(), c.clone()]),
+        "the append made meanwhile stays"
+    );
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..15).collect::<Vec<_>>()
+    );
+    // Based on the same old snapshot, replacing a (gone now): a conflict, nothing changed.
+    let (again, size2) = write_parquet(&t.location, "again.parquet", &batch(0..5, 0));
+    let e = client
+        .commit_once(replace("r2", base, data_file(&again, size2), vec![a]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Aborted), "{e}");
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..15).collect::<Vec<_>>()
+    );
 }

@@ -140,7 +140,11 @@ async fn pyiceberg_reads_and_appends_over_rest() {
 
 /// Runs a check script of `tools/python` and returns its JSON lines by `check` name,
 /// failing with its output unless it printed `ok_line`.
-async fn run_check(script: &str, args: &[&str], ok_line: &str) -> HashMap<String, serde_json::Value> {
+async fn run_check(
+    script: &str,
+    args: &[&str],
+    ok_line: &str,
+) -> HashMap<String, serde_json::Value> {
     let (root, python) = python();
     let out = tokio::process::Command::new(&python)
         .arg(root.join("tools/python").join(script))
@@ -202,7 +206,10 @@ async fn spark_commits_and_reads_through_rest() {
         "SPARK-OK",
     )
     .await;
-    assert_eq!(seen["firn_table"]["ids"], serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(
+        seen["firn_table"]["ids"],
+        serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7])
+    );
     assert_eq!(seen["firn_table"]["first_rows"], 5);
     assert_eq!(seen["delete"]["position_delete_files"], 2);
     let final_ids: Vec<i64> = serde_json::from_value(seen["final"]["ids"].clone()).unwrap();
@@ -226,7 +233,11 @@ async fn spark_commits_and_reads_through_rest() {
         .collect();
     assert_eq!(snaps, kept);
     assert_eq!(
-        sql_ids(&session, "SELECT id FROM spark.events VERSION AS OF 'first'").await,
+        sql_ids(
+            &session,
+            "SELECT id FROM spark.events VERSION AS OF 'first'"
+        )
+        .await,
         [1, 2, 3]
     );
 }
@@ -252,7 +263,10 @@ async fn duckdb_reads_and_writes_through_rest() {
         "DUCKDB-OK",
     )
     .await;
-    assert_eq!(seen["read"]["ids"], serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(
+        seen["read"]["ids"],
+        serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7])
+    );
     assert_eq!(seen["read"]["first_rows"], 5);
     assert_eq!(seen["write"]["ids"], serde_json::json!([1, 3, 4]));
     // DuckDB's commits are Firn snapshots: the current one is the one DuckDB saw last.

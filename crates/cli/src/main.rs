@@ -59,6 +59,8 @@ enum Command {
     Expire(maintenance::ExpireArgs),
     /// Delete files under a table's location that no commit made (failed or abandoned writes).
     RemoveOrphans(maintenance::RemoveOrphansArgs),
+    /// Rewrite small data files into larger ones (rows and time travel unchanged).
+    Compact(maintenance::CompactArgs),
 }
 
 #[derive(clap::Args)]
@@ -192,6 +194,7 @@ async fn main() -> ExitCode {
         Command::Sql(a) => sql::run(a).await,
         Command::Expire(a) => maintenance::expire(a).await,
         Command::RemoveOrphans(a) => maintenance::remove_orphans(a).await,
+        Command::Compact(a) => maintenance::compact(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! Maintenance commands for operators and cron: `firn expire`, `firn remove-orphans`.
+//! Maintenance commands for operators and cron: `firn expire`, `firn remove-orphans`,
+//! `firn compact`.
 
 use std::time::Duration;
 
@@ -214,4 +215,119 @@ pub async fn remove_orphans(args: RemoveOrphansArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct CompactArgs {
+    /// NAMESPACE.TABLE
+    table: String,
+    /// Size to pack files up to, e.g. 128MB, 1GiB [default: the table property
+    /// write.target-file-size-bytes, else 512MiB].
+    #[arg(long, value_parser = parse_size)]
+    target_file_size: Option<u64>,
+    /// Only files that may hold rows matching this SQL predicate, e.g. "ts >= '2026-11-01'".
+    #[arg(long = "where", value_name = "PRED")]
+    predicate: Option<String>,
+    /// Show what would be rewritten; write and commit nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `128MB`, `1GiB`, `4096`: a size in bytes (decimal and binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 128MB or 1GiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{other:?}: unknown unit (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{s:?}: give a positive size")),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Runs compaction and prints what it rewrote.
+pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let ident = table_ident(&args.table)?;
+    let client = connect(&args.conn).await?;
+    let filter = match &args.predicate {
+        None => None,
+        Some(p) => Some(
+            firn_query::FirnSession::new(client.clone())
+                .file_filter(&args.table, p)
+                .await
+                .map_err(|e| anyhow::anyhow!("--where {p:?}: {e}"))?,
+        ),
+    };
+    let r = client
+        .compact(pb::CompactRequest {
+            ident: Some(firn_client::proto_ident(&ident)),
+            target_file_size_bytes: args.target_file_size,
+            filter,
+            dry_run: args.dry_run,
+        })
+        .await?;
+    if args.conn.json {
+        print_json(&json!({
+            "table": args.table,
+            "dry_run": args.dry_run,
+            "base_snapshot_id": r.base_snapshot_id,
+            "snapshot_id": r.snapshot_id,
+            "files_rewritten": r.files_rewritten,
+            "files_written": r.files_written,
+            "bytes_rewritten": r.bytes_rewritten,
+            "bytes_written": r.bytes_written,
+            "records": r.records,
+            "skipped_with_deletes": r.skipped_with_deletes,
+        }));
+    } else if r.files_rewritten == 0 {
+        println!("{}: nothing to compact", args.table);
+    } else {
+        let verb = if args.dry_run {
+            "would rewrite"
+        } else {
+            "rewrote"
+        };
+        println!(
+            "{}: {verb} {} files ({} bytes, {} rows) into {}{}",
+            args.table,
+            r.files_rewritten,
+            r.bytes_rewritten,
+            r.records,
+            r.files_written,
+            r.snapshot_id
+                .map(|s| format!(" (snapshot {s})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(super::parse_size("128MB"), Ok(128_000_000));
+        assert_eq!(super::parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert!(super::parse_size("0").is_err());
+        assert!(super::parse_size("12 parsecs").is_err());
+    }
 }

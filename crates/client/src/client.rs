@@ -428,6 +428,17 @@ impl FirnClient {
         .await
     }
 
+    /// Rewrites small files into larger ones (see the proto). Sent once: on an unknown
+    /// outcome, list the snapshots before running it again.
+    pub async fn compact(&self, req: pb::CompactRequest) -> Result<pb::CompactResponse> {
+        Ok(self
+            .inner
+            .clone()
+            .compact(self.request(req))
+            .await?
+            .into_inner())
+    }
+
     /// Removes files no commit made (see the proto).
     pub async fn remove_orphan_files(
         &self,

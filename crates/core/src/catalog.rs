@@ -171,7 +171,11 @@ impl Catalog {
         };
         // `format-version` is a create-time setting, not a property to keep (as in Iceberg).
         let mut properties = spec.properties.clone();
-        match properties.remove("format-version").as_deref().map(str::trim) {
+        match properties
+            .remove("format-version")
+            .as_deref()
+            .map(str::trim)
+        {
             None | Some("2") => {}
             Some(v) => {
                 return Err(Error::invalid(
@@ -352,7 +356,7 @@ impl Catalog {
         }
         let added = req.operation.added();
         let removed_count = match &req.operation {
-            Operation::Delete { paths } => paths.len(),
+            Operation::Delete { paths } | Operation::Replace { remove: paths, .. } => paths.len(),
             Operation::Overwrite {
                 remove: OverwriteScope::Files(p),
                 ..
@@ -376,6 +380,12 @@ impl Catalog {
                 return Err(Error::invalid(
                     "delete.paths",
                     "a delete must name at least one file",
+                ));
+            }
+            Operation::Replace { add, remove } if add.is_empty() || remove.is_empty() => {
+                return Err(Error::invalid(
+                    "replace",
+                    "a replace must remove and add at least one file each",
                 ));
             }
             _ => {}
@@ -431,6 +441,7 @@ impl Catalog {
                 ),
             },
             Operation::Delete { paths } => paths_selector("delete.paths", paths)?,
+            Operation::Replace { remove, .. } => paths_selector("replace.remove", remove)?,
         };
 
         let snapshot_id = self.shared.env.ids.snapshot_id();
@@ -791,6 +802,54 @@ impl Catalog {
     ) -> Result<crate::orphans::OrphanReport> {
         ident.validate()?;
         crate::orphans::remove_orphans(&self.shared, ident, opts).await
+    }
+
+    /// Rewrites small files into larger ones as one `replace` commit; see
+    /// [`crate::compact`].
+    #[instrument(skip(self, opts), fields(table = %ident))]
+    pub async fn compact(
+        &self,
+        ident: &TableIdent,
+        opts: &crate::compact::CompactOptions,
+        client: &str,
+    ) -> Result<crate::compact::CompactReport> {
+        ident.validate()?;
+        let mut plan = crate::compact::plan(&self.shared, ident, opts).await?;
+        if opts.dry_run || plan.bins.is_empty() {
+            return Ok(plan.report);
+        }
+        let (add, remove) = crate::compact::write(&self.shared, ident, &mut plan).await?;
+        let written: Vec<String> = add.iter().map(|f| f.path.clone()).collect();
+        let req = CommitRequest {
+            ident: ident.clone(),
+            commit_id: self.shared.env.ids.uuid().to_string(),
+            base_snapshot_id: plan.report.base_snapshot_id,
+            operation: Operation::Replace { add, remove },
+            summary: HashMap::new(),
+            client: client.to_string(),
+        };
+        match self.commit(req).await {
+            Ok(o) => {
+                plan.report.snapshot_id = Some(o.snapshot_id);
+                info!(
+                    files = plan.report.files_rewritten,
+                    into = plan.report.files_written,
+                    snapshot = o.snapshot_id,
+                    "compacted"
+                );
+                Ok(plan.report)
+            }
+            Err(e) => {
+                // Nothing committed: the new files are garbage (and reserved, so orphan
+                // removal would find them); delete them now.
+                if !matches!(e, Error::Unavailable { .. } | Error::Internal { .. }) {
+                    for p in written {
+                        let _ = self.shared.warehouse.delete(&p).await;
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Every table of every namespace, for maintenance over the whole catalog.

@@ -921,12 +921,30 @@ async fn plan_step(
 ) -> Result<StepPlan> {
     let req = &p.req;
     let current = state.row.current_snapshot_id;
-    if !req.operation.commutes() && req.base_snapshot_id != current {
-        return Err(Error::Conflict {
-            table: req.ident.to_string(),
-            expected: req.base_snapshot_id,
-            current,
-        });
+    let replace = matches!(req.operation, crate::model::Operation::Replace { .. });
+    let conflict = || Error::Conflict {
+        table: req.ident.to_string(),
+        expected: req.base_snapshot_id,
+        current,
+    };
+    if replace && req.base_snapshot_id != current {
+        // A rewrite may land on a newer snapshot unless deletes arrived since its base.
+        let base_seq = match req.base_snapshot_id {
+            Some(b) => match shared.db.snapshot(table_id, b).await? {
+                Some(s) => s.sequence_number,
+                None => return Err(conflict()),
+            },
+            None => return Err(conflict()),
+        };
+        if state
+            .manifests
+            .iter()
+            .any(|m| m.content == ManifestContentType::Deletes && m.sequence_number > base_seq)
+        {
+            return Err(conflict());
+        }
+    } else if !req.operation.commutes() && req.base_snapshot_id != current {
+        return Err(conflict());
     }
     if let Some(base) = req.base_snapshot_id
         && current.is_none()
@@ -1011,6 +1029,10 @@ async fn plan_step(
     if let RemoveSelector::Paths(paths) = &p.remove
         && let Some(missing) = paths.iter().find(|x| !matched.contains(*x))
     {
+        if replace && req.base_snapshot_id != current {
+            // Live in its base, gone now: a concurrent commit removed or rewrote it.
+            return Err(conflict());
+        }
         return Err(Error::invalid(
             "remove",
             format!("{missing} is not a live file of table {}", req.ident),
@@ -1050,6 +1072,7 @@ async fn plan_step(
     let operation = match (&req.operation, added.files, removed.files) {
         (crate::model::Operation::Append { .. }, _, _) => "append",
         (crate::model::Operation::Delete { .. }, _, _) => "delete",
+        (crate::model::Operation::Replace { .. }, _, _) => "replace",
         (_, 0, n) if n > 0 => "delete",
         (_, n, 0) if n > 0 => "append",
         _ => "overwrite",

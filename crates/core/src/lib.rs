@@ -9,6 +9,7 @@
 //! - [`db`]: the catalog database (SQLite or PostgreSQL).
 //! - [`scan`]: resolving snapshot selectors and planning scans.
 //! - [`refs`]: rollback, tags and branches.
+//! - [`compact`]: rewriting small files into larger ones (a `replace` commit).
 //! - [`expire`]: snapshot expiry and the deletion of files no snapshot needs.
 //! - [`orphans`]: data file paths handed to writers, and removing files no commit made.
 //! - [`files`]: checking data files and deriving their statistics.
@@ -16,6 +17,7 @@
 
 pub mod catalog;
 pub mod commit;
+pub mod compact;
 pub mod db;
 pub mod env;
 pub mod error;
@@ -35,6 +37,7 @@ pub mod scan;
 pub mod storage;
 
 pub use catalog::{Catalog, CatalogConfig, create_table_spec, parse_type};
+pub use compact::{CompactOptions, CompactReport};
 pub use env::{Clock, Env, Ids, RandomIds, SystemClock};
 pub use error::{Error, ObjectKind, Result};
 pub use expire::{ExpireOptions, ExpireReport, FileCounts};

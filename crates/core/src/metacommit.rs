@@ -103,13 +103,12 @@ fn keep_ref_heads(change: &TableChange, current: &TableMetadata) -> Result<()> {
         return Ok(());
     }
     // The metadata model keeps its refs private; they are in its JSON form.
-    let refs = serde_json::to_value(current)
-        .map_err(|e| Error::internal_from("metadata", e))?["refs"]
-        .take();
+    let refs =
+        serde_json::to_value(current).map_err(|e| Error::internal_from("metadata", e))?["refs"]
+            .take();
     for (name, r) in refs.as_object().into_iter().flatten() {
         let head = r["snapshot-id"].as_i64();
-        if head.is_some_and(|id| removing.contains(&id)) && !removed_refs.contains(name.as_str())
-        {
+        if head.is_some_and(|id| removing.contains(&id)) && !removed_refs.contains(name.as_str()) {
             return Err(Error::RequirementFailed {
                 table: change.ident.to_string(),
                 reason: format!(

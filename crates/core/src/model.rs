@@ -122,6 +122,15 @@ pub enum Operation {
     Delete {
         paths: Vec<String>,
     },
+    /// Rewrites files (compaction): `remove` are replaced by `add`, holding the same rows.
+    /// Commutes with appends and with any commit that leaves the removed files alone, so
+    /// its base may be older than the current snapshot; it conflicts only when a removed
+    /// file is no longer live, or when delete files were added since its base (the rewrite
+    /// would bring deleted rows back).
+    Replace {
+        add: Vec<NewFile>,
+        remove: Vec<String>,
+    },
 }
 
 impl Operation {
@@ -130,6 +139,7 @@ impl Operation {
             Operation::Append { .. } => "append",
             Operation::Overwrite { .. } => "overwrite",
             Operation::Delete { .. } => "delete",
+            Operation::Replace { .. } => "replace",
         }
     }
 
@@ -140,7 +150,9 @@ impl Operation {
 
     pub fn added(&self) -> &[NewFile] {
         match self {
-            Operation::Append { add } | Operation::Overwrite { add, .. } => add,
+            Operation::Append { add }
+            | Operation::Overwrite { add, .. }
+            | Operation::Replace { add, .. } => add,
             Operation::Delete { .. } => &[],
         }
     }

@@ -23,8 +23,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
 use iceberg::spec::{FormatVersion, ManifestList, ManifestStatus};
+use object_store::ObjectStoreExt;
 use sqlx::Row;
 use tracing::{info, warn};
 
@@ -341,7 +341,10 @@ pub(crate) async fn drop_and_purge(shared: &Shared, ident: &TableIdent) -> Resul
         .map(|p| {
             let store = store.clone();
             async move {
-                match store.delete(&object_store::path::Path::from(p.as_str())).await {
+                match store
+                    .delete(&object_store::path::Path::from(p.as_str()))
+                    .await
+                {
                     Ok(()) => 1u64,
                     Err(object_store::Error::NotFound { .. }) => 0,
                     Err(e) => {

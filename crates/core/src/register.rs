@@ -86,7 +86,10 @@ pub(crate) async fn register(
                 .manifests
                 .get(&shared.warehouse, &m.manifest_path)
                 .await?;
-            for e in entries.iter().filter(|e| e.status() != ManifestStatus::Deleted) {
+            for e in entries
+                .iter()
+                .filter(|e| e.status() != ManifestStatus::Deleted)
+            {
                 live.insert(e.file_path().to_string());
             }
         }

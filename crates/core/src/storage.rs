@@ -582,8 +582,14 @@ mod tests {
 
     #[test]
     fn hadoop_file_uris_are_canonicalised() {
-        assert_eq!(canonical_uri("file:/w/t/a.parquet"), "file:///w/t/a.parquet");
-        assert_eq!(canonical_uri("file:///w/t/a.parquet"), "file:///w/t/a.parquet");
+        assert_eq!(
+            canonical_uri("file:/w/t/a.parquet"),
+            "file:///w/t/a.parquet"
+        );
+        assert_eq!(
+            canonical_uri("file:///w/t/a.parquet"),
+            "file:///w/t/a.parquet"
+        );
         assert_eq!(canonical_uri("s3://b/t/a.parquet"), "s3://b/t/a.parquet");
     }
 }

@@ -117,6 +117,40 @@ impl FirnSession {
         &self.client
     }
 
+    /// The file filter of a SQL `predicate` on `table`, for commands that select files
+    /// (`firn compact --where`): the parts of the predicate that can prune files, so it
+    /// selects every file that may hold a matching row (possibly more).
+    pub async fn file_filter(
+        &self,
+        table: &str,
+        predicate: &str,
+    ) -> Result<firn_client::proto::Filter> {
+        use datafusion::logical_expr::{LogicalPlan, utils::split_conjunction};
+        let plan = self
+            .ctx
+            .sql(&format!("SELECT * FROM {table} WHERE {predicate}"))
+            .await?
+            .into_optimized_plan()?;
+        let mut exprs = Vec::new();
+        let mut stack = vec![&plan];
+        while let Some(p) = stack.pop() {
+            match p {
+                LogicalPlan::Filter(f) => {
+                    exprs.extend(split_conjunction(&f.predicate).into_iter().cloned())
+                }
+                LogicalPlan::TableScan(s) => exprs.extend(s.filters.iter().cloned()),
+                _ => {}
+            }
+            stack.extend(p.inputs());
+        }
+        crate::filter::to_proto(&exprs).ok_or_else(|| {
+            QueryError::Invalid(format!(
+                "{predicate}: no part of it can select files (use comparisons of columns \
+                 with constants)"
+            ))
+        })
+    }
+
     /// Splits `sql` into statements and parses them.
     pub fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
         let dialect = FirnDialect::default();

@@ -480,9 +480,8 @@ async fn load_with(
     // The whole metadata is spliced in as written (no parse); `refs` trims it first.
     let trimmed;
     let metadata = if refs_only {
-        let mut v: Value = serde_json::from_str(raw).map_err(|e| {
-            RestError::from(firn_core::Error::internal_from("table metadata", e))
-        })?;
+        let mut v: Value = serde_json::from_str(raw)
+            .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
         only_ref_snapshots(&mut v);
         trimmed = v.to_string();
         trimmed.as_str()
@@ -495,7 +494,10 @@ async fn load_with(
         json!(file_io_properties(s.catalog.warehouse().config())),
     );
     let mut resp = (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response();
@@ -536,7 +538,11 @@ async fn drop_table(
     Query(params): Query<DropParams>,
 ) -> Res<StatusCode> {
     let ident = existing_table(&ns, table)?;
-    let purge = match params.purge_requested.as_deref().map(str::to_ascii_lowercase) {
+    let purge = match params
+        .purge_requested
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+    {
         None => false,
         Some(v) if v == "true" => true,
         Some(v) if v == "false" => false,
@@ -825,7 +831,13 @@ mod tests {
         let (s, v) = call(&app, Method::GET, "/v1/namespaces/a%1Fb", None).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(v["error"]["type"], "NoSuchNamespaceException");
-        let (s, v) = call(&app, Method::GET, "/v1/namespaces/a%1Fb/tables/snapshots", None).await;
+        let (s, v) = call(
+            &app,
+            Method::GET,
+            "/v1/namespaces/a%1Fb/tables/snapshots",
+            None,
+        )
+        .await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(v["error"]["type"], "NoSuchTableException");
         // Creating one is a bad request.

@@ -212,6 +212,10 @@ pub(crate) fn operation(op: Option<pb::commit_request::Operation>) -> Result<Ope
                 }
             }
             Op::Delete(pb::DeleteFilesOp { paths }) => Operation::Delete { paths },
+            Op::Replace(pb::ReplaceFilesOp { add, remove }) => Operation::Replace {
+                add: new_files(add)?,
+                remove,
+            },
         },
     )
 }

@@ -350,6 +350,32 @@ impl CatalogService for GrpcCatalog {
         Ok(Response::new(pb::ExpireSnapshotsResponse { tables }))
     }
 
+    async fn compact(&self, req: Request<pb::CompactRequest>) -> Res<pb::CompactResponse> {
+        let client = client_of(&req);
+        let r = req.into_inner();
+        let id = ident("ident", r.ident)?;
+        let opts = firn_core::CompactOptions {
+            target_file_size: r.target_file_size_bytes,
+            filter: r.filter.map(filter).transpose()?,
+            dry_run: r.dry_run,
+        };
+        let o = self
+            .catalog
+            .compact(&id, &opts, &client)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CompactResponse {
+            base_snapshot_id: o.base_snapshot_id,
+            snapshot_id: o.snapshot_id,
+            files_rewritten: o.files_rewritten,
+            files_written: o.files_written,
+            bytes_rewritten: o.bytes_rewritten,
+            bytes_written: o.bytes_written,
+            records: o.records,
+            skipped_with_deletes: o.skipped_with_deletes,
+        }))
+    }
+
     async fn reserve_data_files(
         &self,
         req: Request<pb::ReserveDataFilesRequest>,
