@@ -1018,3 +1018,57 @@ async fn replace_commits_commute_with_appends_but_not_with_removals() {
         (0..15).collect::<Vec<_>>()
     );
 }
+
+/// `firn serve --maintenance-interval`: two replicas schedule expiry; the table's own
+/// settings (a 1 ms maximum age, keep 2) are applied, and writers keep committing.
+#[tokio::test]
+async fn scheduled_expiry_runs_with_table_settings_across_replicas() {
+    let server = TestServer::start().await;
+    let replica = server.replica().await;
+    let client = server.client().await;
+    client.create_namespace("ns").await.unwrap();
+    let ident = TableIdent::new("ns", "sched");
+    let t = client
+        .create_table(pb::CreateTableRequest {
+            ident: pb_ident(&ident),
+            fields: test_fields(),
+            partition_by: vec![],
+            location: String::new(),
+            properties: HashMap::from([
+                (
+                    "history.expire.max-snapshot-age-ms".to_string(),
+                    "1".to_string(),
+                ),
+                (
+                    "history.expire.min-snapshots-to-keep".to_string(),
+                    "2".to_string(),
+                ),
+            ]),
+        })
+        .await
+        .unwrap();
+    let a = server
+        .catalog
+        .spawn_scheduled_expiry(Duration::from_millis(200));
+    let b = replica
+        .catalog
+        .spawn_scheduled_expiry(Duration::from_millis(200));
+    for i in 0..10 {
+        append(&client, &ident, &t.location, i * 10..i * 10 + 10).await;
+    }
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = snapshot_ids(&client, &ident).await.len();
+        if left == 2 {
+            break;
+        }
+    }
+    a.abort();
+    b.abort();
+    assert_eq!(left, 2, "the table's min-snapshots-to-keep");
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..100).collect::<Vec<_>>()
+    );
+}

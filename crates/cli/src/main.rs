@@ -86,6 +86,10 @@ struct ServeArgs {
     /// Warehouse option KEY=VALUE (S3: endpoint, region, allow_http, ...); repeatable.
     #[arg(long = "warehouse-option", value_name = "KEY=VALUE")]
     warehouse_options: Vec<String>,
+    /// Expire snapshots of every table this often (e.g. 1h), with each table's
+    /// history.expire.* settings; one replica at a time does it [default: never].
+    #[arg(long, env = "FIRN_MAINTENANCE_INTERVAL", value_parser = humantime::parse_duration)]
+    maintenance_interval: Option<std::time::Duration>,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -137,6 +141,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rest_listener.local_addr()?,
         warehouse.url
     );
+    let maintenance = args
+        .maintenance_interval
+        .map(|every| catalog.spawn_scheduled_expiry(every));
     // One shutdown signal stops both transports.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -156,6 +163,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     firn_server::serve(catalog, listener, wait(stopped)).await?;
     rest.await??;
+    if let Some(m) = maintenance {
+        m.abort();
+    }
     Ok(())
 }
 

@@ -76,6 +76,19 @@ impl Catalog {
         Ok(Self { shared, committer })
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Starts scheduled snapshot expiry (see [`crate::schedule`]); stops when the returned
+    /// task is aborted.
+    pub fn spawn_scheduled_expiry(
+        &self,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::schedule::expiry_loop(self.clone(), every))
+    }
+
     pub fn warehouse(&self) -> &Arc<Warehouse> {
         &self.shared.warehouse
     }

@@ -34,6 +34,7 @@ pub mod orphans;
 pub mod refs;
 mod register;
 pub mod scan;
+pub mod schedule;
 pub mod storage;
 
 pub use catalog::{Catalog, CatalogConfig, create_table_spec, parse_type};
