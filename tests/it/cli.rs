@@ -302,3 +302,101 @@ async fn sql_shell_reads_multi_line_statements_and_backslash_commands() {
     let history = std::fs::read_to_string(home.path().join(".firn_history")).unwrap();
     assert!(history.contains("AS answer"), "{history}");
 }
+
+/// The maintenance commands a cron runs: `firn compact --where`, `firn expire --json` (and
+/// its dry run), `firn remove-orphans`, with their exit codes and clear errors.
+#[tokio::test]
+async fn maintenance_commands_for_cron() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data")).await;
+    ok(&s, &["namespace", "create", "ops"]);
+    ok(
+        &s,
+        &[
+            "table",
+            "create",
+            "ops.ev",
+            "--schema",
+            "id:long,day:string",
+            "--partition-by",
+            "day",
+        ],
+    );
+    for (i, day) in ["a", "a", "b", "b", "b"].iter().enumerate() {
+        let csv = dir.path().join(format!("f{i}.csv"));
+        std::fs::write(&csv, format!("id,day\n{i},{day}\n")).unwrap();
+        ok(&s, &["load", "ops.ev", csv.to_str().unwrap()]);
+    }
+    // Compact only day b: three files into one.
+    let out = ok(&s, &["compact", "ops.ev", "--where", "day = 'b'", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["files_rewritten"].as_u64(), v["files_written"].as_u64()),
+        (Some(3), Some(1)),
+        "{v}"
+    );
+    let out = ok(
+        &s,
+        &[
+            "sql",
+            "-c",
+            "SELECT count(*) AS n, sum(id) AS s FROM ops.ev",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(out.trim(), "n,s\n5,10");
+    // Expire everything but the current snapshot.
+    let dry = ok(
+        &s,
+        &[
+            "expire",
+            "ops.ev",
+            "--older-than",
+            "0s",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert_eq!(dry[0]["expired_snapshots"], 5, "{dry}");
+    let out = ok(&s, &["expire", "--all", "--older-than", "0s", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["table"], "ops.ev");
+    assert_eq!(v[0]["expired_snapshots"], 5);
+    assert_eq!(
+        v[0]["data_files_deleted"], 3,
+        "the three compacted files of day b: {v}"
+    );
+    assert_eq!(v[0]["failed_deletes"], 0);
+    let out = ok(
+        &s,
+        &[
+            "sql",
+            "-c",
+            "SELECT count(*) AS n FROM ops.ev",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(out.trim(), "n\n5");
+    let out = ok(
+        &s,
+        &["remove-orphans", "ops.ev", "--older-than", "0s", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["failed_deletes"], 0, "{v}");
+    // Bad input: one line, non-zero exit.
+    for args in [
+        &["expire"][..],
+        &["expire", "ops.ev", "--retain-last", "0"],
+        &["expire", "ops.ev", "--older-than", "soon"],
+        &["compact", "ops.ev", "--target-file-size", "12 parsecs"],
+        &["compact", "ops.nope"],
+        &["compact", "ops.ev", "--where", "nope = 1"],
+    ] {
+        let out = firn(&s, args);
+        assert!(!out.status.success(), "firn {args:?} must fail");
+        assert!(!out.stderr.is_empty(), "firn {args:?} says why");
+    }
+}

@@ -1072,3 +1072,59 @@ async fn scheduled_expiry_runs_with_table_settings_across_replicas() {
         (0..100).collect::<Vec<_>>()
     );
 }
+
+/// `CALL system.expire_snapshots` in `firn sql`, with Spark's argument names: by age and
+/// count, and by explicit ids.
+#[tokio::test]
+async fn sql_procedure_expires_snapshots() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "sqlexp", false).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            append(&client, &ident, &t.location, i * 10..i * 10 + 10)
+                .await
+                .0,
+        );
+    }
+    let session = firn_query::FirnSession::connect(&server.endpoint)
+        .await
+        .unwrap();
+    let value = |b: &[arrow::array::RecordBatch], col: &str| {
+        b[0].column_by_name(col)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    let b = session
+        .sql(&format!(
+            "CALL system.expire_snapshots(table => 'ns.sqlexp', snapshot_ids => make_array({}, {}))",
+            ids[0], ids[1]
+        ))
+        .await
+        .unwrap();
+    assert_eq!(value(&b, "expired_snapshots_count"), 2);
+    assert_eq!(value(&b, "deleted_manifest_lists_count"), 2);
+    let b = session
+        .sql("CALL system.expire_snapshots('ns.sqlexp', now() + INTERVAL '1 second', 2)")
+        .await
+        .unwrap();
+    assert_eq!(value(&b, "expired_snapshots_count"), 1);
+    assert_eq!(
+        value(&b, "deleted_data_files_count"),
+        0,
+        "appended files stay live"
+    );
+    assert_eq!(
+        snapshot_ids(&client, &ident).await,
+        BTreeSet::from([ids[3], ids[4]])
+    );
+    let e = session
+        .sql("CALL system.expire_snapshots('ns.sqlexp', retain_last => 0)")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("retain_last"), "{e}");
+}
