@@ -35,7 +35,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{DataContentType, FormatVersion, ManifestList, ManifestStatus, TableMetadata};
 use sqlx::Row;
 use tracing::{info, warn};
@@ -297,10 +297,25 @@ async fn unreferenced_objects(
         let mut retained_files = HashSet::new();
         let mut expired_manifests: HashMap<String, i64> = HashMap::new();
         let mut expired_lists = Vec::new();
-        for s in snapshots {
+        // Manifest lists are read concurrently (one GET each), then walked in order.
+        // (A vector of futures, not a mapped stream: the server's spawned tasks need them
+        // `Send` for every lifetime.)
+        let reads: Vec<_> = snapshots
+            .iter()
+            .map(|s| {
+                let path = s.manifest_list.clone();
+                async move {
+                    let bytes = shared.warehouse.get(&path).await?;
+                    Ok::<_, Error>(ManifestList::parse_with_version(&bytes, FormatVersion::V2)?)
+                }
+            })
+            .collect();
+        let lists: Vec<ManifestList> = futures::stream::iter(reads)
+            .buffered(DELETE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for (s, list) in snapshots.iter().zip(lists) {
             let keep = !expired.contains(&s.snapshot_id);
-            let bytes = shared.warehouse.get(&s.manifest_list).await?;
-            let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
             if keep {
                 retained_lists.insert(s.manifest_list.clone());
                 for m in list.entries() {
@@ -410,16 +425,25 @@ pub(crate) async fn expire(
         let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
         let doomed = unreferenced_objects(shared, &row, &snapshots, &retention, policy).await?;
         fill_decision(&mut report, &retention);
-        for d in &doomed {
-            let size = match d.size {
-                n if n >= 0 => n,
-                _ => shared
-                    .warehouse
-                    .head(&d.path)
-                    .await
-                    .map_or(-1, |n| n as i64),
-            };
-            report.deleted.add(d.kind, size);
+        let heads: Vec<_> = doomed
+            .iter()
+            .map(|d| {
+                let (kind, size, path) = (d.kind, d.size, d.path.clone());
+                async move {
+                    let size = match size {
+                        n if n >= 0 => n,
+                        _ => shared.warehouse.head(&path).await.map_or(-1, |n| n as i64),
+                    };
+                    (kind, size)
+                }
+            })
+            .collect();
+        let sized: Vec<(&str, i64)> = futures::stream::iter(heads)
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        for (kind, size) in sized {
+            report.deleted.add(kind, size);
         }
         return Ok(report);
     }
