@@ -57,6 +57,43 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
     out
 }
 
+/// An unpartitioned test table `ns.NAME` with table properties.
+async fn table_with_properties(
+    client: &FirnClient,
+    name: &str,
+    properties: &[(&str, &str)],
+) -> (TableIdent, pb::Table) {
+    let _ = client.create_namespace("ns").await;
+    let ident = TableIdent::new("ns", name);
+    let t = client
+        .create_table(pb::CreateTableRequest {
+            ident: pb_ident(&ident),
+            fields: test_fields(),
+            partition_by: vec![],
+            location: String::new(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+        .await
+        .unwrap();
+    (ident, t)
+}
+
+async fn tag(client: &FirnClient, ident: &TableIdent, name: &str, snapshot: i64) {
+    client
+        .manage_snapshots(
+            ident,
+            Action::CreateTag(pb::CreateRef {
+                name: name.into(),
+                snapshot_id: Some(snapshot),
+            }),
+        )
+        .await
+        .unwrap();
+}
+
 /// Appends one file with `ids`; returns (snapshot id, file URI).
 async fn append(
     client: &FirnClient,
@@ -108,16 +145,7 @@ async fn expiry_keeps_what_refs_need_and_deletes_the_rest() {
     let (ident, t) = create_table(&client, "ns", "exp", false).await;
     let (s1, f1) = append(&client, &ident, &t.location, 0..10).await;
     let (s2, f2) = append(&client, &ident, &t.location, 10..20).await;
-    client
-        .manage_snapshots(
-            &ident,
-            Action::CreateTag(pb::CreateRef {
-                name: "v1".into(),
-                snapshot_id: Some(s1),
-            }),
-        )
-        .await
-        .unwrap();
+    tag(&client, &ident, "v1", s1).await;
     // Rewrite f2 (copy-on-write): only s2 still needs it once s3 replaces it.
     let (f3, z3) = write_parquet(&t.location, "f3.parquet", &batch(10..15, 0));
     let s3 = client
@@ -268,16 +296,7 @@ async fn expiry_while_writers_commit_and_two_runs_at_once() {
     let client = server.client().await;
     let (ident, t) = create_table(&client, "ns", "busy", false).await;
     let (pinned, _) = append(&client, &ident, &t.location, 0..5).await;
-    client
-        .manage_snapshots(
-            &ident,
-            Action::CreateTag(pb::CreateRef {
-                name: "pinned".into(),
-                snapshot_id: Some(pinned),
-            }),
-        )
-        .await
-        .unwrap();
+    tag(&client, &ident, "pinned", pinned).await;
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let (client, ident, location) = (client.clone(), ident.clone(), t.location.clone());
@@ -554,21 +573,12 @@ async fn randomized_expiry_matches_the_model() {
     }))
     .await;
     let client = server.client().await;
-    client.create_namespace("ns").await.unwrap();
-    let ident = TableIdent::new("ns", "model");
-    let t = client
-        .create_table(pb::CreateTableRequest {
-            ident: pb_ident(&ident),
-            fields: test_fields(),
-            partition_by: vec![],
-            location: String::new(),
-            properties: HashMap::from([(
-                "write.metadata.previous-versions-max".to_string(),
-                "2".to_string(),
-            )]),
-        })
-        .await
-        .unwrap();
+    let (ident, t) = table_with_properties(
+        &client,
+        "model",
+        &[("write.metadata.previous-versions-max", "2")],
+    )
+    .await;
     let data_dir = local_path(&format!("{}/data", t.location));
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Model::default();
@@ -1026,27 +1036,15 @@ async fn scheduled_expiry_runs_with_table_settings_across_replicas() {
     let server = TestServer::start().await;
     let replica = server.replica().await;
     let client = server.client().await;
-    client.create_namespace("ns").await.unwrap();
-    let ident = TableIdent::new("ns", "sched");
-    let t = client
-        .create_table(pb::CreateTableRequest {
-            ident: pb_ident(&ident),
-            fields: test_fields(),
-            partition_by: vec![],
-            location: String::new(),
-            properties: HashMap::from([
-                (
-                    "history.expire.max-snapshot-age-ms".to_string(),
-                    "1".to_string(),
-                ),
-                (
-                    "history.expire.min-snapshots-to-keep".to_string(),
-                    "2".to_string(),
-                ),
-            ]),
-        })
-        .await
-        .unwrap();
+    let (ident, t) = table_with_properties(
+        &client,
+        "sched",
+        &[
+            ("history.expire.max-snapshot-age-ms", "1"),
+            ("history.expire.min-snapshots-to-keep", "2"),
+        ],
+    )
+    .await;
     let a = server
         .catalog
         .spawn_scheduled_expiry(Duration::from_millis(200));

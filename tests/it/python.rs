@@ -49,14 +49,7 @@ async fn pyiceberg_reads_and_appends_over_rest() {
     let (root, python) = python();
     let server = TestServer::start().await;
     let client = server.client().await;
-    let (ident, _) = create_table(&client, "rs", "written", true).await;
-    for (ids, day) in [(0..5, 0), (5..8, 1)] {
-        let mut w = firn_client::TableWriter::new(&client, &ident, Default::default())
-            .await
-            .unwrap();
-        w.write(&batch(ids, day)).await.unwrap();
-        w.commit().await.unwrap();
-    }
+    rust_written_table(&client, true).await;
     let out = tokio::process::Command::new(&python)
         .arg(root.join("tools/python/pyiceberg_check.py"))
         .args([&server.rest_endpoint, "rs", "written"])
@@ -138,6 +131,19 @@ async fn pyiceberg_reads_and_appends_over_rest() {
     assert_eq!(t.current_snapshot_id, Some(latest));
 }
 
+/// `rs.written`, committed by the Rust writer in two commits: ids 0..5 (day 0), then 5..8
+/// (day 1).
+async fn rust_written_table(client: &firn_client::FirnClient, by_day: bool) {
+    let (ident, _) = create_table(client, "rs", "written", by_day).await;
+    for (ids, day) in [(0..5, 0), (5..8, 1)] {
+        let mut w = firn_client::TableWriter::new(client, &ident, Default::default())
+            .await
+            .unwrap();
+        w.write(&batch(ids, day)).await.unwrap();
+        w.commit().await.unwrap();
+    }
+}
+
 /// Runs a check script of `tools/python` and returns its JSON lines by `check` name,
 /// failing with its output unless it printed `ok_line`.
 async fn run_check(
@@ -192,14 +198,7 @@ async fn sql_ids(session: &firn_query::FirnSession, sql: &str) -> Vec<i64> {
 async fn spark_commits_and_reads_through_rest() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let (ident, _) = create_table(&client, "rs", "written", true).await;
-    for (ids, day) in [(0..5, 0), (5..8, 1)] {
-        let mut w = firn_client::TableWriter::new(&client, &ident, Default::default())
-            .await
-            .unwrap();
-        w.write(&batch(ids, day)).await.unwrap();
-        w.commit().await.unwrap();
-    }
+    rust_written_table(&client, true).await;
     let seen = run_check(
         "spark_check.py",
         &[&server.rest_endpoint, "--firn-table", "rs.written"],
@@ -249,14 +248,7 @@ async fn spark_commits_and_reads_through_rest() {
 async fn duckdb_reads_and_writes_through_rest() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let (ident, _) = create_table(&client, "rs", "written", false).await;
-    for (ids, day) in [(0..5, 0), (5..8, 1)] {
-        let mut w = firn_client::TableWriter::new(&client, &ident, Default::default())
-            .await
-            .unwrap();
-        w.write(&batch(ids, day)).await.unwrap();
-        w.commit().await.unwrap();
-    }
+    rust_written_table(&client, false).await;
     let seen = run_check(
         "duckdb_check.py",
         &[&server.rest_endpoint, "rs", "written"],

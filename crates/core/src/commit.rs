@@ -135,8 +135,7 @@ impl TableState {
                         row.ident
                     ))
                 })?;
-                let bytes = shared.warehouse.get(&snap.manifest_list).await?;
-                let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
+                let list = read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
                 let num = |k: &str| {
                     snap.summary
                         .get(k)
@@ -217,6 +216,29 @@ impl ManifestCache {
         let (entries, _) = manifest.into_parts();
         Ok(self.insert(path, entries.into_iter().map(|e| (*e).clone()).collect()))
     }
+}
+
+impl ManifestCache {
+    /// The paths of the files a manifest holds live (added or existing).
+    pub(crate) async fn live_paths(
+        &self,
+        warehouse: &Warehouse,
+        path: &str,
+    ) -> Result<Vec<String>> {
+        Ok(self
+            .get(warehouse, path)
+            .await?
+            .iter()
+            .filter(|e| e.status() != iceberg::spec::ManifestStatus::Deleted)
+            .map(|e| e.file_path().to_string())
+            .collect())
+    }
+}
+
+/// Reads and parses a manifest list (one GET).
+pub(crate) async fn read_manifest_list(warehouse: &Warehouse, path: &str) -> Result<ManifestList> {
+    let bytes = warehouse.get(path).await?;
+    Ok(ManifestList::parse_with_version(&bytes, FormatVersion::V2)?)
 }
 
 /// What the committer shares with the catalog.

@@ -24,10 +24,7 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{Schema as ArrowSchema, SchemaRef as ArrowSchemaRef};
 use futures::TryStreamExt;
 use iceberg::arrow::schema_to_arrow_schema;
-use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestList, ManifestStatus,
-    Struct,
-};
+use iceberg::spec::{DataContentType, DataFile, ManifestContentType, ManifestStatus, Struct};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::async_reader::ParquetObjectReader;
 
@@ -128,8 +125,7 @@ pub(crate) async fn plan(
         .snapshot(row.table_id, current)
         .await?
         .ok_or_else(|| Error::internal("current snapshot missing from the catalog"))?;
-    let bytes = shared.warehouse.get(&snap.manifest_list).await?;
-    let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
+    let list = crate::commit::read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
     let spec = meta.default_partition_spec();
     let schema = meta.current_schema();
     let small = target * 3 / 4;

@@ -155,6 +155,37 @@ pub(crate) async fn insert_snapshot(
     Ok(())
 }
 
+/// Indexes a snapshot a client (REST) or another catalog (register) wrote.
+pub(crate) async fn insert_iceberg_snapshot(
+    conn: &mut sqlx::AnyConnection,
+    table_id: i64,
+    s: &iceberg::spec::Snapshot,
+    default_schema_id: i32,
+    commit_id: &str,
+) -> Result<()> {
+    let mut summary = s.summary().additional_properties.clone();
+    summary.insert(
+        "operation".into(),
+        s.summary().operation.as_str().to_string(),
+    );
+    insert_snapshot(
+        conn,
+        &NewSnapshotRow {
+            table_id,
+            snapshot_id: s.snapshot_id(),
+            parent_snapshot_id: s.parent_snapshot_id(),
+            sequence_number: s.sequence_number(),
+            timestamp_ms: s.timestamp_ms(),
+            operation: s.summary().operation.as_str(),
+            summary: &summary,
+            schema_id: s.schema_id().unwrap_or(default_schema_id),
+            manifest_list: s.manifest_list(),
+            commit_id,
+        },
+    )
+    .await
+}
+
 /// Records that table version `seq` made `snapshot_id` current at `timestamp_ms`.
 pub(crate) async fn insert_snapshot_log(
     conn: &mut sqlx::AnyConnection,
@@ -780,6 +811,28 @@ impl Db {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
+    }
+
+    /// Deletes the rows of `table` (one keyed by `(table_id, path)`: `pending_deletes`,
+    /// `write_intents`) for `paths`.
+    pub(crate) async fn forget_paths(
+        &self,
+        table: &'static str,
+        table_id: i64,
+        paths: &[String],
+    ) -> Result<()> {
+        for chunk in paths.chunks(500) {
+            let q = format!(
+                "DELETE FROM {table} WHERE table_id = $1 AND path IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&q).bind(table_id);
+            for p in chunk {
+                query = query.bind(p);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     /// Object bytes kept until the store held them durably.

@@ -36,7 +36,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use iceberg::spec::{DataContentType, FormatVersion, ManifestList, ManifestStatus, TableMetadata};
+use iceberg::spec::{DataContentType, ManifestList, ManifestStatus, TableMetadata};
 use sqlx::Row;
 use tracing::{info, warn};
 
@@ -304,10 +304,7 @@ async fn unreferenced_objects(
             .iter()
             .map(|s| {
                 let path = s.manifest_list.clone();
-                async move {
-                    let bytes = shared.warehouse.get(&path).await?;
-                    Ok::<_, Error>(ManifestList::parse_with_version(&bytes, FormatVersion::V2)?)
-                }
+                async move { crate::commit::read_manifest_list(&shared.warehouse, &path).await }
             })
             .collect();
         let lists: Vec<ManifestList> = futures::stream::iter(reads)
@@ -320,15 +317,12 @@ async fn unreferenced_objects(
                 retained_lists.insert(s.manifest_list.clone());
                 for m in list.entries() {
                     if retained_manifests.insert(m.manifest_path.clone()) {
-                        let entries = shared
-                            .manifests
-                            .get(&shared.warehouse, &m.manifest_path)
-                            .await?;
-                        for e in entries.iter() {
-                            if e.status() != ManifestStatus::Deleted {
-                                retained_files.insert(e.file_path().to_string());
-                            }
-                        }
+                        retained_files.extend(
+                            shared
+                                .manifests
+                                .live_paths(&shared.warehouse, &m.manifest_path)
+                                .await?,
+                        );
                     }
                 }
             } else {
@@ -417,13 +411,7 @@ pub(crate) async fn expire(
         ..Default::default()
     };
     if opts.dry_run {
-        let now = shared.env.clock.now_ms();
-        let (meta, _) = crate::commit::parse_base(&row)?;
-        let policy = policy(opts, &meta, now)?;
-        let snapshots = visible_snapshots(shared, &row).await?;
-        let refs = crate::refs::refs(&shared.db, &row).await?;
-        let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
-        let doomed = unreferenced_objects(shared, &row, &snapshots, &retention, policy).await?;
+        let (_, retention, doomed) = plan_expiry(shared, &row, opts).await?;
         fill_decision(&mut report, &retention);
         let heads: Vec<_> = doomed
             .iter()
@@ -534,6 +522,21 @@ fn fill_decision(report: &mut ExpireReport, retention: &Retention) {
     report.retained_snapshots = retention.retained.len() as u64;
 }
 
+/// The decision for the table as of `row`: policy, what is kept, what would be deleted.
+async fn plan_expiry(
+    shared: &Shared,
+    row: &TableRow,
+    opts: &ExpireOptions,
+) -> Result<(Policy, Retention, Vec<Doomed>)> {
+    let (meta, _) = crate::commit::parse_base(row)?;
+    let policy = policy(opts, &meta, shared.env.clock.now_ms())?;
+    let snapshots = visible_snapshots(shared, row).await?;
+    let refs = crate::refs::refs(&shared.db, row).await?;
+    let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
+    let doomed = unreferenced_objects(shared, row, &snapshots, &retention, policy).await?;
+    Ok((policy, retention, doomed))
+}
+
 async fn visible_snapshots(shared: &Shared, row: &TableRow) -> Result<Vec<SnapshotInfo>> {
     let mut all = shared.db.snapshots(row.table_id, -1, i64::MAX).await?;
     all.retain(|s| s.sequence_number <= row.last_sequence_number);
@@ -555,13 +558,7 @@ async fn expire_leased(
     report.failed_deletes += failed;
     for _ in 0..MAX_ATTEMPTS {
         let row = shared.db.table(ident).await?;
-        let now = shared.env.clock.now_ms();
-        let (meta, _) = crate::commit::parse_base(&row)?;
-        let policy = policy(opts, &meta, now)?;
-        let snapshots = visible_snapshots(shared, &row).await?;
-        let refs = crate::refs::refs(&shared.db, &row).await?;
-        let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
-        let doomed = unreferenced_objects(shared, &row, &snapshots, &retention, policy).await?;
+        let (policy, retention, doomed) = plan_expiry(shared, &row, opts).await?;
         if !record(shared, &row, &retention, &doomed, policy, opts, client).await? {
             continue;
         }
@@ -842,17 +839,10 @@ async fn delete_recorded(
             }
         }
         done += gone.len() as u64;
-        for chunk in gone.chunks(500) {
-            let q = format!(
-                "DELETE FROM pending_deletes WHERE table_id = $1 AND path IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut query = sqlx::query(&q).bind(table_id);
-            for p in chunk {
-                query = query.bind(p);
-            }
-            query.execute(&shared.db.pool).await?;
-        }
+        shared
+            .db
+            .forget_paths("pending_deletes", table_id, &gone)
+            .await?;
         lease.renew().await?;
     }
     Ok((done, failed))

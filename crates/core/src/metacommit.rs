@@ -245,27 +245,8 @@ async fn apply(
         .snapshots()
         .filter(|s| !known.contains(&s.snapshot_id()))
     {
-        let mut summary = s.summary().additional_properties.clone();
-        summary.insert(
-            "operation".into(),
-            s.summary().operation.as_str().to_string(),
-        );
-        crate::db::insert_snapshot(
-            tx,
-            &crate::db::NewSnapshotRow {
-                table_id: row.table_id,
-                snapshot_id: s.snapshot_id(),
-                parent_snapshot_id: s.parent_snapshot_id(),
-                sequence_number: s.sequence_number(),
-                timestamp_ms: s.timestamp_ms(),
-                operation: s.summary().operation.as_str(),
-                summary: &summary,
-                schema_id: s.schema_id().unwrap_or(new.current_schema_id()),
-                manifest_list: s.manifest_list(),
-                commit_id,
-            },
-        )
-        .await?;
+        crate::db::insert_iceberg_snapshot(tx, row.table_id, s, new.current_schema_id(), commit_id)
+            .await?;
     }
     // Snapshots removed (expiry by the client: it deletes the files it no longer needs).
     let kept: HashSet<i64> = new.snapshots().map(|s| s.snapshot_id()).collect();

@@ -23,7 +23,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use iceberg::spec::{FormatVersion, ManifestList, ManifestStatus};
 use object_store::ObjectStoreExt;
 use sqlx::Row;
 use tracing::{info, warn};
@@ -264,18 +263,10 @@ async fn run(
             }
         }
     }
-    for chunk in gone.chunks(500) {
-        let q = format!(
-            "DELETE FROM write_intents WHERE table_id = $1 AND path IN ({})",
-            placeholders(2, chunk.len())
-        );
-        let mut query = sqlx::query(&q).bind(table_id);
-        for p in chunk {
-            query = query.bind(p);
-        }
-        query.execute(&shared.db.pool).await?;
-    }
-    Ok(())
+    shared
+        .db
+        .forget_paths("write_intents", table_id, &gone)
+        .await
 }
 
 /// The URI of a listed object: `root` is the warehouse URL (`file:///...` or
@@ -293,20 +284,16 @@ async fn referenced(shared: &Shared, row: &crate::db::TableRow) -> Result<HashSe
     let mut uris: HashSet<String> = HashSet::new();
     uris.insert(row.metadata_location.clone());
     for s in shared.db.snapshots(row.table_id, -1, i64::MAX).await? {
-        let bytes = shared.warehouse.get(&s.manifest_list).await?;
-        let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
+        let list = crate::commit::read_manifest_list(&shared.warehouse, &s.manifest_list).await?;
         uris.insert(s.manifest_list);
         for m in list.entries() {
             if uris.insert(m.manifest_path.clone()) {
-                let entries = shared
-                    .manifests
-                    .get(&shared.warehouse, &m.manifest_path)
-                    .await?;
-                for e in entries.iter() {
-                    if e.status() != ManifestStatus::Deleted {
-                        uris.insert(e.file_path().to_string());
-                    }
-                }
+                uris.extend(
+                    shared
+                        .manifests
+                        .live_paths(&shared.warehouse, &m.manifest_path)
+                        .await?,
+                );
             }
         }
     }

@@ -13,11 +13,11 @@
 
 use std::collections::HashSet;
 
-use iceberg::spec::{FormatVersion, ManifestList, ManifestStatus, TableMetadata};
+use iceberg::spec::{FormatVersion, TableMetadata};
 use serde_json::json;
 
 use crate::commit::Shared;
-use crate::db::{CommitLogRow, NewSnapshotRow, insert_commit_log, insert_snapshot, upsert_ref};
+use crate::db::{CommitLogRow, insert_commit_log, insert_iceberg_snapshot, upsert_ref};
 use crate::error::{Error, ObjectKind, Result};
 use crate::ident::TableIdent;
 
@@ -79,19 +79,14 @@ pub(crate) async fn register(
     // Live files of the current snapshot, so they cannot be added a second time.
     let mut live = HashSet::new();
     if let Some(s) = meta.current_snapshot() {
-        let list = shared.warehouse.get(s.manifest_list()).await?;
-        let list = ManifestList::parse_with_version(&list, FormatVersion::V2)?;
+        let list = crate::commit::read_manifest_list(&shared.warehouse, s.manifest_list()).await?;
         for m in list.entries() {
-            let entries = shared
-                .manifests
-                .get(&shared.warehouse, &m.manifest_path)
-                .await?;
-            for e in entries
-                .iter()
-                .filter(|e| e.status() != ManifestStatus::Deleted)
-            {
-                live.insert(e.file_path().to_string());
-            }
+            live.extend(
+                shared
+                    .manifests
+                    .live_paths(&shared.warehouse, &m.manifest_path)
+                    .await?,
+            );
         }
     }
     let now = shared.env.clock.now_ms();
@@ -126,27 +121,7 @@ pub(crate) async fn register(
     };
     let commit_id = format!("register-{}", shared.env.ids.uuid());
     for s in meta.snapshots() {
-        let mut summary = s.summary().additional_properties.clone();
-        summary.insert(
-            "operation".into(),
-            s.summary().operation.as_str().to_string(),
-        );
-        insert_snapshot(
-            &mut tx,
-            &NewSnapshotRow {
-                table_id,
-                snapshot_id: s.snapshot_id(),
-                parent_snapshot_id: s.parent_snapshot_id(),
-                sequence_number: s.sequence_number(),
-                timestamp_ms: s.timestamp_ms(),
-                operation: s.summary().operation.as_str(),
-                summary: &summary,
-                schema_id: s.schema_id().unwrap_or(meta.current_schema_id()),
-                manifest_list: s.manifest_list(),
-                commit_id: &commit_id,
-            },
-        )
-        .await?;
+        insert_iceberg_snapshot(&mut tx, table_id, s, meta.current_schema_id(), &commit_id).await?;
     }
     // The log's entries predate every Firn version: negative sequence numbers keep them
     // first and visible at version 0.

@@ -14,9 +14,8 @@
 use std::collections::HashMap;
 
 use iceberg::spec::{
-    DataContentType, DataFile, Datum, FormatVersion, ManifestContentType, ManifestList,
-    ManifestStatus, NestedField, PrimitiveLiteral, PrimitiveType, Schema, TableMetadata, Transform,
-    Type,
+    DataContentType, DataFile, Datum, ManifestContentType, ManifestStatus, NestedField,
+    PrimitiveLiteral, PrimitiveType, Schema, TableMetadata, Transform, Type,
 };
 
 use crate::commit::{Shared, resolved_seq};
@@ -183,8 +182,7 @@ pub(crate) async fn plan(
             files_total: 0,
         });
     };
-    let bytes = shared.warehouse.get(&snap.manifest_list).await?;
-    let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
+    let list = crate::commit::read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
     let pruner = filter.map(|f| Pruner::new(f, &resolved.schema, meta));
     // Entries stay in the (shared) manifest cache; only what the plan needs is copied.
     let mut manifests = Vec::with_capacity(list.entries().len());
