@@ -276,3 +276,47 @@ async fn duckdb_reads_and_writes_through_rest() {
         "DuckDB's dropped table is gone: {tables:?}"
     );
 }
+
+/// gRPC and REST writers interleaving on one table: PyIceberg appends (each loads the
+/// table, writes its own manifests and commits requirements + updates) while the Rust
+/// writer appends over gRPC; every commit of both lands, in one linear history.
+#[tokio::test]
+async fn grpc_and_rest_writers_interleave_without_losing_commits() {
+    let (root, python) = python();
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "mix", "t", false).await;
+    let rest = tokio::process::Command::new(&python)
+        .arg(root.join("tools/python/pyiceberg_append_loop.py"))
+        .args([&server.rest_endpoint, "mix.t", "1000", "15"])
+        .output();
+    let grpc = async {
+        for i in 0..15 {
+            let (uri, size) =
+                write_parquet(&t.location, &format!("g{i}.parquet"), &batch(i..i + 1, 0));
+            client
+                .commit_once(append_request(&ident, vec![data_file(&uri, size)]))
+                .await
+                .unwrap();
+        }
+    };
+    let (out, ()) = tokio::join!(rest, grpc);
+    let out = out.unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<i64> = (0..15).chain(1000..1015).collect();
+    assert_eq!(read_ids(&client, &ident, None).await, want);
+    let snaps = client.list_snapshots(&ident).await.unwrap();
+    assert_eq!(snaps.len(), 30, "one snapshot per commit");
+    for w in snaps.windows(2) {
+        assert_eq!(
+            w[1].parent_snapshot_id,
+            Some(w[0].snapshot_id),
+            "a linear history"
+        );
+    }
+}
