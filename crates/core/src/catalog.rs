@@ -354,6 +354,15 @@ impl Catalog {
     /// Applies one operation atomically; see [`crate::commit`] for the guarantees.
     #[instrument(skip(self, req), fields(table = %req.ident, commit_id = %req.commit_id, op = req.operation.name()))]
     pub async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome> {
+        self.commit_as(req, None).await
+    }
+
+    /// [`Catalog::commit`], keeping the snapshot id a REST client chose when it is free.
+    async fn commit_as(
+        &self,
+        req: CommitRequest,
+        wanted_snapshot_id: Option<i64>,
+    ) -> Result<CommitOutcome> {
         req.ident.validate()?;
         validate_commit_id(&req.commit_id)?;
         // Keys Firn computes (Iceberg's summary metrics and its own) cannot be set by callers.
@@ -457,7 +466,12 @@ impl Catalog {
             Operation::Replace { remove, .. } => paths_selector("replace.remove", remove)?,
         };
 
-        let snapshot_id = self.shared.env.ids.snapshot_id();
+        // A client's own id is kept (its engine then finds its snapshot and cleans up the
+        // manifests it wrote) unless the table has it already.
+        let snapshot_id = match wanted_snapshot_id {
+            Some(id) if id > 0 && self.shared.db.snapshot(row.table_id, id).await?.is_none() => id,
+            _ => self.shared.env.ids.snapshot_id(),
+        };
         let added_manifest = if data_files.is_empty() {
             None
         } else {
@@ -641,7 +655,7 @@ impl Catalog {
     }
 
     async fn apply_change(&self, change: TableChange, client: &str, commit_id: &str) -> Result<()> {
-        if let Some((add, base_snapshot_id)) = crate::metacommit::as_append(
+        if let Some((add, base_snapshot_id, client_snapshot_id)) = crate::metacommit::as_append(
             &self.shared,
             &change.ident,
             &change.requirements,
@@ -650,14 +664,17 @@ impl Catalog {
         .await?
         {
             // One commit path: the same checks, manifests and rebasing as a gRPC append.
-            self.commit(CommitRequest {
-                ident: change.ident.clone(),
-                commit_id: commit_id.to_string(),
-                base_snapshot_id,
-                operation: Operation::Append { add },
-                summary: HashMap::new(),
-                client: client.to_string(),
-            })
+            self.commit_as(
+                CommitRequest {
+                    ident: change.ident.clone(),
+                    commit_id: commit_id.to_string(),
+                    base_snapshot_id,
+                    operation: Operation::Append { add },
+                    summary: HashMap::new(),
+                    client: client.to_string(),
+                },
+                Some(client_snapshot_id),
+            )
             .await?;
             Ok(())
         } else {

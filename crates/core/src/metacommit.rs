@@ -296,8 +296,8 @@ async fn apply(
 
 /// When a metadata commit is a plain append — an `append` snapshot added and `main` moved to
 /// it, with no requirement beyond the table's uuid and `main`'s snapshot — the data files it
-/// adds (read from the manifests the client wrote for that snapshot) and the snapshot it was
-/// based on. Such a commit goes through the commit pipeline like a gRPC append: rebased
+/// adds (read from the manifests the client wrote for that snapshot), the snapshot it was
+/// based on and the snapshot id the client chose (kept when free). Such a commit goes through the commit pipeline like a gRPC append: rebased
 /// onto whatever landed meanwhile, so racing appenders never fail. `None`: commit the
 /// metadata as sent.
 pub(crate) async fn as_append(
@@ -305,7 +305,7 @@ pub(crate) async fn as_append(
     ident: &TableIdent,
     requirements: &[TableRequirement],
     updates: &[TableUpdate],
-) -> Result<Option<(Vec<NewFile>, Option<i64>)>> {
+) -> Result<Option<(Vec<NewFile>, Option<i64>, i64)>> {
     let [
         TableUpdate::AddSnapshot { snapshot },
         TableUpdate::SetSnapshotRef {
@@ -388,5 +388,5 @@ pub(crate) async fn as_append(
     if add.is_empty() {
         return Ok(None);
     }
-    Ok(Some((add, base)))
+    Ok(Some((add, base, snapshot.snapshot_id())))
 }
