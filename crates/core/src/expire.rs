@@ -316,14 +316,7 @@ async fn unreferenced_objects(
             if keep {
                 retained_lists.insert(s.manifest_list.clone());
                 for m in list.entries() {
-                    if retained_manifests.insert(m.manifest_path.clone()) {
-                        retained_files.extend(
-                            shared
-                                .manifests
-                                .live_paths(&shared.warehouse, &m.manifest_path)
-                                .await?,
-                        );
-                    }
+                    retained_manifests.insert(m.manifest_path.clone());
                 }
             } else {
                 expired_lists.push(s.manifest_list.clone());
@@ -332,12 +325,36 @@ async fn unreferenced_objects(
                 }
             }
         }
+        // Manifests are read concurrently too: the retained ones for their live files, the
+        // ones only expired snapshots have for the files that may go.
+        let reads: Vec<_> = retained_manifests
+            .iter()
+            .map(|path| {
+                let path = path.clone();
+                async move { shared.manifests.live_paths(&shared.warehouse, &path).await }
+            })
+            .collect();
+        let mut live = futures::stream::iter(reads).buffer_unordered(DELETE_CONCURRENCY);
+        while let Some(paths) = live.try_next().await? {
+            retained_files.extend(paths);
+        }
+        let reads: Vec<_> = expired_manifests
+            .iter()
+            .filter(|(path, _)| !retained_manifests.contains(*path))
+            .map(|(path, length)| {
+                let (path, length) = (path.clone(), *length);
+                async move {
+                    let entries = shared.manifests.get(&shared.warehouse, &path).await?;
+                    Ok::<_, Error>((path, length, entries))
+                }
+            })
+            .collect();
+        let only_expired: Vec<_> = futures::stream::iter(reads)
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .try_collect()
+            .await?;
         let mut seen_files = HashSet::new();
-        for (path, length) in &expired_manifests {
-            if retained_manifests.contains(path) {
-                continue;
-            }
-            let entries = shared.manifests.get(&shared.warehouse, path).await?;
+        for (path, length, entries) in &only_expired {
             // Only files live in an expired snapshot: a `deleted` entry names a file that
             // its deleting snapshot's parent had live — that parent decides its fate, and
             // if it was expired earlier the file is gone already.
