@@ -585,6 +585,7 @@ async fn randomized_expiry_matches_the_model() {
     let mut next_id = 0i64;
     let mut names = 0u32;
     let mut expiries = (0u32, 0u32); // (completed, cancelled)
+    let mut compactions = 0u32;
     for step in 0..steps {
         let roll = rng.gen_range(0..100);
         let live: Vec<String> = model.live().into_iter().collect();
@@ -691,7 +692,28 @@ async fn randomized_expiry_matches_the_model() {
                 }
                 client.manage_snapshots(&ident, action).await.unwrap();
             }
-            73..=99 => {
+            73..=77 if live.len() >= 2 => {
+                // Compaction: every (small) live file into one, as a replace commit.
+                let r = client
+                    .compact(pb::CompactRequest {
+                        ident: pb_ident(&ident),
+                        target_file_size_bytes: Some(64 << 20),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(r.files_rewritten as usize, live.len(), "seed {seed}");
+                let id = r.snapshot_id.expect("a replace snapshot");
+                let files = files_of(&client, &ident, id).await;
+                assert_eq!(files.len(), 1, "seed {seed}");
+                let merged = files.iter().next().unwrap().clone();
+                assert!(!live.contains(&merged));
+                let rows: Vec<i64> = live.iter().flat_map(|f| model.rows[f].clone()).collect();
+                model.rows.insert(merged, rows);
+                add_snapshot(&client, &ident, &mut model, id, files).await;
+                compactions += 1;
+            }
+            78..=99 => {
                 let retain_last = rng.gen_range(1..4u32);
                 let cutoff = if rng.gen_bool(0.7) || snaps.is_empty() {
                     now_ms() + 1000
@@ -709,8 +731,15 @@ async fn randomized_expiry_matches_the_model() {
                     Some(call.await)
                 };
                 if outcome.is_none() {
-                    // Give the server a moment to drop or finish the cancelled run.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // The server finishes a run whose client gave up: wait until its lease
+                    // is free (a no-op run is not skipped).
+                    for _ in 0..500 {
+                        let r = expire(&client, &ident, Some(0), Some(u32::MAX), false).await;
+                        if !r.skipped {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 }
                 let now: BTreeSet<i64> = snapshot_ids(&client, &ident).await;
                 match &outcome {
@@ -764,12 +793,43 @@ async fn randomized_expiry_matches_the_model() {
         check(&client, &ident, &model, step, seed).await;
     }
     eprintln!(
-        "seed {seed}: {} expiries completed, {} cancelled",
+        "seed {seed}: {} expiries completed, {} cancelled, {compactions} compactions",
         expiries.0, expiries.1
     );
     assert!(
-        expiries.0 >= 10 && expiries.1 >= 1,
-        "too few expiries ran or were cancelled: {expiries:?}"
+        expiries.0 >= 10 && expiries.1 >= 1 && compactions >= 1,
+        "too few expiries ran or were cancelled, or no compaction: {expiries:?} {compactions}"
+    );
+    // Orphan removal with the listing sweep: what commits that lost a race left behind
+    // (their best-effort deletes failed under the injected faults) is found and deleted,
+    // until nothing unreferenced is left; every retained snapshot still reads (below).
+    let sweep = |dry_run: bool| {
+        let (client, ident) = (client.clone(), ident.clone());
+        async move {
+            client
+                .remove_orphan_files(pb::RemoveOrphanFilesRequest {
+                    ident: pb_ident(&ident),
+                    older_than_ms: Some(now_ms() + 1000),
+                    dry_run,
+                    sweep_listing: true,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    for round in 0.. {
+        let r = sweep(false).await;
+        assert!(r.listed_objects > 0);
+        if r.failed_deletes == 0 && !r.skipped {
+            break;
+        }
+        assert!(round < 50, "orphan deletions never finished (seed {seed})");
+    }
+    let left = sweep(true).await;
+    assert!(
+        left.orphan_paths.is_empty(),
+        "left (seed {seed}): {:?}",
+        left.orphan_paths
     );
     // Every retained snapshot reads exactly its rows, with iceberg-rust.
     for (id, s) in &model.snaps {

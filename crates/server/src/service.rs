@@ -321,7 +321,7 @@ impl CatalogService for GrpcCatalog {
             snapshot_ids: r.snapshot_ids,
             dry_run: r.dry_run,
         };
-        let tables = match (r.ident, r.all_tables) {
+        let one = match (r.ident, r.all_tables) {
             (Some(_), true) => {
                 return Err(invalid(
                     "all_tables",
@@ -329,24 +329,27 @@ impl CatalogService for GrpcCatalog {
                 ));
             }
             (None, false) => return Err(invalid("ident", "is required (or set all_tables)")),
-            (Some(id), false) => {
-                let id = ident("ident", Some(id))?;
-                let report = self
-                    .catalog
-                    .expire_snapshots(&id, &opts, &client)
-                    .await
-                    .map_err(status)?;
-                vec![table_expiry(&id, Ok(report))]
-            }
-            (None, true) => {
-                let mut out = Vec::new();
-                for id in self.catalog.all_tables().await.map_err(status)? {
-                    let r = self.catalog.expire_snapshots(&id, &opts, &client).await;
-                    out.push(table_expiry(&id, r));
-                }
-                out
-            }
+            (Some(id), false) => Some(ident("ident", Some(id))?),
+            (None, true) => None,
         };
+        let catalog = self.catalog.clone();
+        let tables = detached(async move {
+            Ok(match one {
+                Some(id) => {
+                    let report = catalog.expire_snapshots(&id, &opts, &client).await?;
+                    vec![table_expiry(&id, Ok(report))]
+                }
+                None => {
+                    let mut out = Vec::new();
+                    for id in catalog.all_tables().await? {
+                        let r = catalog.expire_snapshots(&id, &opts, &client).await;
+                        out.push(table_expiry(&id, r));
+                    }
+                    out
+                }
+            })
+        })
+        .await?;
         Ok(Response::new(pb::ExpireSnapshotsResponse { tables }))
     }
 
@@ -359,11 +362,8 @@ impl CatalogService for GrpcCatalog {
             filter: r.filter.map(filter).transpose()?,
             dry_run: r.dry_run,
         };
-        let o = self
-            .catalog
-            .compact(&id, &opts, &client)
-            .await
-            .map_err(status)?;
+        let catalog = self.catalog.clone();
+        let o = detached(async move { catalog.compact(&id, &opts, &client).await }).await?;
         Ok(Response::new(pb::CompactResponse {
             base_snapshot_id: o.base_snapshot_id,
             snapshot_id: o.snapshot_id,
@@ -401,11 +401,8 @@ impl CatalogService for GrpcCatalog {
             dry_run: r.dry_run,
             sweep_listing: r.sweep_listing,
         };
-        let o = self
-            .catalog
-            .remove_orphan_files(&id, &opts)
-            .await
-            .map_err(status)?;
+        let catalog = self.catalog.clone();
+        let o = detached(async move { catalog.remove_orphan_files(&id, &opts).await }).await?;
         Ok(Response::new(pb::RemoveOrphanFilesResponse {
             skipped: o.skipped,
             orphan_paths: o.orphans,
@@ -445,5 +442,18 @@ fn table_expiry(
             error: e.to_string(),
             ..Default::default()
         },
+    }
+}
+
+/// Runs a maintenance job to its end on its own task: a client that disconnects (or times
+/// out) does not cut a run short halfway; the next run sees what it did.
+async fn detached<T: Send + 'static>(
+    job: impl std::future::Future<Output = firn_core::Result<T>> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::spawn(job).await {
+        Ok(r) => r.map_err(status),
+        Err(e) => Err(Status::internal(format!(
+            "the maintenance task failed: {e}"
+        ))),
     }
 }
