@@ -407,7 +407,7 @@ impl Planned {
         let mut garbage = Vec::new();
         for p in gone {
             for s in p.steps {
-                garbage.extend(s.replanned_garbage());
+                garbage.extend(s.replanned_garbage().into_iter().map(|g| (p.table_id, g)));
                 retry.push(s.job);
                 retry.extend(s.duplicates);
             }
@@ -559,7 +559,17 @@ async fn plan_batch(
         .collect();
     if let Err(e) = put_all(&shared.warehouse, &objects).await {
         warn!(error = %e, "writing commit metadata failed; the batch is not committed");
-        delete_best_effort(shared, objects.iter().map(|o| o.path.clone()).collect());
+        delete_best_effort(
+            shared,
+            plans
+                .iter()
+                .flat_map(|p| {
+                    p.steps
+                        .iter()
+                        .flat_map(|s| s.plan.objects.iter().map(|o| (p.table_id, o.path.clone())))
+                })
+                .collect(),
+        );
         for p in plans {
             cache.remove(&p.table_id);
             for s in p.steps {
@@ -634,7 +644,7 @@ async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
                     out.stale.push(p.table_id);
                     let mut garbage = Vec::new();
                     for s in p.steps {
-                        garbage.extend(s.replanned_garbage());
+                        garbage.extend(s.replanned_garbage().into_iter().map(|g| (p.table_id, g)));
                         for mut j in std::iter::once(s.job).chain(s.duplicates) {
                             j.prepared.attempts += 1;
                             if j.prepared.attempts >= MAX_ATTEMPTS {
@@ -684,15 +694,37 @@ async fn syncer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<String>
     }
 }
 
-fn delete_best_effort(shared: &Shared, paths: Vec<String>) {
+/// Deletes objects of commits that did not happen, in the background. What cannot be
+/// deleted now is recorded for the table's next expiry run (`pending_deletes`), so garbage
+/// is cleaned up without listing.
+fn delete_best_effort(shared: &Shared, paths: Vec<(i64, String)>) {
     if paths.is_empty() {
         return;
     }
     let warehouse = shared.warehouse.clone();
+    let db = shared.db.clone();
+    let now = shared.env.clock.now_ms();
     tokio::spawn(async move {
-        for p in paths {
+        for (table_id, p) in paths {
             if let Err(e) = warehouse.delete(&p).await {
                 debug!(path = %p, error = %e, "could not delete garbage of a failed commit");
+                let recorded = sqlx::query(
+                    "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms) \
+                     VALUES ($1, $2, $3, -1, $4) ON CONFLICT (table_id, path) DO NOTHING",
+                )
+                .bind(table_id)
+                .bind(&p)
+                .bind(if p.contains("/snap-") {
+                    crate::expire::KIND_MANIFEST_LIST
+                } else {
+                    crate::expire::KIND_MANIFEST
+                })
+                .bind(now)
+                .execute(&db.pool)
+                .await;
+                if let Err(e) = recorded {
+                    debug!(path = %p, error = %e, "could not record garbage for a later delete");
+                }
             }
         }
     });
