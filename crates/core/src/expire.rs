@@ -26,6 +26,9 @@
 //!   parent's (a branch head, always kept) or new paths, and a path is committed at most
 //!   once per table.
 //!
+//! - `pending_deletes` also receives the objects of commits that lost a race whose
+//!   best-effort delete failed (see `commit.rs`): every expiry run finishes them too.
+//!
 //! Errors: `NotFound` (table, or an explicitly named snapshot), `FailedPrecondition` (an
 //! explicitly named snapshot is the head of a branch or a tag), `InvalidArgument` (bad
 //! options), `Unavailable` (outcome unknown: run again — expiry is idempotent).
