@@ -232,7 +232,7 @@ pub(crate) async fn upsert_ref(
 pub(crate) struct CommitLogRow<'a> {
     pub table_id: i64,
     pub commit_id: &'a str,
-    /// The table's current snapshot after the commit.
+    /// The table's current snapshot after the commit (0: the table has none).
     pub snapshot_id: i64,
     pub sequence_number: i64,
     pub version: i64,

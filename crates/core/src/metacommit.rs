@@ -269,35 +269,36 @@ async fn apply(
         };
         crate::db::upsert_ref(tx, row.table_id, name, id, kind).await?;
     }
+    // Always logged, also on a table without a snapshot (snapshot id 0), so a retry with
+    // the same Idempotency-Key is recognised as applied.
     let logged = current_id.or(row.current_snapshot_id);
-    if let Some(id) = logged {
-        let seq = new
-            .snapshot_by_id(id)
-            .map(|s| s.sequence_number())
-            .unwrap_or(new.last_sequence_number());
-        crate::db::insert_commit_log(
-            tx,
-            &crate::db::CommitLogRow {
-                table_id: row.table_id,
-                commit_id,
-                snapshot_id: id,
-                sequence_number: seq,
-                version,
-                parent_snapshot_id: row.current_snapshot_id,
-                operation: "metadata-commit",
-                client,
-                committed_at_ms: now,
-            },
-        )
-        .await?;
-    }
+    let seq = logged
+        .and_then(|id| new.snapshot_by_id(id))
+        .map(|s| s.sequence_number())
+        .unwrap_or(new.last_sequence_number());
+    crate::db::insert_commit_log(
+        tx,
+        &crate::db::CommitLogRow {
+            table_id: row.table_id,
+            commit_id,
+            snapshot_id: logged.unwrap_or(0),
+            sequence_number: seq,
+            version,
+            parent_snapshot_id: row.current_snapshot_id,
+            operation: "metadata-commit",
+            client,
+            committed_at_ms: now,
+        },
+    )
+    .await?;
     Ok(true)
 }
 
 /// When a metadata commit is a plain append — an `append` snapshot added and `main` moved to
 /// it, with no requirement beyond the table's uuid and `main`'s snapshot — the data files it
 /// adds (read from the manifests the client wrote for that snapshot), the snapshot it was
-/// based on and the snapshot id the client chose (kept when free). Such a commit goes through the commit pipeline like a gRPC append: rebased
+/// based on and the snapshot id the client chose (kept when free). Such a commit goes
+/// through the commit pipeline like a gRPC append: rebased
 /// onto whatever landed meanwhile, so racing appenders never fail. `None`: commit the
 /// metadata as sent.
 pub(crate) async fn as_append(

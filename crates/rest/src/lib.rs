@@ -961,6 +961,31 @@ mod tests {
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["metadata"]["properties"]["owner"], "ada");
         assert_ne!(v["metadata-location"], after["metadata-location"]);
+        // A retried commit (same Idempotency-Key) on this table without snapshots is
+        // answered as applied, not re-applied: re-applying would fail its requirement (409,
+        // which tells a client its commit did not happen).
+        let evolve = json!({
+            "requirements": [{"type": "assert-current-schema-id", "current-schema-id": 0}],
+            "updates": [
+                {"action": "add-schema", "schema": {"type": "struct", "schema-id": 1, "fields": [
+                    {"id": 1, "name": "id", "type": "long", "required": true},
+                    {"id": 2, "name": "ts", "type": "timestamp", "required": false},
+                    {"id": 3, "name": "extra", "type": "string", "required": false}]}},
+                {"action": "set-current-schema", "schema-id": -1}]});
+        for attempt in 0..2 {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri("/v1/namespaces/a/tables/t")
+                .header("content-type", "application/json")
+                .header("Idempotency-Key", "schema-change-1")
+                .body(Body::from(evolve.to_string()))
+                .unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "attempt {attempt}");
+        }
+        let (_, v) = call(&app, Method::GET, "/v1/namespaces/a/tables/t", None).await;
+        assert_eq!(v["metadata"]["current-schema-id"], 1);
+        assert_eq!(v["metadata"]["schemas"].as_array().unwrap().len(), 2);
 
         let (s, v) = call(&app, Method::DELETE, "/v1/namespaces/a", None).await;
         assert_eq!(
