@@ -129,6 +129,30 @@ async fn pyiceberg_reads_and_appends_over_rest() {
         .await
         .unwrap();
     assert_eq!(t.current_snapshot_id, Some(latest));
+    // Its refs' own retention, set by PyIceberg, rules Firn's expiry: the tag with a 1 ms
+    // maximum age goes, the rest stays.
+    let evolve = firn_client::TableIdent::new("py", "evolve");
+    let r = client
+        .expire_snapshots(firn_client::proto::ExpireSnapshotsRequest {
+            ident: pb_ident(&evolve),
+            older_than_ms: Some(i64::MAX),
+            retain_last: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.tables[0].removed_refs, vec!["short-lived".to_string()]);
+    let refs: Vec<String> = client
+        .list_refs(&evolve)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(refs, ["main", "keep-all", "v1"]);
+    let t = client.load_table(&evolve, true).await.unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&t.metadata_json).unwrap();
+    assert_eq!(meta["refs"]["keep-all"]["min-snapshots-to-keep"], 10);
 }
 
 /// `rs.written`, committed by the Rust writer in two commits: ids 0..5 (day 0), then 5..8

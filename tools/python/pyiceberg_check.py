@@ -197,6 +197,13 @@ cat.load_table("py.evolve").manage_snapshots().set_current_snapshot(latest).crea
 evolve = cat.load_table("py.evolve")
 assert evolve.current_snapshot().snapshot_id == latest
 assert evolve.metadata.refs["v1"].snapshot_id == before_evolution
+# Refs with their own retention: kept by Firn and handed back.
+evolve.manage_snapshots().create_tag(before_evolution, "short-lived", max_ref_age_ms=1).create_branch(
+    before_evolution, "keep-all", min_snapshots_to_keep=10
+).commit()
+evolve = cat.load_table("py.evolve")
+assert evolve.metadata.refs["short-lived"].max_ref_age_ms == 1, evolve.metadata.refs
+assert evolve.metadata.refs["keep-all"].min_snapshots_to_keep == 10, evolve.metadata.refs
 
 # Drop without purge keeps the files, so the table can be registered again from its
 # metadata file; drop with purge deletes its files.

@@ -1332,7 +1332,7 @@ async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> Result<Vec<b
             }
         }
         if let Some(id) = st.current_snapshot_id {
-            crate::db::upsert_ref(&mut tx, p.table_id, "main", id, "branch").await?;
+            crate::db::upsert_ref(&mut tx, p.table_id, "main", id, "branch", None).await?;
         }
         if shared.warehouse.needs_sync() {
             for o in p.steps.iter().flat_map(|s| &s.plan.objects) {

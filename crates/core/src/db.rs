@@ -206,23 +206,37 @@ pub(crate) async fn insert_snapshot_log(
     Ok(())
 }
 
-/// Points a tag or branch at a snapshot (creating it if needed).
+/// Points a tag or branch at a snapshot (creating it if needed). With `retention`, its
+/// retention settings are set too; without, an existing ref keeps its own.
 pub(crate) async fn upsert_ref(
     conn: &mut sqlx::AnyConnection,
     table_id: i64,
     name: &str,
     snapshot_id: i64,
     ref_type: &str,
+    retention: Option<&crate::refs::RefRetention>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO refs (table_id, name, snapshot_id, ref_type) VALUES ($1, $2, $3, $4) \
+    let keep = if retention.is_some() {
+        ", min_snapshots_to_keep = excluded.min_snapshots_to_keep, \
+         max_snapshot_age_ms = excluded.max_snapshot_age_ms, \
+         max_ref_age_ms = excluded.max_ref_age_ms"
+    } else {
+        ""
+    };
+    let r = retention.copied().unwrap_or_default();
+    sqlx::query(&format!(
+        "INSERT INTO refs (table_id, name, snapshot_id, ref_type, min_snapshots_to_keep, \
+         max_snapshot_age_ms, max_ref_age_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id, \
-         ref_type = excluded.ref_type",
-    )
+         ref_type = excluded.ref_type{keep}"
+    ))
     .bind(table_id)
     .bind(name)
     .bind(snapshot_id)
     .bind(ref_type)
+    .bind(r.min_snapshots_to_keep)
+    .bind(r.max_snapshot_age_ms)
+    .bind(r.max_ref_age_ms)
     .execute(conn)
     .await?;
     Ok(())

@@ -155,6 +155,8 @@ struct Policy {
     ref_cutoff_ms: Option<i64>,
     /// Previous metadata files kept (`write.metadata.previous-versions-max`).
     keep_metadata: usize,
+    /// The time the ages of a ref's own settings count from.
+    now_ms: i64,
 }
 
 fn policy(opts: &ExpireOptions, meta: &TableMetadata, now_ms: i64) -> Result<Policy> {
@@ -198,6 +200,7 @@ fn policy(opts: &ExpireOptions, meta: &TableMetadata, now_ms: i64) -> Result<Pol
         retain_last,
         ref_cutoff_ms,
         keep_metadata,
+        now_ms,
     })
 }
 
@@ -211,8 +214,14 @@ fn decide(
     let by_id: HashMap<i64, &SnapshotInfo> = snapshots.iter().map(|s| (s.snapshot_id, s)).collect();
     let mut out = Retention::default();
     let mut live_refs = Vec::new();
+    // A ref's own settings win over the table's and the run's (as in Iceberg).
     for r in refs {
-        let old = match (policy.ref_cutoff_ms, by_id.get(&r.snapshot_id)) {
+        let ref_cutoff = r
+            .retention
+            .max_ref_age_ms
+            .map(|age| policy.now_ms - age)
+            .or(policy.ref_cutoff_ms);
+        let old = match (ref_cutoff, by_id.get(&r.snapshot_id)) {
             (Some(cut), Some(s)) => s.timestamp_ms < cut,
             _ => false,
         };
@@ -237,6 +246,14 @@ fn decide(
     // Every ancestor of a live ref is "referenced"; those are kept only by the branch rule.
     let mut referenced = HashSet::new();
     for r in &live_refs {
+        let retain_last = r
+            .retention
+            .min_snapshots_to_keep
+            .map_or(policy.retain_last, |n| n.max(1) as usize);
+        let cutoff_ms = r
+            .retention
+            .max_snapshot_age_ms
+            .map_or(policy.cutoff_ms, |age| policy.now_ms - age);
         let mut kept = 0usize;
         let mut cur = by_id.get(&r.snapshot_id).copied();
         let mut keeping = true;
@@ -247,7 +264,7 @@ fn decide(
             if keeping {
                 let keep = s.snapshot_id == r.snapshot_id
                     || (r.ref_type == "branch"
-                        && (kept < policy.retain_last || s.timestamp_ms >= policy.cutoff_ms));
+                        && (kept < retain_last || s.timestamp_ms >= cutoff_ms));
                 if keep && !explicit.contains(&s.snapshot_id) {
                     out.retained.insert(s.snapshot_id);
                     kept += 1;
@@ -643,7 +660,7 @@ async fn record(
             ..planned.clone()
         };
         let snapshots = snapshots_in(&mut tx, &fresh_row).await?;
-        let refs = refs_in(&mut tx, &fresh_row).await?;
+        let refs = crate::refs::refs_on(&mut tx, &fresh_row).await?;
         let fresh = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
         let still_expired: HashSet<i64> = fresh.expired.iter().copied().collect();
         let refs_now: HashMap<&str, i64> = refs
@@ -786,32 +803,6 @@ async fn snapshots_in(tx: &mut sqlx::AnyConnection, row: &TableRow) -> Result<Ve
         .collect()
 }
 
-async fn refs_in(tx: &mut sqlx::AnyConnection, row: &TableRow) -> Result<Vec<RefInfo>> {
-    let rows = sqlx::query("SELECT name, snapshot_id, ref_type FROM refs WHERE table_id = $1")
-        .bind(row.table_id)
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut out: Vec<RefInfo> = rows
-        .iter()
-        .map(|r| {
-            Ok(RefInfo {
-                name: r.try_get(0)?,
-                snapshot_id: r.try_get(1)?,
-                ref_type: r.try_get(2)?,
-            })
-        })
-        .collect::<Result<_>>()?;
-    out.retain(|r| r.name != "main");
-    if let Some(id) = row.current_snapshot_id {
-        out.push(RefInfo {
-            name: "main".into(),
-            snapshot_id: id,
-            ref_type: "branch".into(),
-        });
-    }
-    Ok(out)
-}
-
 /// Deletes the recorded objects of a table, forgetting each row once its object is gone.
 /// Returns (deleted, failed).
 async fn delete_recorded(
@@ -933,6 +924,7 @@ mod tests {
             name: name.into(),
             snapshot_id: id,
             ref_type: kind.into(),
+            retention: Default::default(),
         }
     }
 
@@ -942,6 +934,7 @@ mod tests {
             retain_last,
             ref_cutoff_ms: None,
             keep_metadata: 0,
+            now_ms: 1000,
         }
     }
 
@@ -1005,6 +998,7 @@ mod tests {
             retain_last: 1,
             ref_cutoff_ms: Some(25),
             keep_metadata: 0,
+            now_ms: 1000,
         };
         let d = decide(&snaps, &refs, p, &[]).unwrap();
         assert_eq!(
@@ -1013,5 +1007,36 @@ mod tests {
             "main is older than the cutoff too, and stays"
         );
         assert_eq!(sorted(d.expired), vec![2]);
+    }
+
+    #[test]
+    fn a_refs_own_settings_win() {
+        // 1 <- 2 <- 3 <- 4 (main, keeps 3 by its own setting); 1 <- 5 (branch b, keeps
+        // what is younger than 950 ms); tag t on 2 ages out after 900 ms. Now: 1000 ms.
+        let snaps = [
+            snap(1, None, 55),
+            snap(2, Some(1), 20),
+            snap(3, Some(2), 30),
+            snap(4, Some(3), 40),
+            snap(5, Some(1), 60),
+        ];
+        let mut main = r("main", 4, "branch");
+        main.retention.min_snapshots_to_keep = Some(3);
+        let mut b = r("b", 5, "branch");
+        let mut t = r("t", 2, "tag");
+        t.retention.max_ref_age_ms = Some(900);
+        // Without b's own setting, 1 (older than the run's cutoff) goes.
+        let d = decide(
+            &snaps,
+            &[main.clone(), b.clone(), t.clone()],
+            policy(1000, 1),
+            &[],
+        );
+        assert_eq!(sorted(d.unwrap().expired), vec![1]);
+        // With it, 1 (55 ms, younger than 1000 - 950) stays; main keeps 4, 3, 2.
+        b.retention.max_snapshot_age_ms = Some(950);
+        let d = decide(&snaps, &[main, b, t], policy(1000, 1), &[]).unwrap();
+        assert_eq!(d.removed_refs, vec![("t".to_string(), 2)]);
+        assert!(d.expired.is_empty(), "{:?}", d.expired);
     }
 }

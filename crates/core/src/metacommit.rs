@@ -267,7 +267,8 @@ async fn apply(
         let (Some(id), Some(kind)) = (r["snapshot-id"].as_i64(), r["type"].as_str()) else {
             continue;
         };
-        crate::db::upsert_ref(tx, row.table_id, name, id, kind).await?;
+        let retention = crate::refs::RefRetention::from_json(r);
+        crate::db::upsert_ref(tx, row.table_id, name, id, kind, Some(&retention)).await?;
     }
     // Always logged, also on a table without a snapshot (snapshot id 0), so a retry with
     // the same Idempotency-Key is recognised as applied.

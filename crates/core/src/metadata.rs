@@ -75,10 +75,9 @@ pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<String> {
         .into_iter()
         .filter(|r| known.contains(&r.snapshot_id))
         .map(|r| {
-            (
-                r.name,
-                json!({"snapshot-id": r.snapshot_id, "type": r.ref_type}),
-            )
+            let mut v = json!({"snapshot-id": r.snapshot_id, "type": r.ref_type});
+            r.retention.to_json(&mut v);
+            (r.name, v)
         })
         .collect();
     obj.insert("refs".into(), Value::Object(refs));

@@ -72,6 +72,42 @@ pub struct RefInfo {
     pub snapshot_id: i64,
     /// `branch` or `tag`.
     pub ref_type: String,
+    pub retention: RefRetention,
+}
+
+/// A ref's own retention (Iceberg's `SnapshotRef` fields); `None`: the table's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefRetention {
+    /// Branches: snapshots kept at least.
+    pub min_snapshots_to_keep: Option<i64>,
+    /// Branches: ancestors younger than this are kept.
+    pub max_snapshot_age_ms: Option<i64>,
+    /// The ref itself is removed when its snapshot is older than this (never `main`).
+    pub max_ref_age_ms: Option<i64>,
+}
+
+impl RefRetention {
+    /// From a ref of Iceberg metadata JSON.
+    pub(crate) fn from_json(r: &serde_json::Value) -> Self {
+        Self {
+            min_snapshots_to_keep: r["min-snapshots-to-keep"].as_i64(),
+            max_snapshot_age_ms: r["max-snapshot-age-ms"].as_i64(),
+            max_ref_age_ms: r["max-ref-age-ms"].as_i64(),
+        }
+    }
+
+    /// Adds the set fields to a ref of Iceberg metadata JSON.
+    pub(crate) fn to_json(self, r: &mut serde_json::Value) {
+        for (k, v) in [
+            ("min-snapshots-to-keep", self.min_snapshots_to_keep),
+            ("max-snapshot-age-ms", self.max_snapshot_age_ms),
+            ("max-ref-age-ms", self.max_ref_age_ms),
+        ] {
+            if let Some(v) = v {
+                r[k] = v.into();
+            }
+        }
+    }
 }
 
 /// How often a change is re-checked after a concurrent commit moved the table.
@@ -88,23 +124,44 @@ fn validate_ref_name(name: &str) -> Result<()> {
 }
 
 pub(crate) async fn refs(db: &Db, row: &TableRow) -> Result<Vec<RefInfo>> {
+    let mut conn = db.pool.acquire().await?;
+    refs_on(&mut conn, row).await
+}
+
+/// The table's refs as seen on `conn` (also inside a transaction); `main` first, pointing
+/// at the row's current snapshot.
+pub(crate) async fn refs_on(
+    conn: &mut sqlx::AnyConnection,
+    row: &TableRow,
+) -> Result<Vec<RefInfo>> {
     let rows = sqlx::query(
-        "SELECT name, snapshot_id, ref_type FROM refs WHERE table_id = $1 ORDER BY name",
+        "SELECT name, snapshot_id, ref_type, min_snapshots_to_keep, max_snapshot_age_ms, \
+         max_ref_age_ms FROM refs WHERE table_id = $1 ORDER BY name",
     )
     .bind(row.table_id)
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut out: Vec<RefInfo> = rows
         .iter()
         .map(|r| {
             Ok(RefInfo {
-                name: r.try_get("name")?,
-                snapshot_id: r.try_get("snapshot_id")?,
-                ref_type: r.try_get("ref_type")?,
+                name: r.try_get(0)?,
+                snapshot_id: r.try_get(1)?,
+                ref_type: r.try_get(2)?,
+                retention: RefRetention {
+                    min_snapshots_to_keep: r.try_get(3)?,
+                    max_snapshot_age_ms: r.try_get(4)?,
+                    max_ref_age_ms: r.try_get(5)?,
+                },
             })
         })
         .collect::<Result<_>>()?;
     // `main` follows the table pointer; its row is written with each commit.
+    let main_retention = out
+        .iter()
+        .find(|r| r.name == "main")
+        .map(|r| r.retention)
+        .unwrap_or_default();
     out.retain(|r| r.name != "main");
     if let Some(id) = row.current_snapshot_id {
         out.insert(
@@ -113,6 +170,7 @@ pub(crate) async fn refs(db: &Db, row: &TableRow) -> Result<Vec<RefInfo>> {
                 name: "main".into(),
                 snapshot_id: id,
                 ref_type: "branch".into(),
+                retention: main_retention,
             },
         );
     }
@@ -305,7 +363,7 @@ async fn try_apply(
         upsert = Some(("main".into(), id, "branch"));
     }
     if let Some((name, id, kind)) = &upsert {
-        crate::db::upsert_ref(&mut tx, row.table_id, name, *id, kind).await?;
+        crate::db::upsert_ref(&mut tx, row.table_id, name, *id, kind, None).await?;
     }
     if let Some(name) = &delete {
         sqlx::query("DELETE FROM refs WHERE table_id = $1 AND name = $2")

@@ -133,7 +133,8 @@ pub(crate) async fn register(
     }
     for (name, r) in refs.as_object().into_iter().flatten() {
         if let (Some(id), Some(kind)) = (r["snapshot-id"].as_i64(), r["type"].as_str()) {
-            upsert_ref(&mut tx, table_id, name, id, kind).await?;
+            let retention = crate::refs::RefRetention::from_json(r);
+            upsert_ref(&mut tx, table_id, name, id, kind, Some(&retention)).await?;
         }
     }
     for path in &live {
