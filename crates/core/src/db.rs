@@ -279,6 +279,28 @@ pub(crate) async fn insert_commit_log(
     Ok(())
 }
 
+/// Deletes the rows of `table` (one keyed by `(table_id, path)`: `pending_deletes`,
+/// `write_intents`, `metadata_files`) for `paths`.
+pub(crate) async fn forget_paths(
+    conn: &mut sqlx::AnyConnection,
+    table: &'static str,
+    table_id: i64,
+    paths: &[impl AsRef<str>],
+) -> Result<()> {
+    for chunk in paths.chunks(500) {
+        let q = format!(
+            "DELETE FROM {table} WHERE table_id = $1 AND path IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(&q).bind(table_id);
+        for p in chunk {
+            query = query.bind(p.as_ref());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// `$first, $first+1, ...` — `n` placeholders for an `IN (...)` list.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
@@ -827,26 +849,15 @@ impl Db {
             .collect()
     }
 
-    /// Deletes the rows of `table` (one keyed by `(table_id, path)`: `pending_deletes`,
-    /// `write_intents`) for `paths`.
+    /// [`forget_paths`] on a pooled connection.
     pub(crate) async fn forget_paths(
         &self,
         table: &'static str,
         table_id: i64,
         paths: &[String],
     ) -> Result<()> {
-        for chunk in paths.chunks(500) {
-            let q = format!(
-                "DELETE FROM {table} WHERE table_id = $1 AND path IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut query = sqlx::query(&q).bind(table_id);
-            for p in chunk {
-                query = query.bind(p);
-            }
-            query.execute(&self.pool).await?;
-        }
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        forget_paths(&mut conn, table, table_id, paths).await
     }
 
     /// Object bytes kept until the store held them durably.

@@ -731,6 +731,13 @@ async fn record(
         }
         query.execute(&mut *tx).await?;
     }
+    // Metadata files to delete are no longer the table's: their record goes with them.
+    let metadata: Vec<&str> = doomed
+        .iter()
+        .filter(|d| d.kind == KIND_METADATA)
+        .map(|d| d.path.as_str())
+        .collect();
+    crate::db::forget_paths(&mut tx, "metadata_files", table_id, &metadata).await?;
     tx.commit().await.map_err(|e| Error::Unavailable {
         what: "catalog database",
         source: format!(
@@ -826,9 +833,15 @@ async fn delete_recorded(
     for batch in todo.chunks(256) {
         let results: Vec<_> = futures::stream::iter(batch.iter().cloned())
             .map(|(path, kind, size)| async move {
+                // Unknown sizes are read first; an object that is gone already (a run killed
+                // after deleting it) is not counted again.
                 let size = match size {
-                    n if n >= 0 => n,
-                    _ => shared.warehouse.head(&path).await.map_or(-1, |n| n as i64),
+                    n if n >= 0 => Some(n),
+                    _ => match shared.warehouse.head(&path).await {
+                        Ok(n) => Some(n as i64),
+                        Err(Error::NotFound { .. }) => None,
+                        Err(_) => Some(-1),
+                    },
                 };
                 let r = shared.warehouse.delete(&path).await;
                 (path, kind, size, r)
@@ -840,7 +853,9 @@ async fn delete_recorded(
         for (path, kind, size, r) in results {
             match r {
                 Ok(()) => {
-                    counts.add(&kind, size);
+                    if let Some(size) = size {
+                        counts.add(&kind, size);
+                    }
                     gone.push(path);
                 }
                 Err(e) => {
