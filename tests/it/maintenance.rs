@@ -1183,4 +1183,35 @@ async fn sql_procedure_expires_snapshots() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("retain_last"), "{e}");
+
+    // Spark's other maintenance procedures.
+    let (garbage, _) = write_parquet(&t.location, "lost.parquet", &batch(0..1, 0));
+    let b = session
+        .sql(
+            "CALL system.remove_orphan_files(table => 'ns.sqlexp', \
+             older_than => now() + INTERVAL '1 second', dry_run => true)",
+        )
+        .await
+        .unwrap();
+    let orphans = b[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    assert_eq!(
+        orphans.iter().flatten().collect::<Vec<_>>(),
+        [garbage.as_str()]
+    );
+    assert!(local_path(&garbage).exists(), "a dry run");
+    let b = session
+        .sql("CALL system.rewrite_data_files(table => 'ns.sqlexp', where => 'id >= 0')")
+        .await
+        .unwrap();
+    assert_eq!(value(&b, "rewritten_data_files_count"), 5);
+    assert_eq!(value(&b, "added_data_files_count"), 1);
+    let b = session
+        .sql("SELECT count(*) AS n, sum(id) AS s FROM ns.sqlexp")
+        .await
+        .unwrap();
+    assert_eq!((value(&b, "n"), value(&b, "s")), (50, (0..50).sum::<i64>()));
 }

@@ -10,10 +10,13 @@
 //! | `drop_tag` | `table`, `tag` |
 //! | `drop_branch` | `table`, `branch` |
 //! | `expire_snapshots` | `table`, [`older_than`], [`retain_last`], [`snapshot_ids`] |
+//! | `remove_orphan_files` | `table`, [`older_than`], [`dry_run`] |
+//! | `rewrite_data_files` | `table`, [`where`], [`target_file_size_bytes`] |
 //!
 //! Arguments are positional or named (`table => 'ns.t'`). The snapshot changes return one
 //! row with `previous_snapshot_id` and `current_snapshot_id`; `expire_snapshots` returns
-//! one row of counts of deleted files, as Spark's does. The same changes are available over
+//! one row of counts of deleted files, `remove_orphan_files` one row per orphan and
+//! `rewrite_data_files` one row of counts, as Spark's do. The same changes are available over
 //! gRPC (`ManageSnapshots`, `ExpireSnapshots`) and as `firn` subcommands; all go through one
 //! implementation.
 
@@ -43,6 +46,11 @@ const PROCEDURES: &[(&str, &[&str])] = &[
     (
         "expire_snapshots",
         &["table", "older_than?", "retain_last?", "snapshot_ids?"],
+    ),
+    ("remove_orphan_files", &["table", "older_than?", "dry_run?"]),
+    (
+        "rewrite_data_files",
+        &["table", "where?", "target_file_size_bytes?"],
     ),
 ];
 
@@ -208,8 +216,11 @@ pub(crate) async fn call(session: &FirnSession, f: &Function) -> Result<Output> 
     let need = |v: Option<i64>, name: &str| {
         v.ok_or_else(|| QueryError::Invalid(format!("{procedure}: argument {name} is missing")))
     };
-    if procedure == "expire_snapshots" {
-        return expire_snapshots(session, &args, ident).await;
+    match procedure.as_str() {
+        "expire_snapshots" => return expire_snapshots(session, &args, ident).await,
+        "remove_orphan_files" => return remove_orphan_files(session, &args, ident).await,
+        "rewrite_data_files" => return rewrite_data_files(session, &args, ident).await,
+        _ => {}
     }
     let action = match procedure.as_str() {
         "rollback_to_snapshot" => Action::RollbackToSnapshot(need(
@@ -313,7 +324,7 @@ async fn expire_snapshots(session: &FirnSession, args: &Args, ident: TableIdent)
     };
     let r = session.client().expire_snapshots(req).await?;
     let t = r.tables.into_iter().next().unwrap_or_default();
-    let columns: [(&str, u64); 7] = [
+    counts_row(&[
         (
             "expired_snapshots_count",
             t.expired_snapshot_ids.len() as u64,
@@ -324,7 +335,11 @@ async fn expire_snapshots(session: &FirnSession, args: &Args, ident: TableIdent)
         ("deleted_manifest_lists_count", t.manifest_lists_deleted),
         ("deleted_metadata_files_count", t.metadata_files_deleted),
         ("bytes_freed", t.bytes_freed),
-    ];
+    ])
+}
+
+/// One row of `Int64` counts.
+fn counts_row(columns: &[(&str, u64)]) -> Result<Output> {
     let schema = Arc::new(Schema::new(
         columns
             .iter()
@@ -336,4 +351,87 @@ async fn expire_snapshots(session: &FirnSession, args: &Args, ident: TableIdent)
         .map(|(_, v)| Arc::new(Int64Array::from(vec![*v as i64])) as _)
         .collect();
     Ok(Output::batch(RecordBatch::try_new(schema, arrays)?))
+}
+
+async fn boolean(session: &FirnSession, args: &Args, name: &str) -> Result<Option<bool>> {
+    let Some(e) = args.get(name) else {
+        return Ok(None);
+    };
+    match value(session, e).await? {
+        ScalarValue::Boolean(Some(b)) => Ok(Some(b)),
+        other => Err(QueryError::Invalid(format!(
+            "{}: {name} must be true or false, not {other}",
+            args.procedure
+        ))),
+    }
+}
+
+async fn remove_orphan_files(
+    session: &FirnSession,
+    args: &Args,
+    ident: TableIdent,
+) -> Result<Output> {
+    let older_than_ms = match args.get("older_than") {
+        Some(e) => Some(crate::travel::eval_timestamp_ms(session.context(), &e.to_string()).await?),
+        None => None,
+    };
+    let r = session
+        .client()
+        .remove_orphan_files(pb::RemoveOrphanFilesRequest {
+            ident: Some(firn_client::proto_ident(&ident)),
+            older_than_ms,
+            dry_run: boolean(session, args, "dry_run").await?.unwrap_or(false),
+            sweep_listing: true,
+        })
+        .await?;
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "orphan_file_location",
+        DataType::Utf8,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(datafusion::arrow::array::StringArray::from(
+            r.orphan_paths,
+        ))],
+    )?;
+    Ok(Output::batch(batch))
+}
+
+async fn rewrite_data_files(
+    session: &FirnSession,
+    args: &Args,
+    ident: TableIdent,
+) -> Result<Output> {
+    let filter = match args.get("where") {
+        None => None,
+        Some(_) => {
+            let predicate = string(session, args, "where").await?;
+            Some(session.file_filter(&ident.to_string(), &predicate).await?)
+        }
+    };
+    let target = match long(session, args, "target_file_size_bytes").await? {
+        None => None,
+        Some(n) if n > 0 => Some(n as u64),
+        Some(n) => {
+            return Err(QueryError::Invalid(format!(
+                "rewrite_data_files: target_file_size_bytes must be positive, not {n}"
+            )));
+        }
+    };
+    let r = session
+        .client()
+        .compact(pb::CompactRequest {
+            ident: Some(firn_client::proto_ident(&ident)),
+            target_file_size_bytes: target,
+            filter,
+            dry_run: false,
+        })
+        .await?;
+    counts_row(&[
+        ("rewritten_data_files_count", r.files_rewritten),
+        ("added_data_files_count", r.files_written),
+        ("rewritten_bytes_count", r.bytes_rewritten),
+        ("failed_data_files_count", 0),
+    ])
 }
