@@ -2,8 +2,8 @@
 # Creates tools/.venv with the Python clients the end-to-end tests use (grpcio, pyarrow,
 # pyiceberg, pyspark with the Iceberg Spark runtime jar, duckdb with its extensions).
 # Idempotent: does nothing when the venv already matches requirements.txt.
-# Spark also needs a Java 17 runtime (`java` on PATH or JAVA_HOME); spark_check.py's
-# --firn-workarounds also needs javac. Both come from the machine, not from pip.
+# Spark also needs a Java 17 runtime (`java` on PATH or JAVA_HOME), which comes from the
+# machine, not from pip.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venv"

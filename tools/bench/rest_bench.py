@@ -16,8 +16,8 @@ Measured:
 3. Commit latency at that history (PyIceberg rewrites/receives the whole metadata per commit).
 
 Firn is started here (`firn serve` on free loopback ports, data in a temp dir) and stopped
-at the end. Needs tools/.venv (tools/setup-python.sh) plus SQLAlchemy for SqlCatalog:
-    tools/.venv/bin/pip install 'pyiceberg[pyarrow,sql-sqlite]==0.12.0'
+at the end. Needs tools/.venv (tools/setup-python.sh, which installs PyIceberg with
+SQLAlchemy for SqlCatalog).
 
 Usage:
     tools/.venv/bin/python tools/bench/rest_bench.py [--firn-bin PATH] [--quick]
@@ -55,9 +55,8 @@ from pyiceberg.types import LongType, NestedField, StringType  # noqa: E402
 
 try:
     from pyiceberg.catalog.sql import SqlCatalog  # noqa: E402
-except ImportError as e:  # SQLAlchemy is not in tools/python/requirements.txt
-    sys.exit(f"SqlCatalog needs SQLAlchemy ({e}): tools/.venv/bin/pip install "
-             "'pyiceberg[pyarrow,sql-sqlite]==0.12.0'")
+except ImportError as e:  # tools/setup-python.sh installs it (pyiceberg[sql-sqlite])
+    sys.exit(f"SqlCatalog needs SQLAlchemy ({e}): run tools/setup-python.sh")
 
 from firn_grpc import local_path, stubs  # noqa: E402
 
