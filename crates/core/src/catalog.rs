@@ -272,15 +272,15 @@ impl Catalog {
     }
 
     async fn table_info(&self, row: TableRow, want_json: bool) -> Result<TableInfo> {
-        let (meta, _) = parse_base(&row)?;
-        let (metadata_location, metadata_json) = metadata::materialize(
+        let (row, metadata_location, metadata_json) = metadata::materialize(
             &self.shared.db,
             &self.shared.warehouse,
             &self.shared.env,
-            &row,
+            row,
             want_json,
         )
         .await?;
+        let (meta, _) = parse_base(&row)?;
         Ok(TableInfo {
             ident: row.ident,
             table_uuid: row.table_uuid,
@@ -606,9 +606,33 @@ impl Catalog {
         selector: &SnapshotSelector,
     ) -> Result<ResolvedSnapshot> {
         ident.validate()?;
-        let row = self.shared.db.table(ident).await?;
-        let (meta, _) = parse_base(&row)?;
-        scan::resolve(&self.shared, &row, &meta, selector).await
+        Ok(self.resolve_fresh(ident, selector).await?.1)
+    }
+
+    /// Resolves `selector` on the table's current row; a row that went stale (its current
+    /// snapshot expired just after it was read) is read again.
+    async fn resolve_fresh(
+        &self,
+        ident: &TableIdent,
+        selector: &SnapshotSelector,
+    ) -> Result<(TableMetadata, ResolvedSnapshot)> {
+        let follows_current = match selector {
+            SnapshotSelector::Current => true,
+            SnapshotSelector::Ref(r) => r == "main",
+            _ => false,
+        };
+        let mut attempts = 0;
+        loop {
+            let row = self.shared.db.table(ident).await?;
+            let (meta, _) = parse_base(&row)?;
+            match scan::resolve(&self.shared, &row, &meta, selector).await {
+                Err(Error::NotFound {
+                    kind: ObjectKind::Snapshot,
+                    ..
+                }) if follows_current && attempts < 20 => attempts += 1,
+                r => return Ok((meta, r?)),
+            }
+        }
     }
 
     /// The data files (with their delete files) a scan of the selected snapshot reads,
@@ -621,9 +645,7 @@ impl Catalog {
         filter: Option<&ScanFilter>,
     ) -> Result<ScanPlan> {
         ident.validate()?;
-        let row = self.shared.db.table(ident).await?;
-        let (meta, _) = parse_base(&row)?;
-        let resolved = scan::resolve(&self.shared, &row, &meta, selector).await?;
+        let (meta, resolved) = self.resolve_fresh(ident, selector).await?;
         scan::plan(&self.shared, &meta, resolved, filter).await
     }
 

@@ -122,19 +122,32 @@ struct TableState {
 
 impl TableState {
     async fn load(shared: &Shared, table_id: i64) -> Result<Option<Self>> {
-        let Some(row) = shared.db.table_by_id(table_id).await? else {
-            return Ok(None);
-        };
+        // A row read just before an expiry removed its (then no longer) current snapshot is
+        // stale: read it again.
+        for _ in 0..20 {
+            let Some(row) = shared.db.table_by_id(table_id).await? else {
+                return Ok(None);
+            };
+            if let Some(state) = Self::load_row(shared, row).await? {
+                return Ok(Some(state));
+            }
+        }
+        Err(Error::Unavailable {
+            what: "table",
+            source: "the table kept changing while its state was read; try again".into(),
+        })
+    }
+
+    /// The state as of `row`; `None` when the row is stale.
+    async fn load_row(shared: &Shared, row: TableRow) -> Result<Option<Self>> {
+        let table_id = row.table_id;
         let (meta, ctx) = parse_base(&row)?;
         let (manifests, totals) = match row.current_snapshot_id {
             None => (Vec::new(), Totals::default()),
             Some(id) => {
-                let snap = shared.db.snapshot(table_id, id).await?.ok_or_else(|| {
-                    Error::internal(format!(
-                        "current snapshot {id} of {} is not in the catalog",
-                        row.ident
-                    ))
-                })?;
+                let Some(snap) = shared.db.snapshot(table_id, id).await? else {
+                    return Ok(None);
+                };
                 let list = read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
                 let num = |k: &str| {
                     snap.summary

@@ -47,9 +47,9 @@ struct Planned {
 
 async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
     let ident = &change.ident;
-    let row = shared.db.table(ident).await?;
-    let current: TableMetadata = serde_json::from_str(&metadata::render(&shared.db, &row).await?)
-        .map_err(|e| Error::internal_from("rendered metadata", e))?;
+    let (row, text) = metadata::render_current(&shared.db, ident).await?;
+    let current: TableMetadata =
+        serde_json::from_str(&text).map_err(|e| Error::internal_from("rendered metadata", e))?;
     for r in &change.requirements {
         r.check(Some(&current))
             .map_err(|e| Error::RequirementFailed {

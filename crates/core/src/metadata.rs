@@ -12,8 +12,12 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::storage::Warehouse;
 
-/// The metadata JSON of `row`'s version.
-pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<String> {
+/// How often a stale row is read again before giving up.
+const MAX_STALE_READS: usize = 20;
+
+/// The metadata JSON of `row`'s version; `None` when the row is stale: a later commit
+/// (expiry) has removed the snapshot it names as current, so read the row again.
+pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<Option<String>> {
     let mut v: Value = serde_json::from_str(&row.base_metadata)
         .map_err(|e| Error::internal_from("corrupt base metadata", e))?;
     let obj = v
@@ -70,6 +74,12 @@ pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<String> {
         .filter(|s| s.sequence_number <= row.last_sequence_number)
         .map(|s| s.snapshot_id)
         .collect();
+    if row
+        .current_snapshot_id
+        .is_some_and(|id| !known.contains(&id))
+    {
+        return Ok(None);
+    }
     let refs: serde_json::Map<String, Value> = crate::refs::refs(db, row)
         .await?
         .into_iter()
@@ -86,18 +96,64 @@ pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<String> {
     serde_json::from_str::<iceberg::spec::TableMetadata>(&text).map_err(|e| {
         Error::internal_from(format!("rendered metadata of {} is invalid", row.ident), e)
     })?;
-    Ok(text)
+    Ok(Some(text))
 }
 
-/// Writes the metadata file for `row`'s version unless it exists, and returns its location
-/// and, when `want_json`, its content.
+/// The table's row and the metadata JSON of its version, reading the row again while it
+/// is stale (see [`render`]).
+pub(crate) async fn render_current(
+    db: &Db,
+    ident: &crate::ident::TableIdent,
+) -> Result<(TableRow, String)> {
+    for _ in 0..MAX_STALE_READS {
+        let row = db.table(ident).await?;
+        if let Some(text) = render(db, &row).await? {
+            return Ok((row, text));
+        }
+    }
+    Err(stale(ident))
+}
+
+fn stale(ident: &crate::ident::TableIdent) -> Error {
+    Error::Unavailable {
+        what: "table",
+        source: format!("table {ident} kept changing while its metadata was read; try again")
+            .into(),
+    }
+}
+
+/// Writes the metadata file for the row's version unless it exists, and returns its
+/// location and, when `want_json`, its content. A stale row is read again (by table id), so
+/// the row returned may be newer than the one given.
 pub(crate) async fn materialize(
+    db: &Db,
+    warehouse: &Warehouse,
+    env: &Env,
+    row: TableRow,
+    want_json: bool,
+) -> Result<(TableRow, String, Option<String>)> {
+    let mut row = row;
+    for _ in 0..MAX_STALE_READS {
+        if let Some((location, json)) =
+            materialize_version(db, warehouse, env, &row, want_json).await?
+        {
+            return Ok((row, location, json));
+        }
+        row = db.table_by_id(row.table_id).await?.ok_or_else(|| {
+            Error::not_found(crate::error::ObjectKind::Table, row.ident.to_string())
+        })?;
+    }
+    Err(stale(&row.ident))
+}
+
+/// [`materialize`] for exactly `row`'s version; `None`: the row is stale.
+async fn materialize_version(
     db: &Db,
     warehouse: &Warehouse,
     env: &Env,
     row: &TableRow,
     want_json: bool,
-) -> Result<(String, Option<String>)> {
+) -> Result<Option<(String, Option<String>)>> {
     if row.metadata_version >= row.version {
         let json = if want_json {
             let bytes = warehouse.get(&row.metadata_location).await?;
@@ -108,14 +164,16 @@ pub(crate) async fn materialize(
         } else {
             None
         };
-        return Ok((row.metadata_location.clone(), json));
+        return Ok(Some((row.metadata_location.clone(), json)));
     }
-    let text = render(db, row).await?;
+    let Some(text) = render(db, row).await? else {
+        return Ok(None);
+    };
     let path = metadata_path(&row.location, row.version, env);
     warehouse.put_durable(&path, text.clone().into()).await?;
     db.set_metadata_location(row.table_id, &path, row.version, env.clock.now_ms())
         .await?;
-    Ok((path, want_json.then_some(text)))
+    Ok(Some((path, want_json.then_some(text))))
 }
 
 /// Where the metadata file of a table version goes.
@@ -125,4 +183,113 @@ pub(crate) fn metadata_path(location: &str, version: i64, env: &Env) -> String {
         location.trim_end_matches('/'),
         env.ids.uuid()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::catalog::{Catalog, CatalogConfig};
+    use crate::expire::ExpireOptions;
+    use crate::ident::TableIdent;
+    use crate::model::*;
+    use crate::storage::WarehouseConfig;
+
+    /// A reader that read the table's row just before an expiry removed that row's current
+    /// snapshot (a commit made it non-current first) gets the newer version's metadata,
+    /// never an invalid one.
+    #[tokio::test]
+    async fn a_row_made_stale_by_expiry_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("file://{}", dir.path().join("w").display());
+        let catalog = Catalog::open(
+            CatalogConfig {
+                catalog_url: format!("sqlite://{}", dir.path().join("c.db").display()),
+                warehouse: WarehouseConfig::new(&root),
+            },
+            crate::env::Env::default(),
+        )
+        .await
+        .unwrap();
+        catalog
+            .create_namespace("ns", HashMap::new())
+            .await
+            .unwrap();
+        let ident = TableIdent::new("ns", "t");
+        let t = catalog
+            .create_table(
+                &ident,
+                CreateTable {
+                    fields: vec![FieldSpec {
+                        name: "id".into(),
+                        type_json: "long".into(),
+                        required: false,
+                        doc: None,
+                    }],
+                    partition_by: vec![],
+                    location: None,
+                    properties: HashMap::new(),
+                    table_uuid: None,
+                },
+            )
+            .await
+            .unwrap();
+        let append = |i: u64| {
+            let path = format!("{}/data/f{i}.parquet", t.location);
+            let local = path.strip_prefix("file://").unwrap().to_string();
+            std::fs::create_dir_all(std::path::Path::new(&local).parent().unwrap()).unwrap();
+            std::fs::write(&local, vec![0u8; 100]).unwrap();
+            CommitRequest {
+                ident: ident.clone(),
+                commit_id: format!("c{i}"),
+                base_snapshot_id: None,
+                operation: Operation::Append {
+                    add: vec![NewFile {
+                        path,
+                        file_size_bytes: 100,
+                        stats: Some(FileStatsSpec {
+                            record_count: 1,
+                            columns: HashMap::new(),
+                            partition: serde_json::Map::new(),
+                            split_offsets: vec![],
+                        }),
+                    }],
+                },
+                summary: HashMap::new(),
+                client: "test".into(),
+            }
+        };
+        catalog.commit(append(1)).await.unwrap();
+        let stale = catalog.shared().db.table(&ident).await.unwrap();
+        let second = catalog.commit(append(2)).await.unwrap().snapshot_id;
+        let opts = ExpireOptions {
+            older_than_ms: Some(i64::MAX),
+            retain_last: Some(1),
+            ..Default::default()
+        };
+        let r = catalog
+            .expire_snapshots(&ident, &opts, "test")
+            .await
+            .unwrap();
+        assert_eq!(
+            r.expired_snapshots,
+            vec![stale.current_snapshot_id.unwrap()]
+        );
+        // The stale row names a snapshot that is gone: rendering it is refused...
+        assert!(
+            super::render(&catalog.shared().db, &stale)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // ...and materialising it serves the current version instead.
+        let shared = catalog.shared();
+        let (row, _, json) =
+            super::materialize(&shared.db, &shared.warehouse, &shared.env, stale, true)
+                .await
+                .unwrap();
+        assert_eq!(row.current_snapshot_id, Some(second));
+        let meta: iceberg::spec::TableMetadata = serde_json::from_str(&json.unwrap()).unwrap();
+        assert_eq!(meta.current_snapshot_id(), Some(second));
+    }
 }
