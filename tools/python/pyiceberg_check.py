@@ -125,6 +125,12 @@ for th in threads:
 assert not errors, errors
 final = cat.load_table("py.appended")
 assert final.scan().to_arrow().num_rows == 4 + 4 * 3 * 10
+# snapshots=refs: only the snapshots refs point at (twice: the second body is cached).
+for _ in range(2):
+    refs_only = RestCatalog("firn-refs", uri=uri, **{"snapshot-loading-mode": "refs"}).load_table("py.appended")
+    assert [s.snapshot_id for s in refs_only.metadata.snapshots] == [final.current_snapshot().snapshot_id]
+    assert refs_only.scan().to_arrow().num_rows == 4 + 4 * 3 * 10
+assert len(final.metadata.snapshots) == 2 + 12
 
 # A commit retried with the same Idempotency-Key is applied once and answered as a success
 # (a retry after a lost response must not look like a conflict, or the client would delete

@@ -12,6 +12,7 @@
 pub mod error;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -39,7 +40,13 @@ pub struct RestConfig {
 struct AppState {
     catalog: Catalog,
     config: RestConfig,
+    /// `snapshots=refs` bodies by metadata location (files are immutable, so entries never
+    /// go stale): trimming a 10,000-snapshot file means parsing megabytes of JSON.
+    refs_only: Arc<Mutex<HashMap<String, Arc<str>>>>,
 }
+
+/// Most `snapshots=refs` bodies kept (the cache is simply cleared when full).
+const REFS_CACHE_ENTRIES: usize = 64;
 
 /// Most names one page lists when the client does not say.
 const DEFAULT_PAGE: usize = 100;
@@ -66,7 +73,11 @@ const ENDPOINTS: &[&str] = &[
 
 /// The router of the REST API over `catalog`.
 pub fn router(catalog: Catalog, config: RestConfig) -> Router {
-    let state = AppState { catalog, config };
+    let state = AppState {
+        catalog,
+        config,
+        refs_only: Arc::default(),
+    };
     let v1 = Router::new()
         .route("/config", get(get_config))
         .route("/namespaces", get(list_namespaces).post(create_namespace))
@@ -494,19 +505,43 @@ async fn load_with(
     {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let raw = s.catalog.warehouse().get(&t.metadata_location).await?;
-    let raw = std::str::from_utf8(&raw)
-        .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
-    // The whole metadata is spliced in as written (no parse); `refs` trims it first.
-    let trimmed;
-    let metadata = if refs_only {
-        let mut v: Value = serde_json::from_str(raw)
-            .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
-        only_ref_snapshots(&mut v);
-        trimmed = v.to_string();
-        trimmed.as_str()
-    } else {
-        raw
+    let cached = refs_only
+        .then(|| {
+            s.refs_only
+                .lock()
+                .expect("poisoned")
+                .get(&t.metadata_location)
+                .cloned()
+        })
+        .flatten();
+    let (raw_bytes, owned): (axum::body::Bytes, Arc<str>);
+    let metadata: &str = match cached {
+        Some(body) => {
+            owned = body;
+            &owned
+        }
+        None => {
+            raw_bytes = s.catalog.warehouse().get(&t.metadata_location).await?;
+            let raw = std::str::from_utf8(&raw_bytes).map_err(|e| {
+                RestError::from(firn_core::Error::internal_from("table metadata", e))
+            })?;
+            if refs_only {
+                let mut v: Value = serde_json::from_str(raw).map_err(|e| {
+                    RestError::from(firn_core::Error::internal_from("table metadata", e))
+                })?;
+                only_ref_snapshots(&mut v);
+                owned = v.to_string().into();
+                let mut cache = s.refs_only.lock().expect("poisoned");
+                if cache.len() >= REFS_CACHE_ENTRIES {
+                    cache.clear();
+                }
+                cache.insert(t.metadata_location.clone(), owned.clone());
+                &owned
+            } else {
+                // The whole metadata is spliced in as written (no parse).
+                raw
+            }
+        }
     };
     let config = json!(file_io_properties(s.catalog.warehouse().config()));
     let mut resp = spliced(&t.metadata_location, metadata, Some(&config));
