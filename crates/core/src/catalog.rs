@@ -820,7 +820,8 @@ impl Catalog {
     }
 
     /// Expires old snapshots of one table and deletes the files only they needed; see
-    /// [`crate::expire`] for what is kept and the order of changes.
+    /// [`crate::expire`] for what is kept and the order of changes. Runs to its end even if
+    /// the caller stops waiting (see [`Catalog::detached`]).
     #[instrument(skip(self), fields(table = %ident))]
     pub async fn expire_snapshots(
         &self,
@@ -829,7 +830,28 @@ impl Catalog {
         client: &str,
     ) -> Result<ExpireReport> {
         ident.validate()?;
-        crate::expire::expire(&self.shared, ident, opts, client).await
+        let (shared, ident, opts, client) = (
+            self.shared.clone(),
+            ident.clone(),
+            opts.clone(),
+            client.to_string(),
+        );
+        detached(async move { crate::expire::expire(&shared, &ident, &opts, &client).await }).await
+    }
+
+    /// [`Catalog::expire_snapshots`] on every table, one after the other; one table's
+    /// failure is reported with it and does not stop the others.
+    pub async fn expire_all(
+        &self,
+        opts: &ExpireOptions,
+        client: &str,
+    ) -> Result<Vec<(TableIdent, Result<ExpireReport>)>> {
+        let mut out = Vec::new();
+        for t in self.all_tables().await? {
+            let r = self.expire_snapshots(&t, opts, client).await;
+            out.push((t, r));
+        }
+        Ok(out)
     }
 
     /// Fresh data file paths for a writer, one per partition directory given (empty for
@@ -853,7 +875,8 @@ impl Catalog {
         opts: &crate::orphans::OrphanOptions,
     ) -> Result<crate::orphans::OrphanReport> {
         ident.validate()?;
-        crate::orphans::remove_orphans(&self.shared, ident, opts).await
+        let (shared, ident, opts) = (self.shared.clone(), ident.clone(), opts.clone());
+        detached(async move { crate::orphans::remove_orphans(&shared, &ident, &opts).await }).await
     }
 
     /// Rewrites small files into larger ones as one `replace` commit; see
@@ -866,6 +889,21 @@ impl Catalog {
         client: &str,
     ) -> Result<crate::compact::CompactReport> {
         ident.validate()?;
+        let (catalog, ident, opts, client) = (
+            self.clone(),
+            ident.clone(),
+            opts.clone(),
+            client.to_string(),
+        );
+        detached(async move { catalog.compact_now(&ident, &opts, &client).await }).await
+    }
+
+    async fn compact_now(
+        &self,
+        ident: &TableIdent,
+        opts: &crate::compact::CompactOptions,
+        client: &str,
+    ) -> Result<crate::compact::CompactReport> {
         let mut plan = crate::compact::plan(&self.shared, ident, opts).await?;
         if opts.dry_run || plan.bins.is_empty() {
             return Ok(plan.report);
@@ -912,6 +950,16 @@ impl Catalog {
         }
         Ok(out)
     }
+}
+
+/// Runs a maintenance job to its end on its own task: a caller that stops waiting (a client
+/// that disconnects or times out) does not cut a run short halfway.
+async fn detached<T: Send + 'static>(
+    job: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(job)
+        .await
+        .map_err(|e| Error::internal_from("the maintenance task failed", e))?
 }
 
 /// The creation spec of a table from an Iceberg schema and partition spec (as REST clients

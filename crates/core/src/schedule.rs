@@ -65,19 +65,16 @@ pub(crate) async fn expiry_loop(catalog: Catalog, interval: Duration) {
                 continue;
             }
         }
-        let tables = match catalog.all_tables().await {
-            Ok(t) => t,
+        let results = match catalog.expire_all(&ExpireOptions::default(), &client).await {
+            Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "scheduled expiry: cannot list tables; next interval");
                 continue;
             }
         };
         let (mut expired, mut deleted, mut failed) = (0usize, 0u64, 0usize);
-        for t in &tables {
-            match catalog
-                .expire_snapshots(t, &ExpireOptions::default(), &client)
-                .await
-            {
+        for (t, r) in &results {
+            match r {
                 Ok(r) => {
                     expired += r.expired_snapshots.len();
                     deleted += r.deleted.total();
@@ -89,7 +86,7 @@ pub(crate) async fn expiry_loop(catalog: Catalog, interval: Duration) {
             }
         }
         info!(
-            tables = tables.len(),
+            tables = results.len(),
             expired, deleted, failed, "scheduled expiry done"
         );
     }

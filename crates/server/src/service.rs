@@ -332,24 +332,24 @@ impl CatalogService for GrpcCatalog {
             (Some(id), false) => Some(ident("ident", Some(id))?),
             (None, true) => None,
         };
-        let catalog = self.catalog.clone();
-        let tables = detached(async move {
-            Ok(match one {
-                Some(id) => {
-                    let report = catalog.expire_snapshots(&id, &opts, &client).await?;
-                    vec![table_expiry(&id, Ok(report))]
-                }
-                None => {
-                    let mut out = Vec::new();
-                    for id in catalog.all_tables().await? {
-                        let r = catalog.expire_snapshots(&id, &opts, &client).await;
-                        out.push(table_expiry(&id, r));
-                    }
-                    out
-                }
-            })
-        })
-        .await?;
+        let tables = match one {
+            Some(id) => {
+                let report = self
+                    .catalog
+                    .expire_snapshots(&id, &opts, &client)
+                    .await
+                    .map_err(status)?;
+                vec![table_expiry(&id, Ok(report))]
+            }
+            None => self
+                .catalog
+                .expire_all(&opts, &client)
+                .await
+                .map_err(status)?
+                .into_iter()
+                .map(|(id, r)| table_expiry(&id, r))
+                .collect(),
+        };
         Ok(Response::new(pb::ExpireSnapshotsResponse { tables }))
     }
 
@@ -362,8 +362,11 @@ impl CatalogService for GrpcCatalog {
             filter: r.filter.map(filter).transpose()?,
             dry_run: r.dry_run,
         };
-        let catalog = self.catalog.clone();
-        let o = detached(async move { catalog.compact(&id, &opts, &client).await }).await?;
+        let o = self
+            .catalog
+            .compact(&id, &opts, &client)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::CompactResponse {
             base_snapshot_id: o.base_snapshot_id,
             snapshot_id: o.snapshot_id,
@@ -401,8 +404,11 @@ impl CatalogService for GrpcCatalog {
             dry_run: r.dry_run,
             sweep_listing: r.sweep_listing,
         };
-        let catalog = self.catalog.clone();
-        let o = detached(async move { catalog.remove_orphan_files(&id, &opts).await }).await?;
+        let o = self
+            .catalog
+            .remove_orphan_files(&id, &opts)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::RemoveOrphanFilesResponse {
             skipped: o.skipped,
             orphan_paths: o.orphans,
@@ -442,18 +448,5 @@ fn table_expiry(
             error: e.to_string(),
             ..Default::default()
         },
-    }
-}
-
-/// Runs a maintenance job to its end on its own task: a client that disconnects (or times
-/// out) does not cut a run short halfway; the next run sees what it did.
-async fn detached<T: Send + 'static>(
-    job: impl std::future::Future<Output = firn_core::Result<T>> + Send + 'static,
-) -> Result<T, Status> {
-    match tokio::spawn(job).await {
-        Ok(r) => r.map_err(status),
-        Err(e) => Err(Status::internal(format!(
-            "the maintenance task failed: {e}"
-        ))),
     }
 }
