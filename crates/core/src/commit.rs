@@ -718,26 +718,34 @@ fn delete_best_effort(shared: &Shared, paths: Vec<(i64, String)>) {
     let db = shared.db.clone();
     let now = shared.env.clock.now_ms();
     tokio::spawn(async move {
+        let mut failed: HashMap<i64, Vec<crate::expire::Doomed>> = HashMap::new();
         for (table_id, p) in paths {
             if let Err(e) = warehouse.delete(&p).await {
                 debug!(path = %p, error = %e, "could not delete garbage of a failed commit");
-                let recorded = sqlx::query(
-                    "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms) \
-                     VALUES ($1, $2, $3, -1, $4) ON CONFLICT (table_id, path) DO NOTHING",
-                )
-                .bind(table_id)
-                .bind(&p)
-                .bind(if p.contains("/snap-") {
+                let kind = if p.contains("/snap-") {
                     crate::expire::KIND_MANIFEST_LIST
                 } else {
                     crate::expire::KIND_MANIFEST
-                })
-                .bind(now)
-                .execute(&db.pool)
-                .await;
-                if let Err(e) = recorded {
-                    debug!(path = %p, error = %e, "could not record garbage for a later delete");
+                };
+                failed
+                    .entry(table_id)
+                    .or_default()
+                    .push(crate::expire::Doomed {
+                        path: p,
+                        kind,
+                        size: -1,
+                    });
+            }
+        }
+        for (table_id, doomed) in failed {
+            let recorded = match db.pool.acquire().await {
+                Ok(mut conn) => {
+                    crate::expire::record_doomed(&mut conn, table_id, &doomed, now).await
                 }
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = recorded {
+                debug!(table_id, error = %e, "could not record garbage for a later delete");
             }
         }
     });

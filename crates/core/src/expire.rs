@@ -293,10 +293,42 @@ fn decide(
 
 /// An object to delete.
 #[derive(Debug, Clone)]
-struct Doomed {
-    path: String,
-    kind: &'static str,
-    size: i64,
+pub(crate) struct Doomed {
+    pub path: String,
+    pub kind: &'static str,
+    /// Bytes, or -1 when unknown (read before deleting).
+    pub size: i64,
+}
+
+/// Records objects to delete in `pending_deletes` (every expiry run deletes them first).
+pub(crate) async fn record_doomed(
+    conn: &mut sqlx::AnyConnection,
+    table_id: i64,
+    doomed: &[Doomed],
+    now_ms: i64,
+) -> Result<()> {
+    // Five columns a row; stay well under SQLite's parameter limit.
+    for chunk in doomed.chunks(150) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
+            .collect();
+        let q = format!(
+            "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms) \
+             VALUES {} ON CONFLICT (table_id, path) DO NOTHING",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&q);
+        for d in chunk {
+            query = query
+                .bind(table_id)
+                .bind(&d.path)
+                .bind(d.kind)
+                .bind(d.size)
+                .bind(now_ms);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The objects only `expired` snapshots reference (reading manifest lists and manifests,
@@ -710,27 +742,7 @@ async fn record(
             .await?;
         }
     }
-    // Five columns a row; stay well under SQLite's parameter limit.
-    for chunk in doomed.chunks(150) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
-            .collect();
-        let q = format!(
-            "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms) \
-             VALUES {} ON CONFLICT (table_id, path) DO NOTHING",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(&q);
-        for d in chunk {
-            query = query
-                .bind(table_id)
-                .bind(&d.path)
-                .bind(d.kind)
-                .bind(d.size)
-                .bind(now);
-        }
-        query.execute(&mut *tx).await?;
-    }
+    record_doomed(&mut tx, table_id, doomed, now).await?;
     // Metadata files to delete are no longer the table's: their record goes with them.
     let metadata: Vec<&str> = doomed
         .iter()
