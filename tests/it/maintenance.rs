@@ -868,6 +868,13 @@ async fn orphans_are_found_from_reservations_and_the_sweep_only_finds_garbage() 
         reserved[0].starts_with(&format!("{}/data/ts_day=2026-11-22/", t.location)),
         "{reserved:?}"
     );
+    for bad in ["../escape", "/abs", "a//b", "day=1/", "a/./b"] {
+        let e = client
+            .reserve_data_files(&ident, vec![bad.into()])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{bad}: {e}");
+    }
     let crashed = local_path(&reserved[0]);
     std::fs::create_dir_all(crashed.parent().unwrap()).unwrap();
     std::fs::write(&crashed, b"half a parquet file").unwrap();

@@ -83,32 +83,26 @@ pub(crate) async fn reserve(
             ),
         ));
     }
+    let row = shared.db.table(ident).await?;
+    let base = format!("{}/data", row.location.trim_end_matches('/'));
+    let mut paths = Vec::with_capacity(partition_paths.len());
     for p in partition_paths {
-        let bad = p.starts_with('/')
-            || p.ends_with('/')
-            || p.contains("//")
-            || p.split('/').any(|seg| seg == "." || seg == "..")
-            || p.chars().any(|c| c.is_control() || c == '\\');
-        if bad {
+        let name = format!("{}.parquet", shared.env.ids.uuid());
+        let uri = if p.is_empty() {
+            format!("{base}/{name}")
+        } else {
+            format!("{base}/{p}/{name}")
+        };
+        // The warehouse's own path check refuses `.`, `..` and empty segments (so a
+        // leading or trailing `/` too); URL parsing would drop control characters.
+        if p.chars().any(|c| c.is_control() || c == '\\') || shared.warehouse.path(&uri).is_err() {
             return Err(Error::invalid(
                 "partition_paths",
                 format!("{p:?} is not a relative partition directory like \"ts_day=2026-11-22\""),
             ));
         }
+        paths.push(uri);
     }
-    let row = shared.db.table(ident).await?;
-    let base = format!("{}/data", row.location.trim_end_matches('/'));
-    let paths: Vec<String> = partition_paths
-        .iter()
-        .map(|p| {
-            let name = format!("{}.parquet", shared.env.ids.uuid());
-            if p.is_empty() {
-                format!("{base}/{name}")
-            } else {
-                format!("{base}/{p}/{name}")
-            }
-        })
-        .collect();
     let now = shared.env.clock.now_ms();
     let mut tx = shared.db.pool.begin().await?;
     for chunk in paths.chunks(300) {
