@@ -75,6 +75,8 @@ pub(crate) struct Candidate {
 /// The rewrite: bins of files to merge, and the planning facts.
 pub(crate) struct Plan {
     pub report: CompactReport,
+    /// The table's schema the files were read for (the new files are written in it).
+    target: ArrowSchemaRef,
     pub bins: Vec<(String, Vec<Candidate>)>,
 }
 
@@ -86,7 +88,8 @@ pub(crate) async fn plan(
 ) -> Result<Plan> {
     let row = shared.db.table(ident).await?;
     let (meta, _) = crate::commit::parse_base(&row)?;
-    let target = match opts.target_file_size {
+    let target: ArrowSchemaRef = Arc::new(schema_to_arrow_schema(meta.current_schema())?);
+    let target_size = match opts.target_file_size {
         Some(0) => return Err(Error::invalid("target_file_size", "must be positive")),
         Some(n) => n,
         None => meta
@@ -104,6 +107,7 @@ pub(crate) async fn plan(
     let Some(current) = row.current_snapshot_id else {
         return Ok(Plan {
             report,
+            target,
             bins: Vec::new(),
         });
     };
@@ -128,7 +132,7 @@ pub(crate) async fn plan(
     let list = crate::commit::read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
     let spec = meta.default_partition_spec();
     let schema = meta.current_schema();
-    let small = target * 3 / 4;
+    let small = target_size * 3 / 4;
     let mut groups: HashMap<Struct, Vec<Candidate>> = HashMap::new();
     for m in list.entries() {
         if m.content != ManifestContentType::Data || m.partition_spec_id != spec.spec_id() {
@@ -170,7 +174,7 @@ pub(crate) async fn plan(
         let mut bin: Vec<Candidate> = Vec::new();
         let mut size = 0u64;
         for c in files {
-            if !bin.is_empty() && size + c.file.file_size_in_bytes() > target {
+            if !bin.is_empty() && size + c.file.file_size_in_bytes() > target_size {
                 if bin.len() > 1 {
                     bins.push((dir.clone(), std::mem::take(&mut bin)));
                 } else {
@@ -194,7 +198,11 @@ pub(crate) async fn plan(
             report.records += c.file.record_count();
         }
     }
-    Ok(Plan { report, bins })
+    Ok(Plan {
+        report,
+        target,
+        bins,
+    })
 }
 
 /// Writes the new files of `plan`; returns the commit operation's files (added, removed).
@@ -203,9 +211,7 @@ pub(crate) async fn write(
     ident: &TableIdent,
     plan: &mut Plan,
 ) -> Result<(Vec<NewFile>, Vec<String>)> {
-    let row = shared.db.table(ident).await?;
-    let (meta, _) = crate::commit::parse_base(&row)?;
-    let target: ArrowSchemaRef = Arc::new(schema_to_arrow_schema(meta.current_schema())?);
+    let target = plan.target.clone();
     let dirs: Vec<String> = plan.bins.iter().map(|(d, _)| d.clone()).collect();
     let paths = crate::orphans::reserve(shared, ident, &dirs).await?;
     let mut added = Vec::new();
