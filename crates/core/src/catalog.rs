@@ -629,7 +629,7 @@ impl Catalog {
                 Err(Error::NotFound {
                     kind: ObjectKind::Snapshot,
                     ..
-                }) if follows_current && attempts < 20 => attempts += 1,
+                }) if follows_current && attempts < metadata::MAX_STALE_READS => attempts += 1,
                 r => return Ok((meta, r?)),
             }
         }

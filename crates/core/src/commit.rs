@@ -124,7 +124,7 @@ impl TableState {
     async fn load(shared: &Shared, table_id: i64) -> Result<Option<Self>> {
         // A row read just before an expiry removed its (then no longer) current snapshot is
         // stale: read it again.
-        for _ in 0..20 {
+        for _ in 0..crate::metadata::MAX_STALE_READS {
             let Some(row) = shared.db.table_by_id(table_id).await? else {
                 return Ok(None);
             };

@@ -12,8 +12,10 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::storage::Warehouse;
 
-/// How often a stale row is read again before giving up.
-const MAX_STALE_READS: usize = 20;
+/// How often a row is read again before giving up when it went stale: an expiry removed
+/// the snapshot it names as current (a commit had made it non-current just before). Used
+/// wherever a row's current snapshot is looked up.
+pub(crate) const MAX_STALE_READS: usize = 20;
 
 /// The metadata JSON of `row`'s version; `None` when the row is stale: a later commit
 /// (expiry) has removed the snapshot it names as current, so read the row again.
