@@ -38,7 +38,18 @@ impl TestServer {
     /// The catalog is a fresh SQLite file, or, when `FIRN_TEST_POSTGRES` names a server
     /// (`postgres://user:pass@host`), a fresh PostgreSQL database on it.
     pub async fn start_with(faults: Option<FaultConfig>) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_at(tempfile::tempdir().expect("temp dir"), faults).await
+    }
+
+    /// Starts a server whose data directory is a fresh directory under `parent` (as a
+    /// user's server keeps `./firn-data` in their working directory), not in the system's
+    /// temp dir.
+    pub async fn start_in(parent: &std::path::Path) -> Self {
+        std::fs::create_dir_all(parent).expect("parent of the data directory");
+        Self::start_at(tempfile::tempdir_in(parent).expect("data dir"), None).await
+    }
+
+    async fn start_at(dir: tempfile::TempDir, faults: Option<FaultConfig>) -> Self {
         let url = match std::env::var("FIRN_TEST_POSTGRES") {
             Ok(server) => fresh_postgres_db(&server).await,
             Err(_) => format!("sqlite://{}", dir.path().join("catalog.db").display()),
