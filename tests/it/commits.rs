@@ -282,3 +282,66 @@ async fn paging_through_snapshots() {
     }
     assert_eq!(seen, (1..=7).collect::<Vec<_>>());
 }
+
+/// Every file a reader outside the server can learn of exists when it is handed out,
+/// although a commit's manifest and manifest list are written behind it: a snapshot listing,
+/// the metadata file of a load, and another replica's view right after the commits.
+#[tokio::test]
+async fn metadata_written_behind_commits_is_in_the_store_before_readers_see_it() {
+    let server = TestServer::start().await;
+    let replica = server.replica().await;
+    let (client, other) = (server.client().await, replica.client().await);
+    let (ident, t) = create_table(&client, "ns", "behind", false).await;
+    let mut first = None;
+    for i in 0..30i64 {
+        let (u, s) = write_parquet(&t.location, &format!("f{i}.parquet"), &batch(i..i + 1, 0));
+        let r = client
+            .commit_once(append_request(&ident, vec![data_file(&u, s)]))
+            .await
+            .unwrap();
+        first.get_or_insert(r.snapshot_id);
+    }
+    // Straight after the last commit: every manifest list another replica lists, and every
+    // manifest in it, is a complete file on disk.
+    let assert_on_disk = |list: &str| {
+        let bytes = std::fs::read(local_path(list)).expect("manifest list on disk");
+        let parsed = iceberg::spec::ManifestList::parse_with_version(
+            &bytes,
+            iceberg::spec::FormatVersion::V2,
+        )
+        .expect("a complete manifest list");
+        for m in parsed.entries() {
+            assert!(
+                local_path(&m.manifest_path).is_file(),
+                "{} missing",
+                m.manifest_path
+            );
+        }
+    };
+    let snaps = other.list_snapshots(&ident).await.unwrap();
+    assert_eq!(snaps.len(), 30);
+    for s in &snaps {
+        assert_on_disk(&s.manifest_list);
+    }
+    // The metadata file a load hands out names only files that exist; iceberg-rust reads
+    // the first and the last snapshot from it.
+    let (u, s) = write_parquet(&t.location, "last.parquet", &batch(100..101, 0));
+    client
+        .commit_once(append_request(&ident, vec![data_file(&u, s)]))
+        .await
+        .unwrap();
+    let loaded = client.load_table(&ident, true).await.unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&loaded.metadata_json).unwrap();
+    let lists: Vec<&str> = meta["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["manifest-list"].as_str().unwrap())
+        .collect();
+    assert_eq!(lists.len(), 31);
+    lists.iter().for_each(|l| assert_on_disk(l));
+    assert_eq!(read_ids(&client, &ident, first).await, vec![0]);
+    let mut all: Vec<i64> = (0..30).collect();
+    all.push(100);
+    assert_eq!(read_ids(&other, &ident, None).await, all);
+}

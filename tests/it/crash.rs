@@ -59,6 +59,7 @@ async fn sigkill_during_commits_loses_nothing_acknowledged() {
         acked.len()
     );
 
+    drop(client);
     let mut child = serve(&data, port).unwrap();
     wait_for_port(&addr).await;
     let client = FirnClient::connect(&endpoint).await.unwrap();
@@ -69,6 +70,23 @@ async fn sigkill_during_commits_loses_nothing_acknowledged() {
             present.contains(id),
             "acknowledged snapshot {id} is gone after the crash"
         );
+    }
+    // The manifests and manifest lists written behind the last commits before the kill were
+    // rewritten from the catalog at start: every snapshot's are complete files.
+    for s in &snaps {
+        let bytes = std::fs::read(local_path(&s.manifest_list)).expect("manifest list");
+        let list = iceberg::spec::ManifestList::parse_with_version(
+            &bytes,
+            iceberg::spec::FormatVersion::V2,
+        )
+        .expect("a complete manifest list");
+        for m in list.entries() {
+            assert!(
+                local_path(&m.manifest_path).is_file(),
+                "{}",
+                m.manifest_path
+            );
+        }
     }
     // Whole snapshots only: the rows are exactly the union of the committed files.
     let ids = read_ids(&client, &ident, None).await;
@@ -86,13 +104,56 @@ async fn sigkill_during_commits_loses_nothing_acknowledged() {
         "after.parquet",
         &batch(9_000_000..9_000_005, 0),
     );
-    client
+    let after = client
         .commit_once(append_request(
             &TableIdent::new("ns", "crash"),
             vec![data_file(&u, s)],
         ))
         .await
         .unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // A graceful stop (SIGTERM) writes what was written behind and empties the catalog of
+    // object copies. (A graceful stop waits for clients to disconnect.)
+    drop(client);
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut stopped = None;
+    for _ in 0..200 {
+        // An async sleep: the runtime must run to close the dropped client's connection.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stopped = child.try_wait().unwrap();
+        if stopped.is_some() {
+            break;
+        }
+    }
+    if stopped.is_none() {
+        child.kill().unwrap();
+    }
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "firn serve did not stop cleanly on SIGTERM: {stopped:?}"
+    );
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("catalog.db").display()))
+        .await
+        .unwrap();
+    let (pending,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pending_objects")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending, 0,
+        "object copies left in the catalog after a clean stop"
+    );
+    let (list,): (String,) =
+        sqlx::query_as("SELECT manifest_list FROM snapshots WHERE snapshot_id = $1")
+            .bind(after.snapshot_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(
+        local_path(&list).is_file(),
+        "the last commit's manifest list"
+    );
 }

@@ -161,11 +161,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
-    firn_server::serve(catalog, listener, wait(stopped)).await?;
+    firn_server::serve(catalog.clone(), listener, wait(stopped)).await?;
     rest.await??;
     if let Some(m) = maintenance {
         m.abort();
     }
+    // What was written behind the last commits goes to the store before the process ends.
+    catalog.flush().await?;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -89,6 +89,16 @@ impl Catalog {
         tokio::spawn(crate::schedule::expiry_loop(self.clone(), every))
     }
 
+    /// Writes every committed object still staged (written behind its commit) to the store
+    /// and drops their copies from the catalog. `firn serve` calls it on a graceful
+    /// shutdown; after a crash, start-up recovery does the same from the catalog.
+    pub async fn flush(&self) -> Result<()> {
+        self.shared.publish_all().await?;
+        let mut done = std::mem::take(&mut *self.shared.synced.lock().expect("poisoned"));
+        done.extend(self.shared.warehouse.take_released());
+        self.shared.db.clear_pending_objects(&done).await
+    }
+
     pub fn warehouse(&self) -> &Arc<Warehouse> {
         &self.shared.warehouse
     }
@@ -272,6 +282,8 @@ impl Catalog {
     }
 
     async fn table_info(&self, row: TableRow, want_json: bool) -> Result<TableInfo> {
+        // The metadata file names every snapshot's manifest list.
+        self.shared.publish_table(&row.location).await?;
         let (row, metadata_location, metadata_json) = metadata::materialize(
             &self.shared.db,
             &self.shared.warehouse,
@@ -559,6 +571,8 @@ impl Catalog {
             })?,
         };
         let row = self.shared.db.table(ident).await?;
+        // Manifest-list paths leave the process.
+        self.shared.publish_table(&row.location).await?;
         let snapshots = self
             .shared
             .db
@@ -583,6 +597,7 @@ impl Catalog {
     pub async fn get_snapshot(&self, ident: &TableIdent, snapshot_id: i64) -> Result<SnapshotInfo> {
         ident.validate()?;
         let row = self.shared.db.table(ident).await?;
+        self.shared.publish_table(&row.location).await?;
         self.shared
             .db
             .snapshot(row.table_id, snapshot_id)
@@ -646,6 +661,8 @@ impl Catalog {
     ) -> Result<ScanPlan> {
         ident.validate()?;
         let (meta, resolved) = self.resolve_fresh(ident, selector).await?;
+        // The snapshot may be another replica's, its objects not yet in the store.
+        self.shared.publish_table(meta.location()).await?;
         scan::plan(&self.shared, &meta, resolved, filter).await
     }
 

@@ -10,7 +10,8 @@
 //!              · per table: load state (cached), replay recorded commit ids,
 //!                check the base snapshot (appends are rebased, others conflict),
 //!                plan the snapshot: manifests kept / rewritten / merged, manifest list
-//!              · put every new object (readers cannot reach them yet)
+//!              · new objects: put to the store (S3), or staged in the warehouse (local
+//!                disk: write-behind, no file is created on the commit path)
 //!              · ONE database transaction for the whole batch:
 //!                  UPDATE tables SET version = v+n ... WHERE table_id = ? AND version = v
 //!                  + snapshot, snapshot-log, ref, commit-log, file-index rows
@@ -18,7 +19,16 @@
 //!              · COMMIT (fsync) ─► reply to every request of the batch
 //!              · a table whose swap lost a race (another replica) is reloaded and its
 //!                commits re-planned in the next batch
+//!
+//!  materializer (one task) · writes staged objects in batches once commits pause,
+//!                            each atomically, fsyncs them; their catalog copies then go
 //! ```
+//!
+//! A staged object is readable through this process's warehouse at once. Anything that
+//! hands a table's metadata to a reader outside the process (a metadata file, a snapshot's
+//! manifest-list path) first calls [`Shared::publish_table`], which also writes objects
+//! another replica committed and has not written yet, from their catalog copies. A crash
+//! loses no staged object: start-up recovery writes them from the catalog.
 //!
 //! Guarantees:
 //! - Until the transaction commits no reader can see any of a commit; after, every reader
@@ -141,6 +151,8 @@ impl TableState {
     /// The state as of `row`; `None` when the row is stale.
     async fn load_row(shared: &Shared, row: TableRow) -> Result<Option<Self>> {
         let table_id = row.table_id;
+        // Another replica's last commits may not be in the store yet.
+        shared.publish_table(&row.location).await?;
         let (meta, ctx) = parse_base(&row)?;
         let (manifests, totals) = match row.current_snapshot_id {
             None => (Vec::new(), Totals::default()),
@@ -262,9 +274,79 @@ pub(crate) struct Shared {
     pub manifests: ManifestCache,
     /// Objects fsynced since the last transaction; their pending rows are deleted with it.
     pub synced: Mutex<Vec<String>>,
-    /// Objects to fsync, for the syncer task.
+    /// Committed staged objects, for the materializer task.
     pub to_sync: mpsc::UnboundedSender<Vec<String>>,
 }
+
+impl Shared {
+    /// Makes every committed object below a table's location readable in the store: this
+    /// process's staged objects, and those another replica committed but has not written
+    /// yet (from their copies in the catalog). Call before handing the table's metadata to
+    /// a reader outside this process. Errors are storage errors: retry.
+    pub(crate) async fn publish_table(&self, location: &str) -> Result<()> {
+        if !self.warehouse.needs_sync() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            match self.publish_table_once(location).await {
+                Err(e) if e.is_retryable() && attempt < PUBLISH_ATTEMPTS => {
+                    attempt += 1;
+                    debug!(error = %e, attempt, "publishing a table's objects failed; retrying");
+                    tokio::time::sleep(WRITE_RETRY / 4 * attempt).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn publish_table_once(&self, location: &str) -> Result<()> {
+        let local = self.warehouse.staged_under(location);
+        self.record_published(self.warehouse.publish(&local).await)?;
+        let mut others = Vec::new();
+        let rows = self.db.pending_paths_under(location).await?;
+        // Rows of objects this process wrote linger until the next commit transaction.
+        let written: HashSet<String> = {
+            let synced = self.synced.lock().expect("poisoned");
+            let rows: HashSet<&String> = rows.iter().collect();
+            synced
+                .iter()
+                .filter(|p| rows.contains(p))
+                .cloned()
+                .collect()
+        };
+        for path in rows {
+            if written.contains(&path) || self.warehouse.is_staged(&path) {
+                continue;
+            }
+            match self.warehouse.head(&path).await {
+                Ok(_) => continue,
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(bytes) = self.db.pending_object(&path).await? {
+                self.warehouse.put(&path, bytes.into()).await?;
+                others.push(path);
+            }
+        }
+        self.warehouse.sync(&others).await
+    }
+
+    /// Writes every staged object.
+    pub(crate) async fn publish_all(&self) -> Result<()> {
+        let all = self.warehouse.staged_all();
+        self.record_published(self.warehouse.publish(&all).await)
+    }
+
+    /// Notes what a publish wrote (its catalog copies go with the next commit transaction).
+    fn record_published(&self, p: crate::storage::Published) -> Result<()> {
+        self.synced.lock().expect("poisoned").extend(p.written);
+        p.error.map_or(Ok(()), Err)
+    }
+}
+
+/// How often [`Shared::publish_table`] tries again after a transient storage error.
+const PUBLISH_ATTEMPTS: u32 = 5;
 
 /// Handle to the committer task.
 #[derive(Clone)]
@@ -273,13 +355,14 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer and the syncer (`to_sync` is the receiver of `shared.to_sync`).
+    /// Starts the committer and the materializer (`to_sync` is the receiver of
+    /// `shared.to_sync`).
     pub(crate) fn start(
         shared: Arc<Shared>,
         to_sync: mpsc::UnboundedReceiver<Vec<String>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(syncer(shared.clone(), to_sync));
+        tokio::spawn(materializer(shared.clone(), to_sync));
         tokio::spawn(run(shared, rx));
         Self { tx }
     }
@@ -565,12 +648,24 @@ async fn plan_batch(
     // The transaction locks tables in id order, so replicas cannot deadlock on each other.
     plans.sort_by_key(|p| p.table_id);
 
-    // Put every new object. Nothing references them until the transaction commits.
-    let objects: Vec<MetaObject> = plans
+    // Put or stage every new object. Nothing references them until the transaction commits.
+    let objects: Vec<(String, bytes::Bytes)> = plans
         .iter()
-        .flat_map(|p| p.steps.iter().flat_map(|s| s.plan.objects.iter().cloned()))
+        .flat_map(|p| p.steps.iter().flat_map(|s| s.plan.objects.iter()))
+        .map(|o| (o.path.clone(), o.bytes.clone()))
         .collect();
-    if let Err(e) = put_all(&shared.warehouse, &objects).await {
+    let stored = if shared.warehouse.needs_sync() {
+        if shared.warehouse.staged_size() >= STAGED_LIMIT {
+            // Backpressure: the disk is behind; wait for it rather than grow without bound.
+            if let Err(e) = shared.publish_all().await {
+                warn!(error = %e, "writing staged commit metadata failed");
+            }
+        }
+        shared.warehouse.stage(&objects)
+    } else {
+        shared.warehouse.put_new(&objects).await
+    };
+    if let Err(e) = stored {
         warn!(error = %e, "writing commit metadata failed; the batch is not committed");
         delete_best_effort(
             shared,
@@ -614,6 +709,15 @@ async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
             // The transaction may or may not have committed: outcome unknown. The cached
             // states are dropped, so the next batch re-reads the tables.
             warn!(error = %e, "commit transaction failed");
+            // If it did commit, its objects must reach the store: materialize them anyway.
+            spawn_sync(
+                &shared,
+                plans
+                    .iter()
+                    .flat_map(|p| p.steps.iter().flat_map(|s| &s.plan.objects))
+                    .map(|o| o.path.clone())
+                    .collect(),
+            );
             for p in plans {
                 out.stale.push(p.table_id);
                 for s in p.steps {
@@ -673,36 +777,73 @@ async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
                     delete_best_effort(&shared, garbage);
                 }
             }
-            if shared.warehouse.needs_sync() && !to_sync.is_empty() {
-                spawn_sync(shared.clone(), to_sync);
-            }
+            spawn_sync(&shared, to_sync);
         }
     }
     out
 }
 
-/// Makes written objects durable in the background; their pending rows are dropped with the
-/// next commit transaction (until then, start-up recovery would rewrite them, harmlessly).
-fn spawn_sync(shared: Arc<Shared>, paths: Vec<String>) {
-    let _ = shared.to_sync.send(paths);
+/// Hands committed staged objects to the materializer; their pending rows are dropped with
+/// the next commit transaction once they are written (until then, start-up recovery would
+/// rewrite them, harmlessly).
+fn spawn_sync(shared: &Shared, paths: Vec<String>) {
+    if shared.warehouse.needs_sync() && !paths.is_empty() {
+        let _ = shared.to_sync.send(paths);
+    }
 }
 
-/// How long the syncer gathers objects before one round of fsyncs: fewer, larger rounds
-/// disturb the commits' own fsyncs less. Durability does not wait for it (the bytes are in
-/// the catalog until then).
-const SYNC_GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+/// The materializer writes staged objects once commits pause for this long: a burst of
+/// commits creates no file until it ends. Durability does not wait for it (the bytes are in
+/// the catalog), nor do readers in this process (they read staged objects) or outside it
+/// (they are handed paths only after [`Shared::publish_table`]).
+const WRITE_WHEN_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
+/// ... or once this many bytes are staged, or the oldest has waited [`WRITE_AFTER`].
+const WRITE_AT_SIZE: u64 = 64 << 20;
+const WRITE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+/// Beyond this many staged bytes the committer itself waits for them to be written: the
+/// buffer absorbs bursts, the disk sets the sustained rate.
+const STAGED_LIMIT: u64 = 256 << 20;
+/// Pause before writing again objects whose write failed.
+const WRITE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
-async fn syncer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<String>>) {
-    while let Some(mut paths) = rx.recv().await {
-        tokio::time::sleep(SYNC_GATHER).await;
-        while let Ok(more) = rx.try_recv() {
-            paths.extend(more);
-        }
-        match shared.warehouse.sync(&paths).await {
-            Ok(()) => shared.synced.lock().expect("poisoned").extend(paths),
-            Err(e) => {
-                warn!(error = %e, "fsync of commit metadata failed; kept in the catalog for recovery")
+async fn materializer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<String>>) {
+    let mut pending: Vec<String> = Vec::new();
+    let mut oldest = std::time::Instant::now();
+    loop {
+        let next = if pending.is_empty() {
+            rx.recv().await
+        } else {
+            let wait = WRITE_WHEN_IDLE.min(WRITE_AFTER.saturating_sub(oldest.elapsed()));
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    write_staged(&shared, &mut pending).await;
+                    continue;
+                }
             }
+        };
+        let Some(paths) = next else {
+            write_staged(&shared, &mut pending).await;
+            return;
+        };
+        if pending.is_empty() {
+            oldest = std::time::Instant::now();
+        }
+        pending.extend(paths);
+        if oldest.elapsed() >= WRITE_AFTER || shared.warehouse.staged_size() >= WRITE_AT_SIZE {
+            write_staged(&shared, &mut pending).await;
+        }
+    }
+}
+
+/// Writes `pending` staged objects; what could not be written stays in `pending`.
+async fn write_staged(shared: &Shared, pending: &mut Vec<String>) {
+    match shared.record_published(shared.warehouse.publish(pending).await) {
+        Ok(()) => pending.clear(),
+        Err(e) => {
+            warn!(error = %e, "writing commit metadata failed; kept staged and in the catalog, retrying");
+            pending.retain(|p| shared.warehouse.is_staged(p));
+            tokio::time::sleep(WRITE_RETRY).await;
         }
     }
 }
@@ -749,14 +890,6 @@ fn delete_best_effort(shared: &Shared, paths: Vec<(i64, String)>) {
             }
         }
     });
-}
-
-async fn put_all(warehouse: &Warehouse, objects: &[MetaObject]) -> Result<()> {
-    let objects: Vec<(String, bytes::Bytes)> = objects
-        .iter()
-        .map(|o| (o.path.clone(), o.bytes.clone()))
-        .collect();
-    warehouse.put_new(&objects).await
 }
 
 type GroupError = (Error, Vec<Job>);
@@ -1369,7 +1502,9 @@ async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> Result<Vec<b
         }
     }
     let synced: Vec<String> = if shared.warehouse.needs_sync() {
-        std::mem::take(&mut *shared.synced.lock().expect("poisoned"))
+        let mut s = std::mem::take(&mut *shared.synced.lock().expect("poisoned"));
+        s.extend(shared.warehouse.take_released());
+        s
     } else {
         Vec::new()
     };

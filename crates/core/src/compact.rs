@@ -87,6 +87,8 @@ pub(crate) async fn plan(
     opts: &CompactOptions,
 ) -> Result<Plan> {
     let row = shared.db.table(ident).await?;
+    // Manifests another replica committed are read from the store.
+    shared.publish_table(&row.location).await?;
     let (meta, _) = crate::commit::parse_base(&row)?;
     let target: ArrowSchemaRef = Arc::new(schema_to_arrow_schema(meta.current_schema())?);
     let target_size = match opts.target_file_size {

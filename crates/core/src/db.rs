@@ -870,6 +870,27 @@ impl Db {
             .collect()
     }
 
+    /// Paths of pending objects below `location` (a table's).
+    pub(crate) async fn pending_paths_under(&self, location: &str) -> Result<Vec<String>> {
+        let prefix = format!("{}/", location.trim_end_matches('/'));
+        // A plain comparison of a prefix: no LIKE escaping, no collation-dependent ranges.
+        let rows = sqlx::query("SELECT path FROM pending_objects WHERE substr(path, 1, $2) = $1")
+            .bind(&prefix)
+            .bind(prefix.chars().count() as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// The bytes of one pending object, if it is still pending.
+    pub(crate) async fn pending_object(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT bytes FROM pending_objects WHERE path = $1")
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
     pub(crate) async fn clear_pending_objects(&self, paths: &[String]) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         delete_pending(&mut conn, paths).await

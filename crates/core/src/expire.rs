@@ -328,7 +328,10 @@ pub(crate) async fn record_doomed(
         }
         query.execute(&mut *conn).await?;
     }
-    Ok(())
+    // A doomed object's copy in the catalog (if not yet written behind its commit) goes with
+    // the decision, so nothing writes the object again after it is deleted.
+    let paths: Vec<String> = doomed.iter().map(|d| d.path.clone()).collect();
+    crate::db::delete_pending(conn, &paths).await
 }
 
 /// The objects only `expired` snapshots reference (reading manifest lists and manifests,
@@ -474,6 +477,8 @@ pub(crate) async fn expire(
     client: &str,
 ) -> Result<ExpireReport> {
     let row = shared.db.table(ident).await?;
+    // Everything this run may delete is in the store first, so no write can follow a delete.
+    shared.publish_table(&row.location).await?;
     let mut report = ExpireReport {
         table: ident.to_string(),
         dry_run: opts.dry_run,

@@ -50,4 +50,4 @@ pub use refs::{ChangeOutcome, RefInfo, SnapshotChange};
 pub use scan::{
     CompareOp, ResolvedSnapshot, ScanDeleteFile, ScanFile, ScanFilter, ScanPlan, SnapshotSelector,
 };
-pub use storage::{FirnStorageFactory, Warehouse, WarehouseConfig};
+pub use storage::{FirnStorageFactory, Published, Warehouse, WarehouseConfig};

@@ -48,6 +48,8 @@ struct Planned {
 async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
     let ident = &change.ident;
     let (row, text) = metadata::render_current(&shared.db, ident).await?;
+    // The client is handed the metadata, naming every snapshot's manifest list.
+    shared.publish_table(&row.location).await?;
     let current: TableMetadata =
         serde_json::from_str(&text).map_err(|e| Error::internal_from("rendered metadata", e))?;
     for r in &change.requirements {

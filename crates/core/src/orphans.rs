@@ -130,6 +130,8 @@ pub(crate) async fn remove_orphans(
     opts: &OrphanOptions,
 ) -> Result<OrphanReport> {
     let row = shared.db.table(ident).await?;
+    // Committed objects not yet written are not orphans; written, they are referenced.
+    shared.publish_table(&row.location).await?;
     let now = shared.env.clock.now_ms();
     let cutoff = opts.older_than_ms.unwrap_or(now - DEFAULT_ORPHAN_GRACE_MS);
     let mut report = OrphanReport {
@@ -315,7 +317,12 @@ async fn referenced(shared: &Shared, row: &crate::db::TableRow) -> Result<HashSe
 /// Returns the number of objects deleted.
 pub(crate) async fn drop_and_purge(shared: &Shared, ident: &TableIdent) -> Result<u64> {
     let row = shared.db.table(ident).await?;
+    // Written first, so a late write cannot outlive the purge.
+    shared.publish_table(&row.location).await?;
     let objects = referenced(shared, &row).await?;
+    // Nothing may write the purged objects again (start-up recovery would, from these).
+    let pending = shared.db.pending_paths_under(&row.location).await?;
+    shared.db.clear_pending_objects(&pending).await?;
     shared.db.drop_table(ident).await?;
     let store = shared.warehouse.store().clone();
     let deleted = futures::stream::iter(objects)

@@ -3,6 +3,12 @@
 //! Contract: nothing here lists a directory or bucket. Table contents are decided by
 //! committed metadata only; files are looked up by exact path (`head`, `get`).
 //!
+//! Write-behind (local disk): the committer *stages* a commit's manifests and manifest list
+//! here instead of creating their files on the commit path; their bytes are durable in the
+//! catalog's `pending_objects` by then. Reads through this warehouse see staged objects;
+//! [`Warehouse::publish`] writes them (atomically, then fsynced) and forgets them. Whoever
+//! hands a path to a reader outside this process publishes first.
+//!
 //! Supported URLs: `file:///abs/dir` (default), `memory:///` (tests), and
 //! `s3://bucket/prefix` (endpoint, region, path-style and credentials from the standard
 //! `AWS_*` environment variables or explicit options).
@@ -10,7 +16,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -53,6 +59,15 @@ enum Backend {
     },
 }
 
+/// What [`Warehouse::publish`] did.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// URIs now durable in the store (their catalog copies may go).
+    pub written: Vec<String>,
+    /// Why some objects are still staged.
+    pub error: Option<Error>,
+}
+
 /// An object store rooted at a warehouse URL, addressed by absolute URIs.
 #[derive(Debug)]
 pub struct Warehouse {
@@ -62,6 +77,13 @@ pub struct Warehouse {
     store: Arc<dyn ObjectStore>,
     /// Local files may be written directly (the store was not replaced by a wrapper).
     direct_local: bool,
+    /// Objects staged and not yet published, by store path: (URI, bytes).
+    staged: Mutex<HashMap<String, (String, Bytes)>>,
+    /// Staged objects deleted before they were published: their catalog copies may go.
+    released: Mutex<Vec<String>>,
+    /// One publisher at a time, so a publisher that finds its object unstaged after
+    /// writing it knows the object was deleted meanwhile (and deletes the file).
+    publishing: tokio::sync::Mutex<()>,
 }
 
 fn parse_url(s: &str) -> Result<Url> {
@@ -122,6 +144,9 @@ impl Warehouse {
             root,
             backend,
             store,
+            staged: Mutex::default(),
+            released: Mutex::default(),
+            publishing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -198,9 +223,140 @@ impl Warehouse {
         }
     }
 
+    /// Stages new objects (write-behind): readers of this warehouse see them at once; they
+    /// reach the store when published. The caller keeps their bytes durable elsewhere (the
+    /// catalog) until then.
+    pub fn stage(&self, objects: &[(String, Bytes)]) -> Result<()> {
+        let mut keyed = Vec::with_capacity(objects.len());
+        for (uri, b) in objects {
+            keyed.push((self.path(uri)?.to_string(), (uri.clone(), b.clone())));
+        }
+        self.staged.lock().expect("poisoned").extend(keyed);
+        Ok(())
+    }
+
+    fn staged_object(&self, path: &StorePath) -> Option<Bytes> {
+        let staged = self.staged.lock().expect("poisoned");
+        staged.get(path.as_ref()).map(|(_, b)| b.clone())
+    }
+
+    /// Bytes staged and not yet published.
+    pub fn staged_size(&self) -> u64 {
+        let staged = self.staged.lock().expect("poisoned");
+        staged.values().map(|(_, b)| b.len() as u64).sum()
+    }
+
+    /// URIs of all staged objects.
+    pub fn staged_all(&self) -> Vec<String> {
+        let staged = self.staged.lock().expect("poisoned");
+        staged.values().map(|(uri, _)| uri.clone()).collect()
+    }
+
+    /// URIs of the staged objects below `prefix` (a table's location).
+    pub fn staged_under(&self, prefix: &str) -> Vec<String> {
+        let Ok(prefix) = self.path(prefix.trim_end_matches('/')) else {
+            return Vec::new();
+        };
+        let staged = self.staged.lock().expect("poisoned");
+        staged
+            .iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(prefix.as_ref())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .map(|(_, (uri, _))| uri.clone())
+            .collect()
+    }
+
+    /// Whether `uri` is staged (not yet in the store).
+    pub fn is_staged(&self, uri: &str) -> bool {
+        self.path(uri).is_ok_and(|p| {
+            self.staged
+                .lock()
+                .expect("poisoned")
+                .contains_key(p.as_ref())
+        })
+    }
+
+    /// Writes the named staged objects to the store (each atomically), makes them durable
+    /// and unstages them; names not staged are skipped. Objects written are unstaged even
+    /// when others fail (they stay staged, for a later call).
+    pub async fn publish(&self, uris: &[String]) -> Published {
+        let _one = self.publishing.lock().await;
+        let todo: Vec<(StorePath, String, Bytes)> = {
+            let staged = self.staged.lock().expect("poisoned");
+            let mut seen = std::collections::HashSet::new();
+            uris.iter()
+                .filter_map(|u| self.path(u).ok())
+                .filter(|p| seen.insert(p.to_string()))
+                .filter_map(|p| {
+                    let (uri, b) = staged.get(p.as_ref())?.clone();
+                    Some((p, uri, b))
+                })
+                .collect()
+        };
+        let mut out = Published::default();
+        if todo.is_empty() {
+            return out;
+        }
+        let mut done: Vec<&(StorePath, String, Bytes)> = Vec::new();
+        if self.direct_local {
+            let files = todo
+                .iter()
+                .filter_map(|(_, u, b)| Some((self.local_file(u)?, b.clone())))
+                .collect();
+            match tokio::task::spawn_blocking(move || write_local_durably(files)).await {
+                Ok(Ok(())) => done.extend(&todo),
+                Ok(Err(e)) => out.error = Some(Error::storage(e)),
+                Err(e) => out.error = Some(Error::internal_from("write task", e)),
+            }
+        } else {
+            let puts = todo.iter().map(|o| async move {
+                let r = self.store.put(&o.0, PutPayload::from(o.2.clone())).await;
+                (o, r)
+            });
+            for (o, r) in futures::future::join_all(puts).await {
+                match r {
+                    Ok(_) => done.push(o),
+                    Err(e) => out.error = Some(Error::storage(e)),
+                }
+            }
+            let uris: Vec<String> = done.iter().map(|o| o.1.clone()).collect();
+            if let Err(e) = self.sync(&uris).await {
+                out.error = Some(e);
+                return out;
+            }
+        }
+        let mut deleted_meanwhile = Vec::new();
+        {
+            let mut staged = self.staged.lock().expect("poisoned");
+            for (p, uri, _) in done {
+                if staged.remove(p.as_ref()).is_none() {
+                    deleted_meanwhile.push(uri.clone());
+                } else {
+                    out.written.push(uri.clone());
+                }
+            }
+        }
+        for uri in &deleted_meanwhile {
+            if let Err(e) = self.delete(uri).await {
+                out.error = Some(e);
+            }
+        }
+        out
+    }
+
+    /// Paths of staged objects deleted before they were published, since the last call.
+    pub fn take_released(&self) -> Vec<String> {
+        std::mem::take(&mut *self.released.lock().expect("poisoned"))
+    }
+
     /// The size of the object at `uri` (one HEAD, never a LIST).
     pub async fn head(&self, uri: &str) -> Result<u64> {
         let path = self.path(uri)?;
+        if let Some(b) = self.staged_object(&path) {
+            return Ok(b.len() as u64);
+        }
         match self.store.head(&path).await {
             Ok(meta) => Ok(meta.size),
             Err(object_store::Error::NotFound { .. }) => {
@@ -212,6 +368,9 @@ impl Warehouse {
 
     pub async fn get(&self, uri: &str) -> Result<Bytes> {
         let path = self.path(uri)?;
+        if let Some(b) = self.staged_object(&path) {
+            return Ok(b);
+        }
         match self.store.get(&path).await {
             Ok(r) => r.bytes().await.map_err(Error::storage),
             Err(object_store::Error::NotFound { .. }) => {
@@ -223,6 +382,16 @@ impl Warehouse {
 
     pub async fn get_range(&self, uri: &str, range: Range<u64>) -> Result<Bytes> {
         let path = self.path(uri)?;
+        if let Some(b) = self.staged_object(&path) {
+            let len = b.len() as u64;
+            if range.start > range.end || range.end > len {
+                return Err(Error::invalid(
+                    "range",
+                    format!("{range:?} is outside {uri} ({len} bytes)"),
+                ));
+            }
+            return Ok(b.slice(range.start as usize..range.end as usize));
+        }
         self.store
             .get_range(&path, range)
             .await
@@ -302,9 +471,12 @@ impl Warehouse {
         Ok(())
     }
 
-    /// Deletes an object; a missing object is not an error.
+    /// Deletes an object (staged or not); a missing object is not an error.
     pub async fn delete(&self, uri: &str) -> Result<()> {
         let path = self.path(uri)?;
+        if let Some((uri, _)) = self.staged.lock().expect("poisoned").remove(path.as_ref()) {
+            self.released.lock().expect("poisoned").push(uri);
+        }
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::storage(e)),
@@ -345,6 +517,34 @@ impl Warehouse {
         let _ = s.warehouse.set(self.clone());
         Arc::new(s)
     }
+}
+
+/// Writes local files, each atomically (a temp file renamed into place, so a reader never
+/// sees part of one) and durably (the file and then its directory fsynced).
+fn write_local_durably(files: Vec<(PathBuf, Bytes)>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, bytes) in files {
+        let dir = path.parent().expect("absolute path").to_path_buf();
+        let name = path.file_name().expect("a file").to_string_lossy();
+        let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let create = || std::fs::File::create(&tmp);
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)?;
+                create()?
+            }
+            other => other?,
+        };
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        dirs.insert(dir);
+    }
+    for d in dirs {
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn ice_err(e: Error) -> iceberg::Error {
@@ -578,6 +778,51 @@ mod tests {
         assert!(w.path("s3://bucket/x").is_err());
         w.delete(&f).await.unwrap();
         w.delete(&f).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn staged_objects_are_read_before_they_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap().to_string();
+        let w = Warehouse::open(WarehouseConfig::new(&url)).unwrap();
+        let (a, b) = (
+            format!("{url}t/metadata/a.avro"),
+            format!("{url}t/metadata/b.avro"),
+        );
+        let other = format!("{url}t2/metadata/c.avro");
+        w.stage(&[
+            (a.clone(), Bytes::from_static(b"manifest")),
+            (b.clone(), Bytes::from_static(b"list")),
+            (other.clone(), Bytes::from_static(b"x")),
+        ])
+        .unwrap();
+        // Readable here, not yet a file.
+        assert_eq!(&w.get(&a).await.unwrap()[..], b"manifest");
+        assert_eq!(w.head(&b).await.unwrap(), 4);
+        assert_eq!(&w.get_range(&a, 1..3).await.unwrap()[..], b"an");
+        assert!(w.get_range(&a, 3..9).await.is_err());
+        assert!(!dir.path().join("t/metadata/a.avro").exists());
+        let mut under = w.staged_under(&format!("{url}t"));
+        under.sort();
+        assert_eq!(under, vec![a.clone(), b.clone()]);
+
+        // A staged object deleted before it is published never becomes a file.
+        w.delete(&b).await.unwrap();
+        assert_eq!(w.take_released(), vec![b.clone()]);
+        assert!(matches!(w.head(&b).await, Err(Error::NotFound { .. })));
+
+        let published = w.publish(&[a.clone(), b.clone()]).await;
+        assert!(published.error.is_none());
+        assert_eq!(published.written, vec![a.clone()]);
+        assert_eq!(
+            std::fs::read(dir.path().join("t/metadata/a.avro")).unwrap(),
+            b"manifest"
+        );
+        assert!(!dir.path().join("t/metadata/b.avro").exists());
+        assert!(!w.is_staged(&a) && w.is_staged(&other));
+        // Published once: publishing again writes nothing.
+        assert!(w.publish(std::slice::from_ref(&a)).await.written.is_empty());
+        assert_eq!(&w.get(&a).await.unwrap()[..], b"manifest");
     }
 
     #[test]
