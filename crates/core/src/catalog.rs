@@ -621,7 +621,10 @@ impl Catalog {
         selector: &SnapshotSelector,
     ) -> Result<ResolvedSnapshot> {
         ident.validate()?;
-        Ok(self.resolve_fresh(ident, selector).await?.1)
+        let resolved = self.resolve_fresh(ident, selector).await?.1;
+        // The snapshot's manifest-list path leaves the process.
+        self.shared.publish_table(&resolved.location).await?;
+        Ok(resolved)
     }
 
     /// Resolves `selector` on the table's current row; a row that went stale (its current

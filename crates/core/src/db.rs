@@ -876,7 +876,8 @@ impl Db {
         // A plain comparison of a prefix: no LIKE escaping, no collation-dependent ranges.
         let rows = sqlx::query("SELECT path FROM pending_objects WHERE substr(path, 1, $2) = $1")
             .bind(&prefix)
-            .bind(prefix.chars().count() as i64)
+            // INTEGER: PostgreSQL has no substr(text, int, bigint).
+            .bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
