@@ -59,6 +59,28 @@ enum Backend {
     },
 }
 
+/// Staged objects by store path: (URI, bytes), and their total size.
+#[derive(Debug, Default)]
+struct Staged {
+    objects: HashMap<String, (String, Bytes)>,
+    bytes: u64,
+}
+
+impl Staged {
+    fn insert(&mut self, path: String, object: (String, Bytes)) {
+        self.bytes += object.1.len() as u64;
+        if let Some(old) = self.objects.insert(path, object) {
+            self.bytes -= old.1.len() as u64;
+        }
+    }
+
+    fn remove(&mut self, path: &str) -> Option<(String, Bytes)> {
+        let old = self.objects.remove(path)?;
+        self.bytes -= old.1.len() as u64;
+        Some(old)
+    }
+}
+
 /// What [`Warehouse::publish`] did.
 #[derive(Debug, Default)]
 pub struct Published {
@@ -77,8 +99,8 @@ pub struct Warehouse {
     store: Arc<dyn ObjectStore>,
     /// Local files may be written directly (the store was not replaced by a wrapper).
     direct_local: bool,
-    /// Objects staged and not yet published, by store path: (URI, bytes).
-    staged: Mutex<HashMap<String, (String, Bytes)>>,
+    /// Objects staged and not yet published.
+    staged: Mutex<Staged>,
     /// Staged objects deleted before they were published: their catalog copies may go.
     released: Mutex<Vec<String>>,
     /// One publisher at a time, so a publisher that finds its object unstaged after
@@ -231,25 +253,31 @@ impl Warehouse {
         for (uri, b) in objects {
             keyed.push((self.path(uri)?.to_string(), (uri.clone(), b.clone())));
         }
-        self.staged.lock().expect("poisoned").extend(keyed);
+        let mut staged = self.staged.lock().expect("poisoned");
+        for (path, object) in keyed {
+            staged.insert(path, object);
+        }
         Ok(())
     }
 
     fn staged_object(&self, path: &StorePath) -> Option<Bytes> {
         let staged = self.staged.lock().expect("poisoned");
-        staged.get(path.as_ref()).map(|(_, b)| b.clone())
+        staged.objects.get(path.as_ref()).map(|(_, b)| b.clone())
     }
 
     /// Bytes staged and not yet published.
     pub fn staged_size(&self) -> u64 {
-        let staged = self.staged.lock().expect("poisoned");
-        staged.values().map(|(_, b)| b.len() as u64).sum()
+        self.staged.lock().expect("poisoned").bytes
     }
 
     /// URIs of all staged objects.
     pub fn staged_all(&self) -> Vec<String> {
         let staged = self.staged.lock().expect("poisoned");
-        staged.values().map(|(uri, _)| uri.clone()).collect()
+        staged
+            .objects
+            .values()
+            .map(|(uri, _)| uri.clone())
+            .collect()
     }
 
     /// URIs of the staged objects below `prefix` (a table's location).
@@ -259,6 +287,7 @@ impl Warehouse {
         };
         let staged = self.staged.lock().expect("poisoned");
         staged
+            .objects
             .iter()
             .filter(|(k, _)| {
                 k.strip_prefix(prefix.as_ref())
@@ -274,6 +303,7 @@ impl Warehouse {
             self.staged
                 .lock()
                 .expect("poisoned")
+                .objects
                 .contains_key(p.as_ref())
         })
     }
@@ -290,7 +320,7 @@ impl Warehouse {
                 .filter_map(|u| self.path(u).ok())
                 .filter(|p| seen.insert(p.to_string()))
                 .filter_map(|p| {
-                    let (uri, b) = staged.get(p.as_ref())?.clone();
+                    let (uri, b) = staged.objects.get(p.as_ref())?.clone();
                     Some((p, uri, b))
                 })
                 .collect()
@@ -806,6 +836,7 @@ mod tests {
         under.sort();
         assert_eq!(under, vec![a.clone(), b.clone()]);
 
+        assert_eq!(w.staged_size(), 8 + 4 + 1);
         // A staged object deleted before it is published never becomes a file.
         w.delete(&b).await.unwrap();
         assert_eq!(w.take_released(), vec![b.clone()]);
@@ -820,6 +851,7 @@ mod tests {
         );
         assert!(!dir.path().join("t/metadata/b.avro").exists());
         assert!(!w.is_staged(&a) && w.is_staged(&other));
+        assert_eq!(w.staged_size(), 1);
         // Published once: publishing again writes nothing.
         assert!(w.publish(std::slice::from_ref(&a)).await.written.is_empty());
         assert_eq!(&w.get(&a).await.unwrap()[..], b"manifest");
