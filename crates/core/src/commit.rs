@@ -837,16 +837,27 @@ async fn materializer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<S
 }
 
 /// Writes `pending` staged objects; what could not be written stays in `pending`.
+/// In chunks of [`WRITE_CHUNK`], so a reader's [`Shared::publish_table`] waits for one chunk
+/// at most, not for a whole burst.
 async fn write_staged(shared: &Shared, pending: &mut Vec<String>) {
-    match shared.record_published(shared.warehouse.publish(pending).await) {
-        Ok(()) => pending.clear(),
-        Err(e) => {
+    let mut failed = None;
+    for chunk in pending.chunks(WRITE_CHUNK) {
+        if let Err(e) = shared.record_published(shared.warehouse.publish(chunk).await) {
+            failed = Some(e);
+        }
+    }
+    match failed {
+        None => pending.clear(),
+        Some(e) => {
             warn!(error = %e, "writing commit metadata failed; kept staged and in the catalog, retrying");
             pending.retain(|p| shared.warehouse.is_staged(p));
             tokio::time::sleep(WRITE_RETRY).await;
         }
     }
 }
+
+/// Objects the materializer writes per round of fsyncs.
+const WRITE_CHUNK: usize = 256;
 
 /// Deletes objects of commits that did not happen, in the background. What cannot be
 /// deleted now is recorded for the table's next expiry run (`pending_deletes`), so garbage
