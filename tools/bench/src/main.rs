@@ -44,6 +44,10 @@ struct Args {
     /// Snapshots of history for the "late" latency measurement.
     #[arg(long, default_value_t = 5000)]
     history: usize,
+    /// Commits per throughput measurement on one table (longer bursts show the rate the
+    /// disk sustains once the write-behind buffer is full).
+    #[arg(long, default_value_t = 2000)]
+    burst: usize,
     /// Where the server's data directory is created (and removed at the end).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/firn-bench"))]
     dir: std::path::PathBuf,
@@ -223,11 +227,7 @@ async fn main() {
     // 2. Throughput, one table and 16 tables.
     for writers in [1usize, 4, 16] {
         let (ident, t) = create_table(&client, "bench", &format!("one{writers}"), false).await;
-        let per = if args.quick {
-            40
-        } else {
-            2000 / writers.max(1)
-        };
+        let per = if args.quick { 40 } else { args.burst / writers };
         let burst = concurrent(&server, &[(ident, t.location)], writers, per, "c").await;
         rows.push((format!("{writers:>2} writers, 1 table"), burst.to_string()));
     }
