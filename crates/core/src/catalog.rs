@@ -94,9 +94,7 @@ impl Catalog {
     /// shutdown; after a crash, start-up recovery does the same from the catalog.
     pub async fn flush(&self) -> Result<()> {
         self.shared.publish_all().await?;
-        let mut done = std::mem::take(&mut *self.shared.synced.lock().expect("poisoned"));
-        done.extend(self.shared.warehouse.take_released());
-        self.shared.db.clear_pending_objects(&done).await
+        self.shared.forget_written().await
     }
 
     pub fn warehouse(&self) -> &Arc<Warehouse> {

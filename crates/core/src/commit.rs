@@ -272,7 +272,8 @@ pub(crate) struct Shared {
     pub warehouse: Arc<Warehouse>,
     pub env: Env,
     pub manifests: ManifestCache,
-    /// Objects fsynced since the last transaction; their pending rows are deleted with it.
+    /// Objects written durably since their catalog copies were last dropped (by a commit
+    /// transaction or the materializer).
     pub synced: Mutex<Vec<String>>,
     /// Committed staged objects, for the materializer task.
     pub to_sync: mpsc::UnboundedSender<Vec<String>>,
@@ -336,6 +337,18 @@ impl Shared {
     pub(crate) async fn publish_all(&self) -> Result<()> {
         let all = self.warehouse.staged_all();
         self.record_published(self.warehouse.publish(&all).await)
+    }
+
+    /// Drops the catalog copies of objects now durable in the store (or deleted), now rather
+    /// than with the next commit transaction, which may be long in coming.
+    pub(crate) async fn forget_written(&self) -> Result<()> {
+        let mut done = std::mem::take(&mut *self.synced.lock().expect("poisoned"));
+        done.extend(self.warehouse.take_released());
+        if let Err(e) = self.db.clear_pending_objects(&done).await {
+            self.synced.lock().expect("poisoned").extend(done);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Notes what a publish wrote (its catalog copies go with the next commit transaction).
@@ -845,6 +858,9 @@ async fn write_staged(shared: &Shared, pending: &mut Vec<String>) {
         if let Err(e) = shared.record_published(shared.warehouse.publish(chunk).await) {
             failed = Some(e);
         }
+    }
+    if let Err(e) = shared.forget_written().await {
+        debug!(error = %e, "could not drop catalog copies of written objects; later then");
     }
     match failed {
         None => pending.clear(),

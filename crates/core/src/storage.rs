@@ -103,8 +103,8 @@ pub struct Warehouse {
     staged: Mutex<Staged>,
     /// Staged objects deleted before they were published: their catalog copies may go.
     released: Mutex<Vec<String>>,
-    /// One publisher at a time, so a publisher that finds its object unstaged after
-    /// writing it knows the object was deleted meanwhile (and deletes the file).
+    /// One publisher at a time. Deleting a staged object takes it too, so a delete never
+    /// overtakes the write of the same object (which would leave the file behind).
     publishing: tokio::sync::Mutex<()>,
 }
 
@@ -357,21 +357,11 @@ impl Warehouse {
                 return out;
             }
         }
-        let mut deleted_meanwhile = Vec::new();
-        {
-            let mut staged = self.staged.lock().expect("poisoned");
-            for (p, uri, _) in done {
-                if staged.remove(p.as_ref()).is_none() {
-                    deleted_meanwhile.push(uri.clone());
-                } else {
-                    out.written.push(uri.clone());
-                }
-            }
-        }
-        for uri in &deleted_meanwhile {
-            if let Err(e) = self.delete(uri).await {
-                out.error = Some(e);
-            }
+        // Still staged: only a publisher or a delete (which waits for this one) unstages.
+        let mut staged = self.staged.lock().expect("poisoned");
+        for (p, uri, _) in done {
+            staged.remove(p.as_ref());
+            out.written.push(uri.clone());
         }
         out
     }
@@ -504,8 +494,12 @@ impl Warehouse {
     /// Deletes an object (staged or not); a missing object is not an error.
     pub async fn delete(&self, uri: &str) -> Result<()> {
         let path = self.path(uri)?;
-        if let Some((uri, _)) = self.staged.lock().expect("poisoned").remove(path.as_ref()) {
-            self.released.lock().expect("poisoned").push(uri);
+        if self.staged_object(&path).is_some() {
+            // Not while it is being written: then it is a file, deleted below.
+            let _one = self.publishing.lock().await;
+            if let Some((uri, _)) = self.staged.lock().expect("poisoned").remove(path.as_ref()) {
+                self.released.lock().expect("poisoned").push(uri);
+            }
         }
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
