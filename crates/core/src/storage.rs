@@ -436,53 +436,9 @@ impl Warehouse {
     }
 
     /// Writes new objects that nothing references yet (fresh, unique names), concurrently.
-    /// On local disk they are written in one blocking task without the temp-file-and-rename
-    /// dance: no reader can reach them before the commit that names them. Not yet durable:
-    /// see [`Warehouse::sync`].
+    /// For stores where a PUT is durable; local warehouses [`stage`](Warehouse::stage) new
+    /// objects instead.
     pub async fn put_new(&self, objects: &[(String, Bytes)]) -> Result<()> {
-        if self.direct_local {
-            let files = objects
-                .iter()
-                .map(|(uri, b)| {
-                    self.path(uri)?;
-                    let p = self.local_file(uri).ok_or_else(|| {
-                        Error::invalid("path", format!("{uri} is not a local file"))
-                    })?;
-                    Ok((p, b.clone()))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            return tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                use std::io::Write;
-                for (p, b) in files {
-                    let open = || {
-                        std::fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .open(&p)
-                    };
-                    let mut f = match open() {
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            std::fs::create_dir_all(p.parent().expect("absolute path"))?;
-                            open()?
-                        }
-                        // Written before (a commit planned again keeps its manifest): names
-                        // are unique and contents immutable, so the same length is the same object.
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                            if std::fs::metadata(&p)?.len() == b.len() as u64 {
-                                continue;
-                            }
-                            return Err(e);
-                        }
-                        other => other?,
-                    };
-                    f.write_all(&b)?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| Error::internal_from("write task", e))?
-            .map_err(Error::storage);
-        }
         let mut puts = Vec::with_capacity(objects.len());
         for (uri, b) in objects {
             puts.push(self.put(uri, b.clone()));
