@@ -272,8 +272,7 @@ pub(crate) struct Shared {
     pub warehouse: Arc<Warehouse>,
     pub env: Env,
     pub manifests: ManifestCache,
-    /// Objects written durably since their catalog copies were last dropped (by a commit
-    /// transaction or the materializer).
+    /// Objects written durably whose catalog copies the materializer has yet to drop.
     pub synced: Mutex<Vec<String>>,
     /// Committed staged objects, for the materializer task.
     pub to_sync: mpsc::UnboundedSender<Vec<String>>,
@@ -306,7 +305,7 @@ impl Shared {
         self.record_published(self.warehouse.publish(&local).await)?;
         let mut others = Vec::new();
         let rows = self.db.pending_paths_under(location).await?;
-        // Rows of objects this process wrote linger until the next commit transaction.
+        // Rows of objects this process wrote go at the materializer's next round.
         let written: HashSet<String> = {
             let synced = self.synced.lock().expect("poisoned");
             let rows: HashSet<&String> = rows.iter().collect();
@@ -339,8 +338,7 @@ impl Shared {
         self.record_published(self.warehouse.publish(&all).await)
     }
 
-    /// Drops the catalog copies of objects now durable in the store (or deleted), now rather
-    /// than with the next commit transaction, which may be long in coming.
+    /// Drops the catalog copies of objects now durable in the store (or deleted).
     pub(crate) async fn forget_written(&self) -> Result<()> {
         let mut done = std::mem::take(&mut *self.synced.lock().expect("poisoned"));
         done.extend(self.warehouse.take_released());
@@ -351,7 +349,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Notes what a publish wrote (its catalog copies go with the next commit transaction).
+    /// Notes what a publish wrote (its catalog copies go at the materializer's next round).
     fn record_published(&self, p: crate::storage::Published) -> Result<()> {
         self.synced.lock().expect("poisoned").extend(p.written);
         p.error.map_or(Ok(()), Err)
@@ -796,9 +794,8 @@ async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
     out
 }
 
-/// Hands committed staged objects to the materializer; their pending rows are dropped with
-/// the next commit transaction once they are written (until then, start-up recovery would
-/// rewrite them, harmlessly).
+/// Hands committed staged objects to the materializer, which drops their pending rows once
+/// they are written (until then, start-up recovery would rewrite them, harmlessly).
 fn spawn_sync(shared: &Shared, paths: Vec<String>) {
     if shared.warehouse.needs_sync() && !paths.is_empty() {
         let _ = shared.to_sync.send(paths);
@@ -1528,22 +1525,7 @@ async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> Result<Vec<b
             }
         }
     }
-    let synced: Vec<String> = if shared.warehouse.needs_sync() {
-        let mut s = std::mem::take(&mut *shared.synced.lock().expect("poisoned"));
-        s.extend(shared.warehouse.take_released());
-        s
-    } else {
-        Vec::new()
-    };
-    if let Err(e) = crate::db::delete_pending(&mut tx, &synced).await {
-        shared.synced.lock().expect("poisoned").extend(synced);
-        return Err(e);
-    }
-    if let Err(e) = tx.commit().await {
-        // Those rows were not deleted after all: forget them next time.
-        shared.synced.lock().expect("poisoned").extend(synced);
-        return Err(e.into());
-    }
+    tx.commit().await?;
     Ok(won)
 }
 
