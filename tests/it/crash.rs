@@ -74,19 +74,7 @@ async fn sigkill_during_commits_loses_nothing_acknowledged() {
     // The manifests and manifest lists written behind the last commits before the kill were
     // rewritten from the catalog at start: every snapshot's are complete files.
     for s in &snaps {
-        let bytes = std::fs::read(local_path(&s.manifest_list)).expect("manifest list");
-        let list = iceberg::spec::ManifestList::parse_with_version(
-            &bytes,
-            iceberg::spec::FormatVersion::V2,
-        )
-        .expect("a complete manifest list");
-        for m in list.entries() {
-            assert!(
-                local_path(&m.manifest_path).is_file(),
-                "{}",
-                m.manifest_path
-            );
-        }
+        assert_snapshot_files_on_disk(&s.manifest_list);
     }
     // Whole snapshots only: the rows are exactly the union of the committed files.
     let ids = read_ids(&client, &ident, None).await;

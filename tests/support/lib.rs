@@ -248,6 +248,23 @@ pub fn local_path(uri: &str) -> PathBuf {
 }
 
 /// A data file without statistics (Firn reads the footer).
+/// Asserts that a snapshot's manifest list is a complete file on local disk, and that every
+/// manifest it names is a file too (as a reader outside the server would need them).
+pub fn assert_snapshot_files_on_disk(manifest_list: &str) {
+    let bytes = std::fs::read(local_path(manifest_list))
+        .unwrap_or_else(|e| panic!("manifest list {manifest_list}: {e}"));
+    let list =
+        iceberg::spec::ManifestList::parse_with_version(&bytes, iceberg::spec::FormatVersion::V2)
+            .expect("a complete manifest list");
+    for m in list.entries() {
+        assert!(
+            local_path(&m.manifest_path).is_file(),
+            "{} missing",
+            m.manifest_path
+        );
+    }
+}
+
 pub fn data_file(uri: &str, size: u64) -> pb::DataFile {
     pb::DataFile {
         path: uri.to_string(),
