@@ -198,6 +198,16 @@ async fn long(session: &FirnSession, args: &Args, name: &str) -> Result<Option<i
     }
 }
 
+/// A timestamp argument (an SQL expression, as in `TIMESTAMP AS OF`), in ms since the epoch.
+async fn timestamp_ms(session: &FirnSession, args: &Args, name: &str) -> Result<Option<i64>> {
+    match args.get(name) {
+        Some(e) => Ok(Some(
+            crate::travel::eval_timestamp_ms(session.context(), &e.to_string()).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
 async fn table(session: &FirnSession, args: &Args) -> Result<TableIdent> {
     let name = string(session, args, "table").await?;
     TableIdent::parse(&name)
@@ -279,10 +289,7 @@ pub(crate) async fn call(session: &FirnSession, f: &Function) -> Result<Output> 
 }
 
 async fn expire_snapshots(session: &FirnSession, args: &Args, ident: TableIdent) -> Result<Output> {
-    let older_than_ms = match args.get("older_than") {
-        Some(e) => Some(crate::travel::eval_timestamp_ms(session.context(), &e.to_string()).await?),
-        None => None,
-    };
+    let older_than_ms = timestamp_ms(session, args, "older_than").await?;
     let retain_last = match long(session, args, "retain_last").await? {
         None => None,
         Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Some(n as u32),
@@ -371,10 +378,7 @@ async fn remove_orphan_files(
     args: &Args,
     ident: TableIdent,
 ) -> Result<Output> {
-    let older_than_ms = match args.get("older_than") {
-        Some(e) => Some(crate::travel::eval_timestamp_ms(session.context(), &e.to_string()).await?),
-        None => None,
-    };
+    let older_than_ms = timestamp_ms(session, args, "older_than").await?;
     let r = session
         .client()
         .remove_orphan_files(pb::RemoveOrphanFilesRequest {
