@@ -10,3 +10,4 @@ mod maintenance;
 mod python;
 mod replicas;
 mod sql;
+mod untrusted;

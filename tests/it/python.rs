@@ -111,6 +111,40 @@ async fn pyiceberg_reads_and_appends_over_rest() {
         .await
         .unwrap();
     assert_eq!(snaps.len(), 2 + 12);
+    // A streaming writer's summary properties survive the rebase, over REST and gRPC.
+    let props_line: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .find(|l| l.contains("props_summary"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        props_line["props_summary"],
+        serde_json::json!({"flink.max-committed-checkpoint-id": "7", "wap.id": "w-1"})
+    );
+    let props = firn_client::TableIdent::new("py", "props");
+    let s = &client.list_snapshots(&props).await.unwrap()[0];
+    assert_eq!(s.summary["flink.max-committed-checkpoint-id"], "7");
+    // The manifest list and manifest PyIceberg wrote are unused (Firn committed its own):
+    // they were recorded, and the next expiry deletes them.
+    let expiry = client
+        .expire_snapshots(firn_client::proto::ExpireSnapshotsRequest {
+            ident: Some(firn_client::proto::TableIdent {
+                namespace: "py".into(),
+                name: "props".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t = &expiry.tables[0];
+    assert_eq!(
+        (t.manifest_lists_deleted, t.manifests_deleted),
+        (1, 1),
+        "{t:?}"
+    );
+    assert_eq!(client.list_snapshots(&props).await.unwrap().len(), 1);
     // The table PyIceberg created with a staged create, rows included — dropped and
     // registered again under another name.
     assert_eq!(count("SELECT sum(id) FROM py.again".into()).await, 3);

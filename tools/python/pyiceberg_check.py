@@ -100,6 +100,17 @@ appended = cat.load_table("py.appended")
 assert appended.scan().to_arrow().num_rows == 4
 assert appended.scan(snapshot_id=first_snapshot).to_arrow().num_rows == 3
 
+# A streaming writer's append keeps its own summary properties (exactly-once restore reads
+# them back), although Firn rebases it; the manifest list it wrote is then unused.
+props = cat.create_table("py.props", schema=appended.schema())
+props.append(
+    pa.Table.from_pylist([{"id": 1, "name": "a"}], schema=arrow_schema),
+    snapshot_properties={"flink.max-committed-checkpoint-id": "7", "wap.id": "w-1"},
+)
+props = cat.load_table("py.props")
+summary = props.current_snapshot().summary
+print(json.dumps({"props_summary": {k: summary[k] for k in ["flink.max-committed-checkpoint-id", "wap.id"] if k in summary}}))
+
 # Appends from several threads at once: Firn rebases each onto what landed meanwhile, so
 # none fails and every row is there.
 import threading

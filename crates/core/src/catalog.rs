@@ -10,20 +10,21 @@ use iceberg::spec::{
 };
 use tracing::{info, instrument};
 
-use crate::commit::{self, Committer, ManifestCache, Prepared, RemoveSelector, Shared, parse_base};
+use crate::commit::{self, Committer, Prepared, RemoveSelector, Shared, parse_base};
 use crate::db::{Db, TableRow};
 use crate::env::Env;
 use crate::error::{Error, ObjectKind, Result};
 use crate::expire::{ExpireOptions, ExpireReport};
 use crate::files::{self, partition_from_json};
 use crate::ident::{TableIdent, validate_name};
+use crate::manifests::ManifestCache;
 use crate::metacommit::TableChange;
 use crate::metadata;
 use crate::model::*;
 use crate::objects::CaptureStorage;
 use crate::refs::{self, ChangeOutcome, RefInfo, SnapshotChange};
 use crate::scan::{self, ResolvedSnapshot, ScanFilter, ScanPlan, SnapshotSelector};
-use crate::storage::{Warehouse, WarehouseConfig};
+use crate::storage::{TableScope, Warehouse, WarehouseConfig};
 
 /// Most data files one commit may add or remove.
 pub const MAX_FILES_PER_COMMIT: usize = 100_000;
@@ -163,33 +164,23 @@ impl Catalog {
         let table_uuid = spec
             .table_uuid
             .unwrap_or_else(|| self.shared.env.ids.uuid());
+        // Firn writes metadata below a table's location: keep it inside the warehouse.
         let location = match &spec.location {
-            Some(l) => {
-                let l = l.trim_end_matches('/').to_string();
-                self.shared.warehouse.path(&l).map_err(|e| match e {
-                    Error::InvalidArgument { reason, .. } => Error::invalid("location", reason),
-                    other => other,
-                })?;
-                // Firn writes metadata below a table's location: keep it inside the warehouse.
-                if !l.starts_with(self.shared.warehouse.root()) {
-                    return Err(Error::invalid(
-                        "location",
-                        format!(
-                            "{l} is outside the warehouse {}",
-                            self.shared.warehouse.root()
-                        ),
-                    ));
-                }
-                l
-            }
-            None => format!(
-                "{}{}/{}-{}",
-                self.shared.warehouse.root(),
-                ident.namespace,
-                ident.name,
-                table_uuid.simple()
-            ),
-        };
+            Some(l) => self.shared.warehouse.location("location", l)?,
+            None => self.shared.warehouse.location(
+                "location",
+                &format!(
+                    "{}{}/{}-{}",
+                    self.shared.warehouse.root(),
+                    ident.namespace,
+                    // The directory keeps to a file name's length (255 bytes) for any name.
+                    &ident.name[..ident.name.len().min(200)],
+                    table_uuid.simple()
+                ),
+            )?,
+        }
+        .uri()
+        .to_string();
         // `format-version` is a create-time setting, not a property to keep (as in Iceberg).
         let mut properties = spec.properties.clone();
         match properties
@@ -245,10 +236,22 @@ impl Catalog {
         let env = &self.shared.env;
         let base = serde_json::to_string(&meta)
             .map_err(|e| Error::internal_from("serialising metadata", e))?;
-        let metadata_location = metadata::metadata_path(&location, 0, env);
+        let dir = self.shared.warehouse.location("location", &location)?;
+        if self.shared.db.table(ident).await.is_ok() {
+            return Err(Error::AlreadyExists {
+                kind: ObjectKind::Table,
+                name: ident.to_string(),
+            });
+        }
+        // Refused before anything is written, then claimed for good with the row below.
+        let mut tx = self.shared.db.pool.begin().await?;
+        crate::locations::claim(&mut tx, &self.shared.warehouse, "location", &dir).await?;
+        tx.rollback().await?;
+        let metadata_path = metadata::metadata_path(&dir, 0, env)?;
+        let metadata_location = metadata_path.uri().to_string();
         self.shared
             .warehouse
-            .put_durable(&metadata_location, base.clone().into())
+            .put_durable(&metadata_path, base.clone().into())
             .await?;
         let now = self.now_ms();
         let row = TableRow {
@@ -264,10 +267,22 @@ impl Catalog {
             metadata_location: metadata_location.clone(),
             metadata_version: 0,
         };
-        let table_id = match self.shared.db.insert_table(&row, now).await {
+        let inserted = async {
+            let mut tx = self.shared.db.pool.begin().await?;
+            crate::locations::claim(&mut tx, &self.shared.warehouse, "location", &dir).await?;
+            let id = Db::insert_table(&mut tx, &row, now).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(id)
+        };
+        let table_id = match inserted.await {
             Ok(id) => id,
             Err(e) => {
-                let _ = self.shared.warehouse.delete(&metadata_location).await;
+                // Nothing references the new metadata file: it goes, so a refused create
+                // leaves nothing behind.
+                let scope = TableScope::new(dir, []);
+                if let Some(owned) = scope.own(&metadata_path) {
+                    let _ = self.shared.warehouse.delete(&owned).await;
+                }
                 return Err(e);
             }
         };
@@ -277,6 +292,12 @@ impl Catalog {
             .await?;
         info!(location = %row.location, "created table");
         self.table_info(row, false).await
+    }
+
+    /// The text of a metadata file [`Catalog::load_table`] named (immutable, so it may be
+    /// cached by location). `Corrupt` when it is missing or not JSON.
+    pub async fn metadata_file(&self, metadata_location: &str) -> Result<String> {
+        metadata::read_metadata_file(&self.shared.warehouse, metadata_location).await
     }
 
     async fn table_info(&self, row: TableRow, want_json: bool) -> Result<TableInfo> {
@@ -450,7 +471,7 @@ impl Catalog {
             // there is answered by the committer, which checks the commit log anyway.)
             Err(e) => {
                 return self
-                    .recorded_outcome(row.table_id, &req.commit_id)
+                    .recorded_outcome(row.table_id, &req.commit_id, &req.digest())
                     .await?
                     .ok_or(e);
             }
@@ -514,6 +535,7 @@ impl Catalog {
         self.committer
             .submit(Prepared {
                 table_id: row.table_id,
+                digest: req.digest(),
                 req,
                 snapshot_id,
                 added: data_files,
@@ -528,15 +550,17 @@ impl Catalog {
         &self,
         table_id: i64,
         commit_id: &str,
+        digest: &str,
     ) -> Result<Option<CommitOutcome>> {
         let mut recorded = self
             .shared
             .db
             .recorded_commits(&[(table_id, vec![commit_id])])
             .await?;
-        Ok(recorded
+        recorded
             .remove(&(table_id, commit_id.to_string()))
-            .map(|r| r.outcome()))
+            .map(|r| r.replay(digest))
+            .transpose()
     }
 
     // ---- snapshots -------------------------------------------------------------------
@@ -695,7 +719,7 @@ impl Catalog {
     }
 
     async fn apply_change(&self, change: TableChange, client: &str, commit_id: &str) -> Result<()> {
-        if let Some((add, base_snapshot_id, client_snapshot_id)) = crate::metacommit::as_append(
+        if let Some(append) = crate::metacommit::as_append(
             &self.shared,
             &change.ident,
             &change.requirements,
@@ -704,18 +728,49 @@ impl Catalog {
         .await?
         {
             // One commit path: the same checks, manifests and rebasing as a gRPC append.
-            self.commit_as(
-                CommitRequest {
-                    ident: change.ident.clone(),
-                    commit_id: commit_id.to_string(),
-                    base_snapshot_id,
-                    operation: Operation::Append { add },
-                    summary: HashMap::new(),
-                    client: client.to_string(),
-                },
-                Some(client_snapshot_id),
-            )
-            .await?;
+            let outcome = self
+                .commit_as(
+                    CommitRequest {
+                        ident: change.ident.clone(),
+                        commit_id: commit_id.to_string(),
+                        base_snapshot_id: append.base_snapshot_id,
+                        operation: Operation::Append { add: append.add },
+                        summary: append.summary,
+                        client: client.to_string(),
+                    },
+                    Some(append.client_snapshot_id),
+                )
+                .await?;
+            // The client's own manifest list and manifests are referenced by nothing:
+            // recorded for the table's next expiry (not deleted now, so a retry of this
+            // request can still read them and be answered as applied).
+            if !outcome.replayed
+                && let Ok(row) = self.shared.db.table(&change.ident).await
+            {
+                let doomed: Vec<crate::expire::Doomed> = append
+                    .unused
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, path)| crate::expire::Doomed {
+                        path,
+                        kind: if i == 0 {
+                            crate::expire::KIND_MANIFEST_LIST
+                        } else {
+                            crate::expire::KIND_MANIFEST
+                        },
+                        size: -1,
+                    })
+                    .collect();
+                let recorded = async {
+                    let mut conn = self.shared.db.pool.acquire().await?;
+                    crate::expire::record_doomed(&mut conn, row.table_id, &doomed, self.now_ms())
+                        .await
+                };
+                // The append is committed: a failure here only leaves garbage for a sweep.
+                if let Err(e) = recorded.await {
+                    tracing::warn!(error = %e, "could not record a client's unused manifests");
+                }
+            }
             Ok(())
         } else {
             crate::metacommit::commit(&self.shared, &[change], client, commit_id).await
@@ -951,8 +1006,9 @@ impl Catalog {
                 // Nothing committed: the new files are garbage (and reserved, so orphan
                 // removal would find them); delete them now.
                 if !matches!(e, Error::Unavailable { .. } | Error::Internal { .. }) {
-                    for p in written {
-                        let _ = self.shared.warehouse.delete(&p).await;
+                    let row = self.shared.db.table(ident).await?;
+                    for (_, owned) in self.shared.owned(row.table_id, &row.location, written) {
+                        let _ = self.shared.warehouse.delete(&owned).await;
                     }
                 }
                 Err(e)
@@ -1082,6 +1138,7 @@ fn build_schema(fields: &[FieldSpec]) -> Result<Schema> {
         if f.name.trim().is_empty() {
             return Err(Error::invalid(field, "column name is empty"));
         }
+        crate::validate::name(&field, &f.name)?;
         if f.name.contains('.') {
             return Err(Error::invalid(
                 field,
@@ -1096,6 +1153,7 @@ fn build_schema(fields: &[FieldSpec]) -> Result<Schema> {
         }
         let ty =
             parse_type(&f.type_json).map_err(|r| Error::invalid(format!("{field}.type"), r))?;
+        crate::validate::data_type(&format!("{field}.type"), &ty)?;
         // Top-level ids are placeholders: the metadata builder assigns fresh ids.
         let id = 100_000 + i as i32;
         let mut nf = if f.required {
@@ -1139,6 +1197,7 @@ fn build_partition_spec(
                         format!("{:?} is not a partition transform", pf.transform),
                     )
                 })?;
+        crate::validate::transform(&field, &transform)?;
         transform.result_type(&source.field_type).map_err(|_| {
             Error::invalid(
                 &field,

@@ -47,9 +47,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use iceberg::spec::{
-    DataFile, FormatVersion, ManifestContentType, ManifestEntry, ManifestFile, ManifestList,
-    ManifestListWriter, ManifestStatus, ManifestWriter, ManifestWriterBuilder, Struct,
-    TableMetadata, UNASSIGNED_SEQUENCE_NUMBER,
+    DataFile, ManifestContentType, ManifestEntry, ManifestFile, ManifestListWriter, ManifestStatus,
+    ManifestWriter, ManifestWriterBuilder, Struct, TableMetadata, UNASSIGNED_SEQUENCE_NUMBER,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -58,9 +57,10 @@ use crate::db::{Db, TableRow};
 use crate::env::Env;
 use crate::error::{Error, ObjectKind, Result};
 use crate::files::FileContext;
+use crate::manifests::{ManifestCache, read_manifest_list};
 use crate::model::{CommitOutcome, CommitRequest};
 use crate::objects::{CaptureStorage, MetaObject};
-use crate::storage::Warehouse;
+use crate::storage::{ObjectPath, Owned, TableScope, Warehouse};
 
 /// How many manifests of one size tier are merged into one.
 pub const MERGE_FAN_IN: usize = 16;
@@ -83,6 +83,8 @@ pub(crate) enum RemoveSelector {
 pub(crate) struct Prepared {
     pub table_id: i64,
     pub req: CommitRequest,
+    /// `req.digest()`, recorded with the commit id.
+    pub digest: String,
     pub snapshot_id: i64,
     pub added: Vec<DataFile>,
     pub added_manifest: Option<(ManifestFile, MetaObject)>,
@@ -120,6 +122,8 @@ struct Totals {
 #[derive(Clone)]
 struct TableState {
     row: TableRow,
+    /// The row's base metadata (schemas and specs, to read manifests with).
+    meta: Arc<TableMetadata>,
     ctx: FileContext,
     schema_id: i32,
     manifests: Arc<Vec<ManifestFile>>,
@@ -177,6 +181,7 @@ impl TableState {
         };
         Ok(Some(Self {
             schema_id: meta.current_schema_id(),
+            meta: Arc::new(meta),
             row,
             ctx,
             manifests: Arc::new(manifests),
@@ -185,85 +190,6 @@ impl TableState {
             inflight_commits: HashSet::new(),
         }))
     }
-}
-
-/// Parsed manifests, by path. Manifests are immutable, so entries never go stale. Two
-/// generations: when the young one is full it becomes the old one, so an entry survives at
-/// least [`MANIFEST_CACHE_GENERATION`] later inserts (the committer relies on that for
-/// manifests it has planned but not yet written).
-#[derive(Default)]
-pub(crate) struct ManifestCache {
-    generations: Mutex<(Generation, Generation)>,
-}
-
-const MANIFEST_CACHE_GENERATION: usize = 8192;
-
-type Generation = HashMap<String, Arc<Vec<ManifestEntry>>>;
-
-impl ManifestCache {
-    pub(crate) fn insert(
-        &self,
-        path: &str,
-        entries: Vec<ManifestEntry>,
-    ) -> Arc<Vec<ManifestEntry>> {
-        let entries = Arc::new(entries);
-        let mut g = self.generations.lock().expect("cache poisoned");
-        if g.0.len() >= MANIFEST_CACHE_GENERATION {
-            g.1 = std::mem::take(&mut g.0);
-        }
-        g.0.insert(path.to_string(), entries.clone());
-        entries
-    }
-
-    fn cached(&self, path: &str) -> Option<Arc<Vec<ManifestEntry>>> {
-        let g = self.generations.lock().expect("cache poisoned");
-        g.0.get(path).or_else(|| g.1.get(path)).cloned()
-    }
-
-    pub(crate) async fn get(
-        &self,
-        warehouse: &Warehouse,
-        path: &str,
-    ) -> Result<Arc<Vec<ManifestEntry>>> {
-        if let Some(e) = self.cached(path) {
-            return Ok(e);
-        }
-        let bytes = match warehouse.get(path).await {
-            Ok(b) => b,
-            Err(Error::NotFound { .. }) => {
-                return Err(Error::internal(format!(
-                    "manifest {path} of a committed snapshot is missing"
-                )));
-            }
-            Err(e) => return Err(e),
-        };
-        let manifest = iceberg::spec::Manifest::parse_avro(&bytes)?;
-        let (entries, _) = manifest.into_parts();
-        Ok(self.insert(path, entries.into_iter().map(|e| (*e).clone()).collect()))
-    }
-}
-
-impl ManifestCache {
-    /// The paths of the files a manifest holds live (added or existing).
-    pub(crate) async fn live_paths(
-        &self,
-        warehouse: &Warehouse,
-        path: &str,
-    ) -> Result<Vec<String>> {
-        Ok(self
-            .get(warehouse, path)
-            .await?
-            .iter()
-            .filter(|e| e.status() != iceberg::spec::ManifestStatus::Deleted)
-            .map(|e| e.file_path().to_string())
-            .collect())
-    }
-}
-
-/// Reads and parses a manifest list (one GET).
-pub(crate) async fn read_manifest_list(warehouse: &Warehouse, path: &str) -> Result<ManifestList> {
-    let bytes = warehouse.get(path).await?;
-    Ok(ManifestList::parse_with_version(&bytes, FormatVersion::V2)?)
 }
 
 /// What the committer shares with the catalog.
@@ -301,7 +227,8 @@ impl Shared {
     }
 
     async fn publish_table_once(&self, location: &str) -> Result<()> {
-        let local = self.warehouse.staged_under(location);
+        let dir = self.warehouse.location("location", location)?;
+        let local = self.warehouse.staged_under(&dir);
         self.record_published(self.warehouse.publish(&local).await)?;
         let mut others = Vec::new();
         let rows = self.db.pending_paths_under(location).await?;
@@ -319,17 +246,64 @@ impl Shared {
             if written.contains(&path) || self.warehouse.is_staged(&path) {
                 continue;
             }
-            match self.warehouse.head(&path).await {
+            let object = self.warehouse.object(&path)?;
+            match self.warehouse.head(&object).await {
                 Ok(_) => continue,
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
             if let Some(bytes) = self.db.pending_object(&path).await? {
-                self.warehouse.put(&path, bytes.into()).await?;
-                others.push(path);
+                self.warehouse.put(&object, bytes.into()).await?;
+                others.push(object);
             }
         }
         self.warehouse.sync(&others).await
+    }
+
+    /// The objects among `paths` that the table at `location` owns (each as a deletable
+    /// path); any other is logged and left alone.
+    pub(crate) fn owned(
+        &self,
+        table_id: i64,
+        location: &str,
+        paths: Vec<String>,
+    ) -> Vec<(i64, Owned)> {
+        let Ok(dir) = self.warehouse.location("location", location) else {
+            warn!(
+                location,
+                "a table's location does not parse; deleting nothing of it"
+            );
+            return Vec::new();
+        };
+        let scope = TableScope::new(dir, []);
+        paths
+            .into_iter()
+            .filter_map(|p| {
+                let owned = self.warehouse.object(&p).ok().and_then(|o| scope.own(&o));
+                if owned.is_none() {
+                    warn!(
+                        path = p,
+                        location, "not deleting an object outside the table"
+                    );
+                }
+                owned.map(|o| (table_id, o))
+            })
+            .collect()
+    }
+
+    /// What the table of `row` owns (see [`crate::locations`]).
+    pub(crate) async fn scope(&self, row: &TableRow) -> Result<TableScope> {
+        let (props, extra) = crate::locations::row_properties(row);
+        let others: Vec<String> = if extra {
+            let all = self.db.table_locations().await?;
+            all.into_iter()
+                .filter(|(id, _)| *id != row.table_id)
+                .map(|(_, l)| l)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        crate::locations::scope(&self.warehouse, &row.location, props.as_ref(), &others)
     }
 
     /// Writes every staged object.
@@ -386,7 +360,8 @@ impl Committer {
             .map_err(|_| Error::internal("the committer has stopped"))?;
         rx.await.map_err(|_| Error::Unavailable {
             what: "committer",
-            source: "the committer stopped while the commit was in flight; its outcome is unknown"
+            source: "the committer failed or stopped while the commit was in flight; its \
+                     outcome is unknown: retry with the same commit id"
                 .into(),
         })?
     }
@@ -432,7 +407,24 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
         // commit for a table, this batch's plans for the table are withdrawn and planned
         // again (and the swap, which compares version and snapshot id, could not pass).
         let mut deferred = Vec::new();
-        let mut planned = plan_batch(&shared, &mut cache, batch, &mut deferred).await;
+        // Supervised: a panic while planning (a bug, or input no check caught) fails the
+        // commits of this batch only, each told its outcome is unknown (their replies are
+        // dropped; none reached a transaction), and the committer goes on with a fresh cache.
+        let planning =
+            std::panic::AssertUnwindSafe(plan_batch(&shared, &mut cache, batch, &mut deferred));
+        let mut planned = match futures::FutureExt::catch_unwind(planning).await {
+            Ok(p) => p,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = what, "the committer panicked planning a batch");
+                cache.clear();
+                None
+            }
+        };
         retry.append(&mut deferred);
         if let Some(h) = inflight.take() {
             let stale = absorb(h.await, &mut cache, &mut retry);
@@ -514,7 +506,11 @@ impl Planned {
         let mut garbage = Vec::new();
         for p in gone {
             for s in p.steps {
-                garbage.extend(s.replanned_garbage().into_iter().map(|g| (p.table_id, g)));
+                garbage.extend(shared.owned(
+                    p.table_id,
+                    &p.state.row.location,
+                    s.replanned_garbage(),
+                ));
                 retry.push(s.job);
                 retry.extend(s.duplicates);
             }
@@ -606,6 +602,10 @@ async fn plan_batch(
     batch: Vec<Job>,
     deferred: &mut Vec<Job>,
 ) -> Option<Planned> {
+    #[cfg(test)]
+    if tests::PANIC_NEXT_PLAN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        panic!("injected: planning panics");
+    }
     let started = std::time::Instant::now();
     // Group by table, keeping arrival order.
     let mut order: Vec<i64> = Vec::new();
@@ -660,21 +660,24 @@ async fn plan_batch(
     plans.sort_by_key(|p| p.table_id);
 
     // Put or stage every new object. Nothing references them until the transaction commits.
-    let objects: Vec<(String, bytes::Bytes)> = plans
+    let objects: Result<Vec<(ObjectPath, bytes::Bytes)>> = plans
         .iter()
         .flat_map(|p| p.steps.iter().flat_map(|s| s.plan.objects.iter()))
-        .map(|o| (o.path.clone(), o.bytes.clone()))
+        .map(|o| Ok((shared.warehouse.object(&o.path)?, o.bytes.clone())))
         .collect();
-    let stored = if shared.warehouse.needs_sync() {
-        if shared.warehouse.staged_size() >= STAGED_LIMIT {
-            // Backpressure: the disk is behind; wait for it rather than grow without bound.
-            if let Err(e) = shared.publish_all().await {
-                warn!(error = %e, "writing staged commit metadata failed");
+    let stored = match objects {
+        Err(e) => Err(e),
+        Ok(objects) if shared.warehouse.needs_sync() => {
+            if shared.warehouse.staged_size() >= STAGED_LIMIT {
+                // Backpressure: the disk is behind; wait for it rather than grow unbounded.
+                if let Err(e) = shared.publish_all().await {
+                    warn!(error = %e, "writing staged commit metadata failed");
+                }
             }
+            shared.warehouse.stage(&objects);
+            Ok(())
         }
-        shared.warehouse.stage(&objects)
-    } else {
-        shared.warehouse.put_new(&objects).await
+        Ok(objects) => shared.warehouse.put_new(&objects).await,
     };
     if let Err(e) = stored {
         warn!(error = %e, "writing commit metadata failed; the batch is not committed");
@@ -683,9 +686,12 @@ async fn plan_batch(
             plans
                 .iter()
                 .flat_map(|p| {
-                    p.steps
+                    let paths = p
+                        .steps
                         .iter()
-                        .flat_map(|s| s.plan.objects.iter().map(|o| (p.table_id, o.path.clone())))
+                        .flat_map(|s| s.plan.objects.iter().map(|o| o.path.clone()))
+                        .collect();
+                    shared.owned(p.table_id, &p.state.row.location, paths)
                 })
                 .collect(),
         );
@@ -772,7 +778,11 @@ async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
                     out.stale.push(p.table_id);
                     let mut garbage = Vec::new();
                     for s in p.steps {
-                        garbage.extend(s.replanned_garbage().into_iter().map(|g| (p.table_id, g)));
+                        garbage.extend(shared.owned(
+                            p.table_id,
+                            &p.state.row.location,
+                            s.replanned_garbage(),
+                        ));
                         for mut j in std::iter::once(s.job).chain(s.duplicates) {
                             j.prepared.attempts += 1;
                             if j.prepared.attempts >= MAX_ATTEMPTS {
@@ -875,7 +885,7 @@ const WRITE_CHUNK: usize = 256;
 /// Deletes objects of commits that did not happen, in the background. What cannot be
 /// deleted now is recorded for the table's next expiry run (`pending_deletes`), so garbage
 /// is cleaned up without listing.
-fn delete_best_effort(shared: &Shared, paths: Vec<(i64, String)>) {
+fn delete_best_effort(shared: &Shared, paths: Vec<(i64, Owned)>) {
     if paths.is_empty() {
         return;
     }
@@ -884,8 +894,9 @@ fn delete_best_effort(shared: &Shared, paths: Vec<(i64, String)>) {
     let now = shared.env.clock.now_ms();
     tokio::spawn(async move {
         let mut failed: HashMap<i64, Vec<crate::expire::Doomed>> = HashMap::new();
-        for (table_id, p) in paths {
-            if let Err(e) = warehouse.delete(&p).await {
+        for (table_id, owned) in paths {
+            if let Err(e) = warehouse.delete(&owned).await {
+                let p = owned.uri().to_string();
                 debug!(path = %p, error = %e, "could not delete garbage of a failed commit");
                 let kind = if p.contains("/snap-") {
                     crate::expire::KIND_MANIFEST_LIST
@@ -943,7 +954,7 @@ async fn double_check(shared: &Shared, plan: &mut GroupPlan, p: &Prepared) -> Re
         .await?
         .remove(&(plan.table_id, id.to_string()))
     {
-        return Ok(Recheck::Recorded(r.outcome()));
+        return Ok(Recheck::Recorded(r.replay(&p.digest)?));
     }
     // Only a state with nothing planned or in flight on top of it must equal the database.
     if !plan.steps.is_empty() || !plan.state.inflight_commits.is_empty() {
@@ -1032,10 +1043,19 @@ async fn plan_group(
     for job in jobs {
         let id = job.prepared.req.commit_id.clone();
         if let Some(r) = seen.recorded.get(&(table_id, id.clone())) {
-            reply(job, Ok(r.outcome()));
+            let replayed = r.replay(&job.prepared.digest);
+            reply(job, replayed);
             continue;
         }
         if let Some(&i) = step_by_id.get(&id) {
+            if plan.steps[i].job.prepared.digest != job.prepared.digest {
+                let e = Error::invalid(
+                    "commit_id",
+                    format!("{id} is used by two different requests at once; use a new commit id"),
+                );
+                reply(job, Err(e));
+                continue;
+            }
             plan.steps[i].duplicates.push(job);
             continue;
         }
@@ -1229,7 +1249,7 @@ async fn plan_step(
         }
         let entries = shared
             .manifests
-            .get(&shared.warehouse, &m.manifest_path)
+            .get(&shared.warehouse, &state.meta, m)
             .await?;
         let alive = || entries.iter().filter(|e| e.is_alive());
         if !alive().any(|e| selects(&e.data_file)) {
@@ -1393,7 +1413,7 @@ async fn merge_tiers(
             let m = &manifests[i];
             let entries = shared
                 .manifests
-                .get(&shared.warehouse, &m.manifest_path)
+                .get(&shared.warehouse, &state.meta, m)
                 .await?;
             for e in entries.iter().filter(|e| e.is_alive()) {
                 let (sid, s, fs) = (
@@ -1495,6 +1515,7 @@ async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> Result<Vec<b
                     operation: req.operation.name(),
                     client: &req.client,
                     committed_at_ms: s.plan.timestamp_ms,
+                    request_digest: Some(&s.job.prepared.digest),
                 },
             )
             .await?;
@@ -1536,13 +1557,16 @@ pub(crate) async fn recover_pending(db: &Db, warehouse: &Warehouse) -> Result<us
         return Ok(0);
     }
     let mut paths = Vec::with_capacity(pending.len());
+    let mut objects = Vec::with_capacity(pending.len());
     for (path, bytes) in pending {
         // Always rewrite: a file that was never synced may have the right size and the
         // wrong (zeroed) contents.
-        warehouse.put(&path, bytes.into()).await?;
+        let object = warehouse.object(&path)?;
+        warehouse.put(&object, bytes.into()).await?;
+        objects.push(object);
         paths.push(path);
     }
-    warehouse.sync(&paths).await?;
+    warehouse.sync(&objects).await?;
     db.clear_pending_objects(&paths).await?;
     Ok(paths.len())
 }
@@ -1551,6 +1575,81 @@ pub(crate) async fn recover_pending(db: &Db, warehouse: &Warehouse) -> Result<us
 mod tests {
     use super::*;
     use crate::storage::WarehouseConfig;
+
+    /// Makes the committer's next planning panic (a fault injected on purpose).
+    pub(super) static PANIC_NEXT_PLAN: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    #[tokio::test]
+    async fn a_panic_while_planning_fails_only_its_batch() {
+        use crate::model::*;
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("file://{}", dir.path().join("w").display());
+        let catalog = crate::Catalog::open(
+            crate::CatalogConfig {
+                catalog_url: format!("sqlite://{}", dir.path().join("c.db").display()),
+                warehouse: WarehouseConfig::new(&root),
+            },
+            Env::default(),
+        )
+        .await
+        .unwrap();
+        catalog
+            .create_namespace("ns", HashMap::new())
+            .await
+            .unwrap();
+        let ident = crate::TableIdent::new("ns", "t");
+        let t = catalog
+            .create_table(
+                &ident,
+                CreateTable {
+                    fields: vec![FieldSpec {
+                        name: "id".into(),
+                        type_json: "long".into(),
+                        required: false,
+                        doc: None,
+                    }],
+                    partition_by: vec![],
+                    location: None,
+                    properties: HashMap::new(),
+                    table_uuid: None,
+                },
+            )
+            .await
+            .unwrap();
+        let append = |i: i64| {
+            let path = format!("{}/data/f{i}.parquet", t.location);
+            let bytes = crate::files::test_parquet(&[i]);
+            let local = path.strip_prefix("file://").unwrap().to_string();
+            std::fs::create_dir_all(std::path::Path::new(&local).parent().unwrap()).unwrap();
+            std::fs::write(&local, &bytes).unwrap();
+            CommitRequest {
+                ident: ident.clone(),
+                commit_id: format!("c{i}"),
+                base_snapshot_id: None,
+                operation: Operation::Append {
+                    add: vec![NewFile {
+                        path,
+                        file_size_bytes: bytes.len() as u64,
+                        stats: None,
+                    }],
+                },
+                summary: HashMap::new(),
+                client: "test".into(),
+            }
+        };
+        PANIC_NEXT_PLAN.store(true, std::sync::atomic::Ordering::SeqCst);
+        let e = catalog.commit(append(1)).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Unavailable { .. }) && e.to_string().contains("outcome is unknown"),
+            "{e}"
+        );
+        // The committer goes on: the next commit lands, and a retry of the failed one too.
+        let second = catalog.commit(append(2)).await.unwrap();
+        assert!(!second.replayed);
+        let retried = catalog.commit(append(1)).await.unwrap();
+        assert_eq!(retried.parent_snapshot_id, Some(second.snapshot_id));
+    }
 
     #[tokio::test]
     async fn recovery_rewrites_objects_left_only_in_the_catalog() {
@@ -1564,8 +1663,12 @@ mod tests {
         // object missing, one torn (right size, wrong bytes).
         let missing = format!("{root}/t/metadata/a.avro");
         let torn = format!("{root}/t/metadata/b.avro");
+        let (missing_p, torn_p) = (
+            warehouse.object(&missing).unwrap(),
+            warehouse.object(&torn).unwrap(),
+        );
         warehouse
-            .put(&torn, bytes::Bytes::from_static(b"\0\0\0\0\0"))
+            .put(&torn_p, bytes::Bytes::from_static(b"\0\0\0\0\0"))
             .await
             .unwrap();
         for (path, bytes) in [(&missing, &b"manifest"[..]), (&torn, &b"hello"[..])] {
@@ -1577,8 +1680,8 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(recover_pending(&db, &warehouse).await.unwrap(), 2);
-        assert_eq!(&warehouse.get(&missing).await.unwrap()[..], b"manifest");
-        assert_eq!(&warehouse.get(&torn).await.unwrap()[..], b"hello");
+        assert_eq!(&warehouse.get(&missing_p).await.unwrap()[..], b"manifest");
+        assert_eq!(&warehouse.get(&torn_p).await.unwrap()[..], b"hello");
         assert!(db.pending_objects().await.unwrap().is_empty());
         assert_eq!(recover_pending(&db, &warehouse).await.unwrap(), 0);
     }

@@ -26,7 +26,6 @@ use futures::TryStreamExt;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{DataContentType, DataFile, ManifestContentType, ManifestStatus, Struct};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::async_reader::ParquetObjectReader;
 
 use crate::commit::Shared;
 use crate::error::{Error, Result};
@@ -131,7 +130,7 @@ pub(crate) async fn plan(
         .snapshot(row.table_id, current)
         .await?
         .ok_or_else(|| Error::internal("current snapshot missing from the catalog"))?;
-    let list = crate::commit::read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
+    let list = crate::manifests::read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
     let spec = meta.default_partition_spec();
     let schema = meta.current_schema();
     let small = target_size * 3 / 4;
@@ -140,10 +139,7 @@ pub(crate) async fn plan(
         if m.content != ManifestContentType::Data || m.partition_spec_id != spec.spec_id() {
             continue;
         }
-        let entries = shared
-            .manifests
-            .get(&shared.warehouse, &m.manifest_path)
-            .await?;
+        let entries = shared.manifests.get(&shared.warehouse, &meta, m).await?;
         for e in entries
             .iter()
             .filter(|e| e.status() != ManifestStatus::Deleted)
@@ -232,9 +228,13 @@ pub(crate) async fn write(
         .map_err(pq)?;
         let mut records = 0u64;
         for c in bin {
-            let store_path = shared.warehouse.path(c.file.file_path())?;
-            let reader = ParquetObjectReader::new(shared.warehouse.store().clone(), store_path)
-                .with_file_size(c.file.file_size_in_bytes());
+            let source = shared
+                .warehouse
+                .object_in("data file", c.file.file_path())?;
+            let reader = shared
+                .warehouse
+                .parquet_reader(&source, c.file.file_size_in_bytes())
+                .await?;
             let stream = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(pq)?
@@ -256,7 +256,10 @@ pub(crate) async fn write(
             )));
         }
         let size = out.len() as u64;
-        shared.warehouse.put_durable(&path, out.into()).await?;
+        shared
+            .warehouse
+            .put_durable(&shared.warehouse.object(&path)?, out.into())
+            .await?;
         plan.report.bytes_written += size;
         added.push(NewFile {
             path,

@@ -59,9 +59,27 @@ pub(crate) struct RecordedCommit {
     pub sequence_number: i64,
     pub version: i64,
     pub parent_snapshot_id: Option<i64>,
+    /// The digest of the request that made it (none for commits recorded before digests).
+    pub request_digest: Option<String>,
 }
 
 impl RecordedCommit {
+    /// The outcome to answer a retry with digest `digest`: the recorded one, or, when the
+    /// id was used for a different request, `InvalidArgument` (final: use a new id).
+    pub(crate) fn replay(&self, digest: &str) -> crate::error::Result<crate::model::CommitOutcome> {
+        match &self.request_digest {
+            Some(d) if d != digest => Err(Error::invalid(
+                "commit_id",
+                format!(
+                    "{} was used for a different request (snapshot {}); a retry must send the \
+                     same request, and a new request needs a new commit id",
+                    self.commit_id, self.snapshot_id
+                ),
+            )),
+            _ => Ok(self.outcome()),
+        }
+    }
+
     /// The outcome to answer a retry of this commit with.
     pub(crate) fn outcome(&self) -> crate::model::CommitOutcome {
         crate::model::CommitOutcome {
@@ -254,6 +272,8 @@ pub(crate) struct CommitLogRow<'a> {
     pub operation: &'a str,
     pub client: &'a str,
     pub committed_at_ms: i64,
+    /// What was asked (see [`crate::model::CommitRequest::digest`]).
+    pub request_digest: Option<&'a str>,
 }
 
 pub(crate) async fn insert_commit_log(
@@ -262,8 +282,8 @@ pub(crate) async fn insert_commit_log(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
-         parent_snapshot_id, operation, client, committed_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         parent_snapshot_id, operation, client, committed_at_ms, request_digest) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(r.table_id)
     .bind(r.commit_id)
@@ -274,6 +294,7 @@ pub(crate) async fn insert_commit_log(
     .bind(r.operation)
     .bind(r.client)
     .bind(r.committed_at_ms)
+    .bind(r.request_digest)
     .execute(conn)
     .await?;
     Ok(())
@@ -498,7 +519,12 @@ impl Db {
 
     // ---- tables ----------------------------------------------------------------------
 
-    pub(crate) async fn insert_table(&self, row: &TableRow, now_ms: i64) -> Result<i64> {
+    /// Inserts a new table's row in `tx` (the caller claimed its location in `tx`).
+    pub(crate) async fn insert_table(
+        tx: &mut sqlx::AnyConnection,
+        row: &TableRow,
+        now_ms: i64,
+    ) -> Result<i64> {
         let r = sqlx::query(
             "INSERT INTO tables (namespace, name, table_uuid, location, version, base_metadata, \
              current_snapshot_id, last_sequence_number, last_updated_ms, metadata_location, \
@@ -516,7 +542,7 @@ impl Db {
         .bind(&row.metadata_location)
         .bind(row.metadata_version)
         .bind(now_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
@@ -531,6 +557,16 @@ impl Db {
             }
         })?;
         Ok(r.try_get(0)?)
+    }
+
+    /// Every table's id and location.
+    pub(crate) async fn table_locations(&self) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT table_id, location FROM tables")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     pub(crate) async fn table(&self, ident: &TableIdent) -> Result<TableRow> {
@@ -816,7 +852,8 @@ impl Db {
     ) -> Result<HashMap<(i64, String), RecordedCommit>> {
         let rows = self
             .lookup_keys(
-                "table_id, commit_id, snapshot_id, sequence_number, version, parent_snapshot_id",
+                "table_id, commit_id, snapshot_id, sequence_number, version, parent_snapshot_id, \
+                 request_digest",
                 "commits",
                 "commit_id",
                 ids,
@@ -830,6 +867,7 @@ impl Db {
                     sequence_number: r.try_get(3)?,
                     version: r.try_get(4)?,
                     parent_snapshot_id: r.try_get(5)?,
+                    request_digest: r.try_get(6)?,
                 };
                 Ok(((r.try_get(0)?, c.commit_id.clone()), c))
             })

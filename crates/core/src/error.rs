@@ -1,8 +1,8 @@
 //! Errors of the catalog core.
 //!
 //! Every public operation returns [`Error`]. Its variants tell the caller what to do; the
-//! transports map them exhaustively to gRPC status codes (and later HTTP codes), so a new
-//! variant fails to compile there until it is mapped.
+//! transports map them exhaustively to gRPC status codes and REST error models (no wildcard
+//! arm), so a new variant fails to compile there until it is mapped.
 //!
 //! | variant | meaning | may the caller retry? |
 //! | --- | --- | --- |
@@ -13,6 +13,7 @@
 //! | `RequirementFailed` | a metadata commit's requirement does not hold on the current table; nothing was applied | yes, after re-reading the table |
 //! | `FailedPrecondition` | valid request, but the current state forbids it | not unchanged |
 //! | `TooLarge` | the request exceeds a server limit | no |
+//! | `Corrupt` | an object in storage (a manifest, manifest list, metadata or data file) cannot be read as what it should be; `path` names it | no: the object must be repaired or the snapshot rolled back |
 //! | `Unavailable` | storage or database unavailable; for a commit the outcome is unknown | yes, with the same commit id |
 //! | `Internal` | a bug or unexpected failure; for a commit the outcome is unknown | with the same commit id |
 //!
@@ -27,8 +28,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error of the catalog core. See the module docs for what each variant asks of the caller.
+///
+/// Deliberately exhaustive: each transport maps every variant with no wildcard arm, so a new
+/// kind cannot compile until gRPC and REST say what it means to their clients.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// The named object does not exist.
     #[error("{kind} {name} does not exist")]
@@ -69,6 +72,11 @@ pub enum Error {
     #[error("request too large: {0}")]
     TooLarge(String),
 
+    /// An object in storage is not what the metadata says it is (a torn or foreign file).
+    /// Nothing was changed; retrying does not help.
+    #[error("corrupt object {path}: {reason}")]
+    Corrupt { path: String, reason: String },
+
     /// The database or object store is unavailable. For a commit the outcome is unknown:
     /// retry with the same commit id.
     #[error("{what} unavailable: {source}")]
@@ -91,9 +99,8 @@ fn fmt_snapshot(id: Option<i64>) -> String {
     id.map_or_else(|| "<none: empty table>".to_string(), |id| id.to_string())
 }
 
-/// What kind of object an error is about.
+/// What kind of object an error is about (exhaustive, like [`Error`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ObjectKind {
     Namespace,
     Table,
@@ -123,6 +130,13 @@ impl Error {
         }
     }
 
+    pub fn corrupt(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
     pub fn not_found(kind: ObjectKind, name: impl Into<String>) -> Self {
         Error::NotFound {
             kind,
@@ -144,10 +158,37 @@ impl Error {
         }
     }
 
+    /// A database error, by what the caller can do about it: the database unreachable,
+    /// busy or failing over is `Unavailable` (retry); a constraint the catalog's own checks
+    /// should have caught, or rows that do not decode, is `Internal` (a bug or a damaged
+    /// catalog: retrying the same request fails the same way).
     pub fn database(source: sqlx::Error) -> Self {
-        Error::Unavailable {
-            what: "catalog database",
-            source: Box::new(source),
+        use sqlx::error::ErrorKind;
+        let deterministic = match &source {
+            sqlx::Error::Database(d) => matches!(
+                d.kind(),
+                ErrorKind::UniqueViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::NotNullViolation
+                    | ErrorKind::CheckViolation
+            ),
+            sqlx::Error::RowNotFound
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. }
+            | sqlx::Error::Configuration(_)
+            | sqlx::Error::Migrate(_) => true,
+            _ => false,
+        };
+        if deterministic {
+            Error::internal_from("catalog database", source)
+        } else {
+            Error::Unavailable {
+                what: "catalog database",
+                source: Box::new(source),
+            }
         }
     }
 

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{DataContentType, ManifestList, ManifestStatus, TableMetadata};
 use sqlx::Row;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::commit::Shared;
 use crate::db::{TableRow, placeholders};
@@ -49,6 +49,7 @@ use crate::error::{Error, ObjectKind, Result};
 use crate::ident::TableIdent;
 use crate::model::SnapshotInfo;
 use crate::refs::RefInfo;
+use crate::storage::TableScope;
 
 /// How long a maintenance lease lasts without renewal (a killed run's lease lapses).
 pub const LEASE_MS: i64 = 60_000;
@@ -347,10 +348,12 @@ async fn unreferenced_objects(
     let expired: HashSet<i64> = retention.expired.iter().copied().collect();
     let mut out = Vec::new();
     if !expired.is_empty() {
-        let mut retained_manifests = HashSet::new();
+        let (meta, _) = crate::commit::parse_base(row)?;
+        let meta = &meta;
+        let mut retained_manifests: HashMap<String, iceberg::spec::ManifestFile> = HashMap::new();
         let mut retained_lists = HashSet::new();
         let mut retained_files = HashSet::new();
-        let mut expired_manifests: HashMap<String, i64> = HashMap::new();
+        let mut expired_manifests: HashMap<String, iceberg::spec::ManifestFile> = HashMap::new();
         let mut expired_lists = Vec::new();
         // Manifest lists are read concurrently (one GET each), then walked in order.
         // (A vector of futures, not a mapped stream: the server's spawned tasks need them
@@ -359,7 +362,7 @@ async fn unreferenced_objects(
             .iter()
             .map(|s| {
                 let path = s.manifest_list.clone();
-                async move { crate::commit::read_manifest_list(&shared.warehouse, &path).await }
+                async move { crate::manifests::read_manifest_list(&shared.warehouse, &path).await }
             })
             .collect();
         let lists: Vec<ManifestList> = futures::stream::iter(reads)
@@ -371,22 +374,24 @@ async fn unreferenced_objects(
             if keep {
                 retained_lists.insert(s.manifest_list.clone());
                 for m in list.entries() {
-                    retained_manifests.insert(m.manifest_path.clone());
+                    retained_manifests.insert(m.manifest_path.clone(), m.clone());
                 }
             } else {
                 expired_lists.push(s.manifest_list.clone());
                 for m in list.entries() {
-                    expired_manifests.insert(m.manifest_path.clone(), m.manifest_length);
+                    expired_manifests.insert(m.manifest_path.clone(), m.clone());
                 }
             }
         }
         // Manifests are read concurrently too: the retained ones for their live files, the
         // ones only expired snapshots have for the files that may go.
         let reads: Vec<_> = retained_manifests
-            .iter()
-            .map(|path| {
-                let path = path.clone();
-                async move { shared.manifests.live_paths(&shared.warehouse, &path).await }
+            .values()
+            .map(|m| async move {
+                shared
+                    .manifests
+                    .live_paths(&shared.warehouse, meta, m)
+                    .await
             })
             .collect();
         let mut live = futures::stream::iter(reads).buffer_unordered(DELETE_CONCURRENCY);
@@ -395,11 +400,11 @@ async fn unreferenced_objects(
         }
         let reads: Vec<_> = expired_manifests
             .iter()
-            .filter(|(path, _)| !retained_manifests.contains(*path))
-            .map(|(path, length)| {
-                let (path, length) = (path.clone(), *length);
+            .filter(|(path, _)| !retained_manifests.contains_key(*path))
+            .map(|(path, m)| {
+                let (path, length) = (path.clone(), m.manifest_length);
                 async move {
-                    let entries = shared.manifests.get(&shared.warehouse, &path).await?;
+                    let entries = shared.manifests.get(&shared.warehouse, meta, m).await?;
                     Ok::<_, Error>((path, length, entries))
                 }
             })
@@ -492,9 +497,10 @@ pub(crate) async fn expire(
             .map(|d| {
                 let (kind, size, path) = (d.kind, d.size, d.path.clone());
                 async move {
-                    let size = match size {
-                        n if n >= 0 => n,
-                        _ => shared.warehouse.head(&path).await.map_or(-1, |n| n as i64),
+                    let size = match (size, shared.warehouse.object(&path)) {
+                        (n, _) if n >= 0 => n,
+                        (_, Ok(p)) => shared.warehouse.head(&p).await.map_or(-1, |n| n as i64),
+                        (_, Err(_)) => -1,
                     };
                     (kind, size)
                 }
@@ -607,7 +613,19 @@ async fn plan_expiry(
     let snapshots = visible_snapshots(shared, row).await?;
     let refs = crate::refs::refs(&shared.db, row).await?;
     let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
-    let doomed = unreferenced_objects(shared, row, &snapshots, &retention, policy).await?;
+    let mut doomed = unreferenced_objects(shared, row, &snapshots, &retention, policy).await?;
+    // Objects outside the table (a registered table may reference some) are never deleted.
+    let scope = shared.scope(row).await?;
+    doomed.retain(|d| {
+        let owned = shared
+            .warehouse
+            .object(&d.path)
+            .is_ok_and(|p| scope.owns(&p));
+        if !owned {
+            debug!(path = d.path, "not expiring an object outside the table");
+        }
+        owned
+    });
     Ok((policy, retention, doomed))
 }
 
@@ -627,7 +645,9 @@ async fn expire_leased(
     report: &mut ExpireReport,
 ) -> Result<()> {
     // First finish what an interrupted run recorded.
-    let (done, failed) = delete_recorded(shared, table_id, lease, &mut report.deleted).await?;
+    let scope = shared.scope(&shared.db.table(ident).await?).await?;
+    let (done, failed) =
+        delete_recorded(shared, table_id, &scope, lease, &mut report.deleted).await?;
     report.resumed = done;
     report.failed_deletes += failed;
     for _ in 0..MAX_ATTEMPTS {
@@ -637,7 +657,8 @@ async fn expire_leased(
             continue;
         }
         fill_decision(report, &retention);
-        let (_, failed) = delete_recorded(shared, table_id, lease, &mut report.deleted).await?;
+        let (_, failed) =
+            delete_recorded(shared, table_id, &scope, lease, &mut report.deleted).await?;
         report.failed_deletes += failed;
         info!(
             table = %ident,
@@ -742,6 +763,7 @@ async fn record(
                     operation: "expire-snapshots",
                     client,
                     committed_at_ms: now,
+                    request_digest: None,
                 },
             )
             .await?;
@@ -832,6 +854,7 @@ async fn snapshots_in(tx: &mut sqlx::AnyConnection, row: &TableRow) -> Result<Ve
 async fn delete_recorded(
     shared: &Shared,
     table_id: i64,
+    scope: &TableScope,
     lease: &LeaseGuard,
     counts: &mut FileCounts,
 ) -> Result<(u64, u64)> {
@@ -850,17 +873,27 @@ async fn delete_recorded(
     for batch in todo.chunks(256) {
         let results: Vec<_> = futures::stream::iter(batch.iter().cloned())
             .map(|(path, kind, size)| async move {
+                let Some(owned) = shared
+                    .warehouse
+                    .object(&path)
+                    .ok()
+                    .and_then(|p| scope.own(&p))
+                else {
+                    // Recorded before scopes were checked: forgotten, never deleted.
+                    warn!(path, "not deleting an object outside the table");
+                    return (path, kind, None, Ok(()));
+                };
                 // Unknown sizes are read first; an object that is gone already (a run killed
                 // after deleting it) is not counted again.
                 let size = match size {
                     n if n >= 0 => Some(n),
-                    _ => match shared.warehouse.head(&path).await {
+                    _ => match shared.warehouse.head(owned.path()).await {
                         Ok(n) => Some(n as i64),
                         Err(Error::NotFound { .. }) => None,
                         Err(_) => Some(-1),
                     },
                 };
-                let r = shared.warehouse.delete(&path).await;
+                let r = shared.warehouse.delete(&owned).await;
                 (path, kind, size, r)
             })
             .buffer_unordered(DELETE_CONCURRENCY)

@@ -14,7 +14,7 @@ use iceberg::spec::{
     PrimitiveType, Schema, Struct, StructType,
 };
 use iceberg::transform::create_transform_function;
-use parquet::arrow::async_reader::{AsyncFileReader, ParquetObjectReader};
+use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::basic::{LogicalType, TimeUnit, Type as PhysicalType};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
@@ -22,7 +22,7 @@ use parquet::schema::types::ColumnDescriptor;
 
 use crate::error::{Error, Result};
 use crate::model::{FileStatsSpec, NewFile};
-use crate::storage::Warehouse;
+use crate::storage::{ObjectPath, Warehouse};
 
 /// The parts of a table's metadata needed to check and describe its files.
 #[derive(Debug, Clone)]
@@ -34,29 +34,31 @@ pub struct FileContext {
 }
 
 impl FileContext {
-    /// Refuses paths outside the table's location.
-    pub fn check_path(&self, field: &str, path: &str) -> Result<()> {
-        if path.split('/').any(|seg| seg == "." || seg == "..") {
+    /// The checked path of an object under the table's location; refuses any other.
+    pub fn check_path(&self, warehouse: &Warehouse, field: &str, path: &str) -> Result<ObjectPath> {
+        let dir = warehouse.location("location", &self.location)?;
+        let object = warehouse.object(path).map_err(|e| match e {
+            Error::InvalidArgument { reason, .. } => Error::invalid(
+                field,
+                format!("{reason}, so outside the table's location {dir}"),
+            ),
+            other => other,
+        })?;
+        if !object.is_under(&dir) {
             return Err(Error::invalid(
                 field,
-                format!("{path} is not a normalised path"),
+                format!("{path} is outside the table's location {dir}"),
             ));
         }
-        let prefix = format!("{}/", self.location.trim_end_matches('/'));
-        if !path.starts_with(&prefix) {
-            return Err(Error::invalid(
-                field,
-                format!("{path} is outside the table's location {}", self.location),
-            ));
-        }
-        Ok(())
+        Ok(object)
     }
 }
 
-/// Checks a new file and builds its `DataFile`.
+/// Checks a new file and builds its `DataFile`. The Parquet footer is always read: counts
+/// and bounds a writer sends are checked against it (see [`verified`]).
 pub async fn resolve(warehouse: &Warehouse, ctx: &FileContext, file: &NewFile) -> Result<DataFile> {
-    ctx.check_path("add.path", &file.path)?;
-    let size = match warehouse.head(&file.path).await {
+    let object = ctx.check_path(warehouse, "add.path", &file.path)?;
+    let size = match warehouse.head(&object).await {
         Ok(size) => size,
         Err(Error::NotFound { .. }) => {
             return Err(Error::invalid(
@@ -75,9 +77,12 @@ pub async fn resolve(warehouse: &Warehouse, ctx: &FileContext, file: &NewFile) -
             ),
         ));
     }
+    let meta = read_footer(warehouse, &object, size).await?;
+    let path = object.uri();
+    let footer = footer_stats(ctx, path, &meta)?;
     match &file.stats {
-        Some(stats) => from_stats(ctx, &file.path, size, stats),
-        None => from_footer(warehouse, ctx, &file.path, size).await,
+        Some(stats) => verified(ctx, from_stats(ctx, path, size, stats)?, &footer),
+        None => footer.into_data_file(ctx, path, size, &meta),
     }
 }
 
@@ -216,15 +221,14 @@ pub fn partition_to_json(
         .collect()
 }
 
-async fn from_footer(
+async fn read_footer(
     warehouse: &Warehouse,
-    ctx: &FileContext,
-    path: &str,
+    object: &ObjectPath,
     size: u64,
-) -> Result<DataFile> {
-    let mut reader = ParquetObjectReader::new(warehouse.store().clone(), warehouse.path(path)?)
-        .with_file_size(size);
-    let meta = reader.get_metadata(None).await.map_err(|e| match e {
+) -> Result<Arc<ParquetMetaData>> {
+    let path = object.uri();
+    let mut reader = warehouse.parquet_reader(object, size).await?;
+    reader.get_metadata(None).await.map_err(|e| match e {
         // The store failed (transient): the outcome is retryable, not the file's fault.
         parquet::errors::ParquetError::External(source)
             if matches!(
@@ -242,8 +246,208 @@ async fn from_footer(
             "add.path",
             format!("{path} is not a readable Parquet file: {other}"),
         ),
-    })?;
-    data_file_from_parquet(ctx, path, size, &meta)
+    })
+}
+
+/// What a Parquet footer says of a file's columns, by table field id.
+struct FooterStats {
+    record_count: u64,
+    sizes: HashMap<i32, u64>,
+    values: HashMap<i32, u64>,
+    nulls: HashMap<i32, u64>,
+    lower: HashMap<i32, Datum>,
+    upper: HashMap<i32, Datum>,
+}
+
+impl FooterStats {
+    fn into_data_file(
+        self,
+        ctx: &FileContext,
+        path: &str,
+        size: u64,
+        meta: &ParquetMetaData,
+    ) -> Result<DataFile> {
+        let partition = partition_from_bounds(
+            ctx,
+            self.record_count,
+            &self.lower,
+            &self.upper,
+            &self.nulls,
+            &self.values,
+        )
+        .map_err(|reason| Error::invalid("add.path", format!("{path}: {reason}")))?;
+        let mut b = DataFileBuilder::default();
+        b.content(DataContentType::Data)
+            .file_path(path.to_string())
+            .file_format(DataFileFormat::Parquet)
+            .partition(partition)
+            .partition_spec_id(ctx.spec.spec_id())
+            .record_count(self.record_count)
+            .file_size_in_bytes(size)
+            .column_sizes(self.sizes)
+            .value_counts(self.values)
+            .null_value_counts(self.nulls)
+            .lower_bounds(self.lower)
+            .upper_bounds(self.upper)
+            .split_offsets(Some(
+                meta.row_groups()
+                    .iter()
+                    .filter_map(|rg| rg.file_offset())
+                    .collect(),
+            ));
+        b.build()
+            .map_err(|e| Error::internal_from("building data file", e))
+    }
+}
+
+/// Checks the statistics a writer sent for a file against themselves and the file's footer,
+/// and returns the file with the footer's counts and bounds wherever the footer has them.
+/// Refused (`InvalidArgument`, naming the column): a record count other than the footer's,
+/// a lower bound above its upper bound, more nulls than values or more values than records
+/// in a top-level column, bounds narrower than the footer's, and a partition other than the
+/// one the footer's bounds imply. Bounds the footer cannot confirm are dropped, so no
+/// unchecked statistic ever prunes a scan.
+fn verified(ctx: &FileContext, sent: DataFile, footer: &FooterStats) -> Result<DataFile> {
+    let path = sent.file_path().to_string();
+    let bad = |field: String, reason: String| Error::invalid(field, format!("{path}: {reason}"));
+    let name = |id: i32| ctx.schema.name_by_field_id(id).unwrap_or("?").to_string();
+    check_consistent(&ctx.schema, &sent)?;
+    check_record_count(&sent, footer.record_count)?;
+    let mut lower = HashMap::new();
+    let mut upper = HashMap::new();
+    for (sent_bounds, footer_bounds, out, is_lower) in [
+        (sent.lower_bounds(), &footer.lower, &mut lower, true),
+        (sent.upper_bounds(), &footer.upper, &mut upper, false),
+    ] {
+        for (&id, d) in sent_bounds {
+            let Some(f) = footer_bounds.get(&id) else {
+                continue;
+            };
+            let narrower = if is_lower { d > f } else { d < f };
+            if narrower {
+                let which = if is_lower { "lower" } else { "upper" };
+                return Err(bad(
+                    format!("stats.columns[{id}]"),
+                    format!(
+                        "column {}: {which} bound {d} excludes values the file holds ({which} bound {f} in its footer)",
+                        name(id)
+                    ),
+                ));
+            }
+        }
+        // The footer's own bounds are exact; where it has none, nothing is kept.
+        out.extend(footer_bounds.iter().map(|(k, v)| (*k, v.clone())));
+    }
+    if let Ok(implied) = partition_from_bounds(
+        ctx,
+        footer.record_count,
+        &footer.lower,
+        &footer.upper,
+        &footer.nulls,
+        &footer.values,
+    ) && &implied != sent.partition()
+    {
+        return Err(bad(
+            "stats.partition".into(),
+            format!(
+                "the request names partition {:?}, but the file's rows are in {:?}",
+                sent.partition(),
+                implied
+            ),
+        ));
+    }
+    let mut b = DataFileBuilder::default();
+    b.content(DataContentType::Data)
+        .file_path(path.clone())
+        .file_format(DataFileFormat::Parquet)
+        .partition(sent.partition().clone())
+        .partition_spec_id(ctx.spec.spec_id())
+        .record_count(footer.record_count)
+        .file_size_in_bytes(sent.file_size_in_bytes())
+        .column_sizes(footer.sizes.clone())
+        .value_counts(footer.values.clone())
+        .null_value_counts(footer.nulls.clone())
+        .nan_value_counts(sent.nan_value_counts().clone())
+        .lower_bounds(lower)
+        .upper_bounds(upper)
+        .split_offsets(sent.split_offsets().map(|s| s.to_vec()));
+    b.build()
+        .map_err(|e| Error::internal_from("building data file", e))
+}
+
+/// Refuses statistics that contradict themselves: a lower bound above its upper bound, more
+/// nulls than values, or more values than records in a top-level column (`InvalidArgument`
+/// naming the file and column). `schema` is the table schema the file's ids refer to.
+pub fn check_consistent(schema: &Schema, f: &DataFile) -> Result<()> {
+    let path = f.file_path();
+    let bad = |id: i32, reason: String| {
+        let name = schema.name_by_field_id(id).unwrap_or("?");
+        Error::invalid(
+            format!("stats.columns[{id}]"),
+            format!("{path}: column {name}: {reason}"),
+        )
+    };
+    for (&id, lo) in f.lower_bounds() {
+        if let Some(hi) = f.upper_bounds().get(&id)
+            && lo > hi
+        {
+            return Err(bad(
+                id,
+                format!("lower bound {lo} is above upper bound {hi}"),
+            ));
+        }
+    }
+    let top_level: std::collections::HashSet<i32> =
+        schema.as_struct().fields().iter().map(|f| f.id).collect();
+    for (&id, &values) in f.value_counts() {
+        let nulls = f.null_value_counts().get(&id).copied().unwrap_or(0);
+        if nulls > values {
+            return Err(bad(id, format!("{nulls} nulls but only {values} values")));
+        }
+        if top_level.contains(&id) && values > f.record_count() {
+            return Err(bad(
+                id,
+                format!("{values} values in {} records", f.record_count()),
+            ));
+        }
+    }
+    for (&id, &nulls) in f.null_value_counts() {
+        if top_level.contains(&id) && nulls > f.record_count() {
+            return Err(bad(
+                id,
+                format!("{nulls} nulls in {} records", f.record_count()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a record count other than the one the file's Parquet footer holds.
+pub fn check_record_count(f: &DataFile, footer_records: u64) -> Result<()> {
+    if f.record_count() != footer_records {
+        return Err(Error::invalid(
+            "stats.record_count",
+            format!(
+                "{}: the metadata says {} records, the Parquet footer {footer_records}",
+                f.file_path(),
+                f.record_count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The record count in the footer of the Parquet file at `object` (`size` bytes).
+pub async fn footer_record_count(
+    warehouse: &Warehouse,
+    object: &ObjectPath,
+    size: u64,
+) -> Result<u64> {
+    Ok(read_footer(warehouse, object, size)
+        .await?
+        .file_metadata()
+        .num_rows()
+        .max(0) as u64)
 }
 
 /// Builds a `DataFile` from a Parquet footer, checking the file's schema against the table's.
@@ -253,6 +457,11 @@ pub fn data_file_from_parquet(
     size: u64,
     meta: &ParquetMetaData,
 ) -> Result<DataFile> {
+    footer_stats(ctx, path, meta)?.into_data_file(ctx, path, size, meta)
+}
+
+/// Reads a footer's statistics, checking the file's schema against the table's.
+fn footer_stats(ctx: &FileContext, path: &str, meta: &ParquetMetaData) -> Result<FooterStats> {
     let bad = |reason: String| Error::invalid("add.path", format!("{path}: {reason}"));
     let descr = meta.file_metadata().schema_descr();
     // Map each leaf column to a table field id.
@@ -360,29 +569,14 @@ pub fn data_file_from_parquet(
         }
     }
 
-    let partition =
-        partition_from_bounds(ctx, record_count, &lower, &upper, &nulls, &values).map_err(bad)?;
-    let mut b = DataFileBuilder::default();
-    b.content(DataContentType::Data)
-        .file_path(path.to_string())
-        .file_format(DataFileFormat::Parquet)
-        .partition(partition)
-        .partition_spec_id(ctx.spec.spec_id())
-        .record_count(record_count)
-        .file_size_in_bytes(size)
-        .column_sizes(sizes)
-        .value_counts(values)
-        .null_value_counts(nulls)
-        .lower_bounds(lower)
-        .upper_bounds(upper)
-        .split_offsets(Some(
-            meta.row_groups()
-                .iter()
-                .filter_map(|rg| rg.file_offset())
-                .collect(),
-        ));
-    b.build()
-        .map_err(|e| Error::internal_from("building data file", e))
+    Ok(FooterStats {
+        record_count,
+        sizes,
+        values,
+        nulls,
+        lower,
+        upper,
+    })
 }
 
 /// Whether a Parquet leaf column can be read as the Iceberg type `ty`.
@@ -552,6 +746,28 @@ fn partition_from_bounds(
     Ok(Struct::from_iter(out))
 }
 
+/// A Parquet file of one nullable `long` column `id` (field id 1) holding `ids`, for tests.
+#[cfg(test)]
+pub(crate) fn test_parquet(ids: &[i64]) -> Vec<u8> {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+    let field = Field::new("id", DataType::Int64, true).with_metadata(HashMap::from([(
+        parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_string(),
+        "1".to_string(),
+    )]));
+    let schema = Arc::new(ArrowSchema::new(vec![field]));
+    let batch = arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from(ids.to_vec()))],
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use iceberg::spec::{NestedField, PrimitiveType, Type};
@@ -607,15 +823,22 @@ mod tests {
             spec: Arc::new(PartitionSpec::unpartition_spec()),
             partition_type: StructType::new(vec![]),
         };
-        assert!(ctx.check_path("p", "file:///w/ns/t/data/a.parquet").is_ok());
+        let w = Warehouse::open(crate::storage::WarehouseConfig::new("memory:///w")).unwrap();
+        let ctx = FileContext {
+            location: "memory:///w/ns/t".into(),
+            ..ctx
+        };
         assert!(
-            ctx.check_path("p", "file:///w/ns/t2/data/a.parquet")
-                .is_err()
+            ctx.check_path(&w, "p", "memory:///w/ns/t/data/a.parquet")
+                .is_ok()
         );
-        assert!(
-            ctx.check_path("p", "file:///w/ns/t/data/../../x.parquet")
-                .is_err()
-        );
-        assert!(ctx.check_path("p", "file:///w/ns/t").is_err());
+        for bad in [
+            "memory:///w/ns/t2/data/a.parquet",
+            "memory:///w/ns/t/data/../../x.parquet",
+            "memory:///w/ns/t/data/%2e%2e/%2e%2e/t2/x.parquet",
+            "memory:///w/ns/t",
+        ] {
+            assert!(ctx.check_path(&w, "p", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -25,6 +25,8 @@ pub mod expire;
 pub mod fault;
 pub mod files;
 pub mod ident;
+mod locations;
+pub mod manifests;
 pub mod metacommit;
 mod metadata;
 pub mod model;
@@ -35,7 +37,9 @@ pub mod refs;
 mod register;
 pub mod scan;
 pub mod schedule;
+mod snapshot_check;
 pub mod storage;
+pub mod validate;
 
 pub use catalog::{Catalog, CatalogConfig, create_table_spec, parse_type};
 pub use compact::{CompactOptions, CompactReport};

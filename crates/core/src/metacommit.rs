@@ -77,6 +77,18 @@ async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
         .build()
         .map_err(|e| Error::invalid("updates", format!("{ident}: {}", e.message())))?
         .metadata;
+    // Snapshots another engine adds are checked like Firn's own commits.
+    let known: HashSet<i64> = current.snapshots().map(|s| s.snapshot_id()).collect();
+    let added: Vec<_> = new
+        .snapshots()
+        .filter(|s| !known.contains(&s.snapshot_id()))
+        .collect();
+    if !added.is_empty() {
+        let scope = shared.scope(&row).await?;
+        for s in added {
+            crate::snapshot_check::check_added(shared, &scope, &current, &new, s).await?;
+        }
+    }
     Ok(Planned { row, current, new })
 }
 
@@ -126,7 +138,20 @@ fn keep_ref_heads(change: &TableChange, current: &TableMetadata) -> Result<()> {
 /// Refuses (400, nothing applied) the updates Firn does not carry out yet, rather than
 /// acknowledging what it would not keep.
 fn refuse_unsupported(u: &TableUpdate, current: &TableMetadata, ident: &TableIdent) -> Result<()> {
+    match u {
+        TableUpdate::AddSchema { schema, .. } => crate::validate::schema("add-schema", schema)?,
+        TableUpdate::AddSpec { spec } => crate::validate::unbound_spec("add-spec", spec)?,
+        _ => {}
+    }
     let why = match u {
+        TableUpdate::RemoveSnapshotRef { ref_name } if ref_name == "main" => {
+            "remove-snapshot-ref: main is the table's current state and cannot be removed"
+        }
+        TableUpdate::UpgradeFormatVersion { format_version }
+            if *format_version != iceberg::spec::FormatVersion::V2 =>
+        {
+            "upgrade-format-version: Firn keeps Iceberg format version 2 tables"
+        }
         TableUpdate::RemoveSnapshots { snapshot_ids }
             if current
                 .current_snapshot_id()
@@ -155,6 +180,7 @@ pub(crate) async fn commit(
     client: &str,
     commit_id: &str,
 ) -> Result<()> {
+    let digest = changes_digest(changes);
     let mut seen = HashSet::new();
     for c in changes {
         c.ident.validate()?;
@@ -166,15 +192,17 @@ pub(crate) async fn commit(
         }
     }
     'attempt: for _ in 0..MAX_ATTEMPTS {
-        // A commit id already recorded (a retry with the same idempotency key) was applied.
+        // A commit id already recorded (a retry with the same idempotency key) was applied,
+        // if it was this request.
         if let Some(first) = changes.first() {
             let row = shared.db.table(&first.ident).await?;
-            if !shared
+            if let Some(r) = shared
                 .db
                 .recorded_commits(&[(row.table_id, vec![commit_id])])
                 .await?
-                .is_empty()
+                .remove(&(row.table_id, commit_id.to_string()))
             {
+                r.replay(&digest)?;
                 return Ok(());
             }
         }
@@ -184,7 +212,7 @@ pub(crate) async fn commit(
         }
         let mut tx = shared.db.pool.begin().await?;
         for p in &planned {
-            if !apply(&mut tx, p, client, commit_id).await? {
+            if !apply(&mut tx, p, client, commit_id, &digest).await? {
                 // Another commit moved this table: nothing of this attempt is kept.
                 drop(tx);
                 continue 'attempt;
@@ -202,12 +230,25 @@ pub(crate) async fn commit(
     })
 }
 
+/// A digest of what a metadata commit asks for (its tables, requirements and updates).
+fn changes_digest(changes: &[TableChange]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for c in changes {
+        h.update(c.ident.to_string().as_bytes());
+        h.update(serde_json::to_vec(&c.requirements).unwrap_or_default());
+        h.update(serde_json::to_vec(&c.updates).unwrap_or_default());
+    }
+    format!("{:x}", h.finalize())
+}
+
 /// Stores a planned change in `tx` if the table is still at the version it was planned on.
 async fn apply(
     tx: &mut sqlx::AnyConnection,
     p: &Planned,
     client: &str,
     commit_id: &str,
+    digest: &str,
 ) -> Result<bool> {
     let Planned { row, current, new } = p;
     let known: HashSet<i64> = current.snapshots().map(|s| s.snapshot_id()).collect();
@@ -291,10 +332,34 @@ async fn apply(
             operation: "metadata-commit",
             client,
             committed_at_ms: now,
+            request_digest: Some(digest),
         },
     )
     .await?;
     Ok(true)
+}
+
+/// A REST append to commit through the pipeline (see [`as_append`]).
+pub(crate) struct AsAppend {
+    pub add: Vec<NewFile>,
+    pub base_snapshot_id: Option<i64>,
+    /// Kept when the table has no snapshot with that id.
+    pub client_snapshot_id: i64,
+    /// The client's summary properties, minus the ones Firn computes.
+    pub summary: std::collections::HashMap<String, String>,
+    /// The client's manifest list and manifests, which the committed snapshot does not use.
+    pub unused: Vec<String>,
+}
+
+/// Snapshot-summary keys Iceberg writers compute from the files (Java's `SnapshotSummary`):
+/// Firn computes them afresh for a rebased snapshot.
+fn is_computed_summary_key(k: &str) -> bool {
+    const PREFIXES: [&str; 5] = ["added-", "deleted-", "removed-", "total-", "changed-"];
+    k == "operation"
+        || k == "partition-summaries-included"
+        || k.starts_with("partitions.")
+        || k.starts_with("firn.")
+        || PREFIXES.iter().any(|p| k.starts_with(p))
 }
 
 /// When a metadata commit is a plain append — an `append` snapshot added and `main` moved to
@@ -309,7 +374,7 @@ pub(crate) async fn as_append(
     ident: &TableIdent,
     requirements: &[TableRequirement],
     updates: &[TableUpdate],
-) -> Result<Option<(Vec<NewFile>, Option<i64>, i64)>> {
+) -> Result<Option<AsAppend>> {
     let [
         TableUpdate::AddSnapshot { snapshot },
         TableUpdate::SetSnapshotRef {
@@ -345,7 +410,10 @@ pub(crate) async fn as_append(
             _ => return Ok(None),
         }
     }
-    let bytes = match shared.warehouse.get(snapshot.manifest_list()).await {
+    let list_path = shared
+        .warehouse
+        .object_in("add-snapshot.manifest-list", snapshot.manifest_list())?;
+    let bytes = match shared.warehouse.get(&list_path).await {
         Ok(b) => b,
         Err(Error::NotFound { .. }) => {
             return Err(Error::invalid(
@@ -360,11 +428,15 @@ pub(crate) async fn as_append(
     let (meta, _) = crate::commit::parse_base(&row)?;
     let partition_type = meta.default_partition_type().clone();
     let mut add = Vec::new();
+    // The client's manifest list and its own manifests: Firn commits its own, so these are
+    // garbage once the append lands.
+    let mut unused = vec![snapshot.manifest_list().to_string()];
     for m in list
         .entries()
         .iter()
         .filter(|m| m.added_snapshot_id == snapshot.snapshot_id())
     {
+        unused.push(m.manifest_path.clone());
         if m.content != ManifestContentType::Data
             || m.partition_spec_id != meta.default_partition_spec_id()
         {
@@ -372,14 +444,19 @@ pub(crate) async fn as_append(
         }
         let entries = shared
             .manifests
-            .get(&shared.warehouse, &m.manifest_path)
-            .await?;
+            .get(&shared.warehouse, &meta, m)
+            .await
+            .map_err(|e| crate::snapshot_check::client_fault("add-snapshot.manifests", e))?;
         for e in entries.iter() {
             match e.status() {
                 ManifestStatus::Added => {
                     let f = e.data_file();
                     add.push(NewFile {
-                        path: crate::storage::canonical_uri(f.file_path()),
+                        path: shared
+                            .warehouse
+                            .object_in("data-file", f.file_path())?
+                            .uri()
+                            .to_string(),
                         file_size_bytes: f.file_size_in_bytes(),
                         stats: Some(file_stats(f, &partition_type)?),
                     });
@@ -392,5 +469,20 @@ pub(crate) async fn as_append(
     if add.is_empty() {
         return Ok(None);
     }
-    Ok(Some((add, base, snapshot.snapshot_id())))
+    // The client's own summary properties (a streaming writer's checkpoint id, `wap.id`,
+    // an app id) are kept; the metrics Firn computes for the rebased snapshot are not.
+    let summary = snapshot
+        .summary()
+        .additional_properties
+        .iter()
+        .filter(|(k, _)| !is_computed_summary_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Some(AsAppend {
+        add,
+        base_snapshot_id: base,
+        client_snapshot_id: snapshot.snapshot_id(),
+        summary,
+        unused,
+    }))
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::db::{Db, TableRow};
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::storage::Warehouse;
+use crate::storage::{Location, ObjectPath, Warehouse};
 
 /// How often a row is read again before giving up when it went stale: an expiry removed
 /// the snapshot it names as current (a commit had made it non-current just before). Used
@@ -158,11 +158,7 @@ async fn materialize_version(
 ) -> Result<Option<(String, Option<String>)>> {
     if row.metadata_version >= row.version {
         let json = if want_json {
-            let bytes = warehouse.get(&row.metadata_location).await?;
-            Some(
-                String::from_utf8(bytes.to_vec())
-                    .map_err(|e| Error::internal_from("metadata file is not UTF-8", e))?,
-            )
+            Some(read_metadata_file(warehouse, &row.metadata_location).await?)
         } else {
             None
         };
@@ -171,20 +167,44 @@ async fn materialize_version(
     let Some(text) = render(db, row).await? else {
         return Ok(None);
     };
-    let path = metadata_path(&row.location, row.version, env);
+    let dir = warehouse.location("location", &row.location)?;
+    let path = metadata_path(&dir, row.version, env)?;
     warehouse.put_durable(&path, text.clone().into()).await?;
+    let path = path.uri().to_string();
     db.set_metadata_location(row.table_id, &path, row.version, env.clock.now_ms())
         .await?;
     Ok(Some((path, want_json.then_some(text))))
 }
 
+/// The text of a table's metadata file, to be served as it is: so it must at least be
+/// JSON (a syntax check only: the file was parsed as metadata when it was written or
+/// registered). A file that is not is `Corrupt`, naming it.
+pub(crate) async fn read_metadata_file(warehouse: &Warehouse, location: &str) -> Result<String> {
+    let path = warehouse.object_in("metadata-location", location)?;
+    let bytes = match warehouse.get(&path).await {
+        Err(Error::NotFound { .. }) => {
+            return Err(Error::corrupt(
+                path.uri(),
+                "the table's metadata file is missing",
+            ));
+        }
+        r => r?,
+    };
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|e| Error::corrupt(path.uri(), format!("not UTF-8: {e}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .map_err(|e| Error::corrupt(path.uri(), format!("not JSON: {e}")))?;
+    Ok(text)
+}
+
 /// Where the metadata file of a table version goes.
-pub(crate) fn metadata_path(location: &str, version: i64, env: &Env) -> String {
-    format!(
-        "{}/metadata/{version:05}-{}.metadata.json",
-        location.trim_end_matches('/'),
-        env.ids.uuid()
-    )
+pub(crate) fn metadata_path(location: &Location, version: i64, env: &Env) -> Result<ObjectPath> {
+    location
+        .child(&format!(
+            "metadata/{version:05}-{}.metadata.json",
+            env.ids.uuid()
+        ))
+        .map_err(|e| Error::invalid("location", e.0))
 }
 
 #[cfg(test)]
@@ -240,7 +260,8 @@ mod tests {
             let path = format!("{}/data/f{i}.parquet", t.location);
             let local = path.strip_prefix("file://").unwrap().to_string();
             std::fs::create_dir_all(std::path::Path::new(&local).parent().unwrap()).unwrap();
-            std::fs::write(&local, vec![0u8; 100]).unwrap();
+            let bytes = crate::files::test_parquet(&[i as i64]);
+            std::fs::write(&local, &bytes).unwrap();
             CommitRequest {
                 ident: ident.clone(),
                 commit_id: format!("c{i}"),
@@ -248,7 +269,7 @@ mod tests {
                 operation: Operation::Append {
                     add: vec![NewFile {
                         path,
-                        file_size_bytes: 100,
+                        file_size_bytes: bytes.len() as u64,
                         stats: Some(FileStatsSpec {
                             record_count: 1,
                             columns: HashMap::new(),

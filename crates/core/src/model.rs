@@ -173,6 +173,42 @@ pub struct CommitRequest {
     pub client: String,
 }
 
+impl CommitRequest {
+    /// A digest of what the request asks for (base, operation, files, summary; not who
+    /// asked), recorded with its commit id: a later request with the same id and another
+    /// digest is refused instead of being answered with the first one's outcome.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut put = |s: &str| {
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        };
+        put(self.operation.name());
+        put(&format!("{:?}", self.base_snapshot_id));
+        for f in self.operation.added() {
+            put(&f.path);
+            put(&f.file_size_bytes.to_string());
+        }
+        match &self.operation {
+            Operation::Append { .. } => {}
+            Operation::Overwrite { remove, .. } => put(&format!("{remove:?}")),
+            Operation::Delete { paths } | Operation::Replace { remove: paths, .. } => {
+                for p in paths {
+                    put(p);
+                }
+            }
+        }
+        let mut summary: Vec<_> = self.summary.iter().collect();
+        summary.sort();
+        for (k, v) in summary {
+            put(k);
+            put(v);
+        }
+        format!("{:x}", h.finalize())
+    }
+}
+
 /// The outcome of a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {

@@ -22,8 +22,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
+use futures::StreamExt;
 use sqlx::Row;
 use tracing::{info, warn};
 
@@ -93,9 +92,9 @@ pub(crate) async fn reserve(
         } else {
             format!("{base}/{p}/{name}")
         };
-        // The warehouse's own path check refuses `.`, `..` and empty segments (so a
-        // leading or trailing `/` too); URL parsing would drop control characters.
-        if p.chars().any(|c| c.is_control() || c == '\\') || shared.warehouse.path(&uri).is_err() {
+        // The warehouse's own path check refuses `.`, `..` (also percent-encoded), `\`,
+        // control characters and empty segments (so a leading or trailing `/` too).
+        if shared.warehouse.object(&uri).is_err() {
             return Err(Error::invalid(
                 "partition_paths",
                 format!("{p:?} is not a relative partition directory like \"ts_day=2026-11-22\""),
@@ -173,6 +172,7 @@ async fn run(
     report: &mut OrphanReport,
 ) -> Result<()> {
     let table_id = row.table_id;
+    let scope = shared.scope(row).await?;
     // 1. Recorded write paths old enough to judge: committed ones are expiry's business
     //    (their record is dropped); the others are orphans.
     let rows = sqlx::query(
@@ -204,15 +204,7 @@ async fn run(
     // 2. The optional sweep: listed objects nothing references.
     if opts.sweep_listing {
         let referenced = referenced(shared, row).await?;
-        let prefix = shared.warehouse.path(row.location.trim_end_matches('/'))?;
-        let root = shared.warehouse.root().trim_end_matches('/').to_string();
-        let listed: Vec<object_store::ObjectMeta> = shared
-            .warehouse
-            .store()
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(Error::storage)?;
+        let listed = shared.warehouse.list(scope.location()).await?;
         report.listed_objects = listed.len() as u64;
         let recorded: HashSet<&String> = report.orphans.iter().collect();
         let mut found = Vec::new();
@@ -220,24 +212,56 @@ async fn run(
             let path = m.location.to_string();
             let old_enough = m.last_modified.timestamp_millis() < cutoff;
             if old_enough && !referenced.contains(&path) {
-                let uri = uri_of(&root, &path);
-                if !recorded.contains(&uri) {
-                    found.push(uri);
+                let Ok(object) = shared.warehouse.object_of_key(&m.location) else {
+                    warn!(
+                        key = path,
+                        "skipping a listed object whose name Firn would refuse"
+                    );
+                    continue;
+                };
+                if !recorded.contains(&object.uri().to_string()) {
+                    found.push(object.uri().to_string());
                 }
             }
         }
         report.orphans.extend(found);
     }
+    // Only what the table owns is an orphan of it (a reserved path always is).
+    report.orphans.retain(|uri| {
+        let owned = shared.warehouse.object(uri).is_ok_and(|p| scope.owns(&p));
+        if !owned {
+            warn!(uri, "not removing an object outside the table");
+        }
+        owned
+    });
     if opts.dry_run {
+        // What the real run would count: the orphans that exist, and their sizes.
+        let sizes: Vec<Option<u64>> = futures::stream::iter(report.orphans.clone())
+            .map(|uri| async move {
+                let p = shared.warehouse.object(&uri).ok()?;
+                shared.warehouse.head(&p).await.ok()
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for size in sizes.into_iter().flatten() {
+            report.deleted_files += 1;
+            report.bytes_freed += size;
+        }
         return Ok(());
     }
+    let scope = &scope;
     // 3. Delete, then forget the records of what is gone (and of settled paths).
     let results: Vec<(String, Option<u64>, Result<()>)> =
         futures::stream::iter(report.orphans.clone())
             .map(|uri| async move {
+                let owned = match shared.warehouse.object(&uri).map(|p| scope.own(&p)) {
+                    Ok(Some(o)) => o,
+                    _ => return (uri, None, Ok(())),
+                };
                 // A reserved path the writer never used has no object: not counted.
-                let size = shared.warehouse.head(&uri).await.ok();
-                let r = shared.warehouse.delete(&uri).await;
+                let size = shared.warehouse.head(owned.path()).await.ok();
+                let r = shared.warehouse.delete(&owned).await;
                 (uri, size, r)
             })
             .buffer_unordered(16)
@@ -265,29 +289,23 @@ async fn run(
         .await
 }
 
-/// The URI of a listed object: `root` is the warehouse URL (`file:///...` or
-/// `s3://bucket/...`), `store_path` the object's path in that store.
-fn uri_of(root: &str, store_path: &str) -> String {
-    let (scheme, rest) = root.split_once("://").unwrap_or(("file", root));
-    let authority = rest.split('/').next().unwrap_or_default();
-    format!("{scheme}://{authority}/{store_path}")
-}
-
 /// Store paths of everything the catalog references for the table: every snapshot's
 /// manifest list, manifests and live files, recorded metadata files, pending deletions
 /// (expiry's) and write intents (young ones are still being written).
 async fn referenced(shared: &Shared, row: &crate::db::TableRow) -> Result<HashSet<String>> {
+    let (meta, _) = crate::commit::parse_base(row)?;
     let mut uris: HashSet<String> = HashSet::new();
     uris.insert(row.metadata_location.clone());
     for s in shared.db.snapshots(row.table_id, -1, i64::MAX).await? {
-        let list = crate::commit::read_manifest_list(&shared.warehouse, &s.manifest_list).await?;
+        let list =
+            crate::manifests::read_manifest_list(&shared.warehouse, &s.manifest_list).await?;
         uris.insert(s.manifest_list);
         for m in list.entries() {
             if uris.insert(m.manifest_path.clone()) {
                 uris.extend(
                     shared
                         .manifests
-                        .live_paths(&shared.warehouse, &m.manifest_path)
+                        .live_paths(&shared.warehouse, &meta, m)
                         .await?,
                 );
             }
@@ -306,9 +324,11 @@ async fn referenced(shared: &Shared, row: &crate::db::TableRow) -> Result<HashSe
             uris.insert(r.try_get(0)?);
         }
     }
-    uris.into_iter()
-        .map(|u| Ok(shared.warehouse.path(&u)?.to_string()))
-        .collect()
+    // A referenced name Firn would refuse is never deleted, so it need not be listed here.
+    Ok(uris
+        .into_iter()
+        .filter_map(|u| Some(shared.warehouse.object(&u).ok()?.key().to_string()))
+        .collect())
 }
 
 /// Drops a table and deletes every object the catalog knows it referenced (REST
@@ -319,26 +339,32 @@ pub(crate) async fn drop_and_purge(shared: &Shared, ident: &TableIdent) -> Resul
     let row = shared.db.table(ident).await?;
     // Written first, so a late write cannot outlive the purge.
     shared.publish_table(&row.location).await?;
-    let objects = referenced(shared, &row).await?;
+    let scope = shared.scope(&row).await?;
+    // Only what the table owns goes: a registered table may reference other tables' files.
+    let objects: Vec<crate::storage::Owned> = referenced(shared, &row)
+        .await?
+        .iter()
+        .filter_map(|key| {
+            let object = shared.warehouse.object_of_key(&key.as_str().into()).ok()?;
+            let owned = scope.own(&object);
+            if owned.is_none() {
+                warn!(path = %object, "purge keeps an object outside the table");
+            }
+            owned
+        })
+        .collect();
     // Nothing may write the purged objects again (start-up recovery would, from these).
     let pending = shared.db.pending_paths_under(&row.location).await?;
     shared.db.clear_pending_objects(&pending).await?;
     shared.db.drop_table(ident).await?;
-    let store = shared.warehouse.store().clone();
     let deleted = futures::stream::iter(objects)
-        .map(|p| {
-            let store = store.clone();
-            async move {
-                match store
-                    .delete(&object_store::path::Path::from(p.as_str()))
-                    .await
-                {
-                    Ok(()) => 1u64,
-                    Err(object_store::Error::NotFound { .. }) => 0,
-                    Err(e) => {
-                        warn!(path = p, error = %e, "could not delete a purged table's file");
-                        0
-                    }
+        .map(|owned| async move {
+            let existed = shared.warehouse.head(owned.path()).await.is_ok();
+            match shared.warehouse.delete(&owned).await {
+                Ok(()) => u64::from(existed),
+                Err(e) => {
+                    warn!(path = owned.uri(), error = %e, "could not delete a purged table's file");
+                    0
                 }
             }
         })

@@ -386,6 +386,7 @@ async fn try_apply(
                 operation: change.operation(),
                 client,
                 committed_at_ms: now,
+                request_digest: None,
             },
         )
         .await?;

@@ -8,7 +8,7 @@
 //! metadata until the first commit. Nothing is copied or moved.
 //!
 //! Errors: `InvalidArgument` (missing or unreadable metadata file, format version other
-//! than 2, location outside the warehouse), `NotFound` (namespace), `AlreadyExists` (the
+//! than 2, location outside the warehouse or overlapping another table's), `NotFound` (namespace), `AlreadyExists` (the
 //! name, or the table's uuid is registered already).
 
 use std::collections::HashSet;
@@ -29,8 +29,11 @@ pub(crate) async fn register(
 ) -> Result<()> {
     ident.validate()?;
     shared.db.get_namespace(&ident.namespace).await?;
-    let location_uri = crate::storage::canonical_uri(metadata_location);
-    let bytes = match shared.warehouse.get(&location_uri).await {
+    let metadata_path = shared
+        .warehouse
+        .object_in("metadata-location", metadata_location)?;
+    let location_uri = metadata_path.uri().to_string();
+    let bytes = match shared.warehouse.get(&metadata_path).await {
         Ok(b) => b,
         Err(Error::NotFound { .. }) => {
             return Err(Error::invalid(
@@ -55,16 +58,12 @@ pub(crate) async fn register(
             ),
         ));
     }
-    let location = crate::storage::canonical_uri(meta.location());
-    shared.warehouse.path(&location).map_err(|_| {
-        Error::invalid(
-            "metadata-location",
-            format!(
-                "the table's location {location} is outside the warehouse {}",
-                shared.warehouse.root()
-            ),
-        )
-    })?;
+    crate::validate::metadata("metadata-location", &meta)?;
+    let dir = shared
+        .warehouse
+        .location("metadata-location", meta.location())
+        .map_err(|e| Error::invalid("metadata-location", format!("the table's location: {e}")))?;
+    let location = dir.uri().to_string();
     // The base keeps what is not in rows, as for every table.
     let mut full = serde_json::to_value(&meta).map_err(|e| Error::internal_from("metadata", e))?;
     let refs = full["refs"].take();
@@ -79,18 +78,20 @@ pub(crate) async fn register(
     // Live files of the current snapshot, so they cannot be added a second time.
     let mut live = HashSet::new();
     if let Some(s) = meta.current_snapshot() {
-        let list = crate::commit::read_manifest_list(&shared.warehouse, s.manifest_list()).await?;
+        let list =
+            crate::manifests::read_manifest_list(&shared.warehouse, s.manifest_list()).await?;
         for m in list.entries() {
             live.extend(
                 shared
                     .manifests
-                    .live_paths(&shared.warehouse, &m.manifest_path)
+                    .live_paths(&shared.warehouse, &meta, m)
                     .await?,
             );
         }
     }
     let now = shared.env.clock.now_ms();
     let mut tx = shared.db.pool.begin().await?;
+    crate::locations::claim(&mut tx, &shared.warehouse, "metadata-location", &dir).await?;
     let inserted = sqlx::query(
         "INSERT INTO tables (namespace, name, table_uuid, location, version, base_metadata, \
          current_snapshot_id, last_sequence_number, last_updated_ms, metadata_location, \
@@ -166,6 +167,7 @@ pub(crate) async fn register(
                 operation: "register",
                 client,
                 committed_at_ms: now,
+                request_digest: None,
             },
         )
         .await?;

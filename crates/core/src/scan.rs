@@ -182,18 +182,12 @@ pub(crate) async fn plan(
             files_total: 0,
         });
     };
-    let list = crate::commit::read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
+    let list = crate::manifests::read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
     let pruner = filter.map(|f| Pruner::new(f, &resolved.schema, meta));
     // Entries stay in the (shared) manifest cache; only what the plan needs is copied.
     let mut manifests = Vec::with_capacity(list.entries().len());
     for m in list.entries() {
-        manifests.push((
-            m,
-            shared
-                .manifests
-                .get(&shared.warehouse, &m.manifest_path)
-                .await?,
-        ));
+        manifests.push((m, shared.manifests.get(&shared.warehouse, meta, m).await?));
     }
     let mut data: Vec<(&DataFile, i64, i32)> = Vec::new();
     let mut deletes: Vec<(&DataFile, i64, i32)> = Vec::new();

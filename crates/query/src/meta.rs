@@ -280,7 +280,13 @@ async fn contents(meta: &TableMetadata, kind: MetadataKind) -> Result<RecordBatc
     // (content, path, format, spec id, partition JSON, records, bytes)
     let mut files: Vec<(i32, String, String, i32, String, i64, i64)> = Vec::new();
     for m in &manifests {
-        let manifest = m.load_manifest(&file_io).await.map_err(|e| {
+        // Read as the server reads it: with the table's schema and the listed spec, not the
+        // manifest's own headers (which DuckDB 1.4 gets wrong).
+        let read = async {
+            let bytes = file_io.new_input(&m.manifest_path)?.read().await?;
+            firn_core::manifests::parse_manifest(&bytes, meta, Some(m))
+        };
+        let manifest = read.await.map_err(|e| {
             QueryError::Invalid(format!("reading manifest {}: {e}", m.manifest_path))
         })?;
         for e in manifest.entries() {

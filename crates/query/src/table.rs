@@ -161,14 +161,13 @@ impl FirnTable {
         if runtime.object_store(&store_url).is_err() {
             runtime.register_object_store(store_url.as_ref(), warehouse.store().clone());
         }
-        // The server planned these paths (under the table's location): only the store
-        // prefix is taken off, without parsing each as a URL.
-        let location_of = |uri: &str| match uri.strip_prefix(&store_prefix) {
-            Some(rest) if rest.starts_with('/') => object_store::path::Path::from_url_path(rest)
-                .map_err(|e| DataFusionError::Plan(format!("data file {uri}: {e}"))),
-            _ => warehouse
-                .path(uri)
-                .map_err(|e| external(QueryError::Invalid(e.to_string()))),
+        // The same path check as the server's: a planned path names the object it names
+        // for every Iceberg engine (its key as written), and never one outside the store.
+        let location_of = |uri: &str| {
+            warehouse
+                .object(uri)
+                .map(|p| p.key().clone())
+                .map_err(|e| external(QueryError::Invalid(e.to_string())))
         };
         // Each file goes to the group with the fewest bytes so far, in the order the server
         // planned them.

@@ -42,7 +42,7 @@ impl From<Error> for RestError {
                     ObjectKind::Namespace => "NoSuchNamespaceException",
                     ObjectKind::Table => "NoSuchTableException",
                     ObjectKind::Snapshot | ObjectKind::Ref => "NoSuchSnapshotException",
-                    _ => "NotFoundException",
+                    ObjectKind::File => "NotFoundException",
                 },
             ),
             Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExistsException"),
@@ -56,11 +56,14 @@ impl From<Error> for RestError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailableException",
             ),
-            Error::Internal { .. } => (
+            // The message names the object; 500 tells a committing client the outcome is
+            // not known to have failed, so it keeps its files (a corrupt read happens
+            // before anything is written, but clients cannot tell that from the code).
+            Error::Corrupt { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerErrorException",
             ),
-            _ => (
+            Error::Internal { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerErrorException",
             ),

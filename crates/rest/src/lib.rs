@@ -514,20 +514,20 @@ async fn load_with(
                 .cloned()
         })
         .flatten();
-    let (raw_bytes, owned): (axum::body::Bytes, Arc<str>);
+    let (raw, owned): (String, Arc<str>);
     let metadata: &str = match cached {
         Some(body) => {
             owned = body;
             &owned
         }
         None => {
-            raw_bytes = s.catalog.warehouse().get(&t.metadata_location).await?;
-            let raw = std::str::from_utf8(&raw_bytes).map_err(|e| {
-                RestError::from(firn_core::Error::internal_from("table metadata", e))
-            })?;
+            raw = s.catalog.metadata_file(&t.metadata_location).await?;
             if refs_only {
-                let mut v: Value = serde_json::from_str(raw).map_err(|e| {
-                    RestError::from(firn_core::Error::internal_from("table metadata", e))
+                let mut v: Value = serde_json::from_str(&raw).map_err(|e| {
+                    RestError::from(firn_core::Error::corrupt(
+                        &t.metadata_location,
+                        format!("not JSON: {e}"),
+                    ))
                 })?;
                 only_ref_snapshots(&mut v);
                 owned = v.to_string().into();
@@ -538,8 +538,8 @@ async fn load_with(
                 cache.insert(t.metadata_location.clone(), owned.clone());
                 &owned
             } else {
-                // The whole metadata is spliced in as written (no parse).
-                raw
+                // The whole metadata is spliced in as written (checked to be JSON).
+                &raw
             }
         }
     };

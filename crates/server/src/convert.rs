@@ -23,10 +23,10 @@ pub fn status(e: Error) -> Status {
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::TooLarge(_) => Code::ResourceExhausted,
         Error::Unavailable { .. } => Code::Unavailable,
+        Error::Corrupt { .. } => Code::DataLoss,
         Error::Internal { .. } => Code::Internal,
-        _ => Code::Internal,
     };
-    if code == Code::Internal || code == Code::Unavailable {
+    if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
         tracing::warn!(error = ?e, "request failed");
     }
     Status::new(code, e.to_string())

@@ -132,9 +132,17 @@ async fn main() {
         uris.push(uri);
     }
     let warehouse = server.catalog.warehouse().clone();
+    let scope = firn_core::storage::TableScope::new(
+        warehouse.location("location", &t.location).unwrap(),
+        [],
+    );
+    let owned: Vec<_> = uris
+        .iter()
+        .map(|u| scope.own(&warehouse.object(u).unwrap()).unwrap())
+        .collect();
     let t0 = Instant::now();
-    for u in &uris {
-        warehouse.delete(u).await.unwrap();
+    for o in &owned {
+        warehouse.delete(o).await.unwrap();
     }
     let raw = t0.elapsed();
 

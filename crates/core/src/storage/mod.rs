@@ -31,6 +31,10 @@ use url::Url;
 
 use crate::error::{Error, ObjectKind, Result};
 
+pub mod path;
+
+pub use path::{Location, ObjectPath, Owned, Root, TableScope};
+
 /// Options of a warehouse: its root URL and backend options (S3: `endpoint`, `region`,
 /// `allow_http`, `virtual_hosted_style_request`, `access_key_id`, `secret_access_key`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,9 +58,7 @@ enum Backend {
     /// A local file system; paths map to files below `/`.
     Local,
     Memory,
-    S3 {
-        bucket: String,
-    },
+    S3,
 }
 
 /// Staged objects by store path: (URI, bytes), and their total size.
@@ -90,11 +92,14 @@ pub struct Published {
     pub error: Option<Error>,
 }
 
-/// An object store rooted at a warehouse URL, addressed by absolute URIs.
+/// An object store rooted at a warehouse URL, addressed by checked [`ObjectPath`]s.
 #[derive(Debug)]
 pub struct Warehouse {
     config: WarehouseConfig,
-    root: Url,
+    root: Root,
+    root_url: String,
+    /// Local disk: the root directory with every symbolic link resolved.
+    local_root: Option<PathBuf>,
     backend: Backend,
     store: Arc<dyn ObjectStore>,
     /// Local files may be written directly (the store was not replaced by a wrapper).
@@ -108,23 +113,33 @@ pub struct Warehouse {
     publishing: tokio::sync::Mutex<()>,
 }
 
-fn parse_url(s: &str) -> Result<Url> {
-    let s = s.trim_end_matches('/');
-    Url::parse(&format!("{s}/")).map_err(|e| Error::invalid("warehouse", format!("{s:?}: {e}")))
+fn path_error(field: &str) -> impl Fn(path::PathError) -> Error + '_ {
+    move |e| Error::invalid(field, e.0)
 }
 
 impl Warehouse {
     /// Opens the warehouse a config names. Local directories are created.
     pub fn open(config: WarehouseConfig) -> Result<Self> {
-        let root = parse_url(&config.url)?;
+        let root = Root::parse(&config.url).map_err(path_error("warehouse"))?;
+        let root_url = root.url();
+        let mut local_root = None;
         let (backend, store): (Backend, Arc<dyn ObjectStore>) = match root.scheme() {
             "file" => {
-                let dir = root.to_file_path().map_err(|()| {
-                    Error::invalid("warehouse", format!("{root} is not a local path"))
-                })?;
+                let dir = Url::parse(&root_url)
+                    .ok()
+                    .and_then(|u| u.to_file_path().ok())
+                    .ok_or_else(|| {
+                        Error::invalid("warehouse", format!("{root_url} is not a local path"))
+                    })?;
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     Error::invalid("warehouse", format!("cannot create {}: {e}", dir.display()))
                 })?;
+                local_root = Some(std::fs::canonicalize(&dir).map_err(|e| {
+                    Error::invalid(
+                        "warehouse",
+                        format!("cannot resolve {}: {e}", dir.display()),
+                    )
+                })?);
                 (
                     Backend::Local,
                     Arc::new(object_store::local::LocalFileSystem::new()),
@@ -135,10 +150,11 @@ impl Warehouse {
                 Arc::new(object_store::memory::InMemory::new()),
             ),
             "s3" => {
-                let bucket = root
-                    .host_str()
+                let bucket = Some(root.authority())
                     .filter(|b| !b.is_empty())
-                    .ok_or_else(|| Error::invalid("warehouse", format!("{root} names no bucket")))?
+                    .ok_or_else(|| {
+                        Error::invalid("warehouse", format!("{root_url} names no bucket"))
+                    })?
                     .to_string();
                 let mut b =
                     object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
@@ -151,7 +167,7 @@ impl Warehouse {
                 let store = b
                     .build()
                     .map_err(|e| Error::invalid("warehouse", format!("S3 configuration: {e}")))?;
-                (Backend::S3 { bucket }, Arc::new(store))
+                (Backend::S3, Arc::new(store))
             }
             other => {
                 return Err(Error::invalid(
@@ -164,6 +180,8 @@ impl Warehouse {
             direct_local: matches!(backend, Backend::Local),
             config,
             root,
+            root_url,
+            local_root,
             backend,
             store,
             staged: Mutex::default(),
@@ -186,7 +204,30 @@ impl Warehouse {
 
     /// The root URL, ending in `/`.
     pub fn root(&self) -> &str {
-        self.root.as_str()
+        &self.root_url
+    }
+
+    /// The checked path of an object below this warehouse's root; `field` names what the
+    /// URI is, for the error.
+    pub fn object_in(&self, field: &str, uri: &str) -> Result<ObjectPath> {
+        self.root.object(uri).map_err(path_error(field))
+    }
+
+    /// [`Warehouse::object_in`] for a URI that is just a "path".
+    pub fn object(&self, uri: &str) -> Result<ObjectPath> {
+        self.object_in("path", uri)
+    }
+
+    /// The checked path of a directory (a table location) below this warehouse's root.
+    pub fn location(&self, field: &str, uri: &str) -> Result<Location> {
+        self.root.location(uri).map_err(path_error(field))
+    }
+
+    /// The object a key listed from this warehouse's store names.
+    pub fn object_of_key(&self, key: &StorePath) -> Result<ObjectPath> {
+        self.root
+            .object_of_key(key)
+            .map_err(path_error("listed key"))
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -198,71 +239,74 @@ impl Warehouse {
         matches!(self.backend, Backend::Local)
     }
 
-    /// The object-store path of an absolute URI inside this warehouse's store.
-    pub fn path(&self, uri: &str) -> Result<StorePath> {
-        // Before parsing: URL parsing would silently resolve `..` out of the table.
-        let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
-        if after_scheme.split('/').any(|seg| seg == "." || seg == "..")
-            || after_scheme.contains("//")
-        {
-            return Err(Error::invalid(
-                "path",
-                format!("{uri:?} is not a normalised path"),
-            ));
-        }
-        let url = Url::parse(uri).map_err(|e| Error::invalid("path", format!("{uri:?}: {e}")))?;
-        if url.scheme() != self.root.scheme() {
-            return Err(Error::invalid(
-                "path",
-                format!(
-                    "{uri:?} is not in the warehouse's {} store",
-                    self.root.scheme()
-                ),
-            ));
-        }
-        if let Backend::S3 { bucket } = &self.backend
-            && url.host_str() != Some(bucket.as_str())
-        {
-            return Err(Error::invalid(
-                "path",
-                format!("{uri:?} is not in bucket {bucket}"),
-            ));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(Error::invalid(
-                "path",
-                format!("{uri:?} has a query or fragment"),
-            ));
-        }
-        let raw = url.path();
-        StorePath::from_url_path(raw).map_err(|e| Error::invalid("path", format!("{uri:?}: {e}")))
-    }
-
-    fn local_file(&self, uri: &str) -> Option<PathBuf> {
+    /// The local file of an object (local warehouses only): its key as written, below `/`.
+    fn local_file(&self, p: &ObjectPath) -> Option<PathBuf> {
         match self.backend {
-            Backend::Local => Url::parse(uri).ok()?.to_file_path().ok(),
+            Backend::Local => Some(PathBuf::from(format!("/{}", p.key()))),
             _ => None,
         }
+    }
+
+    /// Local disk: refuses an object reached through a symbolic link (no link below the
+    /// root is followed, so nothing outside the directory a path names is ever read,
+    /// written or deleted). `exists` says whether the object itself must be there; if not,
+    /// its nearest existing ancestor is checked.
+    async fn confine(&self, p: &ObjectPath) -> Result<()> {
+        let (Some(root), Some(file)) = (&self.local_root, self.local_file(p)) else {
+            return Ok(());
+        };
+        let rel: PathBuf = p.parts().skip(self.root_depth()).collect();
+        let expected = root.join(&rel);
+        let uri = p.uri().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut real = file.as_path();
+            let mut want = expected.as_path();
+            loop {
+                match std::fs::canonicalize(real) {
+                    Ok(r) if r == want => return Ok(()),
+                    Ok(r) => {
+                        return Err(Error::invalid(
+                            "path",
+                            format!(
+                                "{uri} resolves to {} through a symbolic link; Firn follows none",
+                                r.display()
+                            ),
+                        ));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        match (real.parent(), want.parent()) {
+                            (Some(a), Some(b)) => (real, want) = (a, b),
+                            _ => return Ok(()),
+                        }
+                    }
+                    Err(e) => return Err(Error::storage(e)),
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::internal_from("path check", e))?
+    }
+
+    fn root_depth(&self) -> usize {
+        self.root.prefix_len()
     }
 
     /// Stages new objects (write-behind): readers of this warehouse see them at once; they
     /// reach the store when published. The caller keeps their bytes durable elsewhere (the
     /// catalog) until then.
-    pub fn stage(&self, objects: &[(String, Bytes)]) -> Result<()> {
-        let mut keyed = Vec::with_capacity(objects.len());
-        for (uri, b) in objects {
-            keyed.push((self.path(uri)?.to_string(), (uri.clone(), b.clone())));
-        }
+    pub fn stage(&self, objects: &[(ObjectPath, Bytes)]) {
         let mut staged = self.staged.lock().expect("poisoned");
-        for (path, object) in keyed {
-            staged.insert(path, object);
+        for (p, b) in objects {
+            staged.insert(p.key().to_string(), (p.uri().to_string(), b.clone()));
         }
-        Ok(())
     }
 
-    fn staged_object(&self, path: &StorePath) -> Option<Bytes> {
+    fn staged_object(&self, path: &ObjectPath) -> Option<Bytes> {
         let staged = self.staged.lock().expect("poisoned");
-        staged.objects.get(path.as_ref()).map(|(_, b)| b.clone())
+        staged
+            .objects
+            .get(path.key().as_ref())
+            .map(|(_, b)| b.clone())
     }
 
     /// Bytes staged and not yet published.
@@ -280,17 +324,15 @@ impl Warehouse {
             .collect()
     }
 
-    /// URIs of the staged objects below `prefix` (a table's location).
-    pub fn staged_under(&self, prefix: &str) -> Vec<String> {
-        let Ok(prefix) = self.path(prefix.trim_end_matches('/')) else {
-            return Vec::new();
-        };
+    /// URIs of the staged objects below `dir` (a table's location).
+    pub fn staged_under(&self, dir: &Location) -> Vec<String> {
+        let prefix = dir.key().to_string();
         let staged = self.staged.lock().expect("poisoned");
         staged
             .objects
             .iter()
             .filter(|(k, _)| {
-                k.strip_prefix(prefix.as_ref())
+                k.strip_prefix(prefix.as_str())
                     .is_some_and(|rest| rest.starts_with('/'))
             })
             .map(|(_, (uri, _))| uri.clone())
@@ -299,12 +341,12 @@ impl Warehouse {
 
     /// Whether `uri` is staged (not yet in the store).
     pub fn is_staged(&self, uri: &str) -> bool {
-        self.path(uri).is_ok_and(|p| {
+        self.root.object(uri).is_ok_and(|p| {
             self.staged
                 .lock()
                 .expect("poisoned")
                 .objects
-                .contains_key(p.as_ref())
+                .contains_key(p.key().as_ref())
         })
     }
 
@@ -313,15 +355,15 @@ impl Warehouse {
     /// when others fail (they stay staged, for a later call).
     pub async fn publish(&self, uris: &[String]) -> Published {
         let _one = self.publishing.lock().await;
-        let todo: Vec<(StorePath, String, Bytes)> = {
+        let todo: Vec<(ObjectPath, Bytes)> = {
             let staged = self.staged.lock().expect("poisoned");
             let mut seen = std::collections::HashSet::new();
             uris.iter()
-                .filter_map(|u| self.path(u).ok())
-                .filter(|p| seen.insert(p.to_string()))
+                .filter_map(|u| self.root.object(u).ok())
+                .filter(|p| seen.insert(p.key().to_string()))
                 .filter_map(|p| {
-                    let (uri, b) = staged.objects.get(p.as_ref())?.clone();
-                    Some((p, uri, b))
+                    let (_, b) = staged.objects.get(p.key().as_ref())?.clone();
+                    Some((p, b))
                 })
                 .collect()
         };
@@ -329,39 +371,45 @@ impl Warehouse {
         if todo.is_empty() {
             return out;
         }
-        let mut done: Vec<&(StorePath, String, Bytes)> = Vec::new();
+        let mut done: Vec<&ObjectPath> = Vec::new();
+        for (p, _) in &todo {
+            if let Err(e) = self.confine(p).await {
+                out.error = Some(e);
+                return out;
+            }
+        }
         if self.direct_local {
             let files = todo
                 .iter()
-                .filter_map(|(_, u, b)| Some((self.local_file(u)?, b.clone())))
+                .filter_map(|(p, b)| Some((self.local_file(p)?, b.clone())))
                 .collect();
             match tokio::task::spawn_blocking(move || write_local_durably(files)).await {
-                Ok(Ok(())) => done.extend(&todo),
+                Ok(Ok(())) => done.extend(todo.iter().map(|(p, _)| p)),
                 Ok(Err(e)) => out.error = Some(Error::storage(e)),
                 Err(e) => out.error = Some(Error::internal_from("write task", e)),
             }
         } else {
-            let puts = todo.iter().map(|o| async move {
-                let r = self.store.put(&o.0, PutPayload::from(o.2.clone())).await;
-                (o, r)
+            let puts = todo.iter().map(|(p, b)| async move {
+                let r = self.store.put(p.key(), PutPayload::from(b.clone())).await;
+                (p, r)
             });
-            for (o, r) in futures::future::join_all(puts).await {
+            for (p, r) in futures::future::join_all(puts).await {
                 match r {
-                    Ok(_) => done.push(o),
+                    Ok(_) => done.push(p),
                     Err(e) => out.error = Some(Error::storage(e)),
                 }
             }
-            let uris: Vec<String> = done.iter().map(|o| o.1.clone()).collect();
-            if let Err(e) = self.sync(&uris).await {
+            let paths: Vec<ObjectPath> = done.iter().map(|p| (*p).clone()).collect();
+            if let Err(e) = self.sync(&paths).await {
                 out.error = Some(e);
                 return out;
             }
         }
         // Still staged: only a publisher or a delete (which waits for this one) unstages.
         let mut staged = self.staged.lock().expect("poisoned");
-        for (p, uri, _) in done {
-            staged.remove(p.as_ref());
-            out.written.push(uri.clone());
+        for p in done {
+            staged.remove(p.key().as_ref());
+            out.written.push(p.uri().to_string());
         }
         out
     }
@@ -371,93 +419,121 @@ impl Warehouse {
         std::mem::take(&mut *self.released.lock().expect("poisoned"))
     }
 
-    /// The size of the object at `uri` (one HEAD, never a LIST).
-    pub async fn head(&self, uri: &str) -> Result<u64> {
-        let path = self.path(uri)?;
-        if let Some(b) = self.staged_object(&path) {
+    /// The size of the object at `path` (one HEAD, never a LIST).
+    pub async fn head(&self, path: &ObjectPath) -> Result<u64> {
+        if let Some(b) = self.staged_object(path) {
             return Ok(b.len() as u64);
         }
-        match self.store.head(&path).await {
+        self.confine(path).await?;
+        match self.store.head(path.key()).await {
             Ok(meta) => Ok(meta.size),
             Err(object_store::Error::NotFound { .. }) => {
-                Err(Error::not_found(ObjectKind::File, uri))
+                Err(Error::not_found(ObjectKind::File, path.uri()))
             }
             Err(e) => Err(Error::storage(e)),
         }
     }
 
-    pub async fn get(&self, uri: &str) -> Result<Bytes> {
-        let path = self.path(uri)?;
-        if let Some(b) = self.staged_object(&path) {
+    pub async fn get(&self, path: &ObjectPath) -> Result<Bytes> {
+        if let Some(b) = self.staged_object(path) {
             return Ok(b);
         }
-        match self.store.get(&path).await {
+        self.confine(path).await?;
+        match self.store.get(path.key()).await {
             Ok(r) => r.bytes().await.map_err(Error::storage),
             Err(object_store::Error::NotFound { .. }) => {
-                Err(Error::not_found(ObjectKind::File, uri))
+                Err(Error::not_found(ObjectKind::File, path.uri()))
             }
             Err(e) => Err(Error::storage(e)),
         }
     }
 
-    pub async fn get_range(&self, uri: &str, range: Range<u64>) -> Result<Bytes> {
-        let path = self.path(uri)?;
-        if let Some(b) = self.staged_object(&path) {
+    pub async fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
+        if let Some(b) = self.staged_object(path) {
             let len = b.len() as u64;
             if range.start > range.end || range.end > len {
                 return Err(Error::invalid(
                     "range",
-                    format!("{range:?} is outside {uri} ({len} bytes)"),
+                    format!("{range:?} is outside {path} ({len} bytes)"),
                 ));
             }
             return Ok(b.slice(range.start as usize..range.end as usize));
         }
+        self.confine(path).await?;
         self.store
-            .get_range(&path, range)
+            .get_range(path.key(), range)
+            .await
+            .map_err(Error::storage)
+    }
+
+    /// A Parquet reader of the object at `path` (its size known from a HEAD).
+    pub async fn parquet_reader(
+        &self,
+        path: &ObjectPath,
+        size: u64,
+    ) -> Result<parquet::arrow::async_reader::ParquetObjectReader> {
+        self.confine(path).await?;
+        Ok(parquet::arrow::async_reader::ParquetObjectReader::new(
+            self.store.clone(),
+            path.key().clone(),
+        )
+        .with_file_size(size))
+    }
+
+    /// Lists the objects below `dir` (orphan sweeps only: nothing that decides what a
+    /// table contains lists).
+    pub async fn list(&self, dir: &Location) -> Result<Vec<object_store::ObjectMeta>> {
+        use futures::TryStreamExt;
+        self.store
+            .list(Some(&dir.key()))
+            .try_collect()
             .await
             .map_err(Error::storage)
     }
 
     /// Writes an object (atomically: readers see all of it or nothing). Not yet durable on
     /// local disk: see [`Warehouse::sync`].
-    pub async fn put(&self, uri: &str, bytes: Bytes) -> Result<()> {
-        let path = self.path(uri)?;
+    pub async fn put(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
+        self.confine(path).await?;
         self.store
-            .put(&path, PutPayload::from(bytes))
+            .put(path.key(), PutPayload::from(bytes))
             .await
             .map(|_| ())
             .map_err(Error::storage)
     }
 
     /// Writes an object and makes it durable before returning.
-    pub async fn put_durable(&self, uri: &str, bytes: Bytes) -> Result<()> {
-        self.put(uri, bytes).await?;
-        self.sync(&[uri.to_string()]).await
+    pub async fn put_durable(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
+        self.put(path, bytes).await?;
+        self.sync(std::slice::from_ref(path)).await
     }
 
     /// Writes new objects that nothing references yet (fresh, unique names), concurrently.
     /// For stores where a PUT is durable; local warehouses [`stage`](Warehouse::stage) new
     /// objects instead.
-    pub async fn put_new(&self, objects: &[(String, Bytes)]) -> Result<()> {
-        let mut puts = Vec::with_capacity(objects.len());
-        for (uri, b) in objects {
-            puts.push(self.put(uri, b.clone()));
-        }
+    pub async fn put_new(&self, objects: &[(ObjectPath, Bytes)]) -> Result<()> {
+        let puts = objects.iter().map(|(p, b)| self.put(p, b.clone()));
         futures::future::try_join_all(puts).await?;
         Ok(())
     }
 
-    /// Deletes an object (staged or not); a missing object is not an error.
-    pub async fn delete(&self, uri: &str) -> Result<()> {
-        let path = self.path(uri)?;
-        if self.staged_object(&path).is_some() {
+    /// Deletes an object a table owns (staged or not); a missing object is not an error.
+    pub async fn delete(&self, owned: &Owned) -> Result<()> {
+        let path = owned.path();
+        if self.staged_object(path).is_some() {
             // Not while it is being written: then it is a file, deleted below.
             let _one = self.publishing.lock().await;
-            if let Some((uri, _)) = self.staged.lock().expect("poisoned").remove(path.as_ref()) {
+            let removed = self
+                .staged
+                .lock()
+                .expect("poisoned")
+                .remove(path.key().as_ref());
+            if let Some((uri, _)) = removed {
                 self.released.lock().expect("poisoned").push(uri);
             }
         }
-        match self.store.delete(&path).await {
+        self.confine(path).await?;
+        match self.store.delete(path.key()).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::storage(e)),
         }
@@ -465,8 +541,8 @@ impl Warehouse {
 
     /// Makes the named objects durable: on local disk fsyncs each file and its directory;
     /// elsewhere a successful PUT is durable already and this does nothing.
-    pub async fn sync(&self, uris: &[String]) -> Result<()> {
-        let files: Vec<PathBuf> = uris.iter().filter_map(|u| self.local_file(u)).collect();
+    pub async fn sync(&self, paths: &[ObjectPath]) -> Result<()> {
+        let files: Vec<PathBuf> = paths.iter().filter_map(|p| self.local_file(p)).collect();
         if files.is_empty() {
             return Ok(());
         }
@@ -556,18 +632,25 @@ impl FirnStorage {
     fn clone_arc(&self) -> iceberg::Result<Arc<dyn Storage>> {
         Ok(self.warehouse()?.iceberg_storage())
     }
+
+    /// The warehouse and the checked path of `uri` in it.
+    fn resolve(&self, uri: &str) -> iceberg::Result<(&Arc<Warehouse>, ObjectPath)> {
+        let w = self.warehouse()?;
+        let p = w.object(uri).map_err(ice_err)?;
+        Ok((w, p))
+    }
 }
 
 struct StoreReader {
     warehouse: Arc<Warehouse>,
-    uri: String,
+    path: ObjectPath,
 }
 
 #[async_trait::async_trait]
 impl FileRead for StoreReader {
     async fn read(&self, range: Range<u64>) -> iceberg::Result<Bytes> {
         self.warehouse
-            .get_range(&self.uri, range)
+            .get_range(&self.path, range)
             .await
             .map_err(ice_err)
     }
@@ -577,7 +660,7 @@ impl FileRead for StoreReader {
 /// data files go through the multipart writer below when large).
 struct StoreWriter {
     warehouse: Arc<Warehouse>,
-    uri: String,
+    path: ObjectPath,
     buf: Vec<Bytes>,
     closed: bool,
 }
@@ -592,15 +675,15 @@ impl FileWrite for StoreWriter {
         if self.closed {
             return Err(iceberg::Error::new(
                 iceberg::ErrorKind::Unexpected,
-                format!("{} closed twice", self.uri),
+                format!("{} closed twice", self.path),
             ));
         }
         self.closed = true;
         let payload: PutPayload = std::mem::take(&mut self.buf).into_iter().collect();
-        let path = self.warehouse.path(&self.uri).map_err(ice_err)?;
+        self.warehouse.confine(&self.path).await.map_err(ice_err)?;
         self.warehouse
             .store
-            .put(&path, payload)
+            .put(self.path.key(), payload)
             .await
             .map_err(|e| ice_err(Error::storage(e)))?;
         Ok(())
@@ -611,7 +694,8 @@ impl FileWrite for StoreWriter {
 #[typetag::serde]
 impl Storage for FirnStorage {
     async fn exists(&self, path: &str) -> iceberg::Result<bool> {
-        match self.warehouse()?.head(path).await {
+        let (w, p) = self.resolve(path)?;
+        match w.head(&p).await {
             Ok(_) => Ok(true),
             Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(ice_err(e)),
@@ -619,36 +703,45 @@ impl Storage for FirnStorage {
     }
 
     async fn metadata(&self, path: &str) -> iceberg::Result<FileMetadata> {
-        let size = self.warehouse()?.head(path).await.map_err(ice_err)?;
+        let (w, p) = self.resolve(path)?;
+        let size = w.head(&p).await.map_err(ice_err)?;
         Ok(FileMetadata { size })
     }
 
     async fn read(&self, path: &str) -> iceberg::Result<Bytes> {
-        self.warehouse()?.get(path).await.map_err(ice_err)
+        let (w, p) = self.resolve(path)?;
+        w.get(&p).await.map_err(ice_err)
     }
 
     async fn reader(&self, path: &str) -> iceberg::Result<Box<dyn FileRead>> {
+        let (w, p) = self.resolve(path)?;
         Ok(Box::new(StoreReader {
-            warehouse: self.warehouse()?.clone(),
-            uri: path.to_string(),
+            warehouse: w.clone(),
+            path: p,
         }))
     }
 
     async fn write(&self, path: &str, bs: Bytes) -> iceberg::Result<()> {
-        self.warehouse()?.put(path, bs).await.map_err(ice_err)
+        let (w, p) = self.resolve(path)?;
+        w.put(&p, bs).await.map_err(ice_err)
     }
 
     async fn writer(&self, path: &str) -> iceberg::Result<Box<dyn FileWrite>> {
+        let (w, p) = self.resolve(path)?;
         Ok(Box::new(StoreWriter {
-            warehouse: self.warehouse()?.clone(),
-            uri: path.to_string(),
+            warehouse: w.clone(),
+            path: p,
             buf: Vec::new(),
             closed: false,
         }))
     }
 
     async fn delete(&self, path: &str) -> iceberg::Result<()> {
-        self.warehouse()?.delete(path).await.map_err(ice_err)
+        // Deletes go through a table's scope, never through iceberg-rust.
+        Err(iceberg::Error::new(
+            iceberg::ErrorKind::FeatureUnsupported,
+            format!("Firn deletes objects only on a table's behalf (asked for {path})"),
+        ))
     }
 
     async fn delete_prefix(&self, path: &str) -> iceberg::Result<()> {
@@ -727,37 +820,70 @@ impl StorageFactory for FirnStorageFactory {
     }
 }
 
-/// The canonical spelling of a URI: Hadoop (Spark's file IO) writes local paths as
-/// `file:/x`, which names the same file as `file:///x`. Other URIs are returned as given.
-pub fn canonical_uri(uri: &str) -> String {
-    match uri.strip_prefix("file:") {
-        Some(rest) if rest.starts_with('/') && !rest.starts_with("//") => format!("file://{rest}"),
-        _ => uri.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scope_of(w: &Warehouse, dir: &str) -> TableScope {
+        TableScope::new(w.location("location", dir).unwrap(), [])
+    }
 
     #[tokio::test]
     async fn local_roundtrip_and_path_checks() {
         let dir = tempfile::tempdir().unwrap();
         let url = Url::from_directory_path(dir.path()).unwrap().to_string();
         let w = Warehouse::open(WarehouseConfig::new(&url)).unwrap();
-        let f = format!("{url}a/b.txt");
+        let f = w.object(&format!("{url}a/b.txt")).unwrap();
         w.put(&f, Bytes::from_static(b"hello")).await.unwrap();
         w.sync(std::slice::from_ref(&f)).await.unwrap();
         assert_eq!(w.head(&f).await.unwrap(), 5);
         assert_eq!(&w.get(&f).await.unwrap()[..], b"hello");
         assert!(matches!(
-            w.head(&format!("{url}nope")).await,
+            w.head(&w.object(&format!("{url}nope")).unwrap()).await,
             Err(Error::NotFound { .. })
         ));
-        assert!(w.path(&format!("{url}a/../../etc/passwd")).is_err());
-        assert!(w.path("s3://bucket/x").is_err());
-        w.delete(&f).await.unwrap();
-        w.delete(&f).await.unwrap();
+        assert!(w.object(&format!("{url}a/../../etc/passwd")).is_err());
+        assert!(w.object("s3://bucket/x").is_err());
+        let owned = scope_of(&w, &format!("{url}a")).own(&f).unwrap();
+        w.delete(&owned).await.unwrap();
+        w.delete(&owned).await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn no_symbolic_link_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"keep me").unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap().to_string();
+        let w = Warehouse::open(WarehouseConfig::new(&url)).unwrap();
+        std::fs::create_dir_all(dir.path().join("t")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("t/data")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            dir.path().join("t/link.parquet"),
+        )
+        .unwrap();
+        let scope = scope_of(&w, &format!("{url}t"));
+        for name in ["t/data/secret", "t/link.parquet"] {
+            let p = w.object(&format!("{url}{name}")).unwrap();
+            assert!(
+                matches!(w.head(&p).await, Err(Error::InvalidArgument { .. })),
+                "{name}"
+            );
+            assert!(w.get(&p).await.is_err(), "{name}");
+            assert!(w.put(&p, Bytes::from_static(b"x")).await.is_err(), "{name}");
+        }
+        let through_dir = w.object(&format!("{url}t/data/secret")).unwrap();
+        assert!(w.delete(&scope.own(&through_dir).unwrap()).await.is_err());
+        // A new file below a linked directory is refused too.
+        let new = w.object(&format!("{url}t/data/new/x")).unwrap();
+        assert!(w.put(&new, Bytes::from_static(b"x")).await.is_err());
+        assert_eq!(
+            std::fs::read(outside.path().join("secret")).unwrap(),
+            b"keep me"
+        );
+        assert!(!outside.path().join("new").exists());
     }
 
     #[tokio::test]
@@ -766,57 +892,46 @@ mod tests {
         let url = Url::from_directory_path(dir.path()).unwrap().to_string();
         let w = Warehouse::open(WarehouseConfig::new(&url)).unwrap();
         let (a, b) = (
-            format!("{url}t/metadata/a.avro"),
-            format!("{url}t/metadata/b.avro"),
+            w.object(&format!("{url}t/metadata/a.avro")).unwrap(),
+            w.object(&format!("{url}t/metadata/b.avro")).unwrap(),
         );
-        let other = format!("{url}t2/metadata/c.avro");
+        let other = w.object(&format!("{url}t2/metadata/c.avro")).unwrap();
         w.stage(&[
             (a.clone(), Bytes::from_static(b"manifest")),
             (b.clone(), Bytes::from_static(b"list")),
             (other.clone(), Bytes::from_static(b"x")),
-        ])
-        .unwrap();
+        ]);
         // Readable here, not yet a file.
         assert_eq!(&w.get(&a).await.unwrap()[..], b"manifest");
         assert_eq!(w.head(&b).await.unwrap(), 4);
         assert_eq!(&w.get_range(&a, 1..3).await.unwrap()[..], b"an");
         assert!(w.get_range(&a, 3..9).await.is_err());
         assert!(!dir.path().join("t/metadata/a.avro").exists());
-        let mut under = w.staged_under(&format!("{url}t"));
+        let t = w.location("location", &format!("{url}t")).unwrap();
+        let mut under = w.staged_under(&t);
         under.sort();
-        assert_eq!(under, vec![a.clone(), b.clone()]);
+        assert_eq!(under, vec![a.uri().to_string(), b.uri().to_string()]);
 
         assert_eq!(w.staged_size(), 8 + 4 + 1);
         // A staged object deleted before it is published never becomes a file.
-        w.delete(&b).await.unwrap();
-        assert_eq!(w.take_released(), vec![b.clone()]);
+        w.delete(&scope_of(&w, t.uri()).own(&b).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(w.take_released(), vec![b.uri().to_string()]);
         assert!(matches!(w.head(&b).await, Err(Error::NotFound { .. })));
 
-        let published = w.publish(&[a.clone(), b.clone()]).await;
+        let published = w.publish(&[a.uri().to_string(), b.uri().to_string()]).await;
         assert!(published.error.is_none());
-        assert_eq!(published.written, vec![a.clone()]);
+        assert_eq!(published.written, vec![a.uri().to_string()]);
         assert_eq!(
             std::fs::read(dir.path().join("t/metadata/a.avro")).unwrap(),
             b"manifest"
         );
         assert!(!dir.path().join("t/metadata/b.avro").exists());
-        assert!(!w.is_staged(&a) && w.is_staged(&other));
+        assert!(!w.is_staged(a.uri()) && w.is_staged(other.uri()));
         assert_eq!(w.staged_size(), 1);
         // Published once: publishing again writes nothing.
-        assert!(w.publish(std::slice::from_ref(&a)).await.written.is_empty());
+        assert!(w.publish(&[a.uri().to_string()]).await.written.is_empty());
         assert_eq!(&w.get(&a).await.unwrap()[..], b"manifest");
-    }
-
-    #[test]
-    fn hadoop_file_uris_are_canonicalised() {
-        assert_eq!(
-            canonical_uri("file:/w/t/a.parquet"),
-            "file:///w/t/a.parquet"
-        );
-        assert_eq!(
-            canonical_uri("file:///w/t/a.parquet"),
-            "file:///w/t/a.parquet"
-        );
-        assert_eq!(canonical_uri("s3://b/t/a.parquet"), "s3://b/t/a.parquet");
     }
 }

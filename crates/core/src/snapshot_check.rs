@@ -1,0 +1,136 @@
+//! Checking the snapshots other engines add (REST `add-snapshot`) as strictly as the
+//! commits Firn plans itself, before the metadata commit that makes them current.
+//!
+//! Contract, for every snapshot a metadata commit adds:
+//! - its manifest list lies under the table (its location or its own write directories),
+//!   exists and parses as a manifest list;
+//! - every manifest it lists either was in its parent snapshot's list already (carried
+//!   forward: a registered table may reference older objects elsewhere) or lies under the
+//!   table, exists and parses;
+//! - every file a manifest added by this snapshot adds lies under the table, exists with the
+//!   size the manifest gives (one HEAD), carries consistent statistics, and, for Parquet,
+//!   has the record count its footer has.
+//!
+//! Any failure is `InvalidArgument` naming the object and what is wrong with it: the client
+//! wrote bad metadata, retrying the same commit cannot succeed, and nothing was applied.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use iceberg::spec::{DataFileFormat, ManifestStatus, Snapshot, TableMetadata};
+
+use crate::commit::Shared;
+use crate::error::{Error, Result};
+use crate::storage::{ObjectPath, TableScope};
+
+/// How many files of one snapshot are checked at once.
+const CONCURRENCY: usize = 16;
+
+/// Checks `snapshot`, added on top of `current` by a change that makes `new` (whose schemas
+/// and specs its manifests are read with; see the module contract).
+pub(crate) async fn check_added(
+    shared: &Shared,
+    scope: &TableScope,
+    current: &TableMetadata,
+    new: &TableMetadata,
+    snapshot: &Snapshot,
+) -> Result<()> {
+    let field = "add-snapshot.manifest-list";
+    let list_path = owned(shared, scope, field, snapshot.manifest_list())?;
+    let list = crate::manifests::read_manifest_list(&shared.warehouse, list_path.uri())
+        .await
+        .map_err(|e| client_fault(field, e))?;
+    let carried: HashSet<String> = match snapshot
+        .parent_snapshot_id()
+        .and_then(|id| current.snapshot_by_id(id))
+    {
+        Some(parent) => {
+            crate::manifests::read_manifest_list(&shared.warehouse, parent.manifest_list())
+                .await?
+                .entries()
+                .iter()
+                .map(|m| m.manifest_path.clone())
+                .collect()
+        }
+        None => HashSet::new(),
+    };
+    let schema = current.current_schema();
+    for m in list.entries() {
+        if carried.contains(&m.manifest_path) {
+            continue;
+        }
+        let field = "add-snapshot.manifests";
+        owned(shared, scope, field, &m.manifest_path)?;
+        let entries = shared
+            .manifests
+            .get(&shared.warehouse, new, m)
+            .await
+            .map_err(|e| client_fault(field, e))?;
+        if m.added_snapshot_id != snapshot.snapshot_id() {
+            continue;
+        }
+        let added: Vec<_> = entries
+            .iter()
+            .filter(|e| e.status() == ManifestStatus::Added)
+            .map(|e| e.data_file().clone())
+            .collect();
+        let checks = added.into_iter().map(|f| async move {
+            let field = "add-snapshot.data-files";
+            let object = owned(shared, scope, field, f.file_path())?;
+            crate::files::check_consistent(schema, &f)?;
+            let size = match shared.warehouse.head(&object).await {
+                Ok(n) => n,
+                Err(Error::NotFound { .. }) => {
+                    return Err(Error::invalid(
+                        field,
+                        format!("{} does not exist", f.file_path()),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            if size != f.file_size_in_bytes() {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "{} is {size} bytes in storage, but its manifest says {}",
+                        f.file_path(),
+                        f.file_size_in_bytes()
+                    ),
+                ));
+            }
+            if f.file_format() == DataFileFormat::Parquet {
+                let records =
+                    crate::files::footer_record_count(&shared.warehouse, &object, size).await?;
+                crate::files::check_record_count(&f, records)?;
+            }
+            Ok(())
+        });
+        let mut results = futures::stream::iter(checks).buffer_unordered(CONCURRENCY);
+        while let Some(r) = results.next().await {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// The checked path of `uri`, which the table must own.
+fn owned(shared: &Shared, scope: &TableScope, field: &str, uri: &str) -> Result<ObjectPath> {
+    let object = shared.warehouse.object_in(field, uri)?;
+    if !scope.owns(&object) {
+        return Err(Error::invalid(
+            field,
+            format!("{uri} is outside the table's location {}", scope.location()),
+        ));
+    }
+    Ok(object)
+}
+
+/// A missing or unreadable object the client named is the client's error, not corruption
+/// of the table.
+pub(crate) fn client_fault(field: &str, e: Error) -> Error {
+    match e {
+        Error::Corrupt { path, reason } => Error::invalid(field, format!("{path}: {reason}")),
+        Error::NotFound { name, .. } => Error::invalid(field, format!("{name} does not exist")),
+        other => other,
+    }
+}

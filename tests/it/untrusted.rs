@@ -1,0 +1,514 @@
+//! A caller with only network access tries to make Firn read, report or delete what the
+//! table does not own: encoded paths, links, overlapping tables, purges through borrowed
+//! metadata, lying statistics, bad metadata commits and specs that would panic. Each is
+//! refused with a clear error, and every table stays exactly as it was.
+
+use std::collections::HashMap;
+
+use firn_client::{FirnClient, TableIdent, proto as pb};
+use firn_tests::*;
+use serde_json::{Value, json};
+use tonic::Code;
+
+/// Version, current snapshot and snapshot count: what a refused request must not change.
+async fn state(client: &FirnClient, ident: &TableIdent) -> (i64, Option<i64>, usize) {
+    let t = client.load_table(ident, false).await.unwrap();
+    let n = client.list_snapshots(ident).await.unwrap().len();
+    (t.version, t.current_snapshot_id, n)
+}
+
+fn refused<T: std::fmt::Debug>(r: firn_client::Result<T>, needle: &str) {
+    let e = r.expect_err("must be refused");
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    assert!(
+        e.to_string().contains(needle),
+        "{e} does not mention {needle:?}"
+    );
+}
+
+fn warehouse_root(server: &TestServer) -> String {
+    server.catalog.warehouse().root().to_string()
+}
+
+#[tokio::test]
+async fn encoded_and_linked_paths_never_leave_the_table() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "t", false).await;
+    let (_, other) = create_table(&client, "ns", "other", false).await;
+    // A file of another table, and one outside the warehouse, that must survive.
+    let (victim, size) = write_parquet(&other.location, "victim.parquet", &batch(0..3, 0));
+    let outside = server.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let secret = outside.join("secret.parquet");
+    std::fs::copy(local_path(&victim), &secret).unwrap();
+    let before = state(&client, &ident).await;
+
+    let other_dir = other.location.rsplit('/').next().unwrap();
+    for path in [
+        format!(
+            "{}/data/%2e%2e/%2e%2e/{other_dir}/data/victim.parquet",
+            t.location
+        ),
+        format!(
+            "{}/data/.%2E/.%2e/{other_dir}/data/victim.parquet",
+            t.location
+        ),
+        format!(
+            "{}/data/..\\..\\{other_dir}\\data\\victim.parquet",
+            t.location
+        ),
+        format!("{}/data//victim.parquet", t.location),
+        format!(
+            "{}/data/%2e%2e%2f%2e%2e%2f{other_dir}/victim.parquet",
+            t.location
+        ),
+    ] {
+        refused(
+            client
+                .commit_once(append_request(&ident, vec![data_file(&path, size)]))
+                .await,
+            "add.path",
+        );
+    }
+    // Reserved paths and table locations are checked the same way.
+    refused(
+        client
+            .reserve_data_files(&ident, vec!["%2e%2e/%2e%2e".into()])
+            .await,
+        "partition",
+    );
+    let escaping = format!(
+        "{}ns/x/%2e%2e/%2e%2e/%2e%2e/escaped",
+        warehouse_root(&server)
+    );
+    refused(
+        client
+            .create_table(pb::CreateTableRequest {
+                ident: pb_ident(&TableIdent::new("ns", "escaping")),
+                fields: test_fields(),
+                partition_by: vec![],
+                location: escaping,
+                properties: HashMap::new(),
+            })
+            .await,
+        "location",
+    );
+    // A link inside the table pointing outside it is not followed.
+    let data = local_path(&t.location).join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(&outside, data.join("linked")).unwrap();
+    refused(
+        client
+            .commit_once(append_request(
+                &ident,
+                vec![data_file(
+                    &format!("{}/data/linked/secret.parquet", t.location),
+                    size,
+                )],
+            ))
+            .await,
+        "symbolic link",
+    );
+    assert_eq!(state(&client, &ident).await, before);
+    // An orphan sweep of the table follows no link either.
+    let r = client
+        .remove_orphan_files(pb::RemoveOrphanFilesRequest {
+            ident: pb_ident(&ident),
+            older_than_ms: Some(i64::MAX),
+            dry_run: false,
+            sweep_listing: true,
+        })
+        .await;
+    drop(r);
+    assert!(secret.exists(), "a file outside the warehouse was deleted");
+    assert!(
+        local_path(&victim).exists(),
+        "another table's file was deleted"
+    );
+}
+
+#[tokio::test]
+async fn tables_never_overlap() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (a_ident, a) = create_table(&client, "ns", "a", false).await;
+    let (f, size) = write_parquet(&a.location, "a.parquet", &batch(0..5, 0));
+    client
+        .commit_once(append_request(&a_ident, vec![data_file(&f, size)]))
+        .await
+        .unwrap();
+    let root = warehouse_root(&server);
+    for (name, location) in [
+        ("same", a.location.clone()),
+        ("same_slash", format!("{}/", a.location)),
+        ("inside", format!("{}/data/sub", a.location)),
+        ("namespace", format!("{root}ns")),
+        ("root", root.clone()),
+    ] {
+        let r = client
+            .create_table(pb::CreateTableRequest {
+                ident: pb_ident(&TableIdent::new("ns", name)),
+                fields: test_fields(),
+                partition_by: vec![],
+                location,
+                properties: HashMap::new(),
+            })
+            .await;
+        refused(r, "location");
+    }
+    // A table can't be created around another one either.
+    client.create_namespace("outer").await.unwrap();
+    let (_, inner) = create_table(&client, "outer", "inner", false).await;
+    let around = inner.location.rsplit_once('/').unwrap().0.to_string();
+    refused(
+        client
+            .create_table(pb::CreateTableRequest {
+                ident: pb_ident(&TableIdent::new("outer", "around")),
+                fields: test_fields(),
+                partition_by: vec![],
+                location: format!("{around}/"),
+                properties: HashMap::new(),
+            })
+            .await,
+        "location",
+    );
+    // Registering a copy of a's metadata would make a second table at a's location.
+    let (status, body) = rest_call(
+        &server,
+        "POST",
+        "/v1/namespaces/ns/register",
+        Some(&json!({"name": "copy", "metadata-location": a.metadata_location})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("ns.a"),
+        "{body}"
+    );
+    assert_eq!(
+        read_ids(&client, &a_ident, None).await,
+        (0..5).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn purging_a_table_never_deletes_what_it_borrowed() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (a_ident, a) = create_table(&client, "ns", "a", false).await;
+    let (f, size) = write_parquet(&a.location, "a.parquet", &batch(0..5, 0));
+    client
+        .commit_once(append_request(&a_ident, vec![data_file(&f, size)]))
+        .await
+        .unwrap();
+    let a = client.load_table(&a_ident, false).await.unwrap();
+    // Another engine's copy of a's metadata, at its own location, naming a's manifests.
+    let mut meta: Value =
+        serde_json::from_slice(&std::fs::read(local_path(&a.metadata_location)).unwrap()).unwrap();
+    let copy = format!("{}ns/borrowed", warehouse_root(&server));
+    meta["location"] = json!(copy);
+    meta["table-uuid"] = json!(uuid::Uuid::new_v4().to_string());
+    let copy_meta = format!("{copy}/metadata/00000-x.metadata.json");
+    std::fs::create_dir_all(local_path(&copy_meta).parent().unwrap()).unwrap();
+    std::fs::write(local_path(&copy_meta), meta.to_string()).unwrap();
+    let (status, body) = rest_call(
+        &server,
+        "POST",
+        "/v1/namespaces/ns/register",
+        Some(&json!({"name": "borrowed", "metadata-location": copy_meta})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // It reads a's files, as registered tables may.
+    let b_ident = TableIdent::new("ns", "borrowed");
+    let plan = client.plan_scan(&b_ident, None, None).await.unwrap();
+    assert_eq!(plan.files.len(), 1);
+    assert_eq!(plan.files[0].path, f);
+    let (status, body) = rest_call(
+        &server,
+        "DELETE",
+        "/v1/namespaces/ns/tables/borrowed?purgeRequested=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    // Everything of a is still there.
+    let snap = client.list_snapshots(&a_ident).await.unwrap();
+    for s in &snap {
+        assert_snapshot_files_on_disk(&s.manifest_list);
+    }
+    assert!(local_path(&f).exists());
+    assert_eq!(
+        read_ids(&client, &a_ident, None).await,
+        (0..5).collect::<Vec<_>>()
+    );
+}
+
+/// Statistics for the test table's `id` column (field id 1).
+fn stats(records: u64, id: (i64, i64), values: u64, nulls: u64) -> pb::FileStats {
+    pb::FileStats {
+        record_count: records,
+        columns: HashMap::from([(
+            1,
+            pb::ColumnStats {
+                column_size: None,
+                value_count: Some(values),
+                null_count: Some(nulls),
+                nan_count: None,
+                lower_bound: Some(id.0.to_le_bytes().to_vec()),
+                upper_bound: Some(id.1.to_le_bytes().to_vec()),
+            },
+        )]),
+        partition_json: String::new(),
+        split_offsets: vec![],
+    }
+}
+
+#[tokio::test]
+async fn writer_statistics_are_checked_against_the_file() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "t", false).await;
+    let (f, size) = write_parquet(&t.location, "f.parquet", &batch(0..9, 0));
+    let with = |s: pb::FileStats| {
+        append_request(
+            &ident,
+            vec![pb::DataFile {
+                path: f.clone(),
+                file_size_bytes: size,
+                stats: Some(s),
+            }],
+        )
+    };
+    for (s, needle) in [
+        (stats(1_000_000_000_000, (0, 8), 9, 0), "footer"),
+        (stats(9, (8, 0), 9, 0), "above upper bound"),
+        (stats(9, (0, 8), 5, 6), "nulls"),
+        (stats(9, (0, 8), 10, 0), "values in 9 records"),
+        // Bounds that would prune the file for `id = 8` (or `id = 0`).
+        (stats(9, (0, 7), 9, 0), "excludes values"),
+        (stats(9, (1, 8), 9, 0), "excludes values"),
+    ] {
+        refused(client.commit_once(with(s)).await, needle);
+    }
+    assert_eq!(state(&client, &ident).await.2, 0);
+    // Honest statistics (wider bounds are fine: writers truncate) are kept as the footer
+    // has them, so scans prune correctly.
+    client
+        .commit_once(with(stats(9, (-5, 100), 9, 0)))
+        .await
+        .unwrap();
+    let eq = |v: i64| pb::Filter {
+        kind: Some(pb::filter::Kind::Compare(pb::Comparison {
+            column: "id".into(),
+            op: pb::comparison::Op::Eq.into(),
+            value: Some(pb::Literal {
+                value: Some(pb::literal::Value::Long(v)),
+            }),
+        })),
+    };
+    let plan = |v| client.plan_scan(&ident, None, Some(eq(v)));
+    assert_eq!(plan(8).await.unwrap().files.len(), 1);
+    assert_eq!(
+        plan(100).await.unwrap().files.len(),
+        0,
+        "bounds not the footer's"
+    );
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..9).collect::<Vec<_>>()
+    );
+}
+
+/// A REST commit adding an `overwrite` snapshot with `manifest_list` on top of main.
+fn add_snapshot(current: Option<i64>, manifest_list: &str) -> Value {
+    let id = 4_242_424_242_i64;
+    json!({
+        "requirements": [{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": current}],
+        "updates": [
+            {"action": "add-snapshot", "snapshot": {
+                "snapshot-id": id,
+                "parent-snapshot-id": current,
+                "sequence-number": 99,
+                "timestamp-ms": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64,
+                "manifest-list": manifest_list,
+                "summary": {"operation": "overwrite"},
+                "schema-id": 0
+            }},
+            {"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": id}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn rest_metadata_commits_are_checked_like_appends() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "t", false).await;
+    let (f, size) = write_parquet(&t.location, "f.parquet", &batch(0..4, 0));
+    client
+        .commit_once(append_request(&ident, vec![data_file(&f, size)]))
+        .await
+        .unwrap();
+    let (_, other) = create_table(&client, "ns", "other", false).await;
+    let (g, gsize) = write_parquet(&other.location, "g.parquet", &batch(10..12, 0));
+    let other_ident = TableIdent::new("ns", "other");
+    client
+        .commit_once(append_request(&other_ident, vec![data_file(&g, gsize)]))
+        .await
+        .unwrap();
+    let other_list = client.list_snapshots(&other_ident).await.unwrap()[0]
+        .manifest_list
+        .clone();
+    let before = state(&client, &ident).await;
+    let url = "/v1/namespaces/ns/tables/t";
+    for (list, needle) in [
+        ("/etc/passwd".to_string(), "manifest-list"),
+        ("file:///etc/passwd".to_string(), "outside"),
+        ("s3://bucket/x/snap.avro".to_string(), "manifest-list"),
+        ("http://example.com/snap.avro".to_string(), "manifest-list"),
+        (
+            format!("{}/metadata/missing.avro", t.location),
+            "does not exist",
+        ),
+        (f.clone(), "manifest list"),
+        (other_list, "outside"),
+    ] {
+        let (status, body) =
+            rest_call(&server, "POST", url, Some(&add_snapshot(before.1, &list))).await;
+        assert_eq!(status, 400, "{list}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{list}: {message}");
+    }
+    // What Firn does not keep is refused, not acknowledged.
+    for (update, needle) in [
+        (
+            json!({"action": "remove-snapshot-ref", "ref-name": "main"}),
+            "main",
+        ),
+        (
+            json!({"action": "upgrade-format-version", "format-version": 3}),
+            "format version 2",
+        ),
+    ] {
+        let (status, body) = rest_call(
+            &server,
+            "POST",
+            url,
+            Some(&json!({"requirements": [], "updates": [update]})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}"
+        );
+    }
+    assert_eq!(state(&client, &ident).await, before);
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..4).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn specs_that_would_panic_are_refused() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.create_namespace("ns").await.unwrap();
+    let create = |fields: Vec<pb::Field>, partition: Vec<pb::PartitionField>| {
+        client.create_table(pb::CreateTableRequest {
+            ident: pb_ident(&TableIdent::new("ns", "t")),
+            fields,
+            partition_by: partition,
+            location: String::new(),
+            properties: HashMap::new(),
+        })
+    };
+    let by = |transform: &str, column: &str| {
+        vec![pb::PartitionField {
+            source_column: column.into(),
+            transform: transform.into(),
+            name: String::new(),
+        }]
+    };
+    refused(
+        create(test_fields(), by("bucket[0]", "id")).await,
+        "bucket[0]",
+    );
+    refused(
+        create(test_fields(), by("truncate[0]", "name")).await,
+        "truncate[0]",
+    );
+    let column = |name: &str, ty: &str| {
+        vec![pb::Field {
+            name: name.into(),
+            r#type: ty.into(),
+            required: false,
+            doc: String::new(),
+        }]
+    };
+    for (name, ty) in [
+        ("d", "decimal(39,0)"),
+        ("d", "decimal(10,11)"),
+        ("f", "fixed[0]"),
+        ("s", r#"{"type":"struct","fields":[]}"#),
+        ("a\u{0}b", "int"),
+    ] {
+        let e = create(column(name, ty), vec![]).await.expect_err(ty);
+        assert_eq!(e.code(), Some(Code::InvalidArgument), "{ty}: {e}");
+    }
+    assert!(client.list_tables("ns").await.unwrap().is_empty());
+    // The server is still there for a valid table.
+    create(test_fields(), by("bucket[4]", "id")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_commit_id_reused_for_another_request_is_refused() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "t", false).await;
+    let (f1, s1) = write_parquet(&t.location, "f1.parquet", &batch(0..3, 0));
+    let (f2, s2) = write_parquet(&t.location, "f2.parquet", &batch(3..6, 0));
+    let mut first = append_request(&ident, vec![data_file(&f1, s1)]);
+    first.commit_id = "job-42".into();
+    let landed = client.commit_once(first.clone()).await.unwrap();
+    // The same request again is a retry: answered with the first outcome.
+    let again = client.commit_once(first).await.unwrap();
+    assert!(again.replayed && again.snapshot_id == landed.snapshot_id);
+    // Another request under the same id is not (it used to get the first one's answer).
+    let mut other = append_request(&ident, vec![data_file(&f2, s2)]);
+    other.commit_id = "job-42".into();
+    refused(client.commit_once(other).await, "different request");
+    assert_eq!(read_ids(&client, &ident, None).await, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn names_and_paths_too_long_for_a_file_system_are_final_errors() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    // The longest table name works end to end (its directory name is kept short).
+    let long = "t".repeat(255);
+    let (ident, t) = create_table(&client, "ns", &long, false).await;
+    let (f, size) = write_parquet(&t.location, "f.parquet", &batch(0..2, 0));
+    client
+        .commit_once(append_request(&ident, vec![data_file(&f, size)]))
+        .await
+        .unwrap();
+    assert_eq!(read_ids(&client, &ident, None).await, vec![0, 1]);
+    // A location no file system can hold is refused as such (not "unavailable").
+    let r = client
+        .create_table(pb::CreateTableRequest {
+            ident: pb_ident(&TableIdent::new("ns", "deep")),
+            fields: test_fields(),
+            partition_by: vec![],
+            location: format!("{}ns/{}", warehouse_root(&server), "d".repeat(300)),
+            properties: HashMap::new(),
+        })
+        .await;
+    refused(r, "longer than 255 bytes");
+}
