@@ -399,3 +399,24 @@ async fn sql_applies_row_level_deletes() {
         ["5"]
     );
 }
+
+#[tokio::test]
+async fn expressions_too_deep_to_plan_are_refused_not_a_crash() {
+    let server = TestServer::start().await;
+    let session = FirnSession::connect(&server.endpoint).await.unwrap();
+    // 20,000 terms used to overflow the stack of `firn sql`.
+    let deep = format!("SELECT {}", vec!["1"; 20_000].join("+"));
+    let e = session.sql(&deep).await.unwrap_err();
+    assert!(e.to_string().contains("nest deeper"), "{e}");
+    // A long but plannable one still runs (on this test thread's small stack), and the
+    // session goes on.
+    let ok = format!("SELECT {} AS n", vec!["1"; 40].join("+"));
+    let batches = session.sql(&ok).await.unwrap();
+    let n = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n, 40);
+}

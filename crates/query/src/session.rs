@@ -26,6 +26,43 @@ use crate::error::{QueryError, Result};
 use crate::travel::{FirnDialect, TimeTravelPlanner, Versions, rewrite_version_refs};
 use crate::{CATALOG, DEFAULT_SCHEMA, ddl, procedures};
 
+/// Deepest nesting of expressions a statement may have. The parser builds chains such as
+/// `1+1+...+1` without recursing, but planning, visiting and dropping them recurses once a
+/// level: far deeper than this would overflow the stack instead of failing cleanly.
+pub const MAX_EXPR_DEPTH: usize = 256;
+
+/// The parser thread's stack: room to check and drop any statement it can build.
+const PARSE_STACK_BYTES: usize = 256 << 20;
+
+/// Refuses a statement whose expressions nest deeper than [`MAX_EXPR_DEPTH`] (on the parser
+/// thread, which has room to drop it).
+fn check_depth(statement: Statement) -> Result<Statement> {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+    struct Depth(usize);
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.0 += 1;
+            if self.0 > MAX_EXPR_DEPTH {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.0 -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    if statement.visit(&mut Depth(0)).is_continue() {
+        return Ok(statement);
+    }
+    Err(QueryError::Syntax(format!(
+        "expressions nest deeper than {MAX_EXPR_DEPTH} levels; simplify the statement"
+    )))
+}
+
 /// One parsed statement.
 #[derive(Debug, Clone)]
 pub struct ParsedStatement {
@@ -151,8 +188,21 @@ impl FirnSession {
         })
     }
 
-    /// Splits `sql` into statements and parses them.
+    /// Splits `sql` into statements and parses them. Runs on a thread with a large stack:
+    /// checking how deep a statement nests recurses once a level (see [`MAX_EXPR_DEPTH`]).
     pub fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("firn-sql-parse".into())
+                .stack_size(PARSE_STACK_BYTES)
+                .spawn_scoped(scope, || self.parse_here(sql))
+                .map_err(|e| QueryError::Syntax(format!("cannot start the parser: {e}")))?
+                .join()
+                .unwrap_or_else(|_| Err(QueryError::Syntax("the parser failed".into())))
+        })
+    }
+
+    fn parse_here(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
         let dialect = FirnDialect::default();
         let tokens = Tokenizer::new(&dialect, sql)
             .tokenize_with_location()
@@ -169,6 +219,7 @@ impl FirnSession {
             let segment = rewrite_version_refs(segment);
             let mut parser = Parser::new(&dialect).with_tokens_with_locations(segment);
             let statement = parser.parse_statement()?;
+            let statement = check_depth(statement)?;
             if parser.peek_token().token != Token::EOF {
                 return Err(QueryError::Syntax(format!(
                     "unexpected {} after the end of the statement",
