@@ -512,3 +512,39 @@ async fn names_and_paths_too_long_for_a_file_system_are_final_errors() {
         .await;
     refused(r, "longer than 255 bytes");
 }
+
+#[tokio::test]
+async fn a_retried_idempotency_key_gets_the_first_answer() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (ident, _) = create_table(&client, "ns", "t", false).await;
+    // Clients only send keys (and retry mutations) when the server says it keeps them.
+    let (_, config) = rest_call(&server, "GET", "/v1/config", None).await;
+    assert_eq!(config["idempotency-key-lifetime"], "PT24H");
+    let url = "/v1/namespaces/ns/tables/t";
+    let refused = json!({"requirements": [], "updates": [
+        {"action": "remove-snapshot-ref", "ref-name": "main"}
+    ]});
+    let key = [("Idempotency-Key", "0193a9c4-0000-7000-8000-000000000001")];
+    let (status, first) = rest_call_with(&server, "POST", url, &key, Some(&refused)).await;
+    assert_eq!(status, 400, "{first}");
+    let (status, again) = rest_call_with(&server, "POST", url, &key, Some(&refused)).await;
+    assert_eq!((status, &again), (400, &first));
+    // The same key for another request is refused.
+    let other = json!({"requirements": [], "updates": [
+        {"action": "set-properties", "updates": {"a": "b"}}
+    ]});
+    let (status, body) = rest_call_with(&server, "POST", url, &key, Some(&other)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["type"], "UnprocessableEntityException");
+    // A mutation that succeeded is answered the same on retry, not "already exists".
+    let create = json!({"namespace": ["ns2"]});
+    let key2 = [("Idempotency-Key", "0193a9c4-0000-7000-8000-000000000002")];
+    let (status, first) =
+        rest_call_with(&server, "POST", "/v1/namespaces", &key2, Some(&create)).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) =
+        rest_call_with(&server, "POST", "/v1/namespaces", &key2, Some(&create)).await;
+    assert_eq!((status, again), (200, first));
+    assert_eq!(state(&client, &ident).await.0, 0, "the table is unchanged");
+}

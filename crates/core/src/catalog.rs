@@ -294,6 +294,24 @@ impl Catalog {
         self.table_info(row, false).await
     }
 
+    /// The final answer recorded for an idempotency key, if any (see
+    /// [`crate::idempotency`]).
+    pub async fn recorded_answer(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::idempotency::RecordedAnswer>> {
+        crate::idempotency::lookup(&self.shared.db, key, self.now_ms()).await
+    }
+
+    /// Records the final answer to a request that carried an idempotency key.
+    pub async fn record_answer(
+        &self,
+        key: &str,
+        answer: &crate::idempotency::RecordedAnswer,
+    ) -> Result<()> {
+        crate::idempotency::record(&self.shared.db, key, answer, self.now_ms()).await
+    }
+
     /// The text of a metadata file [`Catalog::load_table`] named (immutable, so it may be
     /// cached by location). `Corrupt` when it is missing or not JSON.
     pub async fn metadata_file(&self, metadata_location: &str) -> Result<String> {

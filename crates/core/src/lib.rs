@@ -24,6 +24,7 @@ pub mod error;
 pub mod expire;
 pub mod fault;
 pub mod files;
+pub mod idempotency;
 pub mod ident;
 mod locations;
 pub mod manifests;

@@ -10,6 +10,7 @@
 //! exactly these endpoints.
 
 pub mod error;
+mod idempotency;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -104,8 +105,13 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
         .route("/namespaces/{ns}/views/{view}", get(no_view).head(no_view))
         .route("/tables/rename", post(rename_table))
         .route("/transactions/commit", post(commit_transaction));
+    // The layer added last runs first: authentication, then idempotent replay.
     Router::new()
         .nest("/v1", v1)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::replay,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }
@@ -268,6 +274,7 @@ async fn get_config(State(s): State<AppState>) -> Json<Value> {
             "warehouse": s.catalog.warehouse().root(),
         },
         "endpoints": ENDPOINTS,
+        "idempotency-key-lifetime": firn_core::idempotency::KEY_LIFETIME_ISO,
     }))
 }
 
