@@ -19,6 +19,7 @@ pub mod error;
 pub mod extract;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use iceberg::spec::{Schema, UnboundPartitionSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 pub use error::RestError;
 use extract::{Json, Path, Query};
@@ -147,16 +149,53 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
         .with_state(state)
 }
 
-/// Serves the REST API on `listener` until `shutdown` resolves.
+/// Serves the REST API on `listener` until `shutdown` resolves, with the connection
+/// limits of `config`; then waits for the requests in flight.
 pub async fn serve(
     catalog: Catalog,
     config: RestConfig,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(catalog, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let listener =
+        firn_net::Listener::new(listener, config.limits, firn_net::Protocol::Http1, "REST");
+    let closer = listener.closer();
+    let app = router(catalog, config);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The header-read and idle deadlines are firn-net's: hyper's header-read timer also
+    // runs while a kept-alive connection waits for its next request, so it would close
+    // idle connections after the (short) header timeout.
+    http.header_read_timeout(None);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            conn = listener.accept() => conn,
+            () = &mut shutdown => break,
+        };
+        let handle = conn.handle();
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+            let request = handle.request();
+            let app = app.clone();
+            async move {
+                let Ok(resp) = app.oneshot(req).await;
+                Ok::<_, Infallible>(resp.map(|body| firn_net::Guarded::new(body, request)))
+            }
+        });
+        let conn =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(conn), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "REST connection ended with an error");
+            }
+        });
+    }
+    // Stop accepting, close idle connections, finish the requests in flight.
+    drop(listener);
+    closer.close_idle();
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Whether a `Content-Type` header says JSON (parameters such as `charset` allowed).
