@@ -485,6 +485,11 @@ impl ConnHandle {
         self.state.changed.notify_one();
         RequestGuard(self.clone())
     }
+
+    /// Requests in flight on the connection now.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(SeqCst)
+    }
 }
 
 impl std::fmt::Debug for ConnHandle {
@@ -520,11 +525,10 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Guarded<B> {
-    pub fn new(body: B, guard: RequestGuard) -> Self {
-        Self {
-            body,
-            guard: Some(guard),
-        }
+    /// `body`, keeping `guard`'s request in flight until it has been sent (`None`: a
+    /// request of no tracked connection).
+    pub fn new(body: B, guard: Option<RequestGuard>) -> Self {
+        Self { body, guard }
     }
 }
 

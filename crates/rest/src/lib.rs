@@ -180,7 +180,7 @@ pub async fn serve(
             let app = app.clone();
             async move {
                 let Ok(resp) = app.oneshot(req).await;
-                Ok::<_, Infallible>(resp.map(|body| firn_net::Guarded::new(body, request)))
+                Ok::<_, Infallible>(resp.map(|body| firn_net::Guarded::new(body, Some(request))))
             }
         });
         let conn =
