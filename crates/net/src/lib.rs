@@ -11,9 +11,11 @@
 //!   on a kept-alive connection, until the request's head has been read (the service has
 //!   it); HTTP/2 — from the accept until the client's connection preface has arrived.
 //! - **idle**: a connection with no request in flight for this long is closed.
+//! - **stalled writes**: a connection whose writes make no progress for the idle timeout
+//!   (the client stopped reading its response) is closed, request in flight or not.
 //!
-//! A request in flight is never cut: the deadlines and making room apply only to a
-//! connection with none. The transports mark requests with [`ConnHandle::request`]; a
+//! Otherwise a request in flight is never cut: the deadlines and making room apply only
+//! to a connection with none. The transports mark requests with [`ConnHandle::request`]; a
 //! request lasts until its response body has been sent ([`Guarded`]). A connection is
 //! closed by ending its reads: the HTTP server sees the client's end of stream, finishes
 //! and drops the socket, which frees the connection's slot.
@@ -63,6 +65,8 @@ pub enum Protocol {
     /// Reads are frames of any kind (pings too); only requests count as use.
     Http2,
 }
+
+const NOT_STALLED: u64 = u64::MAX;
 
 /// The HTTP/2 client connection preface is 24 bytes.
 const H2_PREFACE_LEN: u64 = 24;
@@ -140,6 +144,8 @@ struct ConnState {
     reading_since_ms: AtomicU64,
     /// HTTP/2: the client's preface has arrived.
     preface: AtomicBool,
+    /// Since when a write has been waiting without progress ([`NOT_STALLED`]: none is).
+    write_stalled_since_ms: AtomicU64,
     /// The listener asked this connection to close (to make room, or at shutdown).
     close: AtomicBool,
     changed: Notify,
@@ -167,14 +173,18 @@ impl ConnState {
         if self.close.load(SeqCst) {
             return Some(0);
         }
-        if !self.idle() {
-            return None;
-        }
         let Limits {
             header_read_timeout: header,
             idle_timeout: idle,
             ..
         } = shared.limits;
+        let stalled = match self.write_stalled_since_ms.load(SeqCst) {
+            NOT_STALLED => None,
+            since => Some(since.saturating_add(idle.as_millis() as u64)),
+        };
+        if !self.idle() {
+            return stalled;
+        }
         let (from, timeout) = match shared.protocol {
             Protocol::Http1 if self.requests.load(SeqCst) == 0 => (self.accepted_ms, header),
             Protocol::Http1 if self.reading.load(SeqCst) => {
@@ -183,7 +193,8 @@ impl ConnState {
             Protocol::Http2 if !self.preface.load(SeqCst) => (self.accepted_ms, header),
             Protocol::Http1 | Protocol::Http2 => (self.idle_since_ms.load(SeqCst), idle),
         };
-        Some(from.saturating_add(timeout.as_millis() as u64))
+        let at = from.saturating_add(timeout.as_millis() as u64);
+        Some(stalled.map_or(at, |s| s.min(at)))
     }
 }
 
@@ -355,6 +366,7 @@ impl<IO> Conn<IO> {
             reading: AtomicBool::new(false),
             reading_since_ms: AtomicU64::new(now),
             preface: AtomicBool::new(false),
+            write_stalled_since_ms: AtomicU64::new(NOT_STALLED),
             close: AtomicBool::new(false),
             changed: Notify::new(),
         });
@@ -408,6 +420,43 @@ impl<IO> Conn<IO> {
     }
 }
 
+impl<IO> Conn<IO> {
+    /// Polls the deadline (registering the task's waker with it); true once closed.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.closed && self.expiry.as_mut().poll(cx).is_ready() {
+            tracing::debug!(listener = self.shared.name, "closing a connection");
+            self.closed = true;
+        }
+        self.closed
+    }
+
+    /// Notes whether a write made progress, for the stalled-writes deadline.
+    fn on_write<T>(&mut self, cx: &mut Context<'_>, polled: &Poll<io::Result<T>>) {
+        let stalled = &self.state.write_stalled_since_ms;
+        match polled {
+            Poll::Pending => {
+                if stalled.load(SeqCst) == NOT_STALLED {
+                    stalled.store(self.shared.now_ms(), SeqCst);
+                    self.state.changed.notify_one();
+                    // The deadline must wake this task, which now waits to write.
+                    if self.poll_closed(cx) {
+                        cx.waker().wake_by_ref();
+                    }
+                }
+            }
+            Poll::Ready(_) => {
+                if stalled.load(SeqCst) != NOT_STALLED {
+                    stalled.store(NOT_STALLED, SeqCst);
+                }
+            }
+        }
+    }
+}
+
+fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "connection closed by its limits")
+}
+
 impl<IO> Drop for Conn<IO> {
     fn drop(&mut self) {
         self.shared.open.lock().expect("poisoned").remove(&self.id);
@@ -421,11 +470,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.closed && this.expiry.as_mut().poll(cx).is_ready() {
-            tracing::debug!(listener = this.shared.name, "closing a connection");
-            this.closed = true;
-        }
-        if this.closed {
+        if this.poll_closed(cx) {
             // End of stream: the server closes the connection.
             return Poll::Ready(Ok(()));
         }
@@ -445,11 +490,23 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.poll_closed(cx) {
+            return Poll::Ready(Err(closed_error()));
+        }
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.on_write(cx, &polled);
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        if this.poll_closed(cx) {
+            return Poll::Ready(Err(closed_error()));
+        }
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.on_write(cx, &polled);
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -461,7 +518,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.poll_closed(cx) {
+            return Poll::Ready(Err(closed_error()));
+        }
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.on_write(cx, &polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -711,6 +774,29 @@ mod tests {
         assert!(closed_within(&mut c, ms(5000)).await);
         let took = from.elapsed();
         assert!((ms(900)..ms(3000)).contains(&took), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_its_response_is_dropped_after_the_idle_timeout() {
+        let (l, addr) = listener(limits(8, 60_000, 500), Protocol::Http1).await;
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let mut conn = l.accept().await;
+        let request = conn.handle().request();
+        let start = Instant::now();
+        // A response larger than the socket buffers, to a client that reads none of it.
+        let chunk = vec![b'x'; 64 * 1024];
+        let written = tokio::time::timeout(ms(10_000), async {
+            let mut total = 0usize;
+            while conn.write_all(&chunk).await.is_ok() {
+                total += chunk.len();
+            }
+            total
+        })
+        .await
+        .expect("the stalled write was not cut");
+        assert!(start.elapsed() >= ms(450), "{:?}", start.elapsed());
+        assert!(written > 0);
+        drop(request);
     }
 
     #[tokio::test]
