@@ -247,7 +247,11 @@ async fn idle_connections_neither_exhaust_descriptors_nor_shut_out_clients() {
     let mut idle = Vec::new();
     for addr in [&firn.rest, &firn.grpc] {
         for _ in 0..200 {
-            idle.push(TcpStream::connect(addr).await.unwrap());
+            let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr));
+            let s = connect
+                .await
+                .expect("the server stopped taking connections");
+            idle.push(s.unwrap());
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -334,7 +338,9 @@ async fn silent_slow_and_idle_connections_are_closed_and_clients_reconnect() {
     kept.write_all(&request("GET", "/v1/config", &[], b""))
         .await
         .unwrap();
-    read_response(&mut kept).await.unwrap().assert_status(200);
+    let r = read_response(&mut kept).await.unwrap();
+    r.assert_status(200);
+    assert_eq!(r.header("keep-alive"), Some("timeout=3"));
     tokio::time::sleep(Duration::from_millis(1800)).await;
     kept.write_all(&request("GET", "/v1/namespaces", &[], b""))
         .await

@@ -159,6 +159,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener =
         firn_net::Listener::new(listener, config.limits, firn_net::Protocol::Http1, "REST");
+    // Tells clients that honour it (Java's HttpClient) when an idle connection closes.
+    let keep_alive = match config.limits.idle_timeout.as_secs() {
+        0 => None,
+        secs => HeaderValue::from_str(&format!("timeout={secs}")).ok(),
+    };
     let closer = listener.closer();
     let app = router(catalog, config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -175,11 +180,18 @@ pub async fn serve(
         };
         let handle = conn.handle();
         let app = app.clone();
+        let keep_alive = keep_alive.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
             let request = handle.request();
             let app = app.clone();
+            let keep_alive = keep_alive.clone();
             async move {
-                let Ok(resp) = app.oneshot(req).await;
+                let Ok(mut resp) = app.oneshot(req).await;
+                if let Some(v) = keep_alive
+                    && !resp.headers().contains_key(header::CONNECTION)
+                {
+                    resp.headers_mut().insert("keep-alive", v);
+                }
                 Ok::<_, Infallible>(resp.map(|body| firn_net::Guarded::new(body, Some(request))))
             }
         });
