@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 mod commits;
 mod concurrency;
+mod connections;
 mod crash;
 mod faults;
 mod maintenance;

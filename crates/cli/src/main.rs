@@ -9,6 +9,7 @@ mod sql;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use firn_core::{Catalog, CatalogConfig, Env, WarehouseConfig};
@@ -90,6 +91,55 @@ struct ServeArgs {
     /// history.expire.* settings; one replica at a time does it [default: never].
     #[arg(long, env = "FIRN_MAINTENANCE_INTERVAL", value_parser = humantime::parse_duration)]
     maintenance_interval: Option<std::time::Duration>,
+    /// Most open connections on each port (gRPC and REST); beyond it new connections wait
+    /// and the connection idle longest is closed to make room [lowered to fit the
+    /// open-files limit].
+    #[arg(long, env = "FIRN_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// A REST request's head, or the gRPC (HTTP/2) preface, must arrive within this.
+    #[arg(long, env = "FIRN_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "FIRN_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    idle_timeout: Duration,
+    /// A REST request's body must arrive within this of its head, else 408.
+    #[arg(long, env = "FIRN_BODY_READ_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    body_read_timeout: Duration,
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Raises the soft open-files limit to the hard one; returns the limit in force.
+fn raise_open_files_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    }
+}
+
+/// The connections each of the two listeners may hold: `requested`, lowered so that both
+/// full listeners still leave file descriptors to the catalog database, the warehouse
+/// and the files being written (256 of them, or half the limit when that is less).
+fn connection_cap(requested: u32, open_files: Option<u64>) -> usize {
+    let requested = requested as usize;
+    let Some(limit) = open_files else {
+        return requested;
+    };
+    let reserve = (limit / 2).min(256);
+    let per_listener = (limit.saturating_sub(reserve) / 2).max(1);
+    requested.min(usize::try_from(per_listener).unwrap_or(usize::MAX))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -122,6 +172,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Env::default(),
     )
     .await?;
+    let open_files = raise_open_files_limit();
+    let max_connections = connection_cap(args.max_connections, open_files);
+    if max_connections < args.max_connections as usize {
+        tracing::warn!(
+            "--max-connections {} lowered to {max_connections}: the open-files limit is {}",
+            args.max_connections,
+            open_files.unwrap_or_default()
+        );
+    }
+    let limits = firn_net::Limits {
+        max_connections,
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+    };
+    tracing::info!(
+        open_files_limit = open_files,
+        max_connections,
+        header_read_timeout = ?args.header_read_timeout,
+        idle_timeout = ?args.idle_timeout,
+        body_read_timeout = ?args.body_read_timeout,
+        "connection limits (each port)"
+    );
     let listener = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.grpc_listen))?;
@@ -153,6 +225,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         catalog.clone(),
         firn_rest::RestConfig {
             bearer_token: args.rest_token,
+            limits,
+            body_read_timeout: args.body_read_timeout,
         },
         rest_listener,
         wait(stopped.clone()),
@@ -161,7 +235,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
-    firn_server::serve(catalog.clone(), listener, wait(stopped)).await?;
+    firn_server::serve_with(catalog.clone(), limits, listener, wait(stopped)).await?;
     rest.await??;
     if let Some(m) = maintenance {
         m.abort();
@@ -215,5 +289,31 @@ async fn main() -> ExitCode {
             eprintln!("error: {}", output::error_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_file_descriptors_for_the_rest() {
+        assert_eq!(connection_cap(1024, None), 1024);
+        assert_eq!(connection_cap(1024, Some(1_048_576)), 1024);
+        // Both listeners full, 256 descriptors remain.
+        assert_eq!(connection_cap(1024, Some(2304)), 1024);
+        assert_eq!(connection_cap(1024, Some(1024)), 384);
+        // Small limits keep half for the rest.
+        assert_eq!(connection_cap(1024, Some(512)), 128);
+        assert_eq!(connection_cap(16, Some(512)), 16);
+        assert_eq!(connection_cap(1024, Some(2)), 1);
+    }
+
+    #[test]
+    fn timeouts_must_be_positive() {
+        assert_eq!(positive_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(positive_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("soon").is_err());
     }
 }

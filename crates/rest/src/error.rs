@@ -31,6 +31,26 @@ impl RestError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequestException", message)
     }
+
+    /// An error raised outside the handlers (routing, extractors, body reading), its type
+    /// named after its status.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let kind = match status {
+            StatusCode::UNAUTHORIZED => "NotAuthorizedException",
+            StatusCode::FORBIDDEN => "ForbiddenException",
+            StatusCode::NOT_FOUND => "NotFoundException",
+            StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowedException",
+            StatusCode::NOT_ACCEPTABLE => "NotAcceptableException",
+            StatusCode::REQUEST_TIMEOUT => "RequestTimeoutException",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaTypeException",
+            StatusCode::UNPROCESSABLE_ENTITY => "UnprocessableEntityException",
+            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailableException",
+            s if s.is_server_error() => "InternalServerErrorException",
+            // 400, 413 (as for Error::TooLarge) and any other client error.
+            _ => "BadRequestException",
+        };
+        Self::new(status, kind, message)
+    }
 }
 
 impl From<Error> for RestError {

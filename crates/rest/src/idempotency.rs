@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{AppState, RestError};
 
-/// Largest request or answer body recorded (a commit naming many updates fits).
-const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest answer recorded (a table's metadata fits).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 /// Whether the answer to `req` with `status` is final: the same request would get it again.
 fn is_final(status: StatusCode, commit: bool) -> bool {
@@ -46,12 +46,15 @@ pub(crate) async fn replay(State(s): State<AppState>, req: Request, next: Next) 
     if !matches!(*req.method(), Method::POST | Method::DELETE) {
         return next.run(req).await;
     }
+    // Read already (bounded in size and time) by the layer outside this one.
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
-        return RestError::new(
+    let Ok(bytes) = to_bytes(body, crate::MAX_BODY_BYTES).await else {
+        return RestError::from_status(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "BadRequestException",
-            format!("request body larger than {MAX_BODY_BYTES} bytes"),
+            format!(
+                "the request body is larger than {} bytes",
+                crate::MAX_BODY_BYTES
+            ),
         )
         .into_response();
     };
@@ -89,7 +92,7 @@ pub(crate) async fn replay(State(s): State<AppState>, req: Request, next: Next) 
         return response;
     }
     let (parts, body) = response.into_parts();
-    let Ok(body) = to_bytes(body, MAX_BODY_BYTES).await else {
+    let Ok(body) = to_bytes(body, MAX_ANSWER_BYTES).await else {
         return RestError::from(firn_core::Error::internal("answer too large to record"))
             .into_response();
     };

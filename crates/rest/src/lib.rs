@@ -8,33 +8,64 @@
 //! and view probes clients send, `stage-create` with `assert-create` commits, and
 //! multi-table `/transactions/commit` (one database transaction). `GET /v1/config` lists
 //! exactly these endpoints.
+//!
+//! Every error, including routing's (404, 405) and the extractors' ([`extract`]), is an
+//! `ErrorModel`. POST bodies must be `application/json` (else 415: a web page can send
+//! `text/plain` cross-origin without asking, never JSON), at most [`MAX_BODY_BYTES`] (413)
+//! and arrive within [`RestConfig::body_read_timeout`] (408); no CORS headers are sent.
+//! [`serve`] caps and times out connections with [`firn_net`].
 
 pub mod error;
+pub mod extract;
 mod idempotency;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use firn_core::{Catalog, TableChange, TableIdent};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use iceberg::spec::{Schema, UnboundPartitionSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 pub use error::RestError;
+use extract::{Json, Path, Query};
 
 type Res<T> = Result<T, RestError>;
 
+/// Largest request body read (413 beyond it).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 /// Settings of the REST transport.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RestConfig {
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub bearer_token: Option<String>,
+    /// The listener's connection cap, header-read and idle timeouts.
+    pub limits: firn_net::Limits,
+    /// A request's body must have arrived this long after its head, else 408.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        Self {
+            bearer_token: None,
+            limits: firn_net::Limits::default(),
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -104,28 +135,198 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
         .route("/namespaces/{ns}/tables/{table}/metrics", post(metrics))
         .route("/namespaces/{ns}/views/{view}", get(no_view).head(no_view))
         .route("/tables/rename", post(rename_table))
-        .route("/transactions/commit", post(commit_transaction));
-    // The layer added last runs first: authentication, then idempotent replay.
-    Router::new()
-        .nest("/v1", v1)
-        .layer(axum::middleware::from_fn_with_state(
+        .route("/transactions/commit", post(commit_transaction))
+        // Route layers wrap only requests that reached an endpoint (a 404 or 405 reads no
+        // body); the one added last runs first: the body is read (JSON only, bounded in size
+        // and time), then a retried Idempotency-Key gets its first answer.
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::replay,
         ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_body,
+        ));
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(no_endpoint)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn(error_model))
         .with_state(state)
 }
 
-/// Serves the REST API on `listener` until `shutdown` resolves.
+/// Serves the REST API on `listener` until `shutdown` resolves, with the connection
+/// limits of `config`; then waits for the requests in flight.
 pub async fn serve(
     catalog: Catalog,
     config: RestConfig,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(catalog, config))
-        .with_graceful_shutdown(shutdown)
+    let listener =
+        firn_net::Listener::new(listener, config.limits, firn_net::Protocol::Http1, "REST");
+    // Tells clients that honour it (Java's HttpClient) when an idle connection closes.
+    let keep_alive = match config.limits.idle_timeout.as_secs() {
+        0 => None,
+        secs => HeaderValue::from_str(&format!("timeout={secs}")).ok(),
+    };
+    let closer = listener.closer();
+    let app = router(catalog, config);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The header-read and idle deadlines are firn-net's: hyper's header-read timer also
+    // runs while a kept-alive connection waits for its next request, so it would close
+    // idle connections after the (short) header timeout.
+    http.header_read_timeout(None);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            conn = listener.accept() => conn,
+            () = &mut shutdown => break,
+        };
+        let handle = conn.handle();
+        let app = app.clone();
+        let keep_alive = keep_alive.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+            let request = handle.request();
+            let app = app.clone();
+            let keep_alive = keep_alive.clone();
+            async move {
+                let Ok(mut resp) = app.oneshot(req).await;
+                if let Some(v) = keep_alive
+                    && !resp.headers().contains_key(header::CONNECTION)
+                {
+                    resp.headers_mut().insert("keep-alive", v);
+                }
+                Ok::<_, Infallible>(resp.map(|body| firn_net::Guarded::new(body, Some(request))))
+            }
+        });
+        let conn =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(conn), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "REST connection ended with an error");
+            }
+        });
+    }
+    // Stop accepting, close idle connections, finish the requests in flight.
+    drop(listener);
+    closer.close_idle();
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Whether a `Content-Type` header says JSON (parameters such as `charset` allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads a routed request's body whole, within the size limit and the body timeout; POST
+/// bodies must be JSON.
+async fn read_body(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == Method::POST && !is_json(req.headers()) {
+        let given = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| format!("{:?}", String::from_utf8_lossy(v.as_bytes())))
+            .unwrap_or_else(|| "no Content-Type".into());
+        return RestError::from_status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("request bodies must be application/json, got {given}"),
+        )
+        .into_response();
+    }
+    let too_large = || {
+        RestError::from_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response()
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let timeout = s.config.body_read_timeout;
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Ok(Ok(body)) => {
+            next.run(Request::from_parts(parts, Body::from(body.to_bytes())))
+                .await
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(),
+        Ok(Err(e)) => {
+            RestError::bad_request(format!("cannot read the request body: {e}")).into_response()
+        }
+        Err(_) => {
+            let mut resp = RestError::from_status(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+            .into_response();
+            // The rest of the body may still come: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
+async fn no_endpoint(method: Method, uri: axum::http::Uri) -> RestError {
+    RestError::from_status(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint {method} {}", uri.path()),
+    )
+}
+
+/// Turns any error response that is not JSON (axum's 405, or plain-text rejections of
+/// extractors not wrapped in [`extract`]) into the `ErrorModel`, keeping its headers
+/// (`Allow`, ...).
+async fn error_model(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(resp.headers()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
         .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .map(|a| format!(" (allowed: {a})"))
+                .unwrap_or_default();
+            format!("method {method} is not allowed on {path}{allowed}")
+        }
+        _ if !text.is_empty() => text,
+        _ => format!(
+            "{method} {path}: {}",
+            status.canonical_reason().unwrap_or("error")
+        ),
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut resp = RestError::from_status(status, message).into_response();
+    resp.headers_mut().extend(parts.headers);
+    resp
 }
 
 async fn auth(
@@ -768,9 +969,18 @@ mod tests {
     use axum::http::{Method, Request};
     use firn_core::{CatalogConfig, Env, WarehouseConfig};
     use http_body_util::BodyExt;
+    use std::convert::Infallible;
     use tower::ServiceExt;
 
     async fn app(token: Option<&str>) -> (Router, tempfile::TempDir) {
+        app_with(RestConfig {
+            bearer_token: token.map(str::to_string),
+            ..RestConfig::default()
+        })
+        .await
+    }
+
+    async fn app_with(config: RestConfig) -> (Router, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(
             CatalogConfig {
@@ -784,9 +994,6 @@ mod tests {
         )
         .await
         .unwrap();
-        let config = RestConfig {
-            bearer_token: token.map(str::to_string),
-        };
         (router(catalog, config), dir)
     }
 
@@ -1176,5 +1383,268 @@ mod tests {
             app.clone().oneshot(req).await.unwrap().status(),
             StatusCode::OK
         );
+    }
+
+    /// Sends `req`; returns its status, headers and JSON body (Null when empty).
+    async fn send(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"))
+        };
+        (status, headers, v)
+    }
+
+    fn post(uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+        let mut r = Request::builder().method(Method::POST).uri(uri);
+        if let Some(t) = content_type {
+            r = r.header("content-type", t);
+        }
+        r.body(body.into()).unwrap()
+    }
+
+    /// Asserts `v` is the spec's ErrorModel for `status` and its message mentions `needle`.
+    #[track_caller]
+    fn assert_error_model(status: StatusCode, v: &Value, expected: StatusCode, needle: &str) {
+        assert_eq!(status, expected, "{v}");
+        let e = &v["error"];
+        assert_eq!(e["code"], expected.as_u16(), "{v}");
+        assert!(
+            e["type"].as_str().is_some_and(|t| t.ends_with("Exception")),
+            "{v}"
+        );
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{message:?} does not mention {needle:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn routing_extractor_and_body_errors_are_error_models() {
+        let (app, _dir) = app(None).await;
+        let get = |uri: &str| Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let (s, _, v) = send(&app, get("/v1/nope")).await;
+        assert_error_model(s, &v, StatusCode::NOT_FOUND, "/v1/nope");
+        let (s, _, v) = send(&app, get("/elsewhere")).await;
+        assert_error_model(s, &v, StatusCode::NOT_FOUND, "GET /elsewhere");
+        let (s, h, v) = send(&app, post("/v1/config", Some("application/json"), "{}")).await;
+        assert_error_model(s, &v, StatusCode::METHOD_NOT_ALLOWED, "POST");
+        assert!(
+            h.get("allow")
+                .is_some_and(|a| a.to_str().unwrap().contains("GET")),
+            "{h:?}"
+        );
+        let (s, _, v) = send(&app, get("/v1/namespaces?pageSize=many")).await;
+        assert_error_model(s, &v, StatusCode::BAD_REQUEST, "pageSize");
+        let (s, _, v) = send(&app, get("/v1/namespaces/a%FF")).await;
+        assert_error_model(s, &v, StatusCode::BAD_REQUEST, "path");
+        // Unparsable and mistyped JSON: 400, naming the problem.
+        let (s, _, v) = send(
+            &app,
+            post(
+                "/v1/namespaces",
+                Some("application/json"),
+                "{\"namespace\":",
+            ),
+        )
+        .await;
+        assert_error_model(s, &v, StatusCode::BAD_REQUEST, "JSON");
+        let (s, _, v) = send(
+            &app,
+            post(
+                "/v1/namespaces",
+                Some("application/json"),
+                r#"{"namespace": "a"}"#,
+            ),
+        )
+        .await;
+        assert_error_model(s, &v, StatusCode::BAD_REQUEST, "namespace");
+        let (s, _, v) = send(&app, post("/v1/namespaces", Some("application/json"), "{}")).await;
+        assert_error_model(s, &v, StatusCode::BAD_REQUEST, "namespace");
+        // Too large, declared or not.
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        let (s, _, v) = send(
+            &app,
+            post("/v1/namespaces", Some("application/json"), big.clone()),
+        )
+        .await;
+        assert_error_model(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "larger");
+        let chunks = unsized_body(big);
+        let (s, _, v) = send(
+            &app,
+            post("/v1/namespaces", Some("application/json"), chunks),
+        )
+        .await;
+        assert_error_model(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "larger");
+        // Errors of the handlers stay as they were.
+        let (s, _, v) = send(&app, get("/v1/namespaces/zz")).await;
+        assert_error_model(s, &v, StatusCode::NOT_FOUND, "zz");
+        assert_eq!(v["error"]["type"], "NoSuchNamespaceException");
+    }
+
+    /// A body of `bytes` in 64 KiB frames, without a declared length.
+    fn unsized_body(bytes: Vec<u8>) -> Body {
+        struct Frames(Vec<axum::body::Bytes>);
+        impl http_body::Body for Frames {
+            type Data = axum::body::Bytes;
+            type Error = Infallible;
+            fn poll_frame(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Infallible>>>
+            {
+                std::task::Poll::Ready(self.0.pop().map(|b| Ok(http_body::Frame::data(b))))
+            }
+        }
+        let mut frames: Vec<axum::body::Bytes> = bytes
+            .chunks(64 * 1024)
+            .map(axum::body::Bytes::copy_from_slice)
+            .collect();
+        frames.reverse();
+        Body::new(Frames(frames))
+    }
+
+    #[tokio::test]
+    async fn post_bodies_must_be_json_so_a_web_page_cannot_commit() {
+        let (app, _dir) = app(None).await;
+        call(
+            &app,
+            Method::POST,
+            "/v1/namespaces",
+            Some(json!({"namespace": ["n"]})),
+        )
+        .await;
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/v1/namespaces/n/tables",
+            Some(json!({"name": "t", "schema": schema()})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let location = || async {
+            call(&app, Method::GET, "/v1/namespaces/n/tables/t", None)
+                .await
+                .1["metadata-location"]
+                .clone()
+        };
+        let before = location().await;
+        let commit = json!({"requirements": [],
+            "updates": [{"action": "set-properties", "updates": {"x": "1"}}]})
+        .to_string();
+        let change = json!({"table-changes": [{"identifier": {"namespace": ["n"], "name": "t"},
+            "requirements": [], "updates": [{"action": "set-properties", "updates": {"x": "1"}}]}]})
+        .to_string();
+        for content_type in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            None,
+        ] {
+            let (s, _, v) = send(
+                &app,
+                post("/v1/namespaces/n/tables/t", content_type, commit.clone()),
+            )
+            .await;
+            assert_error_model(
+                s,
+                &v,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "application/json",
+            );
+            let (s, _, v) = send(
+                &app,
+                post("/v1/transactions/commit", content_type, change.clone()),
+            )
+            .await;
+            assert_error_model(
+                s,
+                &v,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "application/json",
+            );
+        }
+        assert_eq!(
+            location().await,
+            before,
+            "a non-JSON POST changed the table"
+        );
+        // JSON with parameters, in any case, is JSON.
+        let (s, _, v) = send(
+            &app,
+            post(
+                "/v1/namespaces/n/tables/t",
+                Some("Application/JSON; charset=UTF-8"),
+                commit,
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_ne!(location().await, before);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_408() {
+        struct Stalled;
+        impl http_body::Body for Stalled {
+            type Data = axum::body::Bytes;
+            type Error = Infallible;
+            fn poll_frame(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Infallible>>>
+            {
+                std::task::Poll::Pending
+            }
+        }
+        let (app, _dir) = app_with(RestConfig {
+            body_read_timeout: Duration::from_millis(200),
+            ..RestConfig::default()
+        })
+        .await;
+        let req = post(
+            "/v1/namespaces",
+            Some("application/json"),
+            Body::new(Stalled),
+        );
+        let (s, h, v) = tokio::time::timeout(Duration::from_secs(10), send(&app, req))
+            .await
+            .expect("answered");
+        assert_error_model(s, &v, StatusCode::REQUEST_TIMEOUT, "200 ms");
+        assert_eq!(h["connection"], "close");
+    }
+
+    #[tokio::test]
+    async fn no_cors_headers_are_sent() {
+        let (app, _dir) = app(None).await;
+        let requests = [
+            Request::builder()
+                .method(Method::OPTIONS)
+                .uri("/v1/namespaces")
+                .header("origin", "https://evil.example")
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type")
+                .body(Body::empty())
+                .unwrap(),
+            Request::builder()
+                .uri("/v1/config")
+                .header("origin", "https://evil.example")
+                .body(Body::empty())
+                .unwrap(),
+            post("/v1/namespaces", Some("text/plain"), "{}"),
+        ];
+        for req in requests {
+            let what = format!("{} {}", req.method(), req.uri());
+            let (s, h, _) = send(&app, req).await;
+            assert!(
+                !h.keys().any(|k| k.as_str().starts_with("access-control-")),
+                "{what} answered {s} with CORS headers: {h:?}"
+            );
+        }
     }
 }

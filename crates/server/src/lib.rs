@@ -7,10 +7,16 @@ mod convert;
 mod service;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use firn_core::Catalog;
+use firn_net::{ConnHandle, Guarded};
 use firn_proto::v1::catalog_service_server::CatalogServiceServer;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 pub use convert::status;
 pub use service::GrpcCatalog;
@@ -18,9 +24,28 @@ pub use service::GrpcCatalog;
 /// Largest request message the server decodes (a commit naming ~100k files fits).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Serves the catalog API, health and reflection on `listener` until `shutdown` resolves.
+/// The server pings a connection (HTTP/2 PING) this often, to find peers that are gone...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// ... and closes it when the ping is not answered within this.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the catalog API, health and reflection on `listener` until `shutdown` resolves,
+/// with the default connection limits.
 pub async fn serve(
     catalog: Catalog,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    serve_with(catalog, firn_net::Limits::default(), listener, shutdown).await
+}
+
+/// [`serve`] with connection limits: at most `limits.max_connections` open (the one idle
+/// longest is closed to make room), the HTTP/2 preface within `header_read_timeout` of the
+/// accept, and a connection with no call in flight for `idle_timeout` closed; peers that
+/// stop answering keepalive pings are dropped.
+pub async fn serve_with(
+    catalog: Catalog,
+    limits: firn_net::Limits,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -35,25 +60,131 @@ pub async fn serve(
     let service = CatalogServiceServer::new(GrpcCatalog::new(catalog))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let listener = firn_net::Listener::new(listener, limits, firn_net::Protocol::Http2, "gRPC");
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(InFlightLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream_from(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }
 
-fn tokio_stream_from(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+/// The listener's connections as tonic takes them (accept errors are waited out inside:
+/// tonic would retry at once).
+fn incoming(
+    listener: firn_net::Listener,
+) -> impl futures::Stream<Item = std::io::Result<GrpcConn>> {
     futures::stream::unfold(listener, |l| async move {
-        let r = l.accept().await.map(|(s, _)| {
-            let _ = s.set_nodelay(true);
-            s
-        });
-        Some((r, l))
+        let conn = l.accept().await;
+        Some((Ok(GrpcConn(conn)), l))
     })
+}
+
+/// An accepted connection; its connect info carries the handle that marks its calls.
+struct GrpcConn(firn_net::Conn<TcpStream>);
+
+#[derive(Clone)]
+struct ConnInfo {
+    tcp: TcpConnectInfo,
+    conn: ConnHandle,
+}
+
+impl Connected for GrpcConn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            tcp: self.0.get_ref().connect_info(),
+            conn: self.0.handle(),
+        }
+    }
+}
+
+impl AsyncRead for GrpcConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for GrpcConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+/// Marks every call in flight on its connection until its response has been sent (so
+/// idle deadlines never cut a call), and hands the handlers the peer's address as
+/// tonic's own [`TcpConnectInfo`] (`Request::remote_addr`).
+#[derive(Clone, Copy)]
+struct InFlightLayer;
+
+impl<S> tower::Layer<S> for InFlightLayer {
+    type Service = InFlight<S>;
+
+    fn layer(&self, inner: S) -> InFlight<S> {
+        InFlight(inner)
+    }
+}
+
+#[derive(Clone)]
+struct InFlight<S>(S);
+
+impl<S, B, ResBody> tower::Service<http::Request<B>> for InFlight<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Guarded<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let info = req.extensions_mut().remove::<ConnInfo>();
+        let guard = info.map(|i| {
+            req.extensions_mut().insert(i.tcp);
+            i.conn.request()
+        });
+        let call = self.0.call(req);
+        Box::pin(async move {
+            let resp = call.await?;
+            Ok(resp.map(|body| Guarded::new(body, guard)))
+        })
+    }
 }
 
 /// Binds `addr` and serves (see [`serve`]).
@@ -66,4 +197,46 @@ pub async fn bind_and_serve(
     serve(catalog, listener, shutdown)
         .await
         .map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::{Layer, Service, ServiceExt};
+
+    #[tokio::test]
+    async fn a_call_is_in_flight_until_its_response_is_sent_and_knows_its_peer() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let l = firn_net::Listener::new(
+            l,
+            firn_net::Limits::default(),
+            firn_net::Protocol::Http2,
+            "test",
+        );
+        let client = TcpStream::connect(addr).await.unwrap();
+        let conn = GrpcConn(l.accept().await);
+        let info = conn.connect_info();
+        let handle = info.conn.clone();
+        let mut svc = InFlightLayer.layer(tower::service_fn(|req: http::Request<()>| async move {
+            let peer = req
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(|i| i.remote_addr());
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(format!("{peer:?}")),
+            )))
+        }));
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(info);
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(handle.in_flight(), 1, "the response has not been sent yet");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            format!("{:?}", Some(client.local_addr().unwrap()))
+        );
+        assert_eq!(handle.in_flight(), 0);
+    }
 }
