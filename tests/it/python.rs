@@ -333,6 +333,55 @@ async fn duckdb_reads_and_writes_through_rest() {
         tables.iter().all(|t| t.name != "scratch"),
         "DuckDB's dropped table is gone: {tables:?}"
     );
+    // DuckDB 1.4 writes its own manifest-entry schema into its manifests' `schema` header:
+    // PyIceberg appends to its table, and Firn plans, reads, expires and purges it.
+    let (root, python) = python();
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("tools/python/pyiceberg_append_loop.py"))
+        .args([&server.rest_endpoint, "duck.events", "10", "2"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "PyIceberg append to DuckDB's table failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let session = firn_query::FirnSession::connect(&server.endpoint)
+        .await
+        .unwrap();
+    assert_eq!(
+        sql_ids(&session, "SELECT id FROM duck.events").await,
+        [1, 3, 4, 10, 11]
+    );
+    let duck = firn_client::TableIdent::new("duck", "events");
+    let expiry = client
+        .expire_snapshots(firn_client::proto::ExpireSnapshotsRequest {
+            ident: Some(firn_client::proto::TableIdent {
+                namespace: "duck".into(),
+                name: "events".into(),
+            }),
+            older_than_ms: Some(i64::MAX),
+            retain_last: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!expiry.tables[0].expired_snapshot_ids.is_empty());
+    assert_eq!(client.list_snapshots(&duck).await.unwrap().len(), 1);
+    assert_eq!(
+        sql_ids(&session, "SELECT id FROM duck.events").await,
+        [1, 3, 4, 10, 11]
+    );
+    let (status, body) = rest_call(
+        &server,
+        "DELETE",
+        "/v1/namespaces/duck/tables/events?purgeRequested=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert!(client.list_tables("duck").await.unwrap().is_empty());
 }
 
 /// gRPC and REST writers interleaving on one table: PyIceberg appends (each loads the

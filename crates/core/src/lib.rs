@@ -5,7 +5,13 @@
 //!
 //! - [`catalog`]: the service API.
 //! - [`commit`]: how a commit becomes a snapshot, and what it guarantees.
-//! - [`storage`]: the warehouse on `object_store` (and iceberg-rust's `Storage` over it).
+//! - [`storage`]: the warehouse on `object_store` (and iceberg-rust's `Storage` over it);
+//!   [`storage::path`]: the checked path types every read, write and delete goes through.
+//! - `locations`: tables never overlap; what a table owns (and so may delete).
+//! - [`validate`]: names, types and transforms as the Iceberg spec allows them.
+//! - `snapshot_check`: snapshots other engines add, checked like Firn's own commits.
+//! - [`manifests`]: reading any engine's manifests with the table's schema and spec.
+//! - [`idempotency`]: final answers kept for retried idempotency keys.
 //! - [`db`]: the catalog database (SQLite or PostgreSQL).
 //! - [`scan`]: resolving snapshot selectors and planning scans.
 //! - [`refs`]: rollback, tags and branches.
