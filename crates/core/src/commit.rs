@@ -1582,62 +1582,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_while_planning_fails_only_its_batch() {
-        use crate::model::*;
         let dir = tempfile::tempdir().unwrap();
-        let root = format!("file://{}", dir.path().join("w").display());
-        let catalog = crate::Catalog::open(
-            crate::CatalogConfig {
-                catalog_url: format!("sqlite://{}", dir.path().join("c.db").display()),
-                warehouse: WarehouseConfig::new(&root),
-            },
-            Env::default(),
-        )
-        .await
-        .unwrap();
-        catalog
-            .create_namespace("ns", HashMap::new())
-            .await
-            .unwrap();
-        let ident = crate::TableIdent::new("ns", "t");
-        let t = catalog
-            .create_table(
-                &ident,
-                CreateTable {
-                    fields: vec![FieldSpec {
-                        name: "id".into(),
-                        type_json: "long".into(),
-                        required: false,
-                        doc: None,
-                    }],
-                    partition_by: vec![],
-                    location: None,
-                    properties: HashMap::new(),
-                    table_uuid: None,
-                },
-            )
-            .await
-            .unwrap();
-        let append = |i: i64| {
-            let path = format!("{}/data/f{i}.parquet", t.location);
-            let bytes = crate::files::test_parquet(&[i]);
-            let local = path.strip_prefix("file://").unwrap().to_string();
-            std::fs::create_dir_all(std::path::Path::new(&local).parent().unwrap()).unwrap();
-            std::fs::write(&local, &bytes).unwrap();
-            CommitRequest {
-                ident: ident.clone(),
-                commit_id: format!("c{i}"),
-                base_snapshot_id: None,
-                operation: Operation::Append {
-                    add: vec![NewFile {
-                        path,
-                        file_size_bytes: bytes.len() as u64,
-                        stats: None,
-                    }],
-                },
-                summary: HashMap::new(),
-                client: "test".into(),
-            }
-        };
+        let (catalog, ident, t) = crate::testing::catalog_with_table(dir.path()).await;
+        let append = |i| crate::testing::append_one(&ident, &t, i, false);
         PANIC_NEXT_PLAN.store(true, std::sync::atomic::Ordering::SeqCst);
         let e = catalog.commit(append(1)).await.unwrap_err();
         assert!(

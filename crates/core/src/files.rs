@@ -746,28 +746,6 @@ fn partition_from_bounds(
     Ok(Struct::from_iter(out))
 }
 
-/// A Parquet file of one nullable `long` column `id` (field id 1) holding `ids`, for tests.
-#[cfg(test)]
-pub(crate) fn test_parquet(ids: &[i64]) -> Vec<u8> {
-    use arrow::array::Int64Array;
-    use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
-    let field = Field::new("id", DataType::Int64, true).with_metadata(HashMap::from([(
-        parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_string(),
-        "1".to_string(),
-    )]));
-    let schema = Arc::new(ArrowSchema::new(vec![field]));
-    let batch = arrow::record_batch::RecordBatch::try_new(
-        schema.clone(),
-        vec![Arc::new(Int64Array::from(ids.to_vec()))],
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use iceberg::spec::{NestedField, PrimitiveType, Type};

@@ -46,6 +46,8 @@ pub mod scan;
 pub mod schedule;
 mod snapshot_check;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 pub mod validate;
 
 pub use catalog::{Catalog, CatalogConfig, create_table_spec, parse_type};

@@ -278,6 +278,12 @@ mod tests {
     use super::*;
 
     fn table(partitioned: bool) -> TableMetadata {
+        table_with(partitioned.then_some("name_part"))
+    }
+
+    /// A table of `id long, name string`, partitioned by identity of `name` under the given
+    /// partition field name, or unpartitioned.
+    fn table_with(partition_field: Option<&str>) -> TableMetadata {
         let schema = Schema::builder()
             .with_fields(vec![
                 Arc::new(NestedField::optional(
@@ -294,9 +300,9 @@ mod tests {
             .build()
             .unwrap();
         let mut spec = UnboundPartitionSpec::builder();
-        if partitioned {
+        if let Some(name) = partition_field {
             spec = spec
-                .add_partition_field(2, "name_part", Transform::Identity)
+                .add_partition_field(2, name, Transform::Identity)
                 .unwrap();
         }
         TableMetadataBuilder::new(
@@ -381,21 +387,7 @@ mod tests {
         }
         // A spec whose partition field the file does not have is refused, not read as null.
         let good = write(&table(true), 2).await;
-        let other = TableMetadataBuilder::new(
-            table(true).current_schema().as_ref().clone(),
-            UnboundPartitionSpec::builder()
-                .add_partition_field(2, "other", Transform::Identity)
-                .unwrap()
-                .build(),
-            SortOrder::unsorted_order(),
-            "memory:///t".into(),
-            FormatVersion::V2,
-            HashMap::new(),
-        )
-        .unwrap()
-        .build()
-        .unwrap()
-        .metadata;
+        let other = table_with(Some("other"));
         assert!(parse_manifest(&good, &other, None).is_err());
         assert!(parse_manifest(b"not avro", &other, None).is_err());
     }

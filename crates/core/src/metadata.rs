@@ -209,13 +209,7 @@ pub(crate) fn metadata_path(location: &Location, version: i64, env: &Env) -> Res
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use crate::catalog::{Catalog, CatalogConfig};
     use crate::expire::ExpireOptions;
-    use crate::ident::TableIdent;
-    use crate::model::*;
-    use crate::storage::WarehouseConfig;
 
     /// A reader that read the table's row just before an expiry removed that row's current
     /// snapshot (a commit made it non-current first) gets the newer version's metadata,
@@ -223,65 +217,8 @@ mod tests {
     #[tokio::test]
     async fn a_row_made_stale_by_expiry_is_read_again() {
         let dir = tempfile::tempdir().unwrap();
-        let root = format!("file://{}", dir.path().join("w").display());
-        let catalog = Catalog::open(
-            CatalogConfig {
-                catalog_url: format!("sqlite://{}", dir.path().join("c.db").display()),
-                warehouse: WarehouseConfig::new(&root),
-            },
-            crate::env::Env::default(),
-        )
-        .await
-        .unwrap();
-        catalog
-            .create_namespace("ns", HashMap::new())
-            .await
-            .unwrap();
-        let ident = TableIdent::new("ns", "t");
-        let t = catalog
-            .create_table(
-                &ident,
-                CreateTable {
-                    fields: vec![FieldSpec {
-                        name: "id".into(),
-                        type_json: "long".into(),
-                        required: false,
-                        doc: None,
-                    }],
-                    partition_by: vec![],
-                    location: None,
-                    properties: HashMap::new(),
-                    table_uuid: None,
-                },
-            )
-            .await
-            .unwrap();
-        let append = |i: u64| {
-            let path = format!("{}/data/f{i}.parquet", t.location);
-            let local = path.strip_prefix("file://").unwrap().to_string();
-            std::fs::create_dir_all(std::path::Path::new(&local).parent().unwrap()).unwrap();
-            let bytes = crate::files::test_parquet(&[i as i64]);
-            std::fs::write(&local, &bytes).unwrap();
-            CommitRequest {
-                ident: ident.clone(),
-                commit_id: format!("c{i}"),
-                base_snapshot_id: None,
-                operation: Operation::Append {
-                    add: vec![NewFile {
-                        path,
-                        file_size_bytes: bytes.len() as u64,
-                        stats: Some(FileStatsSpec {
-                            record_count: 1,
-                            columns: HashMap::new(),
-                            partition: serde_json::Map::new(),
-                            split_offsets: vec![],
-                        }),
-                    }],
-                },
-                summary: HashMap::new(),
-                client: "test".into(),
-            }
-        };
+        let (catalog, ident, t) = crate::testing::catalog_with_table(dir.path()).await;
+        let append = |i| crate::testing::append_one(&ident, &t, i, true);
         catalog.commit(append(1)).await.unwrap();
         let stale = catalog.shared().db.table(&ident).await.unwrap();
         let second = catalog.commit(append(2)).await.unwrap().snapshot_id;
