@@ -26,6 +26,31 @@ fn refused<T: std::fmt::Debug>(r: firn_client::Result<T>, needle: &str) {
     );
 }
 
+/// A table `ns.name` holding `ids` in one data file, committed: (ident, table, file, size).
+async fn table_with_rows(
+    client: &FirnClient,
+    name: &str,
+    ids: std::ops::Range<i64>,
+) -> (TableIdent, pb::Table, String, u64) {
+    let (ident, t) = create_table(client, "ns", name, false).await;
+    let (f, size) = write_parquet(&t.location, &format!("{name}.parquet"), &batch(ids, 0));
+    client
+        .commit_once(append_request(&ident, vec![data_file(&f, size)]))
+        .await
+        .unwrap();
+    (ident, t, f, size)
+}
+
+/// A REST answer that is a 400 ErrorModel whose message mentions `needle`.
+fn rest_refused(status: u16, body: &Value, needle: &str) {
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(needle),
+        "{message} does not mention {needle:?}"
+    );
+}
+
 fn warehouse_root(server: &TestServer) -> String {
     server.catalog.warehouse().root().to_string()
 }
@@ -132,12 +157,7 @@ async fn encoded_and_linked_paths_never_leave_the_table() {
 async fn tables_never_overlap() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let (a_ident, a) = create_table(&client, "ns", "a", false).await;
-    let (f, size) = write_parquet(&a.location, "a.parquet", &batch(0..5, 0));
-    client
-        .commit_once(append_request(&a_ident, vec![data_file(&f, size)]))
-        .await
-        .unwrap();
+    let (a_ident, a, _, _) = table_with_rows(&client, "a", 0..5).await;
     let root = warehouse_root(&server);
     for (name, location) in [
         ("same", a.location.clone()),
@@ -181,11 +201,7 @@ async fn tables_never_overlap() {
         Some(&json!({"name": "copy", "metadata-location": a.metadata_location})),
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("ns.a"),
-        "{body}"
-    );
+    rest_refused(status, &body, "ns.a");
     assert_eq!(
         read_ids(&client, &a_ident, None).await,
         (0..5).collect::<Vec<_>>()
@@ -196,12 +212,7 @@ async fn tables_never_overlap() {
 async fn purging_a_table_never_deletes_what_it_borrowed() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let (a_ident, a) = create_table(&client, "ns", "a", false).await;
-    let (f, size) = write_parquet(&a.location, "a.parquet", &batch(0..5, 0));
-    client
-        .commit_once(append_request(&a_ident, vec![data_file(&f, size)]))
-        .await
-        .unwrap();
+    let (a_ident, _, f, _) = table_with_rows(&client, "a", 0..5).await;
     let a = client.load_table(&a_ident, false).await.unwrap();
     // Another engine's copy of a's metadata, at its own location, naming a's manifests.
     let mut meta: Value =
@@ -348,19 +359,8 @@ fn add_snapshot(current: Option<i64>, manifest_list: &str) -> Value {
 async fn rest_metadata_commits_are_checked_like_appends() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let (ident, t) = create_table(&client, "ns", "t", false).await;
-    let (f, size) = write_parquet(&t.location, "f.parquet", &batch(0..4, 0));
-    client
-        .commit_once(append_request(&ident, vec![data_file(&f, size)]))
-        .await
-        .unwrap();
-    let (_, other) = create_table(&client, "ns", "other", false).await;
-    let (g, gsize) = write_parquet(&other.location, "g.parquet", &batch(10..12, 0));
-    let other_ident = TableIdent::new("ns", "other");
-    client
-        .commit_once(append_request(&other_ident, vec![data_file(&g, gsize)]))
-        .await
-        .unwrap();
+    let (ident, t, f, _) = table_with_rows(&client, "t", 0..4).await;
+    let (other_ident, _, _, _) = table_with_rows(&client, "other", 10..12).await;
     let other_list = client.list_snapshots(&other_ident).await.unwrap()[0]
         .manifest_list
         .clone();
@@ -380,9 +380,7 @@ async fn rest_metadata_commits_are_checked_like_appends() {
     ] {
         let (status, body) =
             rest_call(&server, "POST", url, Some(&add_snapshot(before.1, &list))).await;
-        assert_eq!(status, 400, "{list}: {body}");
-        let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(needle), "{list}: {message}");
+        rest_refused(status, &body, needle);
     }
     // What Firn does not keep is refused, not acknowledged.
     for (update, needle) in [
@@ -402,11 +400,7 @@ async fn rest_metadata_commits_are_checked_like_appends() {
             Some(&json!({"requirements": [], "updates": [update]})),
         )
         .await;
-        assert_eq!(status, 400, "{body}");
-        assert!(
-            body["error"]["message"].as_str().unwrap().contains(needle),
-            "{body}"
-        );
+        rest_refused(status, &body, needle);
     }
     assert_eq!(state(&client, &ident).await, before);
     assert_eq!(
@@ -599,12 +593,7 @@ async fn randomized_bad_requests_are_refused_and_change_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let server = TestServer::start().await;
     let client = server.client().await;
-    let (ident, t) = create_table(&client, "ns", "t", false).await;
-    let (f, size) = write_parquet(&t.location, "f.parquet", &batch(0..5, 0));
-    client
-        .commit_once(append_request(&ident, vec![data_file(&f, size)]))
-        .await
-        .unwrap();
+    let (ident, t, f, size) = table_with_rows(&client, "t", 0..5).await;
     let final_code = |c: Code| {
         matches!(
             c,
