@@ -193,6 +193,18 @@ async fn tables_never_overlap() {
             .await,
         "location",
     );
+    // A REST stage-create is refused the same way, before the client writes anything.
+    let staged = json!({
+        "name": "staged",
+        "location": format!("{}/data", a.location),
+        "stage-create": true,
+        "schema": {"type": "struct", "schema-id": 0, "fields": [
+            {"id": 1, "name": "id", "required": false, "type": "long"}
+        ]}
+    });
+    let (status, body) =
+        rest_call(&server, "POST", "/v1/namespaces/ns/tables", Some(&staged)).await;
+    rest_refused(status, &body, "inside the location of table ns.a");
     // Registering a copy of a's metadata would make a second table at a's location.
     let (status, body) = rest_call(
         &server,

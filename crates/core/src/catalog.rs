@@ -223,7 +223,21 @@ impl Catalog {
             });
         }
         let (meta, _) = self.new_table_metadata(ident, &spec)?;
+        let dir = self
+            .shared
+            .warehouse
+            .location("location", meta.location())?;
+        self.check_location_free(&dir).await?;
         serde_json::to_string(&meta).map_err(|e| Error::internal_from("serialising metadata", e))
+    }
+
+    /// Refuses a new table's location that overlaps another table or a namespace directory
+    /// (checked again, for good, in the transaction that inserts the table).
+    async fn check_location_free(&self, dir: &crate::storage::Location) -> Result<()> {
+        let mut tx = self.shared.db.pool.begin().await?;
+        crate::locations::claim(&mut tx, &self.shared.warehouse, "location", dir).await?;
+        tx.rollback().await?;
+        Ok(())
     }
 
     /// Creates an empty table (Iceberg v2) and writes its first metadata file.
@@ -244,9 +258,7 @@ impl Catalog {
             });
         }
         // Refused before anything is written, then claimed for good with the row below.
-        let mut tx = self.shared.db.pool.begin().await?;
-        crate::locations::claim(&mut tx, &self.shared.warehouse, "location", &dir).await?;
-        tx.rollback().await?;
+        self.check_location_free(&dir).await?;
         let metadata_path = metadata::metadata_path(&dir, 0, env)?;
         let metadata_location = metadata_path.uri().to_string();
         self.shared
