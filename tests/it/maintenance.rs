@@ -923,6 +923,12 @@ async fn orphans_are_found_from_reservations_and_the_sweep_only_finds_garbage() 
     let r = run(now_ms() + 1000, false, false).await;
     assert_eq!(r.listed_objects, 0, "found without listing");
     assert!(r.orphan_paths.contains(&reserved[0]));
+    // The dry run counted what the real run deleted (a reservation never written is no file).
+    assert_eq!(
+        (dry.orphan_paths.len(), dry.deleted_files, dry.bytes_freed),
+        (r.orphan_paths.len(), r.deleted_files, r.bytes_freed)
+    );
+    assert!(r.deleted_files > 0);
     assert!(
         r.orphan_paths.len() >= 2,
         "the abandoned writer's reservation too: {r:?}"
