@@ -183,6 +183,23 @@ fn create_baseline(dir: &std::path::Path, n: usize) -> Duration {
     pct(&lat, 0.5)
 }
 
+/// p50 of opening a Parquet file and parsing its footer: what Firn now does for every file a
+/// commit adds, to check the writer's statistics against it.
+fn footer_baseline(path: &str, n: usize) -> Duration {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let local = path.strip_prefix("file://").expect("a local file");
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let f = std::fs::File::open(local).expect("bench file");
+        let r = SerializedFileReader::new(f).expect("a Parquet file");
+        std::hint::black_box(r.metadata().file_metadata().num_rows());
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    pct(&lat, 0.5)
+}
+
 /// p50 of a one-row insert transaction on a fresh SQLite database with Firn's settings.
 async fn sqlite_baseline(dir: &std::path::Path, n: usize) -> Duration {
     let url = format!("sqlite://{}", dir.join("baseline.db").display());
@@ -286,6 +303,19 @@ async fn main() {
         format!("{:.1}x", pct(&lat, 0.5).as_secs_f64() / base.as_secs_f64()),
     ));
     rows.push(("baseline: new 4 KiB file p50".into(), ms(create)));
+    // Every added file's footer is read to check the writer's statistics (one per commit
+    // here): its cost beside the single-writer latency it is part of.
+    let (_, t) = create_table(&client, "bench", "footer", false).await;
+    let sample = files(&t.location, "f", 1);
+    let footer = footer_baseline(&sample[0].0, 500);
+    rows.push(("baseline: Parquet footer read p50".into(), ms(footer)));
+    rows.push((
+        "footer read / single writer p50".into(),
+        format!(
+            "{:.2}x",
+            footer.as_secs_f64() / pct(&lat, 0.5).as_secs_f64().max(1e-9)
+        ),
+    ));
 
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     println!("Firn commit benchmark (SQLite WAL synchronous=FULL + local disk, gRPC on loopback)");
