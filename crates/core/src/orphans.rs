@@ -203,7 +203,11 @@ async fn run(
     }
     // 2. The optional sweep: listed objects nothing references.
     if opts.sweep_listing {
-        let referenced = referenced(shared, row).await?;
+        let referenced: HashSet<String> = referenced(shared, row)
+            .await?
+            .iter()
+            .map(|p| p.key().to_string())
+            .collect();
         let listed = shared.warehouse.list(scope.location()).await?;
         report.listed_objects = listed.len() as u64;
         let recorded: HashSet<&String> = report.orphans.iter().collect();
@@ -292,7 +296,10 @@ async fn run(
 /// Store paths of everything the catalog references for the table: every snapshot's
 /// manifest list, manifests and live files, recorded metadata files, pending deletions
 /// (expiry's) and write intents (young ones are still being written).
-async fn referenced(shared: &Shared, row: &crate::db::TableRow) -> Result<HashSet<String>> {
+async fn referenced(
+    shared: &Shared,
+    row: &crate::db::TableRow,
+) -> Result<Vec<crate::storage::ObjectPath>> {
     let (meta, _) = crate::commit::parse_base(row)?;
     let mut uris: HashSet<String> = HashSet::new();
     uris.insert(row.metadata_location.clone());
@@ -327,7 +334,7 @@ async fn referenced(shared: &Shared, row: &crate::db::TableRow) -> Result<HashSe
     // A referenced name Firn would refuse is never deleted, so it need not be listed here.
     Ok(uris
         .into_iter()
-        .filter_map(|u| Some(shared.warehouse.object(&u).ok()?.key().to_string()))
+        .filter_map(|u| shared.warehouse.object(&u).ok())
         .collect())
 }
 
@@ -344,9 +351,8 @@ pub(crate) async fn drop_and_purge(shared: &Shared, ident: &TableIdent) -> Resul
     let objects: Vec<crate::storage::Owned> = referenced(shared, &row)
         .await?
         .iter()
-        .filter_map(|key| {
-            let object = shared.warehouse.object_of_key(&key.as_str().into()).ok()?;
-            let owned = scope.own(&object);
+        .filter_map(|object| {
+            let owned = scope.own(object);
             if owned.is_none() {
                 warn!(path = %object, "purge keeps an object outside the table");
             }

@@ -226,6 +226,14 @@ impl Root {
     }
 }
 
+/// The store key of checked segments, as written. Every segment passed `check_segment`,
+/// which is stricter than `Path::parse` (so the fallback, which would percent-encode, is
+/// never taken).
+fn key_of(segments: &[String]) -> StorePath {
+    StorePath::parse(segments.join("/"))
+        .unwrap_or_else(|_| StorePath::from_iter(segments.iter().map(String::as_str)))
+}
+
 /// An object URI proven to lie strictly below a warehouse root, in canonical spelling.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectPath {
@@ -236,9 +244,7 @@ pub struct ObjectPath {
 
 impl ObjectPath {
     fn new(uri: String, segments: &[String]) -> Self {
-        // Each segment passed `check_segment`, which is stricter than `Path::parse`.
-        let key = StorePath::parse(segments.join("/"))
-            .unwrap_or_else(|_| StorePath::from_iter(segments.iter().map(String::as_str)));
+        let key = key_of(segments);
         Self {
             uri,
             key,
@@ -291,9 +297,10 @@ impl Location {
         &self.uri
     }
 
-    /// The directory's key in the warehouse's store.
+    /// The directory's key in the warehouse's store (its segments as written, like an
+    /// [`ObjectPath`]'s).
     pub fn key(&self) -> StorePath {
-        StorePath::from_iter(self.segments.iter().map(String::as_str))
+        key_of(&self.segments)
     }
 
     /// Whether `self` and `other` are the same directory or one contains the other.
@@ -396,13 +403,21 @@ mod tests {
         assert_eq!(o.key().as_ref(), "w/h/t/data/a.parquet");
         // Hadoop's spelling is the same file.
         assert_eq!(r.object("file:/w/h/t/a").unwrap().uri(), "file:///w/h/t/a");
-        // Percent-encoding is kept as written (as Java Iceberg reads it).
+        // Percent-encoding is kept as written (as Java Iceberg reads it), for objects and
+        // directories alike, so a directory's key prefixes its objects' keys.
         assert_eq!(
             r.object("file:///w/h/t/ts=10%3A00/a")
                 .unwrap()
                 .key()
                 .as_ref(),
             "w/h/t/ts=10%3A00/a"
+        );
+        assert_eq!(
+            r.location("file:///w/h/t/ts=10%3A00")
+                .unwrap()
+                .key()
+                .as_ref(),
+            "w/h/t/ts=10%3A00"
         );
         for bad in [
             "file:///w/h/t/../../etc/passwd",
