@@ -113,6 +113,31 @@ pub struct Warehouse {
     publishing: tokio::sync::Mutex<()>,
 }
 
+/// The operator's warehouse URL with a local directory created and resolved (`..` and
+/// links in the configured root are the operator's, so they are resolved, not refused).
+fn local_root_url(url: &str) -> Result<String> {
+    let Some(rest) = url
+        .strip_prefix("file://")
+        .or_else(|| url.strip_prefix("file:"))
+    else {
+        return Ok(url.to_string());
+    };
+    let dir = std::path::PathBuf::from(rest);
+    if !dir.is_absolute() {
+        return Ok(url.to_string());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Error::invalid("warehouse", format!("cannot create {}: {e}", dir.display()))
+    })?;
+    let real = std::fs::canonicalize(&dir).map_err(|e| {
+        Error::invalid(
+            "warehouse",
+            format!("cannot resolve {}: {e}", dir.display()),
+        )
+    })?;
+    Ok(format!("file://{}", real.display()))
+}
+
 fn path_error(field: &str) -> impl Fn(path::PathError) -> Error + '_ {
     move |e| Error::invalid(field, e.0)
 }
@@ -120,7 +145,7 @@ fn path_error(field: &str) -> impl Fn(path::PathError) -> Error + '_ {
 impl Warehouse {
     /// Opens the warehouse a config names. Local directories are created.
     pub fn open(config: WarehouseConfig) -> Result<Self> {
-        let root = Root::parse(&config.url).map_err(path_error("warehouse"))?;
+        let root = Root::parse(&local_root_url(&config.url)?).map_err(path_error("warehouse"))?;
         let root_url = root.url();
         let mut local_root = None;
         let (backend, store): (Backend, Arc<dyn ObjectStore>) = match root.scheme() {
