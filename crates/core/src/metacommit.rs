@@ -14,10 +14,7 @@
 
 use std::collections::HashSet;
 
-use iceberg::spec::{
-    FormatVersion, ManifestContentType, ManifestList, ManifestStatus, TableMetadata,
-    TableMetadataBuilder,
-};
+use iceberg::spec::{ManifestContentType, ManifestStatus, TableMetadata, TableMetadataBuilder};
 use iceberg::{TableRequirement, TableUpdate};
 use serde_json::json;
 
@@ -410,21 +407,10 @@ pub(crate) async fn as_append(
             _ => return Ok(None),
         }
     }
-    let list_path = shared
-        .warehouse
-        .object_in("add-snapshot.manifest-list", snapshot.manifest_list())?;
-    let bytes = match shared.warehouse.get(&list_path).await {
-        Ok(b) => b,
-        Err(Error::NotFound { .. }) => {
-            return Err(Error::invalid(
-                "add-snapshot",
-                format!("manifest list {} does not exist", snapshot.manifest_list()),
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-    let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
-        .map_err(|e| Error::invalid("add-snapshot", format!("unreadable manifest list: {e}")))?;
+    // The client's own manifest list: missing or unreadable is the client's error.
+    let list = crate::manifests::read_manifest_list(&shared.warehouse, snapshot.manifest_list())
+        .await
+        .map_err(|e| crate::snapshot_check::client_fault("add-snapshot.manifest-list", e))?;
     let (meta, _) = crate::commit::parse_base(&row)?;
     let partition_type = meta.default_partition_type().clone();
     let mut add = Vec::new();
