@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use firn_client::RetryPolicy;
-use firn_core::fault::FaultConfig;
+use firn_core::storage::fault::FaultConfig;
 use firn_tests::*;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use firn_client::{FirnClient, TableIdent, proto as pb};
-use firn_core::fault::FaultConfig;
+use firn_core::storage::fault::FaultConfig;
 use firn_tests::*;
 use pb::manage_snapshots_request::Action;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};

@@ -10,7 +10,7 @@ use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampMicrose
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use firn_client::{FirnClient, TableIdent, proto as pb};
 use firn_core::db::Db;
-use firn_core::fault::{FaultConfig, FaultyStore};
+use firn_core::storage::fault::{FaultConfig, FaultyStore};
 use firn_core::{Catalog, Env, FirnStorageFactory, Warehouse, WarehouseConfig};
 use futures::TryStreamExt;
 use tokio::sync::oneshot;

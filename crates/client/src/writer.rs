@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::SchemaRef as ArrowSchemaRef;
-use firn_core::files::file_stats;
+use firn_core::commit::files::file_stats;
 use firn_core::{FirnStorageFactory, TableIdent, WarehouseConfig};
 use firn_proto::v1 as pb;
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};

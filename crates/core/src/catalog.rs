@@ -3,31 +3,29 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
-    FormatVersion, ManifestEntry, ManifestStatus, NestedField, Schema, SortOrder, TableMetadata,
-    TableMetadataBuilder, Transform, Type, UNASSIGNED_SEQUENCE_NUMBER, UnboundPartitionSpec,
+    FormatVersion, NestedField, Schema, SortOrder, TableMetadata, TableMetadataBuilder, Transform,
+    Type, UnboundPartitionSpec,
 };
 use tracing::{info, instrument};
 
-use crate::commit::{self, Committer, Prepared, RemoveSelector, Shared, parse_base};
-use crate::db::{Db, TableRow};
+use crate::commit::metacommit::TableChange;
+use crate::commit::prepare::{self, Checked};
+use crate::commit::{self, Committer};
+use crate::db::{Db, Doomed, KIND_MANIFEST, KIND_MANIFEST_LIST, TableRow, record_doomed};
 use crate::env::Env;
 use crate::error::{Error, ObjectKind, Result};
-use crate::expire::{ExpireOptions, ExpireReport};
-use crate::files::{self, partition_from_json};
 use crate::ident::{TableIdent, validate_name};
-use crate::manifests::ManifestCache;
-use crate::metacommit::TableChange;
-use crate::metadata;
+use crate::maintenance::expire::{ExpireOptions, ExpireReport};
 use crate::model::*;
-use crate::objects::CaptureStorage;
-use crate::refs::{self, ChangeOutcome, RefInfo, SnapshotChange};
 use crate::scan::{self, ResolvedSnapshot, ScanFilter, ScanPlan, SnapshotSelector};
+use crate::storage::manifests::ManifestCache;
 use crate::storage::{TableScope, Warehouse, WarehouseConfig};
+use crate::table::metadata;
+use crate::table::refs::{self, ChangeOutcome, RefInfo, SnapshotChange};
+use crate::table::{Shared, parse_base};
+use crate::validate::parse_type;
 
-/// Most data files one commit may add or remove.
-pub const MAX_FILES_PER_COMMIT: usize = 100_000;
 /// Most snapshots one page lists.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
@@ -77,17 +75,27 @@ impl Catalog {
         Ok(Self { shared, committer })
     }
 
+    #[cfg(test)]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
-    /// Starts scheduled snapshot expiry (see [`crate::schedule`]); stops when the returned
+    /// Starts scheduled snapshot expiry (see [`crate::maintenance::schedule`]); stops when the returned
     /// task is aborted.
     pub fn spawn_scheduled_expiry(
         &self,
         every: std::time::Duration,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(crate::schedule::expiry_loop(self.clone(), every))
+        let catalog = self.clone();
+        let run = move |client: String| {
+            let catalog = catalog.clone();
+            async move { catalog.expire_all(&ExpireOptions::default(), &client).await }
+        };
+        tokio::spawn(crate::maintenance::schedule::expiry_loop(
+            self.shared.clone(),
+            every,
+            run,
+        ))
     }
 
     /// Writes every committed object still staged (written behind its commit) to the store
@@ -235,7 +243,7 @@ impl Catalog {
     /// (checked again, for good, in the transaction that inserts the table).
     async fn check_location_free(&self, dir: &crate::storage::Location) -> Result<()> {
         let mut tx = self.shared.db.pool.begin().await?;
-        crate::locations::claim(&mut tx, &self.shared.warehouse, "location", dir).await?;
+        crate::table::locations::claim(&mut tx, &self.shared.warehouse, "location", dir).await?;
         tx.rollback().await?;
         Ok(())
     }
@@ -281,8 +289,11 @@ impl Catalog {
         };
         let inserted = async {
             let mut tx = self.shared.db.pool.begin().await?;
-            crate::locations::claim(&mut tx, &self.shared.warehouse, "location", &dir).await?;
-            let id = Db::insert_table(&mut tx, &row, now).await?;
+            crate::table::locations::claim(&mut tx, &self.shared.warehouse, "location", &dir)
+                .await?;
+            let id = crate::table::pointer::insert(&mut tx, &row, now)
+                .await?
+                .table_id();
             tx.commit().await?;
             Ok::<_, Error>(id)
         };
@@ -379,7 +390,7 @@ impl Catalog {
         metadata_location: &str,
         client: &str,
     ) -> Result<TableInfo> {
-        crate::register::register(&self.shared, ident, metadata_location, client).await?;
+        crate::table::register::register(&self.shared, ident, metadata_location, client).await?;
         info!(metadata_location, "registered table");
         self.load_table(ident, false).await
     }
@@ -397,10 +408,10 @@ impl Catalog {
 
     /// Drops the table and deletes its files (every object its snapshots reference, its
     /// metadata files); returns how many objects were deleted. See
-    /// [`crate::orphans`]: the drop is committed first, deletion is best effort.
+    /// [`crate::maintenance::orphans`]: the drop is committed first, deletion is best effort.
     pub async fn drop_table_and_purge(&self, ident: &TableIdent) -> Result<u64> {
         ident.validate()?;
-        crate::orphans::drop_and_purge(&self.shared, ident).await
+        crate::maintenance::orphans::drop_and_purge(&self.shared, ident).await
     }
 
     pub async fn rename_table(&self, from: &TableIdent, to: &TableIdent) -> Result<TableInfo> {
@@ -415,182 +426,26 @@ impl Catalog {
     /// Applies one operation atomically; see [`crate::commit`] for the guarantees.
     #[instrument(skip(self, req), fields(table = %req.ident, commit_id = %req.commit_id, op = req.operation.name()))]
     pub async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome> {
-        self.commit_as(req, None).await
+        self.commit_as(req, None, None).await
     }
 
-    /// [`Catalog::commit`], keeping the snapshot id a REST client chose when it is free.
+    /// [`Catalog::commit`], keeping the snapshot id a REST client chose when it is free;
+    /// `row` is the table's row when the caller has just read it.
     async fn commit_as(
         &self,
         req: CommitRequest,
+        row: Option<TableRow>,
         wanted_snapshot_id: Option<i64>,
     ) -> Result<CommitOutcome> {
-        req.ident.validate()?;
-        validate_commit_id(&req.commit_id)?;
-        // Keys Firn computes (Iceberg's summary metrics and its own) cannot be set by callers.
-        const RESERVED: [&str; 7] = [
-            "firn.", "added-", "deleted-", "removed-", "total-", "changed-", "replace-",
-        ];
-        if let Some(k) = req
-            .summary
-            .keys()
-            .find(|k| k.as_str() == "operation" || RESERVED.iter().any(|r| k.starts_with(r)))
-        {
-            return Err(Error::invalid("summary", format!("key {k:?} is reserved")));
-        }
-        let added = req.operation.added();
-        let removed_count = match &req.operation {
-            Operation::Delete { paths } | Operation::Replace { remove: paths, .. } => paths.len(),
-            Operation::Overwrite {
-                remove: OverwriteScope::Files(p),
-                ..
-            } => p.len(),
-            _ => 0,
+        prepare::check_request(&req)?;
+        let row = match row {
+            Some(row) => row,
+            None => self.shared.db.table(&req.ident).await?,
         };
-        if added.len() + removed_count > MAX_FILES_PER_COMMIT {
-            return Err(Error::TooLarge(format!(
-                "{} files in one commit; at most {MAX_FILES_PER_COMMIT}",
-                added.len() + removed_count
-            )));
+        match prepare::prepare(&self.shared, &row, req, wanted_snapshot_id).await? {
+            Checked::Ready(prepared) => self.committer.submit(prepared).await,
+            Checked::Answered(outcome) => Ok(outcome),
         }
-        match &req.operation {
-            Operation::Append { add } if add.is_empty() => {
-                return Err(Error::invalid(
-                    "append.add",
-                    "an append must add at least one file",
-                ));
-            }
-            Operation::Delete { paths } if paths.is_empty() => {
-                return Err(Error::invalid(
-                    "delete.paths",
-                    "a delete must name at least one file",
-                ));
-            }
-            Operation::Replace { add, remove } if add.is_empty() || remove.is_empty() => {
-                return Err(Error::invalid(
-                    "replace",
-                    "a replace must remove and add at least one file each",
-                ));
-            }
-            _ => {}
-        }
-        let mut seen = HashSet::new();
-        for f in added {
-            if !seen.insert(f.path.as_str()) {
-                return Err(Error::invalid(
-                    "add.path",
-                    format!("{} is listed twice", f.path),
-                ));
-            }
-        }
-
-        let row = self.shared.db.table(&req.ident).await?;
-        let (_, ctx) = parse_base(&row)?;
-        let warehouse = &self.shared.warehouse;
-        let mut checks = Vec::with_capacity(added.len());
-        for f in added {
-            checks.push(files::resolve(warehouse, &ctx, f));
-        }
-        let data_files = match futures::stream::iter(checks)
-            .buffered(16)
-            .try_collect::<Vec<_>>()
-            .await
-        {
-            Ok(files) => files,
-            // A retry of a commit that landed long ago may name files that are gone by now
-            // (expired); its recorded outcome is still the answer. (A retry whose files are
-            // there is answered by the committer, which checks the commit log anyway.)
-            Err(e) => {
-                return self
-                    .recorded_outcome(row.table_id, &req.commit_id, &req.digest())
-                    .await?
-                    .ok_or(e);
-            }
-        };
-
-        let remove = match &req.operation {
-            Operation::Append { .. } => RemoveSelector::Nothing,
-            Operation::Overwrite { remove, .. } => match remove {
-                OverwriteScope::All => RemoveSelector::All,
-                OverwriteScope::Files(paths) => paths_selector("overwrite.files", paths)?,
-                OverwriteScope::Partitions(parts) => RemoveSelector::Partitions(
-                    parts
-                        .iter()
-                        .map(|p| partition_from_json(&ctx.partition_type, p))
-                        .collect::<std::result::Result<_, _>>()
-                        .map_err(|r| Error::invalid("overwrite.partitions", r))?,
-                ),
-                OverwriteScope::AddedPartitions => RemoveSelector::Partitions(
-                    data_files.iter().map(|f| f.partition().clone()).collect(),
-                ),
-            },
-            Operation::Delete { paths } => paths_selector("delete.paths", paths)?,
-            Operation::Replace { remove, .. } => paths_selector("replace.remove", remove)?,
-        };
-
-        // A client's own id is kept (its engine then finds its snapshot and cleans up the
-        // manifests it wrote) unless the table has it already.
-        let snapshot_id = match wanted_snapshot_id {
-            Some(id) if id > 0 && self.shared.db.snapshot(row.table_id, id).await?.is_none() => id,
-            _ => self.shared.env.ids.snapshot_id(),
-        };
-        let added_manifest = if data_files.is_empty() {
-            None
-        } else {
-            let capture = CaptureStorage::new();
-            let (path, mut w) =
-                commit::manifest_writer(&capture, &ctx, &self.shared.env, snapshot_id, "m0");
-            for f in &data_files {
-                w.add_file(f.clone(), UNASSIGNED_SEQUENCE_NUMBER)?;
-            }
-            let mf = w.write_manifest_file().await?;
-            let object = capture
-                .take()
-                .pop()
-                .ok_or_else(|| Error::internal("manifest writer wrote nothing"))?;
-            self.shared.manifests.insert(
-                &path,
-                data_files
-                    .iter()
-                    .map(|f| ManifestEntry {
-                        status: ManifestStatus::Added,
-                        snapshot_id: Some(snapshot_id),
-                        sequence_number: None,
-                        file_sequence_number: None,
-                        data_file: f.clone(),
-                    })
-                    .collect(),
-            );
-            Some((mf, object))
-        };
-        self.committer
-            .submit(Prepared {
-                table_id: row.table_id,
-                digest: req.digest(),
-                req,
-                snapshot_id,
-                added: data_files,
-                added_manifest,
-                remove,
-                attempts: 0,
-            })
-            .await
-    }
-
-    async fn recorded_outcome(
-        &self,
-        table_id: i64,
-        commit_id: &str,
-        digest: &str,
-    ) -> Result<Option<CommitOutcome>> {
-        let mut recorded = self
-            .shared
-            .db
-            .recorded_commits(&[(table_id, vec![commit_id])])
-            .await?;
-        recorded
-            .remove(&(table_id, commit_id.to_string()))
-            .map(|r| r.replay(digest))
-            .transpose()
     }
 
     // ---- snapshots -------------------------------------------------------------------
@@ -722,7 +577,7 @@ impl Catalog {
     }
 
     /// Applies Iceberg requirements + updates to one table (the REST protocol's commit); see
-    /// [`crate::metacommit`]. A plain append goes through the commit pipeline like a gRPC
+    /// [`crate::commit::metacommit`]. A plain append goes through the commit pipeline like a gRPC
     /// append (checked, rebased, never a conflict). With an `assert-create` requirement the
     /// commit creates the table (a staged create). Returns the table afterwards, with its
     /// metadata JSON.
@@ -749,62 +604,63 @@ impl Catalog {
     }
 
     async fn apply_change(&self, change: TableChange, client: &str, commit_id: &str) -> Result<()> {
-        if let Some(append) = crate::metacommit::as_append(
+        // Read once: the append check, the prepare stage and the garbage record use it.
+        let row = self.shared.db.table(&change.ident).await?;
+        let Some(append) = crate::commit::metacommit::as_append(
             &self.shared,
-            &change.ident,
+            &row,
             &change.requirements,
             &change.updates,
         )
         .await?
-        {
-            // One commit path: the same checks, manifests and rebasing as a gRPC append.
-            let outcome = self
-                .commit_as(
-                    CommitRequest {
-                        ident: change.ident.clone(),
-                        commit_id: commit_id.to_string(),
-                        base_snapshot_id: append.base_snapshot_id,
-                        operation: Operation::Append { add: append.add },
-                        summary: append.summary,
-                        client: client.to_string(),
+        else {
+            return crate::commit::metacommit::commit(&self.shared, &[change], client, commit_id)
+                .await;
+        };
+        // One commit path: the same checks, manifests and rebasing as a gRPC append.
+        let table_id = row.table_id;
+        let outcome = self
+            .commit_as(
+                CommitRequest {
+                    ident: change.ident.clone(),
+                    commit_id: commit_id.to_string(),
+                    base_snapshot_id: append.base_snapshot_id,
+                    operation: Operation::Append { add: append.add },
+                    summary: append.summary,
+                    client: client.to_string(),
+                },
+                Some(row),
+                Some(append.client_snapshot_id),
+            )
+            .await?;
+        // The client's own manifest list and manifests are referenced by nothing: recorded
+        // for the table's next expiry (not deleted now, so a retry of this request can still
+        // read them and be answered as applied).
+        if !outcome.replayed {
+            let doomed: Vec<Doomed> = append
+                .unused
+                .into_iter()
+                .enumerate()
+                .map(|(i, path)| Doomed {
+                    path,
+                    kind: if i == 0 {
+                        KIND_MANIFEST_LIST
+                    } else {
+                        KIND_MANIFEST
                     },
-                    Some(append.client_snapshot_id),
-                )
-                .await?;
-            // The client's own manifest list and manifests are referenced by nothing:
-            // recorded for the table's next expiry (not deleted now, so a retry of this
-            // request can still read them and be answered as applied).
-            if !outcome.replayed
-                && let Ok(row) = self.shared.db.table(&change.ident).await
-            {
-                let doomed: Vec<crate::expire::Doomed> = append
-                    .unused
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, path)| crate::expire::Doomed {
-                        path,
-                        kind: if i == 0 {
-                            crate::expire::KIND_MANIFEST_LIST
-                        } else {
-                            crate::expire::KIND_MANIFEST
-                        },
-                        size: -1,
-                    })
-                    .collect();
-                let recorded = async {
-                    let mut conn = self.shared.db.pool.acquire().await?;
-                    crate::expire::record_doomed(&mut conn, row.table_id, &doomed, self.now_ms())
-                        .await
-                };
-                // The append is committed: a failure here only leaves garbage for a sweep.
-                if let Err(e) = recorded.await {
-                    tracing::warn!(error = %e, "could not record a client's unused manifests");
-                }
+                    size: -1,
+                })
+                .collect();
+            let recorded = async {
+                let mut conn = self.shared.db.pool.acquire().await?;
+                record_doomed(&mut conn, table_id, &doomed, self.now_ms()).await
+            };
+            // The append is committed: a failure here only leaves garbage for a sweep.
+            if let Err(e) = recorded.await {
+                tracing::warn!(error = %e, "could not record a client's unused manifests");
             }
-            Ok(())
-        } else {
-            crate::metacommit::commit(&self.shared, &[change], client, commit_id).await
         }
+        Ok(())
     }
 
     /// A commit that creates its table (`assert-create`): the table is created from the
@@ -887,7 +743,7 @@ impl Catalog {
             return Err(Error::invalid("table-changes", "names no table"));
         }
         let commit_id = self.commit_id(commit_id)?;
-        crate::metacommit::commit(&self.shared, &changes, client, &commit_id).await
+        crate::commit::metacommit::commit(&self.shared, &changes, client, &commit_id).await
     }
 
     /// The given commit id (checked), or a fresh one.
@@ -895,7 +751,7 @@ impl Catalog {
         match given {
             None => Ok(self.shared.env.ids.uuid().to_string()),
             Some(id) => {
-                validate_commit_id(id)?;
+                prepare::validate_commit_id(id)?;
                 Ok(id.to_string())
             }
         }
@@ -908,7 +764,7 @@ impl Catalog {
         refs::refs(&self.shared.db, &row).await
     }
 
-    /// Rollback, set-current, tag and branch changes; see [`crate::refs`].
+    /// Rollback, set-current, tag and branch changes; see [`crate::table::refs`].
     #[instrument(skip(self), fields(table = %ident))]
     pub async fn change_snapshots(
         &self,
@@ -923,7 +779,7 @@ impl Catalog {
     }
 
     /// Expires old snapshots of one table and deletes the files only they needed; see
-    /// [`crate::expire`] for what is kept and the order of changes. Runs to its end even if
+    /// [`crate::maintenance::expire`] for what is kept and the order of changes. Runs to its end even if
     /// the caller stops waiting (see [`Catalog::detached`]).
     #[instrument(skip(self), fields(table = %ident))]
     pub async fn expire_snapshots(
@@ -939,7 +795,10 @@ impl Catalog {
             opts.clone(),
             client.to_string(),
         );
-        detached(async move { crate::expire::expire(&shared, &ident, &opts, &client).await }).await
+        detached(async move {
+            crate::maintenance::expire::expire(&shared, &ident, &opts, &client).await
+        })
+        .await
     }
 
     /// [`Catalog::expire_snapshots`] on every table, one after the other; one table's
@@ -959,38 +818,41 @@ impl Catalog {
 
     /// Fresh data file paths for a writer, one per partition directory given (empty for
     /// an unpartitioned file), recorded so that files never committed are found as orphans
-    /// without listing; see [`crate::orphans`].
+    /// without listing; see [`crate::maintenance::orphans`].
     pub async fn reserve_data_files(
         &self,
         ident: &TableIdent,
         partition_paths: &[String],
     ) -> Result<Vec<String>> {
         ident.validate()?;
-        crate::orphans::reserve(&self.shared, ident, partition_paths).await
+        crate::maintenance::orphans::reserve(&self.shared, ident, partition_paths).await
     }
 
     /// Deletes files under the table's location that no commit made; see
-    /// [`crate::orphans`].
+    /// [`crate::maintenance::orphans`].
     #[instrument(skip(self), fields(table = %ident))]
     pub async fn remove_orphan_files(
         &self,
         ident: &TableIdent,
-        opts: &crate::orphans::OrphanOptions,
-    ) -> Result<crate::orphans::OrphanReport> {
+        opts: &crate::maintenance::orphans::OrphanOptions,
+    ) -> Result<crate::maintenance::orphans::OrphanReport> {
         ident.validate()?;
         let (shared, ident, opts) = (self.shared.clone(), ident.clone(), opts.clone());
-        detached(async move { crate::orphans::remove_orphans(&shared, &ident, &opts).await }).await
+        detached(async move {
+            crate::maintenance::orphans::remove_orphans(&shared, &ident, &opts).await
+        })
+        .await
     }
 
     /// Rewrites small files into larger ones as one `replace` commit; see
-    /// [`crate::compact`].
+    /// [`crate::maintenance::compact`].
     #[instrument(skip(self, opts), fields(table = %ident))]
     pub async fn compact(
         &self,
         ident: &TableIdent,
-        opts: &crate::compact::CompactOptions,
+        opts: &crate::maintenance::compact::CompactOptions,
         client: &str,
-    ) -> Result<crate::compact::CompactReport> {
+    ) -> Result<crate::maintenance::compact::CompactReport> {
         ident.validate()?;
         let (catalog, ident, opts, client) = (
             self.clone(),
@@ -1004,14 +866,15 @@ impl Catalog {
     async fn compact_now(
         &self,
         ident: &TableIdent,
-        opts: &crate::compact::CompactOptions,
+        opts: &crate::maintenance::compact::CompactOptions,
         client: &str,
-    ) -> Result<crate::compact::CompactReport> {
-        let mut plan = crate::compact::plan(&self.shared, ident, opts).await?;
+    ) -> Result<crate::maintenance::compact::CompactReport> {
+        let mut plan = crate::maintenance::compact::plan(&self.shared, ident, opts).await?;
         if opts.dry_run || plan.bins.is_empty() {
             return Ok(plan.report);
         }
-        let (add, remove) = crate::compact::write(&self.shared, ident, &mut plan).await?;
+        let (add, remove) =
+            crate::maintenance::compact::write(&self.shared, ident, &mut plan).await?;
         let written: Vec<String> = add.iter().map(|f| f.path.clone()).collect();
         let req = CommitRequest {
             ident: ident.clone(),
@@ -1111,46 +974,6 @@ pub fn create_table_spec(
         location,
         properties,
         table_uuid: None,
-    })
-}
-
-/// A commit id (or idempotency key) is 1 to 128 printable ASCII characters.
-fn validate_commit_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(Error::invalid(
-            "commit_id",
-            "must be 1 to 128 printable ASCII characters without spaces (a UUID is best)",
-        ));
-    }
-    Ok(())
-}
-
-fn paths_selector(field: &str, paths: &[String]) -> Result<RemoveSelector> {
-    let mut set = HashSet::new();
-    for p in paths {
-        if !set.insert(p.clone()) {
-            return Err(Error::invalid(field, format!("{p} is listed twice")));
-        }
-    }
-    if set.is_empty() {
-        return Err(Error::invalid(field, "names no file"));
-    }
-    Ok(RemoveSelector::Paths(set))
-}
-
-/// Parses an Iceberg JSON type: a primitive name or a JSON object.
-pub fn parse_type(type_json: &str) -> std::result::Result<Type, String> {
-    let t = type_json.trim();
-    let value = if t.starts_with('{') {
-        serde_json::from_str::<serde_json::Value>(t).map_err(|e| e.to_string())?
-    } else {
-        serde_json::Value::String(t.to_ascii_lowercase())
-    };
-    serde_json::from_value::<Type>(value).map_err(|_| {
-        format!(
-            "{type_json:?} is not an Iceberg type (boolean, int, long, float, double, decimal(P,S), \
-             date, time, timestamp, timestamptz, string, uuid, fixed[L], binary, or a JSON struct/list/map)"
-        )
     })
 }
 

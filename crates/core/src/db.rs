@@ -134,172 +134,6 @@ pub(crate) fn snapshot_row(r: &sqlx::any::AnyRow) -> Result<SnapshotInfo> {
 pub(crate) const SNAPSHOT_COLUMNS: &str = "snapshot_id, parent_snapshot_id, sequence_number, \
     timestamp_ms, operation, summary, schema_id, manifest_list, commit_id";
 
-/// A snapshot row to insert (with the commit that made it).
-pub(crate) struct NewSnapshotRow<'a> {
-    pub table_id: i64,
-    pub snapshot_id: i64,
-    pub parent_snapshot_id: Option<i64>,
-    pub sequence_number: i64,
-    pub timestamp_ms: i64,
-    pub operation: &'a str,
-    /// The Iceberg summary, `operation` included.
-    pub summary: &'a HashMap<String, String>,
-    pub schema_id: i32,
-    pub manifest_list: &'a str,
-    pub commit_id: &'a str,
-}
-
-pub(crate) async fn insert_snapshot(
-    conn: &mut sqlx::AnyConnection,
-    r: &NewSnapshotRow<'_>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number, \
-         timestamp_ms, operation, summary, schema_id, manifest_list, commit_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(r.table_id)
-    .bind(r.snapshot_id)
-    .bind(r.parent_snapshot_id)
-    .bind(r.sequence_number)
-    .bind(r.timestamp_ms)
-    .bind(r.operation)
-    .bind(serde_json::to_string(r.summary).expect("map serialises"))
-    .bind(r.schema_id as i64)
-    .bind(r.manifest_list)
-    .bind(r.commit_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Indexes a snapshot a client (REST) or another catalog (register) wrote.
-pub(crate) async fn insert_iceberg_snapshot(
-    conn: &mut sqlx::AnyConnection,
-    table_id: i64,
-    s: &iceberg::spec::Snapshot,
-    default_schema_id: i32,
-    commit_id: &str,
-) -> Result<()> {
-    let mut summary = s.summary().additional_properties.clone();
-    summary.insert(
-        "operation".into(),
-        s.summary().operation.as_str().to_string(),
-    );
-    insert_snapshot(
-        conn,
-        &NewSnapshotRow {
-            table_id,
-            snapshot_id: s.snapshot_id(),
-            parent_snapshot_id: s.parent_snapshot_id(),
-            sequence_number: s.sequence_number(),
-            timestamp_ms: s.timestamp_ms(),
-            operation: s.summary().operation.as_str(),
-            summary: &summary,
-            schema_id: s.schema_id().unwrap_or(default_schema_id),
-            manifest_list: s.manifest_list(),
-            commit_id,
-        },
-    )
-    .await
-}
-
-/// Records that table version `seq` made `snapshot_id` current at `timestamp_ms`.
-pub(crate) async fn insert_snapshot_log(
-    conn: &mut sqlx::AnyConnection,
-    table_id: i64,
-    seq: i64,
-    snapshot_id: i64,
-    timestamp_ms: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(table_id)
-    .bind(seq)
-    .bind(snapshot_id)
-    .bind(timestamp_ms)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Points a tag or branch at a snapshot (creating it if needed). With `retention`, its
-/// retention settings are set too; without, an existing ref keeps its own.
-pub(crate) async fn upsert_ref(
-    conn: &mut sqlx::AnyConnection,
-    table_id: i64,
-    name: &str,
-    snapshot_id: i64,
-    ref_type: &str,
-    retention: Option<&crate::refs::RefRetention>,
-) -> Result<()> {
-    let keep = if retention.is_some() {
-        ", min_snapshots_to_keep = excluded.min_snapshots_to_keep, \
-         max_snapshot_age_ms = excluded.max_snapshot_age_ms, \
-         max_ref_age_ms = excluded.max_ref_age_ms"
-    } else {
-        ""
-    };
-    let r = retention.copied().unwrap_or_default();
-    sqlx::query(&format!(
-        "INSERT INTO refs (table_id, name, snapshot_id, ref_type, min_snapshots_to_keep, \
-         max_snapshot_age_ms, max_ref_age_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id, \
-         ref_type = excluded.ref_type{keep}"
-    ))
-    .bind(table_id)
-    .bind(name)
-    .bind(snapshot_id)
-    .bind(ref_type)
-    .bind(r.min_snapshots_to_keep)
-    .bind(r.max_snapshot_age_ms)
-    .bind(r.max_ref_age_ms)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// A commit-log row.
-pub(crate) struct CommitLogRow<'a> {
-    pub table_id: i64,
-    pub commit_id: &'a str,
-    /// The table's current snapshot after the commit (0: the table has none).
-    pub snapshot_id: i64,
-    pub sequence_number: i64,
-    pub version: i64,
-    pub parent_snapshot_id: Option<i64>,
-    pub operation: &'a str,
-    pub client: &'a str,
-    pub committed_at_ms: i64,
-    /// What was asked (see [`crate::model::CommitRequest::digest`]).
-    pub request_digest: Option<&'a str>,
-}
-
-pub(crate) async fn insert_commit_log(
-    conn: &mut sqlx::AnyConnection,
-    r: &CommitLogRow<'_>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
-         parent_snapshot_id, operation, client, committed_at_ms, request_digest) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(r.table_id)
-    .bind(r.commit_id)
-    .bind(r.snapshot_id)
-    .bind(r.sequence_number)
-    .bind(r.version)
-    .bind(r.parent_snapshot_id)
-    .bind(r.operation)
-    .bind(r.client)
-    .bind(r.committed_at_ms)
-    .bind(r.request_digest)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Deletes the rows of `table` (one keyed by `(table_id, path)`: `pending_deletes`,
 /// `write_intents`, `metadata_files`) for `paths`.
 pub(crate) async fn forget_paths(
@@ -320,6 +154,58 @@ pub(crate) async fn forget_paths(
         query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+// ---- objects awaiting deletion (`pending_deletes`) --------------------------------
+
+/// What kind of object a [`Doomed`] is (its `pending_deletes.kind`).
+pub(crate) const KIND_DATA: &str = "data";
+pub(crate) const KIND_DELETE: &str = "delete";
+pub(crate) const KIND_MANIFEST: &str = "manifest";
+pub(crate) const KIND_MANIFEST_LIST: &str = "manifest-list";
+pub(crate) const KIND_METADATA: &str = "metadata";
+
+/// An object to delete.
+#[derive(Debug, Clone)]
+pub(crate) struct Doomed {
+    pub path: String,
+    pub kind: &'static str,
+    /// Bytes, or -1 when unknown (read before deleting).
+    pub size: i64,
+}
+
+/// Records objects to delete in `pending_deletes` (every expiry run deletes them first).
+pub(crate) async fn record_doomed(
+    conn: &mut sqlx::AnyConnection,
+    table_id: i64,
+    doomed: &[Doomed],
+    now_ms: i64,
+) -> Result<()> {
+    // Five columns a row; stay well under SQLite's parameter limit.
+    for chunk in doomed.chunks(150) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
+            .collect();
+        let q = format!(
+            "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms) \
+             VALUES {} ON CONFLICT (table_id, path) DO NOTHING",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&q);
+        for d in chunk {
+            query = query
+                .bind(table_id)
+                .bind(&d.path)
+                .bind(d.kind)
+                .bind(d.size)
+                .bind(now_ms);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    // A doomed object's copy in the catalog (if not yet written behind its commit) goes with
+    // the decision, so nothing writes the object again after it is deleted.
+    let paths: Vec<String> = doomed.iter().map(|d| d.path.clone()).collect();
+    delete_pending(conn, &paths).await
 }
 
 /// `$first, $first+1, ...` — `n` placeholders for an `IN (...)` list.
@@ -346,7 +232,7 @@ pub(crate) async fn delete_pending(conn: &mut sqlx::AnyConnection, paths: &[Stri
     Ok(())
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
@@ -518,46 +404,6 @@ impl Db {
     }
 
     // ---- tables ----------------------------------------------------------------------
-
-    /// Inserts a new table's row in `tx` (the caller claimed its location in `tx`).
-    pub(crate) async fn insert_table(
-        tx: &mut sqlx::AnyConnection,
-        row: &TableRow,
-        now_ms: i64,
-    ) -> Result<i64> {
-        let r = sqlx::query(
-            "INSERT INTO tables (namespace, name, table_uuid, location, version, base_metadata, \
-             current_snapshot_id, last_sequence_number, last_updated_ms, metadata_location, \
-             metadata_version, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9, $10, $11) RETURNING table_id",
-        )
-        .bind(&row.ident.namespace)
-        .bind(&row.ident.name)
-        .bind(&row.table_uuid)
-        .bind(&row.location)
-        .bind(row.version)
-        .bind(&row.base_metadata)
-        .bind(row.last_sequence_number)
-        .bind(row.last_updated_ms)
-        .bind(&row.metadata_location)
-        .bind(row.metadata_version)
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::AlreadyExists {
-                    kind: ObjectKind::Table,
-                    name: row.ident.to_string(),
-                }
-            } else if matches!(&e, sqlx::Error::Database(d) if d.is_foreign_key_violation()) {
-                Error::not_found(ObjectKind::Namespace, &row.ident.namespace)
-            } else {
-                e.into()
-            }
-        })?;
-        Ok(r.try_get(0)?)
-    }
 
     /// Every table's id and location.
     pub(crate) async fn table_locations(&self) -> Result<Vec<(i64, String)>> {

@@ -7,8 +7,8 @@
 //!
 //! Errors are messages saying which part is wrong; the caller says where it came from.
 
-use crate::catalog::parse_type;
 use crate::model::{FieldSpec, PartitionFieldSpec};
+use crate::validate::parse_type;
 
 /// Splits on `sep` outside parentheses and brackets.
 fn split_top(s: &str, sep: char) -> Vec<&str> {

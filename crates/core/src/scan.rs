@@ -18,10 +18,11 @@ use iceberg::spec::{
     PrimitiveLiteral, PrimitiveType, Schema, TableMetadata, Transform, Type,
 };
 
-use crate::commit::{Shared, resolved_seq};
+use crate::commit::resolved_seq;
 use crate::db::TableRow;
 use crate::error::{Error, ObjectKind, Result};
 use crate::model::SnapshotInfo;
+use crate::table::Shared;
 
 /// Which snapshot of a table to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +183,9 @@ pub(crate) async fn plan(
             files_total: 0,
         });
     };
-    let list = crate::manifests::read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
+    let list =
+        crate::storage::manifests::read_manifest_list(&shared.warehouse, &snap.manifest_list)
+            .await?;
     let pruner = filter.map(|f| Pruner::new(f, &resolved.schema, meta));
     // Entries stay in the (shared) manifest cache; only what the plan needs is copied.
     let mut manifests = Vec::with_capacity(list.entries().len());

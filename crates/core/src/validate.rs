@@ -156,10 +156,25 @@ pub fn metadata(field: &str, meta: &iceberg::spec::TableMetadata) -> Result<()> 
     Ok(())
 }
 
+/// Parses an Iceberg JSON type: a primitive name or a JSON object.
+pub fn parse_type(type_json: &str) -> std::result::Result<Type, String> {
+    let t = type_json.trim();
+    let value = if t.starts_with('{') {
+        serde_json::from_str::<serde_json::Value>(t).map_err(|e| e.to_string())?
+    } else {
+        serde_json::Value::String(t.to_ascii_lowercase())
+    };
+    serde_json::from_value::<Type>(value).map_err(|_| {
+        format!(
+            "{type_json:?} is not an Iceberg type (boolean, int, long, float, double, decimal(P,S), \
+             date, time, timestamp, timestamptz, string, uuid, fixed[L], binary, or a JSON struct/list/map)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::parse_type;
 
     #[test]
     fn what_the_spec_forbids_is_refused() {

@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::{MemTable, TableProvider};
 use firn_client::{FirnClient, TableIdent};
-use firn_core::files::partition_to_json;
+use firn_core::commit::files::partition_to_json;
 use firn_core::{FirnStorageFactory, WarehouseConfig};
 use iceberg::spec::{
     FormatVersion, ManifestContentType, ManifestList, ManifestStatus, TableMetadata,
@@ -284,7 +284,7 @@ async fn contents(meta: &TableMetadata, kind: MetadataKind) -> Result<RecordBatc
         // manifest's own headers (which DuckDB 1.4 gets wrong).
         let read = async {
             let bytes = file_io.new_input(&m.manifest_path)?.read().await?;
-            firn_core::manifests::parse_manifest(&bytes, meta, Some(m))
+            firn_core::storage::manifests::parse_manifest(&bytes, meta, Some(m))
         };
         let manifest = read.await.map_err(|e| {
             QueryError::Invalid(format!("reading manifest {}: {e}", m.manifest_path))

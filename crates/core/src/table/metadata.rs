@@ -82,7 +82,7 @@ pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<Option<String>> {
     {
         return Ok(None);
     }
-    let refs: serde_json::Map<String, Value> = crate::refs::refs(db, row)
+    let refs: serde_json::Map<String, Value> = crate::table::refs::refs(db, row)
         .await?
         .into_iter()
         .filter(|r| known.contains(&r.snapshot_id))
@@ -209,7 +209,7 @@ pub(crate) fn metadata_path(location: &Location, version: i64, env: &Env) -> Res
 
 #[cfg(test)]
 mod tests {
-    use crate::expire::ExpireOptions;
+    use crate::maintenance::expire::ExpireOptions;
 
     /// A reader that read the table's row just before an expiry removed that row's current
     /// snapshot (a commit made it non-current first) gets the newer version's metadata,

@@ -27,11 +27,11 @@ use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{DataContentType, DataFile, ManifestContentType, ManifestStatus, Struct};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
-use crate::commit::Shared;
 use crate::error::{Error, Result};
 use crate::ident::TableIdent;
 use crate::model::NewFile;
 use crate::scan::ScanFilter;
+use crate::table::Shared;
 
 /// Default target size of compacted files: Iceberg's `write.target-file-size-bytes`.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 512 << 20;
@@ -88,7 +88,7 @@ pub(crate) async fn plan(
     let row = shared.db.table(ident).await?;
     // Manifests another replica committed are read from the store.
     shared.publish_table(&row.location).await?;
-    let (meta, _) = crate::commit::parse_base(&row)?;
+    let (meta, _) = crate::table::parse_base(&row)?;
     let target: ArrowSchemaRef = Arc::new(schema_to_arrow_schema(meta.current_schema())?);
     let target_size = match opts.target_file_size {
         Some(0) => return Err(Error::invalid("target_file_size", "must be positive")),
@@ -130,7 +130,9 @@ pub(crate) async fn plan(
         .snapshot(row.table_id, current)
         .await?
         .ok_or_else(|| Error::internal("current snapshot missing from the catalog"))?;
-    let list = crate::manifests::read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
+    let list =
+        crate::storage::manifests::read_manifest_list(&shared.warehouse, &snap.manifest_list)
+            .await?;
     let spec = meta.default_partition_spec();
     let schema = meta.current_schema();
     let small = target_size * 3 / 4;
@@ -211,7 +213,7 @@ pub(crate) async fn write(
 ) -> Result<(Vec<NewFile>, Vec<String>)> {
     let target = plan.target.clone();
     let dirs: Vec<String> = plan.bins.iter().map(|(d, _)| d.clone()).collect();
-    let paths = crate::orphans::reserve(shared, ident, &dirs).await?;
+    let paths = crate::maintenance::orphans::reserve(shared, ident, &dirs).await?;
     let mut added = Vec::new();
     let mut removed = Vec::new();
     for ((_, bin), path) in plan.bins.iter().zip(paths) {

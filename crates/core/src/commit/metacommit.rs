@@ -18,12 +18,14 @@ use iceberg::spec::{ManifestContentType, ManifestStatus, TableMetadata, TableMet
 use iceberg::{TableRequirement, TableUpdate};
 use serde_json::json;
 
-use crate::commit::Shared;
+use crate::commit::files::file_stats;
+use crate::db::TableRow;
 use crate::error::{Error, Result};
-use crate::files::file_stats;
 use crate::ident::TableIdent;
-use crate::metadata;
 use crate::model::NewFile;
+use crate::table::Shared;
+use crate::table::metadata;
+use crate::table::pointer::{self, CommitLog, Expected, Target};
 
 /// How often a metadata commit is re-checked after losing the version swap.
 const MAX_ATTEMPTS: usize = 20;
@@ -83,7 +85,7 @@ async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
     if !added.is_empty() {
         let scope = shared.scope(&row).await?;
         for s in added {
-            crate::snapshot_check::check_added(shared, &scope, &current, &new, s).await?;
+            crate::commit::snapshot_check::check_added(shared, &scope, &current, &new, s).await?;
         }
     }
     Ok(Planned { row, current, new })
@@ -263,52 +265,43 @@ async fn apply(
     let version = row.version + 1;
     let now = new.last_updated_ms();
     let current_id = new.current_snapshot_id();
-    let swapped = sqlx::query(
-        "UPDATE tables SET version = $1, base_metadata = $2, current_snapshot_id = $3, \
-         last_sequence_number = $4, last_updated_ms = $5 WHERE table_id = $6 AND version = $7",
-    )
-    .bind(version)
-    .bind(base.to_string())
-    .bind(current_id)
-    .bind(new.last_sequence_number())
-    .bind(now)
-    .bind(row.table_id)
-    .bind(row.version)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !swapped {
+    let base = base.to_string();
+    let target = Target {
+        version,
+        current_snapshot_id: current_id,
+        last_sequence_number: Some(new.last_sequence_number()),
+        last_updated_ms: now,
+        base_metadata: Some(&base),
+    };
+    let Some(mut moved) = pointer::swap(tx, Expected::of(row), &target).await? else {
         return Ok(false);
-    }
+    };
     for s in new
         .snapshots()
         .filter(|s| !known.contains(&s.snapshot_id()))
     {
-        crate::db::insert_iceberg_snapshot(tx, row.table_id, s, new.current_schema_id(), commit_id)
+        moved
+            .insert_iceberg_snapshot(s, new.current_schema_id(), commit_id)
             .await?;
     }
     // Snapshots removed (expiry by the client: it deletes the files it no longer needs).
     let kept: HashSet<i64> = new.snapshots().map(|s| s.snapshot_id()).collect();
     let removed: Vec<i64> = known.difference(&kept).copied().collect();
-    crate::expire::delete_snapshot_rows(tx, row.table_id, &removed).await?;
+    moved.delete_snapshots(&removed).await?;
     // The pointer moved: one snapshot-log entry for this version.
     if current_id != row.current_snapshot_id
         && let Some(id) = current_id
     {
         let ts = new.history().last().map(|l| l.timestamp_ms).unwrap_or(now);
-        crate::db::insert_snapshot_log(tx, row.table_id, version, id, ts).await?;
+        moved.insert_snapshot_log(version, id, ts).await?;
     }
-    sqlx::query("DELETE FROM refs WHERE table_id = $1")
-        .bind(row.table_id)
-        .execute(&mut *tx)
-        .await?;
+    moved.delete_refs(None).await?;
     for (name, r) in &refs {
         let (Some(id), Some(kind)) = (r["snapshot-id"].as_i64(), r["type"].as_str()) else {
             continue;
         };
-        let retention = crate::refs::RefRetention::from_json(r);
-        crate::db::upsert_ref(tx, row.table_id, name, id, kind, Some(&retention)).await?;
+        let retention = crate::table::refs::RefRetention::from_json(r);
+        moved.upsert_ref(name, id, kind, Some(&retention)).await?;
     }
     // Always logged, also on a table without a snapshot (snapshot id 0), so a retry with
     // the same Idempotency-Key is recognised as applied.
@@ -317,22 +310,19 @@ async fn apply(
         .and_then(|id| new.snapshot_by_id(id))
         .map(|s| s.sequence_number())
         .unwrap_or(new.last_sequence_number());
-    crate::db::insert_commit_log(
-        tx,
-        &crate::db::CommitLogRow {
-            table_id: row.table_id,
+    moved
+        .insert_commit_log(&CommitLog {
+            version,
             commit_id,
             snapshot_id: logged.unwrap_or(0),
             sequence_number: seq,
-            version,
             parent_snapshot_id: row.current_snapshot_id,
             operation: "metadata-commit",
             client,
             committed_at_ms: now,
             request_digest: Some(digest),
-        },
-    )
-    .await?;
+        })
+        .await?;
     Ok(true)
 }
 
@@ -368,7 +358,7 @@ fn is_computed_summary_key(k: &str) -> bool {
 /// metadata as sent.
 pub(crate) async fn as_append(
     shared: &Shared,
-    ident: &TableIdent,
+    row: &TableRow,
     requirements: &[TableRequirement],
     updates: &[TableUpdate],
 ) -> Result<Option<AsAppend>> {
@@ -389,7 +379,7 @@ pub(crate) async fn as_append(
     {
         return Ok(None);
     }
-    let row = shared.db.table(ident).await?;
+    let ident = &row.ident;
     let mut base = row.current_snapshot_id;
     for r in requirements {
         match r {
@@ -408,10 +398,13 @@ pub(crate) async fn as_append(
         }
     }
     // The client's own manifest list: missing or unreadable is the client's error.
-    let list = crate::manifests::read_manifest_list(&shared.warehouse, snapshot.manifest_list())
-        .await
-        .map_err(|e| crate::snapshot_check::client_fault("add-snapshot.manifest-list", e))?;
-    let (meta, _) = crate::commit::parse_base(&row)?;
+    let list =
+        crate::storage::manifests::read_manifest_list(&shared.warehouse, snapshot.manifest_list())
+            .await
+            .map_err(|e| {
+                crate::commit::snapshot_check::client_fault("add-snapshot.manifest-list", e)
+            })?;
+    let (meta, _) = crate::table::parse_base(row)?;
     let partition_type = meta.default_partition_type().clone();
     let mut add = Vec::new();
     // The client's manifest list and its own manifests: Firn commits its own, so these are
@@ -432,7 +425,9 @@ pub(crate) async fn as_append(
             .manifests
             .get(&shared.warehouse, &meta, m)
             .await
-            .map_err(|e| crate::snapshot_check::client_fault("add-snapshot.manifests", e))?;
+            .map_err(|e| {
+                crate::commit::snapshot_check::client_fault("add-snapshot.manifests", e)
+            })?;
         for e in entries.iter() {
             match e.status() {
                 ManifestStatus::Added => {

@@ -26,11 +26,11 @@ use futures::StreamExt;
 use sqlx::Row;
 use tracing::{info, warn};
 
-use crate::commit::Shared;
 use crate::db::placeholders;
 use crate::error::{Error, Result};
-use crate::expire::LeaseGuard;
 use crate::ident::TableIdent;
+use crate::maintenance::expire::LeaseGuard;
+use crate::table::Shared;
 
 /// Default grace period: objects younger than this are never orphans.
 pub const DEFAULT_ORPHAN_GRACE_MS: i64 = 3 * 24 * 3600 * 1000;
@@ -300,12 +300,13 @@ async fn referenced(
     shared: &Shared,
     row: &crate::db::TableRow,
 ) -> Result<Vec<crate::storage::ObjectPath>> {
-    let (meta, _) = crate::commit::parse_base(row)?;
+    let (meta, _) = crate::table::parse_base(row)?;
     let mut uris: HashSet<String> = HashSet::new();
     uris.insert(row.metadata_location.clone());
     for s in shared.db.snapshots(row.table_id, -1, i64::MAX).await? {
         let list =
-            crate::manifests::read_manifest_list(&shared.warehouse, &s.manifest_list).await?;
+            crate::storage::manifests::read_manifest_list(&shared.warehouse, &s.manifest_list)
+                .await?;
         uris.insert(s.manifest_list);
         for m in list.entries() {
             if uris.insert(m.manifest_path.clone()) {

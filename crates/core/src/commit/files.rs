@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum, Literal, PartitionSpec,
-    PrimitiveType, Schema, Struct, StructType,
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum, Literal, PrimitiveType,
+    Schema, Struct, StructType,
 };
 use iceberg::transform::create_transform_function;
 use parquet::arrow::async_reader::AsyncFileReader;
@@ -23,36 +23,7 @@ use parquet::schema::types::ColumnDescriptor;
 use crate::error::{Error, Result};
 use crate::model::{FileStatsSpec, NewFile};
 use crate::storage::{ObjectPath, Warehouse};
-
-/// The parts of a table's metadata needed to check and describe its files.
-#[derive(Debug, Clone)]
-pub struct FileContext {
-    pub location: String,
-    pub schema: Arc<Schema>,
-    pub spec: Arc<PartitionSpec>,
-    pub partition_type: StructType,
-}
-
-impl FileContext {
-    /// The checked path of an object under the table's location; refuses any other.
-    pub fn check_path(&self, warehouse: &Warehouse, field: &str, path: &str) -> Result<ObjectPath> {
-        let dir = warehouse.location("location", &self.location)?;
-        let object = warehouse.object(path).map_err(|e| match e {
-            Error::InvalidArgument { reason, .. } => Error::invalid(
-                field,
-                format!("{reason}, so outside the table's location {dir}"),
-            ),
-            other => other,
-        })?;
-        if !object.is_under(&dir) {
-            return Err(Error::invalid(
-                field,
-                format!("{path} is outside the table's location {dir}"),
-            ));
-        }
-        Ok(object)
-    }
-}
+use crate::table::FileContext;
 
 /// Checks a new file and builds its `DataFile`. The Parquet footer is always read: counts
 /// and bounds a writer sends are checked against it (see [`verified`]).
@@ -798,7 +769,7 @@ mod tests {
         let ctx = FileContext {
             location: "file:///w/ns/t".into(),
             schema: Arc::new(Schema::builder().build().unwrap()),
-            spec: Arc::new(PartitionSpec::unpartition_spec()),
+            spec: Arc::new(iceberg::spec::PartitionSpec::unpartition_spec()),
             partition_type: StructType::new(vec![]),
         };
         let w = Warehouse::open(crate::storage::WarehouseConfig::new("memory:///w")).unwrap();

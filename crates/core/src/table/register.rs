@@ -16,10 +16,11 @@ use std::collections::HashSet;
 use iceberg::spec::{FormatVersion, TableMetadata};
 use serde_json::json;
 
-use crate::commit::Shared;
-use crate::db::{CommitLogRow, insert_commit_log, insert_iceberg_snapshot, upsert_ref};
+use crate::db::TableRow;
 use crate::error::{Error, ObjectKind, Result};
 use crate::ident::TableIdent;
+use crate::table::Shared;
+use crate::table::pointer::{self, CommitLog};
 
 pub(crate) async fn register(
     shared: &Shared,
@@ -79,7 +80,8 @@ pub(crate) async fn register(
     let mut live = HashSet::new();
     if let Some(s) = meta.current_snapshot() {
         let list =
-            crate::manifests::read_manifest_list(&shared.warehouse, s.manifest_list()).await?;
+            crate::storage::manifests::read_manifest_list(&shared.warehouse, s.manifest_list())
+                .await?;
         for m in list.entries() {
             live.extend(
                 shared
@@ -91,51 +93,50 @@ pub(crate) async fn register(
     }
     let now = shared.env.clock.now_ms();
     let mut tx = shared.db.pool.begin().await?;
-    crate::locations::claim(&mut tx, &shared.warehouse, "metadata-location", &dir).await?;
-    let inserted = sqlx::query(
-        "INSERT INTO tables (namespace, name, table_uuid, location, version, base_metadata, \
-         current_snapshot_id, last_sequence_number, last_updated_ms, metadata_location, \
-         metadata_version, created_at_ms) \
-         VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, 0, $10) RETURNING table_id",
-    )
-    .bind(&ident.namespace)
-    .bind(&ident.name)
-    .bind(meta.uuid().to_string())
-    .bind(&location)
-    .bind(base.to_string())
-    .bind(meta.current_snapshot_id())
-    .bind(meta.last_sequence_number())
-    .bind(meta.last_updated_ms())
-    .bind(&location_uri)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await;
-    let table_id: i64 = match inserted {
-        Ok(r) => sqlx::Row::try_get(&r, 0)?,
-        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+    crate::table::locations::claim(&mut tx, &shared.warehouse, "metadata-location", &dir).await?;
+    let new_row = TableRow {
+        table_id: 0,
+        ident: ident.clone(),
+        table_uuid: meta.uuid().to_string(),
+        location,
+        version: 0,
+        base_metadata: base.to_string(),
+        current_snapshot_id: meta.current_snapshot_id(),
+        last_sequence_number: meta.last_sequence_number(),
+        last_updated_ms: meta.last_updated_ms(),
+        metadata_location: location_uri.clone(),
+        metadata_version: 0,
+    };
+    let mut moved = match pointer::insert(&mut tx, &new_row, now).await {
+        Ok(m) => m,
+        Err(Error::AlreadyExists { .. }) => {
             return Err(Error::AlreadyExists {
                 kind: ObjectKind::Table,
                 name: format!("{ident} (or table uuid {} registered already)", meta.uuid()),
             });
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
+    let table_id = moved.table_id();
     let commit_id = format!("register-{}", shared.env.ids.uuid());
     for s in meta.snapshots() {
-        insert_iceberg_snapshot(&mut tx, table_id, s, meta.current_schema_id(), &commit_id).await?;
+        moved
+            .insert_iceberg_snapshot(s, meta.current_schema_id(), &commit_id)
+            .await?;
     }
     // The log's entries predate every Firn version: negative sequence numbers keep them
     // first and visible at version 0.
     let history = meta.history();
     for (i, l) in history.iter().enumerate() {
         let seq = i as i64 - history.len() as i64;
-        crate::db::insert_snapshot_log(&mut tx, table_id, seq, l.snapshot_id, l.timestamp_ms)
+        moved
+            .insert_snapshot_log(seq, l.snapshot_id, l.timestamp_ms)
             .await?;
     }
     for (name, r) in refs.as_object().into_iter().flatten() {
         if let (Some(id), Some(kind)) = (r["snapshot-id"].as_i64(), r["type"].as_str()) {
-            let retention = crate::refs::RefRetention::from_json(r);
-            upsert_ref(&mut tx, table_id, name, id, kind, Some(&retention)).await?;
+            let retention = crate::table::refs::RefRetention::from_json(r);
+            moved.upsert_ref(name, id, kind, Some(&retention)).await?;
         }
     }
     for path in &live {
@@ -143,7 +144,7 @@ pub(crate) async fn register(
             .bind(table_id)
             .bind(path)
             .bind(meta.current_snapshot_id().unwrap_or_default())
-            .execute(&mut *tx)
+            .execute(moved.conn())
             .await?;
     }
     sqlx::query(
@@ -152,25 +153,22 @@ pub(crate) async fn register(
     .bind(table_id)
     .bind(&location_uri)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(moved.conn())
     .await?;
     if let Some(s) = meta.current_snapshot() {
-        insert_commit_log(
-            &mut tx,
-            &CommitLogRow {
-                table_id,
+        moved
+            .insert_commit_log(&CommitLog {
+                version: 0,
                 commit_id: &commit_id,
                 snapshot_id: s.snapshot_id(),
                 sequence_number: s.sequence_number(),
-                version: 0,
                 parent_snapshot_id: s.parent_snapshot_id(),
                 operation: "register",
                 client,
                 committed_at_ms: now,
                 request_digest: None,
-            },
-        )
-        .await?;
+            })
+            .await?;
     }
     tx.commit().await.map_err(|e| Error::Unavailable {
         what: "catalog database",

@@ -13,10 +13,11 @@
 
 use sqlx::Row;
 
-use crate::commit::Shared;
 use crate::db::{Db, TableRow};
 use crate::error::{Error, ObjectKind, Result};
 use crate::ident::TableIdent;
+use crate::table::Shared;
+use crate::table::pointer::{self, CommitLog, Expected, Target};
 
 /// What to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,54 +343,41 @@ async fn try_apply(
         None => None,
     };
     let mut tx = shared.db.pool.begin().await?;
-    let swapped = sqlx::query(
-        "UPDATE tables SET version = $1, current_snapshot_id = $2, last_updated_ms = $3 \
-         WHERE table_id = $4 AND version = $5",
-    )
-    .bind(version)
-    .bind(after)
-    .bind(now)
-    .bind(row.table_id)
-    .bind(row.version)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !swapped {
+    let target = Target {
+        version,
+        current_snapshot_id: after,
+        last_sequence_number: None,
+        last_updated_ms: now,
+        base_metadata: None,
+    };
+    let Some(mut moved) = pointer::swap(&mut tx, Expected::of(row), &target).await? else {
         return Ok(None);
-    }
+    };
     if let Some(id) = new_current {
-        crate::db::insert_snapshot_log(&mut tx, row.table_id, version, id, now).await?;
+        moved.insert_snapshot_log(version, id, now).await?;
         upsert = Some(("main".into(), id, "branch"));
     }
     if let Some((name, id, kind)) = &upsert {
-        crate::db::upsert_ref(&mut tx, row.table_id, name, *id, kind, None).await?;
+        moved.upsert_ref(name, *id, kind, None).await?;
     }
     if let Some(name) = &delete {
-        sqlx::query("DELETE FROM refs WHERE table_id = $1 AND name = $2")
-            .bind(row.table_id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        moved.delete_refs(Some(name)).await?;
     }
     if let (Some(id), Some(seq)) = (after, after_seq) {
         let commit_id = shared.env.ids.uuid().to_string();
-        crate::db::insert_commit_log(
-            &mut tx,
-            &crate::db::CommitLogRow {
-                table_id: row.table_id,
+        moved
+            .insert_commit_log(&CommitLog {
+                version,
                 commit_id: &commit_id,
                 snapshot_id: id,
                 sequence_number: seq,
-                version,
                 parent_snapshot_id: current,
                 operation: change.operation(),
                 client,
                 committed_at_ms: now,
                 request_digest: None,
-            },
-        )
-        .await?;
+            })
+            .await?;
     }
     tx.commit().await.map_err(|e| Error::Unavailable {
         what: "catalog database",

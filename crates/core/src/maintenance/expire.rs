@@ -43,13 +43,17 @@ use iceberg::spec::{DataContentType, ManifestList, ManifestStatus, TableMetadata
 use sqlx::Row;
 use tracing::{debug, info, warn};
 
-use crate::commit::Shared;
-use crate::db::{TableRow, placeholders};
+use crate::db::{
+    Doomed, KIND_DATA, KIND_DELETE, KIND_MANIFEST, KIND_MANIFEST_LIST, KIND_METADATA, TableRow,
+    record_doomed,
+};
 use crate::error::{Error, ObjectKind, Result};
 use crate::ident::TableIdent;
 use crate::model::SnapshotInfo;
-use crate::refs::RefInfo;
 use crate::storage::TableScope;
+use crate::table::Shared;
+use crate::table::pointer::{self, CommitLog};
+use crate::table::refs::RefInfo;
 
 /// How long a maintenance lease lasts without renewal (a killed run's lease lapses).
 pub const LEASE_MS: i64 = 60_000;
@@ -131,12 +135,6 @@ pub struct ExpireReport {
     /// Objects that could not be deleted now; recorded, the next run tries again.
     pub failed_deletes: u64,
 }
-
-pub(crate) const KIND_DATA: &str = "data";
-pub(crate) const KIND_DELETE: &str = "delete";
-pub(crate) const KIND_MANIFEST: &str = "manifest";
-pub(crate) const KIND_MANIFEST_LIST: &str = "manifest-list";
-pub(crate) const KIND_METADATA: &str = "metadata";
 
 /// The retention decision for one table state.
 #[derive(Debug, Default)]
@@ -292,49 +290,6 @@ fn decide(
     Ok(out)
 }
 
-/// An object to delete.
-#[derive(Debug, Clone)]
-pub(crate) struct Doomed {
-    pub path: String,
-    pub kind: &'static str,
-    /// Bytes, or -1 when unknown (read before deleting).
-    pub size: i64,
-}
-
-/// Records objects to delete in `pending_deletes` (every expiry run deletes them first).
-pub(crate) async fn record_doomed(
-    conn: &mut sqlx::AnyConnection,
-    table_id: i64,
-    doomed: &[Doomed],
-    now_ms: i64,
-) -> Result<()> {
-    // Five columns a row; stay well under SQLite's parameter limit.
-    for chunk in doomed.chunks(150) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
-            .collect();
-        let q = format!(
-            "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms) \
-             VALUES {} ON CONFLICT (table_id, path) DO NOTHING",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(&q);
-        for d in chunk {
-            query = query
-                .bind(table_id)
-                .bind(&d.path)
-                .bind(d.kind)
-                .bind(d.size)
-                .bind(now_ms);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    // A doomed object's copy in the catalog (if not yet written behind its commit) goes with
-    // the decision, so nothing writes the object again after it is deleted.
-    let paths: Vec<String> = doomed.iter().map(|d| d.path.clone()).collect();
-    crate::db::delete_pending(conn, &paths).await
-}
-
 /// The objects only `expired` snapshots reference (reading manifest lists and manifests,
 /// never listing), plus materialised metadata files older than the cutoff.
 async fn unreferenced_objects(
@@ -348,7 +303,7 @@ async fn unreferenced_objects(
     let expired: HashSet<i64> = retention.expired.iter().copied().collect();
     let mut out = Vec::new();
     if !expired.is_empty() {
-        let (meta, _) = crate::commit::parse_base(row)?;
+        let (meta, _) = crate::table::parse_base(row)?;
         let meta = &meta;
         let mut retained_manifests: HashMap<String, iceberg::spec::ManifestFile> = HashMap::new();
         let mut retained_lists = HashSet::new();
@@ -362,7 +317,9 @@ async fn unreferenced_objects(
             .iter()
             .map(|s| {
                 let path = s.manifest_list.clone();
-                async move { crate::manifests::read_manifest_list(&shared.warehouse, &path).await }
+                async move {
+                    crate::storage::manifests::read_manifest_list(&shared.warehouse, &path).await
+                }
             })
             .collect();
         let lists: Vec<ManifestList> = futures::stream::iter(reads)
@@ -608,10 +565,10 @@ async fn plan_expiry(
     row: &TableRow,
     opts: &ExpireOptions,
 ) -> Result<(Policy, Retention, Vec<Doomed>)> {
-    let (meta, _) = crate::commit::parse_base(row)?;
+    let (meta, _) = crate::table::parse_base(row)?;
     let policy = policy(opts, &meta, shared.env.clock.now_ms())?;
     let snapshots = visible_snapshots(shared, row).await?;
-    let refs = crate::refs::refs(&shared.db, row).await?;
+    let refs = crate::table::refs::refs(&shared.db, row).await?;
     let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
     let mut doomed = unreferenced_objects(shared, row, &snapshots, &retention, policy).await?;
     // Objects outside the table (a registered table may reference some) are never deleted.
@@ -699,26 +656,21 @@ async fn record(
     if changes_table {
         // Taking the row first serialises with every other commit of the table (SQLite:
         // the write lock; PostgreSQL: the row lock) for the re-check below.
-        let locked = sqlx::query(
-            "UPDATE tables SET version = version + 1, last_updated_ms = $1 WHERE table_id = $2 \
-             RETURNING version, current_snapshot_id, last_sequence_number",
-        )
-        .bind(now)
-        .bind(table_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::not_found(ObjectKind::Table, planned.ident.to_string()))?;
-        let version: i64 = locked.try_get(0)?;
-        let current: Option<i64> = locked.try_get(1)?;
-        let last_seq: i64 = locked.try_get(2)?;
+        let (locked, mut moved) =
+            pointer::lock(&mut tx, table_id, &planned.ident.to_string(), now).await?;
+        let (version, current, last_seq) = (
+            locked.version,
+            locked.current_snapshot_id,
+            locked.last_sequence_number,
+        );
         let fresh_row = TableRow {
             version,
             current_snapshot_id: current,
             last_sequence_number: last_seq,
             ..planned.clone()
         };
-        let snapshots = snapshots_in(&mut tx, &fresh_row).await?;
-        let refs = crate::refs::refs_on(&mut tx, &fresh_row).await?;
+        let snapshots = snapshots_in(moved.conn(), &fresh_row).await?;
+        let refs = crate::table::refs::refs_on(moved.conn(), &fresh_row).await?;
         let fresh = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
         let still_expired: HashSet<i64> = fresh.expired.iter().copied().collect();
         let refs_now: HashMap<&str, i64> = refs
@@ -736,13 +688,9 @@ async fn record(
         if !holds {
             return Ok(false);
         }
-        delete_snapshot_rows(&mut tx, table_id, &retention.expired).await?;
+        moved.delete_snapshots(&retention.expired).await?;
         for (name, _) in &retention.removed_refs {
-            sqlx::query("DELETE FROM refs WHERE table_id = $1 AND name = $2")
-                .bind(table_id)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+            moved.delete_refs(Some(name)).await?;
         }
         if let Some(id) = current {
             let seq = snapshots
@@ -751,22 +699,19 @@ async fn record(
                 .map(|s| s.sequence_number)
                 .unwrap_or(last_seq);
             let commit_id = shared.env.ids.uuid().to_string();
-            crate::db::insert_commit_log(
-                &mut tx,
-                &crate::db::CommitLogRow {
-                    table_id,
+            moved
+                .insert_commit_log(&CommitLog {
+                    version,
                     commit_id: &commit_id,
                     snapshot_id: id,
                     sequence_number: seq,
-                    version,
                     parent_snapshot_id: Some(id),
                     operation: "expire-snapshots",
                     client,
                     committed_at_ms: now,
                     request_digest: None,
-                },
-            )
-            .await?;
+                })
+                .await?;
         }
     }
     record_doomed(&mut tx, table_id, doomed, now).await?;
@@ -786,41 +731,6 @@ async fn record(
         .into(),
     })?;
     Ok(true)
-}
-
-/// Removes snapshot rows and the snapshot-log entries that would name them. As in Iceberg,
-/// the log keeps only the entries after the newest one that names a removed snapshot, so
-/// it never points at a snapshot that is gone.
-pub(crate) async fn delete_snapshot_rows(
-    tx: &mut sqlx::AnyConnection,
-    table_id: i64,
-    ids: &[i64],
-) -> Result<()> {
-    for chunk in ids.chunks(500) {
-        let list = placeholders(2, chunk.len());
-        let last_removed = format!(
-            "SELECT MAX(seq) FROM snapshot_log WHERE table_id = $1 AND snapshot_id IN ({list})"
-        );
-        let mut q = sqlx::query(&last_removed).bind(table_id);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        let max_seq: Option<i64> = q.fetch_one(&mut *tx).await?.try_get(0)?;
-        if let Some(seq) = max_seq {
-            sqlx::query("DELETE FROM snapshot_log WHERE table_id = $1 AND seq <= $2")
-                .bind(table_id)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let del = format!("DELETE FROM snapshots WHERE table_id = $1 AND snapshot_id IN ({list})");
-        let mut q = sqlx::query(&del).bind(table_id);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        q.execute(&mut *tx).await?;
-    }
-    Ok(())
 }
 
 async fn snapshots_in(tx: &mut sqlx::AnyConnection, row: &TableRow) -> Result<Vec<SnapshotInfo>> {

@@ -5,15 +5,18 @@
 //! still expired under its own maintenance lease, so a manual `firn expire` running at the
 //! same time is never doubled.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row as _;
 use tracing::{info, warn};
 
-use crate::catalog::Catalog;
 use crate::db::Db;
 use crate::error::Result;
-use crate::expire::ExpireOptions;
+use crate::ident::TableIdent;
+use crate::maintenance::expire::ExpireReport;
+use crate::table::Shared;
 
 const EXPIRY_JOB: &str = "expire-snapshots";
 
@@ -45,9 +48,13 @@ pub(crate) async fn take_job_lease(
 }
 
 /// Runs scheduled expiry every `interval` until the task is dropped (first run after one
-/// interval).
-pub(crate) async fn expiry_loop(catalog: Catalog, interval: Duration) {
-    let holder = catalog.shared().env.ids.uuid().to_string();
+/// interval): `expire_all(client)` expires every table with its own settings.
+pub(crate) async fn expiry_loop<F, Fut>(shared: Arc<Shared>, interval: Duration, expire_all: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Vec<(TableIdent, Result<ExpireReport>)>>>,
+{
+    let holder = shared.env.ids.uuid().to_string();
     let client = format!("firn-scheduler/{holder}");
     let ttl = interval.as_millis().clamp(1, i64::MAX as u128) as i64;
     let mut tick = tokio::time::interval(interval);
@@ -55,7 +62,6 @@ pub(crate) async fn expiry_loop(catalog: Catalog, interval: Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let shared = catalog.shared();
         let now = shared.env.clock.now_ms();
         match take_job_lease(&shared.db, EXPIRY_JOB, &holder, now, ttl).await {
             Ok(true) => {}
@@ -65,7 +71,7 @@ pub(crate) async fn expiry_loop(catalog: Catalog, interval: Duration) {
                 continue;
             }
         }
-        let results = match catalog.expire_all(&ExpireOptions::default(), &client).await {
+        let results = match expire_all(client.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "scheduled expiry: cannot list tables; next interval");

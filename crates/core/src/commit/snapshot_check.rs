@@ -19,9 +19,9 @@ use std::collections::HashSet;
 use futures::StreamExt;
 use iceberg::spec::{DataFileFormat, ManifestStatus, Snapshot, TableMetadata};
 
-use crate::commit::Shared;
 use crate::error::{Error, Result};
 use crate::storage::{ObjectPath, TableScope};
+use crate::table::Shared;
 
 /// How many files of one snapshot are checked at once.
 const CONCURRENCY: usize = 16;
@@ -37,7 +37,7 @@ pub(crate) async fn check_added(
 ) -> Result<()> {
     let field = "add-snapshot.manifest-list";
     let list_path = owned(shared, scope, field, snapshot.manifest_list())?;
-    let list = crate::manifests::read_manifest_list(&shared.warehouse, list_path.uri())
+    let list = crate::storage::manifests::read_manifest_list(&shared.warehouse, list_path.uri())
         .await
         .map_err(|e| client_fault(field, e))?;
     let carried: HashSet<String> = match snapshot
@@ -45,7 +45,7 @@ pub(crate) async fn check_added(
         .and_then(|id| current.snapshot_by_id(id))
     {
         Some(parent) => {
-            crate::manifests::read_manifest_list(&shared.warehouse, parent.manifest_list())
+            crate::storage::manifests::read_manifest_list(&shared.warehouse, parent.manifest_list())
                 .await?
                 .entries()
                 .iter()
@@ -77,7 +77,7 @@ pub(crate) async fn check_added(
         let checks = added.into_iter().map(|f| async move {
             let field = "add-snapshot.data-files";
             let object = owned(shared, scope, field, f.file_path())?;
-            crate::files::check_consistent(schema, &f)?;
+            crate::commit::files::check_consistent(schema, &f)?;
             let size = match shared.warehouse.head(&object).await {
                 Ok(n) => n,
                 Err(Error::NotFound { .. }) => {
@@ -100,8 +100,9 @@ pub(crate) async fn check_added(
             }
             if f.file_format() == DataFileFormat::Parquet {
                 let records =
-                    crate::files::footer_record_count(&shared.warehouse, &object, size).await?;
-                crate::files::check_record_count(&f, records)?;
+                    crate::commit::files::footer_record_count(&shared.warehouse, &object, size)
+                        .await?;
+                crate::commit::files::check_record_count(&f, records)?;
             }
             Ok(())
         });

@@ -1,0 +1,218 @@
+//! Table state: what a table is in the catalog and what it owns.
+//!
+//! - [`pointer`]: the one owner of a table's row and its compare-and-swap: every change of a
+//!   table (data commits, metadata commits, refs, expiry, create and register) goes through
+//!   it, with the rows that move with the pointer.
+//! - [`refs`]: rollback, tags and branches.
+//! - [`metadata`]: rendering Iceberg `metadata.json` from the catalog rows.
+//! - [`locations`]: tables never overlap; what a table owns (and so may delete).
+//! - [`register`]: adopting a table another engine wrote.
+//!
+//! [`Shared`] is what the service, the committer and maintenance share: the catalog
+//! database, the warehouse, the clock and ids, the manifest cache and the write-behind queue.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use iceberg::spec::{PartitionSpec, Schema, StructType, TableMetadata};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::db::{Db, TableRow};
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::storage::manifests::ManifestCache;
+use crate::storage::{ObjectPath, Owned, TableScope, Warehouse};
+
+pub(crate) mod locations;
+pub(crate) mod metadata;
+pub(crate) mod pointer;
+pub mod refs;
+pub(crate) mod register;
+
+/// The parts of a table's metadata needed to check and describe its files.
+#[derive(Debug, Clone)]
+pub struct FileContext {
+    pub location: String,
+    pub schema: Arc<Schema>,
+    pub spec: Arc<PartitionSpec>,
+    pub partition_type: StructType,
+}
+
+impl FileContext {
+    /// The checked path of an object under the table's location; refuses any other.
+    pub fn check_path(&self, warehouse: &Warehouse, field: &str, path: &str) -> Result<ObjectPath> {
+        let dir = warehouse.location("location", &self.location)?;
+        let object = warehouse.object(path).map_err(|e| match e {
+            Error::InvalidArgument { reason, .. } => Error::invalid(
+                field,
+                format!("{reason}, so outside the table's location {dir}"),
+            ),
+            other => other,
+        })?;
+        if !object.is_under(&dir) {
+            return Err(Error::invalid(
+                field,
+                format!("{path} is outside the table's location {dir}"),
+            ));
+        }
+        Ok(object)
+    }
+}
+
+/// Parses the stored base metadata of a table.
+pub(crate) fn parse_base(row: &TableRow) -> Result<(TableMetadata, FileContext)> {
+    let meta: TableMetadata = serde_json::from_str(&row.base_metadata)
+        .map_err(|e| Error::internal_from(format!("corrupt metadata of table {}", row.ident), e))?;
+    let ctx = FileContext {
+        location: row.location.clone(),
+        schema: meta.current_schema().clone(),
+        spec: meta.default_partition_spec().clone(),
+        partition_type: meta.default_partition_type().clone(),
+    };
+    Ok((meta, ctx))
+}
+
+/// What the service, the committer and maintenance share.
+pub(crate) struct Shared {
+    pub db: Db,
+    pub warehouse: Arc<Warehouse>,
+    pub env: Env,
+    pub manifests: ManifestCache,
+    /// Objects written durably whose catalog copies the materializer has yet to drop.
+    pub synced: Mutex<Vec<String>>,
+    /// Committed staged objects, for the materializer task.
+    pub to_sync: mpsc::UnboundedSender<Vec<String>>,
+}
+
+impl Shared {
+    /// Makes every committed object below a table's location readable in the store: this
+    /// process's staged objects, and those another replica committed but has not written
+    /// yet (from their copies in the catalog). Call before handing the table's metadata to
+    /// a reader outside this process. Errors are storage errors: retry.
+    pub(crate) async fn publish_table(&self, location: &str) -> Result<()> {
+        if !self.warehouse.needs_sync() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            match self.publish_table_once(location).await {
+                Err(e) if e.is_retryable() && attempt < PUBLISH_ATTEMPTS => {
+                    attempt += 1;
+                    debug!(error = %e, attempt, "publishing a table's objects failed; retrying");
+                    tokio::time::sleep(PUBLISH_RETRY * attempt).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn publish_table_once(&self, location: &str) -> Result<()> {
+        let dir = self.warehouse.location("location", location)?;
+        let local = self.warehouse.staged_under(&dir);
+        self.record_published(self.warehouse.publish(&local).await)?;
+        let mut others = Vec::new();
+        let rows = self.db.pending_paths_under(location).await?;
+        // Rows of objects this process wrote go at the materializer's next round.
+        let written: HashSet<String> = {
+            let synced = self.synced.lock().expect("poisoned");
+            let rows: HashSet<&String> = rows.iter().collect();
+            synced
+                .iter()
+                .filter(|p| rows.contains(p))
+                .cloned()
+                .collect()
+        };
+        for path in rows {
+            if written.contains(&path) || self.warehouse.is_staged(&path) {
+                continue;
+            }
+            let object = self.warehouse.object(&path)?;
+            match self.warehouse.head(&object).await {
+                Ok(_) => continue,
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(bytes) = self.db.pending_object(&path).await? {
+                self.warehouse.put(&object, bytes.into()).await?;
+                others.push(object);
+            }
+        }
+        self.warehouse.sync(&others).await
+    }
+
+    /// The objects among `paths` that the table at `location` owns (each as a deletable
+    /// path); any other is logged and left alone.
+    pub(crate) fn owned(
+        &self,
+        table_id: i64,
+        location: &str,
+        paths: Vec<String>,
+    ) -> Vec<(i64, Owned)> {
+        let Ok(dir) = self.warehouse.location("location", location) else {
+            warn!(
+                location,
+                "a table's location does not parse; deleting nothing of it"
+            );
+            return Vec::new();
+        };
+        let scope = TableScope::new(dir, []);
+        paths
+            .into_iter()
+            .filter_map(|p| {
+                let owned = self.warehouse.object(&p).ok().and_then(|o| scope.own(&o));
+                if owned.is_none() {
+                    warn!(
+                        path = p,
+                        location, "not deleting an object outside the table"
+                    );
+                }
+                owned.map(|o| (table_id, o))
+            })
+            .collect()
+    }
+
+    /// What the table of `row` owns (see [`crate::table::locations`]).
+    pub(crate) async fn scope(&self, row: &TableRow) -> Result<TableScope> {
+        let (props, extra) = crate::table::locations::row_properties(row);
+        let others: Vec<String> = if extra {
+            let all = self.db.table_locations().await?;
+            all.into_iter()
+                .filter(|(id, _)| *id != row.table_id)
+                .map(|(_, l)| l)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        crate::table::locations::scope(&self.warehouse, &row.location, props.as_ref(), &others)
+    }
+
+    /// Writes every staged object.
+    pub(crate) async fn publish_all(&self) -> Result<()> {
+        let all = self.warehouse.staged_all();
+        self.record_published(self.warehouse.publish(&all).await)
+    }
+
+    /// Drops the catalog copies of objects now durable in the store (or deleted).
+    pub(crate) async fn forget_written(&self) -> Result<()> {
+        let mut done = std::mem::take(&mut *self.synced.lock().expect("poisoned"));
+        done.extend(self.warehouse.take_released());
+        if let Err(e) = self.db.clear_pending_objects(&done).await {
+            self.synced.lock().expect("poisoned").extend(done);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Notes what a publish wrote (its catalog copies go at the materializer's next round).
+    pub(crate) fn record_published(&self, p: crate::storage::Published) -> Result<()> {
+        self.synced.lock().expect("poisoned").extend(p.written);
+        p.error.map_or(Ok(()), Err)
+    }
+}
+
+/// How often [`Shared::publish_table`] tries again after a transient storage error.
+const PUBLISH_ATTEMPTS: u32 = 5;
+/// The pause before the first retry (later ones wait longer).
+const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
