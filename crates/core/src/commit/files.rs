@@ -14,7 +14,6 @@ use iceberg::spec::{
     Schema, Struct, StructType,
 };
 use iceberg::transform::create_transform_function;
-use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::basic::{LogicalType, TimeUnit, Type as PhysicalType};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
@@ -29,8 +28,9 @@ use crate::table::FileContext;
 /// and bounds a writer sends are checked against it (see [`verified`]).
 pub async fn resolve(warehouse: &Warehouse, ctx: &FileContext, file: &NewFile) -> Result<DataFile> {
     let object = ctx.check_path(warehouse, "add.path", &file.path)?;
-    let size = match warehouse.head(&object).await {
-        Ok(size) => size,
+    // One request: the size (no HEAD) and the footer.
+    let (size, meta) = match read_footer(warehouse, &object).await {
+        Ok(found) => found,
         Err(Error::NotFound { .. }) => {
             return Err(Error::invalid(
                 "add.path",
@@ -48,7 +48,6 @@ pub async fn resolve(warehouse: &Warehouse, ctx: &FileContext, file: &NewFile) -
             ),
         ));
     }
-    let meta = read_footer(warehouse, &object, size).await?;
     let path = object.uri();
     let footer = footer_stats(ctx, path, &meta)?;
     match &file.stats {
@@ -192,32 +191,59 @@ pub fn partition_to_json(
         .collect()
 }
 
-async fn read_footer(
+/// How much of a file's end is read in the first request: the footer of most files fits,
+/// so one request gives the size (no HEAD) and the footer.
+const FOOTER_GUESS: u64 = 64 << 10;
+/// Largest footer Firn reads (a file claiming more is refused, not read into memory).
+const MAX_FOOTER: u64 = 64 << 20;
+
+/// The size and the Parquet footer of the file at `object`: one suffix read, a second one
+/// when the footer is larger than [`FOOTER_GUESS`]. `NotFound` when the file is missing;
+/// `InvalidArgument` when it is not Parquet or its footer is too large.
+pub(crate) async fn read_footer(
     warehouse: &Warehouse,
     object: &ObjectPath,
-    size: u64,
-) -> Result<Arc<ParquetMetaData>> {
+) -> Result<(u64, Arc<ParquetMetaData>)> {
+    use parquet::errors::ParquetError;
+    use parquet::file::metadata::ParquetMetaDataReader;
     let path = object.uri();
-    let mut reader = warehouse.parquet_reader(object, size).await?;
-    reader.get_metadata(None).await.map_err(|e| match e {
-        // The store failed (transient): the outcome is retryable, not the file's fault.
-        parquet::errors::ParquetError::External(source)
-            if matches!(
-                source.downcast_ref::<object_store::Error>(),
-                Some(object_store::Error::NotFound { .. })
-            ) =>
-        {
-            Error::invalid(
-                "add.path",
-                format!("{path} disappeared while it was being checked"),
-            )
-        }
-        parquet::errors::ParquetError::External(source) => Error::storage(source),
-        other => Error::invalid(
+    let unreadable = |e: ParquetError| {
+        Error::invalid(
             "add.path",
-            format!("{path} is not a readable Parquet file: {other}"),
-        ),
-    })
+            format!("{path} is not a readable Parquet file: {e}"),
+        )
+    };
+    let (size, mut tail) = warehouse.tail(object, FOOTER_GUESS).await?;
+    let mut reader = ParquetMetaDataReader::new();
+    loop {
+        match reader.try_parse_sized(&tail, size) {
+            Ok(()) => break,
+            Err(ParquetError::NeedMoreData(n)) if (n as u64) > tail.len() as u64 => {
+                let n = n as u64;
+                if n > size || n > MAX_FOOTER {
+                    return Err(Error::invalid(
+                        "add.path",
+                        format!(
+                            "{path}: its footer claims {n} bytes of a {size}-byte file; Firn reads \
+                             footers of at most {MAX_FOOTER} bytes"
+                        ),
+                    ));
+                }
+                tail = match warehouse.get_range(object, size - n..size).await {
+                    Ok(b) => b,
+                    Err(Error::NotFound { .. }) => {
+                        return Err(Error::invalid(
+                            "add.path",
+                            format!("{path} disappeared while it was being checked"),
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+            Err(e) => return Err(unreadable(e)),
+        }
+    }
+    Ok((size, Arc::new(reader.finish().map_err(unreadable)?)))
 }
 
 /// What a Parquet footer says of a file's columns, by table field id.
@@ -406,19 +432,6 @@ pub fn check_record_count(f: &DataFile, footer_records: u64) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The record count in the footer of the Parquet file at `object` (`size` bytes).
-pub async fn footer_record_count(
-    warehouse: &Warehouse,
-    object: &ObjectPath,
-    size: u64,
-) -> Result<u64> {
-    Ok(read_footer(warehouse, object, size)
-        .await?
-        .file_metadata()
-        .num_rows()
-        .max(0) as u64)
 }
 
 /// Builds a `DataFile` from a Parquet footer, checking the file's schema against the table's.
@@ -789,5 +802,69 @@ mod tests {
         ] {
             assert!(ctx.check_path(&w, "p", bad).is_err(), "{bad}");
         }
+    }
+
+    /// A Parquet file whose footer is larger than the first read: `columns` long columns.
+    fn wide_parquet(columns: usize) -> Vec<u8> {
+        use arrow::array::{ArrayRef, Int64Array};
+        use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+        let fields: Vec<Field> = (0..columns)
+            .map(|i| Field::new(format!("column_with_a_long_name_{i}"), DataType::Int64, true))
+            .collect();
+        let schema = Arc::new(ArrowSchema::new(fields));
+        let cols: Vec<ArrayRef> = (0..columns)
+            .map(|i| Arc::new(Int64Array::from(vec![i as i64, 7])) as ArrayRef)
+            .collect();
+        let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), cols).unwrap();
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn footers_are_read_in_one_request_or_two_and_bounded() {
+        let w = Warehouse::open(crate::storage::WarehouseConfig::new("memory:///w")).unwrap();
+        let put = |name: &str, bytes: Vec<u8>| {
+            let p = w.object(&format!("memory:///w/ns/t/data/{name}")).unwrap();
+            let w = &w;
+            async move {
+                w.put(&p, bytes.into()).await.unwrap();
+                p
+            }
+        };
+        let small = put("small.parquet", crate::testing::test_parquet(&[1, 2, 3])).await;
+        let (size, meta) = read_footer(&w, &small).await.unwrap();
+        assert_eq!(size, crate::testing::test_parquet(&[1, 2, 3]).len() as u64);
+        assert_eq!(meta.file_metadata().num_rows(), 3);
+
+        // A footer over the first read's size takes a second read, and is still right.
+        let wide_bytes = wide_parquet(2000);
+        let footer_len =
+            u32::from_le_bytes(wide_bytes[wide_bytes.len() - 8..][..4].try_into().unwrap());
+        assert!(u64::from(footer_len) > FOOTER_GUESS, "{footer_len}");
+        let wide = put("wide.parquet", wide_bytes).await;
+        let (_, meta) = read_footer(&w, &wide).await.unwrap();
+        assert_eq!(meta.file_metadata().schema_descr().num_columns(), 2000);
+        assert_eq!(meta.file_metadata().num_rows(), 2);
+
+        // A footer length past the file is refused without reading it (the same check
+        // bounds a footer over MAX_FOOTER in a file that large).
+        let mut lying = crate::testing::test_parquet(&[1]);
+        let n = lying.len();
+        lying[n - 8..n - 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let lying = put("lying.parquet", lying).await;
+        let e = read_footer(&w, &lying).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+        assert!(e.to_string().contains("lying.parquet"), "{e}");
+
+        let not_parquet = put("text.parquet", b"hello, world".to_vec()).await;
+        let e = read_footer(&w, &not_parquet).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+
+        let missing = w.object("memory:///w/ns/t/data/none.parquet").unwrap();
+        let e = read_footer(&w, &missing).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
     }
 }

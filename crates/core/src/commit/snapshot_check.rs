@@ -78,8 +78,20 @@ pub(crate) async fn check_added(
             let field = "add-snapshot.data-files";
             let object = owned(shared, scope, field, f.file_path())?;
             crate::commit::files::check_consistent(schema, &f)?;
-            let size = match shared.warehouse.head(&object).await {
-                Ok(n) => n,
+            // A Parquet file: one request gives its size and footer; others: a HEAD.
+            let found = if f.file_format() == DataFileFormat::Parquet {
+                crate::commit::files::read_footer(&shared.warehouse, &object)
+                    .await
+                    .map(|(size, meta)| (size, Some(meta.file_metadata().num_rows().max(0) as u64)))
+            } else {
+                shared
+                    .warehouse
+                    .head(&object)
+                    .await
+                    .map(|size| (size, None))
+            };
+            let (size, records) = match found {
+                Ok(found) => found,
                 Err(Error::NotFound { .. }) => {
                     return Err(Error::invalid(
                         field,
@@ -98,10 +110,7 @@ pub(crate) async fn check_added(
                     ),
                 ));
             }
-            if f.file_format() == DataFileFormat::Parquet {
-                let records =
-                    crate::commit::files::footer_record_count(&shared.warehouse, &object, size)
-                        .await?;
+            if let Some(records) = records {
                 crate::commit::files::check_record_count(&f, records)?;
             }
             Ok(())

@@ -283,34 +283,33 @@ impl Warehouse {
         };
         let rel: PathBuf = p.parts().skip(self.root_depth()).collect();
         let expected = root.join(&rel);
-        let uri = p.uri().to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut real = file.as_path();
-            let mut want = expected.as_path();
-            loop {
-                match std::fs::canonicalize(real) {
-                    Ok(r) if r == want => return Ok(()),
-                    Ok(r) => {
-                        return Err(Error::invalid(
-                            "path",
-                            format!(
-                                "{uri} resolves to {} through a symbolic link; Firn follows none",
-                                r.display()
-                            ),
-                        ));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        match (real.parent(), want.parent()) {
-                            (Some(a), Some(b)) => (real, want) = (a, b),
-                            _ => return Ok(()),
-                        }
-                    }
-                    Err(e) => return Err(Error::storage(e)),
+        // Inline, not on a blocking thread: resolving a path is a few metadata calls on
+        // cached directory entries (microseconds), and a hand-off to a blocking thread for
+        // each read costs more than the check on a loaded machine.
+        let mut real = file.as_path();
+        let mut want = expected.as_path();
+        loop {
+            match std::fs::canonicalize(real) {
+                Ok(r) if r == want => return Ok(()),
+                Ok(r) => {
+                    return Err(Error::invalid(
+                        "path",
+                        format!(
+                            "{} resolves to {} through a symbolic link; Firn follows none",
+                            p.uri(),
+                            r.display()
+                        ),
+                    ));
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    match (real.parent(), want.parent()) {
+                        (Some(a), Some(b)) => (real, want) = (a, b),
+                        _ => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(Error::storage(e)),
             }
-        })
-        .await
-        .map_err(|e| Error::internal_from("path check", e))?
+        }
     }
 
     fn root_depth(&self) -> usize {
@@ -453,6 +452,30 @@ impl Warehouse {
         self.confine(path).await?;
         match self.store.head(path.key()).await {
             Ok(meta) => Ok(meta.size),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(Error::not_found(ObjectKind::File, path.uri()))
+            }
+            Err(e) => Err(Error::storage(e)),
+        }
+    }
+
+    /// The size of the object at `path` and its last `max` bytes (all of it when smaller),
+    /// in one request: a suffix range read tells the size too, so no HEAD is needed.
+    pub async fn tail(&self, path: &ObjectPath, max: u64) -> Result<(u64, Bytes)> {
+        if let Some(b) = self.staged_object(path) {
+            let len = b.len() as u64;
+            return Ok((len, b.slice(len.saturating_sub(max) as usize..)));
+        }
+        self.confine(path).await?;
+        let opts = object_store::GetOptions {
+            range: Some(object_store::GetRange::Suffix(max)),
+            ..Default::default()
+        };
+        match self.store.get_opts(path.key(), opts).await {
+            Ok(r) => {
+                let size = r.meta.size;
+                Ok((size, r.bytes().await.map_err(Error::storage)?))
+            }
             Err(object_store::Error::NotFound { .. }) => {
                 Err(Error::not_found(ObjectKind::File, path.uri()))
             }
