@@ -443,7 +443,7 @@ impl Catalog {
             None => self.shared.db.table(&req.ident).await?,
         };
         match prepare::prepare(&self.shared, &row, req, wanted_snapshot_id).await? {
-            Checked::Ready(prepared) => self.committer.submit(prepared).await,
+            Checked::Ready(prepared) => self.committer.submit(*prepared).await,
             Checked::Answered(outcome) => Ok(outcome),
         }
     }

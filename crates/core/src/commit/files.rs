@@ -809,7 +809,13 @@ mod tests {
         use arrow::array::{ArrayRef, Int64Array};
         use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
         let fields: Vec<Field> = (0..columns)
-            .map(|i| Field::new(format!("column_with_a_long_name_{i}"), DataType::Int64, true))
+            .map(|i| {
+                Field::new(
+                    format!("column_with_a_long_name_{i}"),
+                    DataType::Int64,
+                    true,
+                )
+            })
             .collect();
         let schema = Arc::new(ArrowSchema::new(fields));
         let cols: Vec<ArrayRef> = (0..columns)

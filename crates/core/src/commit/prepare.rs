@@ -28,7 +28,7 @@ pub const MAX_FILES_PER_COMMIT: usize = 100_000;
 /// What the prepare stage found.
 pub(crate) enum Checked {
     /// Checked: submit it to the committer.
-    Ready(Prepared),
+    Ready(Box<Prepared>),
     /// The commit id has landed already (a retry): its recorded outcome.
     Answered(CommitOutcome),
 }
@@ -182,7 +182,7 @@ pub(crate) async fn prepare(
         );
         Some((mf, object))
     };
-    Ok(Checked::Ready(Prepared {
+    Ok(Checked::Ready(Box::new(Prepared {
         table_id: row.table_id,
         digest: req.digest(),
         req,
@@ -191,7 +191,7 @@ pub(crate) async fn prepare(
         added_manifest,
         remove,
         attempts: 0,
-    }))
+    })))
 }
 
 async fn recorded_outcome(
