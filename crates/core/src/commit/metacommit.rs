@@ -16,7 +16,6 @@ use std::collections::HashSet;
 
 use iceberg::spec::{ManifestContentType, ManifestStatus, TableMetadata, TableMetadataBuilder};
 use iceberg::{TableRequirement, TableUpdate};
-use serde_json::json;
 
 use crate::commit::files::file_stats;
 use crate::db::TableRow;
@@ -217,10 +216,7 @@ pub(crate) async fn commit(
                 continue 'attempt;
             }
         }
-        tx.commit().await.map_err(|e| Error::Unavailable {
-            what: "catalog database",
-            source: format!("the outcome of the commit is unknown: {e}").into(),
-        })?;
+        pointer::commit(tx, "the commit").await?;
         return Ok(());
     }
     Err(Error::Unavailable {
@@ -251,17 +247,8 @@ async fn apply(
 ) -> Result<bool> {
     let Planned { row, current, new } = p;
     let known: HashSet<i64> = current.snapshots().map(|s| s.snapshot_id()).collect();
-    let mut value = serde_json::to_value(new).map_err(|e| Error::internal_from("metadata", e))?;
-    let refs = value["refs"].as_object().cloned().unwrap_or_default();
-    // The base keeps what is not in rows: schemas, specs, properties, ...
-    let mut base = value.take();
-    if let Some(o) = base.as_object_mut() {
-        for k in ["snapshots", "snapshot-log", "metadata-log"] {
-            o.insert(k.into(), json!([]));
-        }
-        o.insert("refs".into(), json!({}));
-        o.remove("current-snapshot-id");
-    }
+    let value = serde_json::to_value(new).map_err(|e| Error::internal_from("metadata", e))?;
+    let (base, refs) = crate::table::split_metadata(value);
     let version = row.version + 1;
     let now = new.last_updated_ms();
     let current_id = new.current_snapshot_id();

@@ -722,14 +722,7 @@ async fn record(
         .map(|d| d.path.as_str())
         .collect();
     crate::db::forget_paths(&mut tx, "metadata_files", table_id, &metadata).await?;
-    tx.commit().await.map_err(|e| Error::Unavailable {
-        what: "catalog database",
-        source: format!(
-            "the outcome of expiring snapshots of {} is unknown: {e}",
-            planned.ident
-        )
-        .into(),
-    })?;
+    pointer::commit(tx, &format!("expiring snapshots of {}", planned.ident)).await?;
     Ok(true)
 }
 

@@ -61,6 +61,28 @@ impl FileContext {
     }
 }
 
+/// Splits a table's full Iceberg metadata into the base the `tables` row keeps (schemas,
+/// specs, properties: everything that is not in rows) and its refs (kept as rows).
+pub(crate) fn split_metadata(
+    mut full: serde_json::Value,
+) -> (
+    serde_json::Value,
+    serde_json::Map<String, serde_json::Value>,
+) {
+    let refs = match full["refs"].take() {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(o) = full.as_object_mut() {
+        for k in ["snapshots", "snapshot-log", "metadata-log"] {
+            o.insert(k.into(), serde_json::json!([]));
+        }
+        o.insert("refs".into(), serde_json::json!({}));
+        o.remove("current-snapshot-id");
+    }
+    (full, refs)
+}
+
 /// Parses the stored base metadata of a table.
 pub(crate) fn parse_base(row: &TableRow) -> Result<(TableMetadata, FileContext)> {
     let meta: TableMetadata = serde_json::from_str(&row.base_metadata)

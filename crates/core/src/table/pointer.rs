@@ -30,6 +30,16 @@ use crate::db::{TableRow, is_unique_violation, placeholders};
 use crate::error::{Error, ObjectKind, Result};
 use crate::table::refs::RefRetention;
 
+/// Commits the transaction that moved a pointer. A failure of the `COMMIT` itself leaves the
+/// outcome unknown (`Unavailable`: read the table again, or retry with the same commit id);
+/// `what` names the change for the message.
+pub(crate) async fn commit(tx: sqlx::Transaction<'_, sqlx::Any>, what: &str) -> Result<()> {
+    tx.commit().await.map_err(|e| Error::Unavailable {
+        what: "catalog database",
+        source: format!("the outcome of {what} is unknown: {e}").into(),
+    })
+}
+
 /// Where a writer saw the pointer: what [`swap`] compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Expected {

@@ -379,10 +379,7 @@ async fn try_apply(
             })
             .await?;
     }
-    tx.commit().await.map_err(|e| Error::Unavailable {
-        what: "catalog database",
-        source: format!("the outcome of changing the refs of {ident} is unknown: {e}").into(),
-    })?;
+    pointer::commit(tx, &format!("changing the refs of {ident}")).await?;
     Ok(Some(ChangeOutcome {
         previous_snapshot_id: current,
         current_snapshot_id: after,

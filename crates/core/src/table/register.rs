@@ -14,7 +14,6 @@
 use std::collections::HashSet;
 
 use iceberg::spec::{FormatVersion, TableMetadata};
-use serde_json::json;
 
 use crate::db::TableRow;
 use crate::error::{Error, ObjectKind, Result};
@@ -66,16 +65,8 @@ pub(crate) async fn register(
         .map_err(|e| Error::invalid("metadata-location", format!("the table's location: {e}")))?;
     let location = dir.uri().to_string();
     // The base keeps what is not in rows, as for every table.
-    let mut full = serde_json::to_value(&meta).map_err(|e| Error::internal_from("metadata", e))?;
-    let refs = full["refs"].take();
-    let mut base = full.clone();
-    if let Some(o) = base.as_object_mut() {
-        for k in ["snapshots", "snapshot-log", "metadata-log"] {
-            o.insert(k.into(), json!([]));
-        }
-        o.insert("refs".into(), json!({}));
-        o.remove("current-snapshot-id");
-    }
+    let full = serde_json::to_value(&meta).map_err(|e| Error::internal_from("metadata", e))?;
+    let (base, refs) = crate::table::split_metadata(full);
     // Live files of the current snapshot, so they cannot be added a second time.
     let mut live = HashSet::new();
     if let Some(s) = meta.current_snapshot() {
@@ -133,7 +124,7 @@ pub(crate) async fn register(
             .insert_snapshot_log(seq, l.snapshot_id, l.timestamp_ms)
             .await?;
     }
-    for (name, r) in refs.as_object().into_iter().flatten() {
+    for (name, r) in &refs {
         if let (Some(id), Some(kind)) = (r["snapshot-id"].as_i64(), r["type"].as_str()) {
             let retention = crate::table::refs::RefRetention::from_json(r);
             moved.upsert_ref(name, id, kind, Some(&retention)).await?;
@@ -170,9 +161,6 @@ pub(crate) async fn register(
             })
             .await?;
     }
-    tx.commit().await.map_err(|e| Error::Unavailable {
-        what: "catalog database",
-        source: format!("the outcome of registering {ident} is unknown: {e}").into(),
-    })?;
+    pointer::commit(tx, &format!("registering {ident}")).await?;
     Ok(())
 }
