@@ -435,3 +435,76 @@ impl Moved<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{append_one, catalog_with_table};
+
+    fn target(version: i64, current: Option<i64>) -> Target<'static> {
+        Target {
+            version,
+            current_snapshot_id: current,
+            last_sequence_number: None,
+            last_updated_ms: 1,
+            base_metadata: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_swap_passes_only_from_the_version_and_snapshot_it_expects() {
+        let dir = tempfile::tempdir().unwrap();
+        let (catalog, ident, t) = catalog_with_table(dir.path()).await;
+        catalog
+            .commit(append_one(&ident, &t, 1, true))
+            .await
+            .unwrap();
+        let db = &catalog.shared().db;
+        let row = db.table(&ident).await.unwrap();
+        let at = Expected::of(&row);
+        let mut conn = db.pool.acquire().await.unwrap();
+
+        let stale_version = Expected {
+            version: at.version - 1,
+            ..at
+        };
+        let other_snapshot = Expected {
+            current_snapshot_id: Some(-7),
+            ..at
+        };
+        for from in [stale_version, other_snapshot] {
+            let moved = swap(&mut conn, from, &target(at.version + 1, None)).await;
+            assert!(moved.unwrap().is_none(), "{from:?} must not swap");
+        }
+        assert!(
+            swap(&mut conn, at, &target(at.version, None))
+                .await
+                .is_err(),
+            "a swap must move forward"
+        );
+        assert_eq!(db.table(&ident).await.unwrap().version, at.version);
+
+        let moved = swap(
+            &mut conn,
+            at,
+            &target(at.version + 1, row.current_snapshot_id),
+        )
+        .await
+        .unwrap();
+        assert!(moved.is_some());
+        drop(moved);
+        let after = db.table(&ident).await.unwrap();
+        assert_eq!(after.version, at.version + 1);
+        assert_eq!(after.current_snapshot_id, row.current_snapshot_id);
+        // Unchanged where the target keeps the row's values.
+        assert_eq!(after.last_sequence_number, row.last_sequence_number);
+        assert_eq!(after.base_metadata, row.base_metadata);
+        // The old expectation is stale now.
+        assert!(
+            swap(&mut conn, at, &target(at.version + 2, None))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
