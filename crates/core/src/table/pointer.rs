@@ -492,7 +492,6 @@ mod tests {
         .await
         .unwrap();
         assert!(moved.is_some());
-        drop(moved);
         let after = db.table(&ident).await.unwrap();
         assert_eq!(after.version, at.version + 1);
         assert_eq!(after.current_snapshot_id, row.current_snapshot_id);
