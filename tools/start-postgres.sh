@@ -12,9 +12,17 @@ if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main"' | grep -q 
   pg_createcluster "$version" main >/dev/null
 fi
 pg_ctlcluster "$version" main start >/dev/null 2>&1 || true
-for _ in $(seq 1 50); do
-  pg_isready -q -h 127.0.0.1 -p 5432 && break
+# A cluster that was not shut down cleanly replays its log first, which on a loaded
+# machine takes longer than a clean start: wait up to two minutes for it to take queries.
+for i in $(seq 1 600); do
+  if pg_isready -q -h 127.0.0.1 -p 5432 &&
+    su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'firn';\"" >/dev/null 2>&1; then
+    break
+  fi
+  if [ "$i" = 600 ]; then
+    echo "PostgreSQL did not accept connections within two minutes" >&2
+    exit 1
+  fi
   sleep 0.2
 done
-su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'firn';\"" >/dev/null
 echo "postgres://postgres:firn@127.0.0.1:5432"
