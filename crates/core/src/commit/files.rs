@@ -460,9 +460,7 @@ fn footer_stats(ctx: &FileContext, path: &str, meta: &ParquetMetaData) -> Result
                     "column {dotted} has field id {id}, which is not in the table schema"
                 ))
             })?;
-            if col.path().parts().len() == 1 && f.name != dotted {
-                // Same id, another name: a rename. Fine, the id decides.
-            }
+            // Another name with the same id is a rename: the id decides.
             f.clone()
         } else {
             ctx.schema
@@ -499,21 +497,36 @@ fn footer_stats(ctx: &FileContext, path: &str, meta: &ParquetMetaData) -> Result
     let mut lower: HashMap<i32, Datum> = HashMap::new();
     let mut upper: HashMap<i32, Datum> = HashMap::new();
     let mut no_bounds = std::collections::HashSet::new();
+    // A column with a chunk whose null count is unknown has no null count at all.
+    let mut unknown_nulls = std::collections::HashSet::new();
+    // The footer is the writer's word too: counts are checked, sums cannot overflow.
+    let count = |v: i64, what: &str| {
+        u64::try_from(v).map_err(|_| bad(format!("its footer gives a negative {what} ({v})")))
+    };
     for rg in meta.row_groups() {
         for (i, chunk) in rg.columns().iter().enumerate() {
-            let (id, ty, _) = &leaf_ids[i];
-            *sizes.entry(*id).or_insert(0u64) += chunk.compressed_size() as u64;
-            *values.entry(*id).or_insert(0u64) += chunk.num_values() as u64;
+            let (id, ty, _) = leaf_ids.get(i).ok_or_else(|| {
+                bad("a row group of its footer has more columns than its schema".into())
+            })?;
+            let size = count(chunk.compressed_size(), "column size")?;
+            let n_values = count(chunk.num_values(), "value count")?;
+            let s = sizes.entry(*id).or_insert(0u64);
+            *s = s.saturating_add(size);
+            let v = values.entry(*id).or_insert(0u64);
+            *v = v.saturating_add(n_values);
+            match chunk.statistics().and_then(|s| s.null_count_opt()) {
+                Some(n) => {
+                    let c = nulls.entry(*id).or_insert(0u64);
+                    *c = c.saturating_add(n);
+                }
+                None => {
+                    unknown_nulls.insert(*id);
+                }
+            }
             let Some(stats) = chunk.statistics() else {
                 no_bounds.insert(*id);
                 continue;
             };
-            match stats.null_count_opt() {
-                Some(n) => *nulls.entry(*id).or_insert(0u64) += n,
-                None => {
-                    nulls.insert(*id, u64::MAX);
-                }
-            }
             let chunk_has_values = stats
                 .null_count_opt()
                 .map(|n| (n as i64) < chunk.num_values())
@@ -540,12 +553,12 @@ fn footer_stats(ctx: &FileContext, path: &str, meta: &ParquetMetaData) -> Result
             }
         }
     }
-    nulls.retain(|_, v| *v != u64::MAX);
+    nulls.retain(|id, _| !unknown_nulls.contains(id));
     for id in &no_bounds {
         lower.remove(id);
         upper.remove(id);
     }
-    let record_count = meta.file_metadata().num_rows() as u64;
+    let record_count = count(meta.file_metadata().num_rows(), "row count")?;
     for (id, _, required) in &leaf_ids {
         if *required && nulls.get(id).copied().unwrap_or(0) > 0 {
             let name = ctx.schema.name_by_field_id(*id).unwrap_or("?");
@@ -872,5 +885,96 @@ mod tests {
         let missing = w.object("memory:///w/ns/t/data/none.parquet").unwrap();
         let e = read_footer(&w, &missing).await.unwrap_err();
         assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    }
+
+    /// The footer of a one-column (`id long`, field id 1) file, and the context of a table
+    /// with that column.
+    fn id_footer_and_context() -> (ParquetMetaData, FileContext) {
+        use iceberg::spec::NestedField;
+        let bytes = bytes::Bytes::from(crate::testing::test_parquet(&[1, 2, 3]));
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
+        let schema = Schema::builder()
+            .with_fields(vec![
+                NestedField::optional(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            ])
+            .build()
+            .unwrap();
+        let ctx = FileContext {
+            location: "memory:///w/ns/t".into(),
+            schema: Arc::new(schema),
+            spec: Arc::new(iceberg::spec::PartitionSpec::unpartition_spec()),
+            partition_type: StructType::new(vec![]),
+        };
+        (meta, ctx)
+    }
+
+    /// `meta` with its row group repeated, each copy's `id` chunk changed by `f`.
+    fn with_chunks(
+        meta: &ParquetMetaData,
+        num_rows: i64,
+        chunks: &[&dyn Fn(
+            parquet::file::metadata::ColumnChunkMetaDataBuilder,
+        ) -> parquet::file::metadata::ColumnChunkMetaDataBuilder],
+    ) -> ParquetMetaData {
+        use parquet::file::metadata::FileMetaData;
+        let fm = meta.file_metadata();
+        let file = FileMetaData::new(
+            fm.version(),
+            num_rows,
+            fm.created_by().map(str::to_string),
+            fm.key_value_metadata().cloned(),
+            fm.schema_descr_ptr(),
+            fm.column_orders().cloned(),
+        );
+        let rg = meta.row_group(0).clone();
+        let groups = chunks
+            .iter()
+            .map(|f| {
+                let chunk = f(rg.column(0).clone().into_builder()).build().unwrap();
+                rg.clone()
+                    .into_builder()
+                    .set_column_metadata(vec![chunk])
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        ParquetMetaData::new(file, groups)
+    }
+
+    #[test]
+    fn footer_counts_are_checked_not_trusted() {
+        use parquet::file::statistics::Statistics;
+        let (meta, ctx) = id_footer_and_context();
+        let path = "memory:///w/ns/t/data/f.parquet";
+
+        // A chunk without a null count, then one with: the column's null count is unknown
+        // (it was a sentinel that overflowed when the next chunk's count was added).
+        let unknown = |b: parquet::file::metadata::ColumnChunkMetaDataBuilder| {
+            b.set_statistics(Statistics::int64(Some(1), Some(3), None, None, false))
+        };
+        let known = |b: parquet::file::metadata::ColumnChunkMetaDataBuilder| {
+            b.set_statistics(Statistics::int64(Some(1), Some(3), None, Some(1), false))
+        };
+        let m = with_chunks(&meta, 6, &[&unknown, &known]);
+        let stats = footer_stats(&ctx, path, &m).unwrap();
+        assert!(!stats.nulls.contains_key(&1), "{:?}", stats.nulls);
+        assert_eq!(stats.values[&1], 6);
+        // A chunk with no statistics at all leaves the null count unknown too (it used to
+        // count as zero nulls, which could prune `id IS NULL` wrongly).
+        let none = |b: parquet::file::metadata::ColumnChunkMetaDataBuilder| b.clear_statistics();
+        let m = with_chunks(&meta, 6, &[&none, &known]);
+        assert!(!footer_stats(&ctx, path, &m).unwrap().nulls.contains_key(&1));
+
+        // Negative counts are refused, not wrapped into huge ones.
+        let m = with_chunks(&meta, -5, &[&known]);
+        let e = footer_stats(&ctx, path, &m).err().unwrap();
+        assert!(e.to_string().contains("negative row count"), "{e}");
+        let negative =
+            |b: parquet::file::metadata::ColumnChunkMetaDataBuilder| b.set_num_values(-1);
+        let m = with_chunks(&meta, 3, &[&negative]);
+        let e = footer_stats(&ctx, path, &m).err().unwrap();
+        assert!(e.to_string().contains("negative value count"), "{e}");
     }
 }
