@@ -242,10 +242,8 @@ impl Catalog {
     /// Refuses a new table's location that overlaps another table or a namespace directory
     /// (checked again, for good, in the transaction that inserts the table).
     async fn check_location_free(&self, dir: &crate::storage::Location) -> Result<()> {
-        let mut tx = self.shared.db.pool.begin().await?;
-        crate::table::locations::claim(&mut tx, &self.shared.warehouse, "location", dir).await?;
-        tx.rollback().await?;
-        Ok(())
+        let mut conn = self.shared.db.pool.acquire().await?;
+        crate::table::locations::check(&mut conn, &self.shared.warehouse, "location", dir).await
     }
 
     /// Creates an empty table (Iceberg v2) and writes its first metadata file.
@@ -287,32 +285,29 @@ impl Catalog {
             metadata_location: metadata_location.clone(),
             metadata_version: 0,
         };
+        let mut tx = self.shared.db.pool.begin().await?;
         let inserted = async {
-            let mut tx = self.shared.db.pool.begin().await?;
             crate::table::locations::claim(&mut tx, &self.shared.warehouse, "location", &dir)
                 .await?;
             let id = crate::table::pointer::insert(&mut tx, &row, now)
                 .await?
                 .table_id();
-            tx.commit().await?;
+            crate::db::insert_metadata_file(&mut tx, id, &metadata_location, 0, now).await?;
             Ok::<_, Error>(id)
-        };
-        let table_id = match inserted.await {
-            Ok(id) => id,
-            Err(e) => {
-                // Nothing references the new metadata file: it goes, so a refused create
-                // leaves nothing behind.
-                let scope = TableScope::new(dir, []);
-                if let Some(owned) = scope.own(&metadata_path) {
-                    let _ = self.shared.warehouse.delete(&owned).await;
-                }
-                return Err(e);
+        }
+        .await;
+        if let Err(e) = inserted {
+            // Refused before COMMIT: nothing references the new metadata file, so it goes
+            // and the create leaves nothing behind.
+            drop(tx);
+            let scope = TableScope::new(dir, []);
+            if let Some(owned) = scope.own(&metadata_path) {
+                let _ = self.shared.warehouse.delete(&owned).await;
             }
-        };
-        self.shared
-            .db
-            .record_metadata_file(table_id, &metadata_location, 0, now)
-            .await?;
+            return Err(e);
+        }
+        // A failed COMMIT may still have created the table: its metadata file stays.
+        crate::table::pointer::commit(tx, &format!("creating {ident}")).await?;
         info!(location = %row.location, "created table");
         self.table_info(row, false).await
     }

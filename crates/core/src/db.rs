@@ -156,6 +156,27 @@ pub(crate) async fn forget_paths(
     Ok(())
 }
 
+/// [`Db::record_metadata_file`] in the caller's transaction (create, register).
+pub(crate) async fn insert_metadata_file(
+    conn: &mut sqlx::AnyConnection,
+    table_id: i64,
+    location: &str,
+    version: i64,
+    now_ms: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO metadata_files (table_id, path, version, created_at_ms) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (table_id, path) DO NOTHING",
+    )
+    .bind(table_id)
+    .bind(location)
+    .bind(version)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 // ---- objects awaiting deletion (`pending_deletes`) --------------------------------
 
 /// What kind of object a [`Doomed`] is (its `pending_deletes.kind`).
@@ -533,17 +554,8 @@ impl Db {
         version: i64,
         now_ms: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO metadata_files (table_id, path, version, created_at_ms) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (table_id, path) DO NOTHING",
-        )
-        .bind(table_id)
-        .bind(location)
-        .bind(version)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        insert_metadata_file(&mut conn, table_id, location, version, now_ms).await
     }
 
     // ---- snapshots -------------------------------------------------------------------

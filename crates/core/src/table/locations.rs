@@ -107,12 +107,24 @@ pub(crate) async fn claim(
     field: &str,
     new: &Location,
 ) -> Result<()> {
-    use sqlx::Row;
     sqlx::query("UPDATE catalog_locks SET n = n + 1 WHERE name = 'locations'")
         .execute(&mut *tx)
         .await?;
+    check(tx, warehouse, field, new).await
+}
+
+/// Refuses `new` if it overlaps a table or namespace directory now, without the lock: an
+/// early answer before anything is written (only [`claim`] decides, in the transaction that
+/// inserts the table).
+pub(crate) async fn check(
+    conn: &mut sqlx::AnyConnection,
+    warehouse: &Warehouse,
+    field: &str,
+    new: &Location,
+) -> Result<()> {
+    use sqlx::Row;
     let tables = sqlx::query("SELECT namespace, name, location FROM tables")
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(|r| {
@@ -127,7 +139,7 @@ pub(crate) async fn claim(
         })
         .collect::<Result<Vec<_>>>()?;
     let namespaces = sqlx::query("SELECT name FROM namespaces")
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(|r| Ok(r.try_get::<String, _>(0)?))

@@ -138,14 +138,7 @@ pub(crate) async fn register(
             .execute(moved.conn())
             .await?;
     }
-    sqlx::query(
-        "INSERT INTO metadata_files (table_id, path, version, created_at_ms) VALUES ($1, $2, 0, $3)",
-    )
-    .bind(table_id)
-    .bind(&location_uri)
-    .bind(now)
-    .execute(moved.conn())
-    .await?;
+    crate::db::insert_metadata_file(moved.conn(), table_id, &location_uri, 0, now).await?;
     if let Some(s) = meta.current_snapshot() {
         moved
             .insert_commit_log(&CommitLog {
