@@ -8,8 +8,9 @@
 //!   forward: a registered table may reference older objects elsewhere) or lies under the
 //!   table, exists and parses;
 //! - every file a manifest added by this snapshot adds lies under the table, exists with the
-//!   size the manifest gives (one HEAD), carries consistent statistics, and, for Parquet,
-//!   has the record count its footer has.
+//!   size the manifest gives, carries consistent statistics, and, for Parquet, has the
+//!   record count its footer has (one read gives the size and the footer; other formats:
+//!   one HEAD).
 //!
 //! Any failure is `InvalidArgument` naming the object and what is wrong with it: the client
 //! wrote bad metadata, retrying the same commit cannot succeed, and nothing was applied.
@@ -54,7 +55,11 @@ pub(crate) async fn check_added(
         }
         None => HashSet::new(),
     };
-    let schema = current.current_schema();
+    // The statistics name the fields of the schema the snapshot was written with.
+    let schema = snapshot
+        .schema_id()
+        .and_then(|id| new.schema_by_id(id))
+        .unwrap_or_else(|| new.current_schema());
     for m in list.entries() {
         if carried.contains(&m.manifest_path) {
             continue;
