@@ -303,6 +303,18 @@ async fn main() {
         format!("{:.1}x", pct(&lat, 0.5).as_secs_f64() / base.as_secs_f64()),
     ));
     rows.push(("baseline: new 4 KiB file p50".into(), ms(create)));
+    // The floor the transport puts under every commit: a call that touches no table.
+    let mut rtt = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        client.list_namespaces().await.unwrap();
+        rtt.push(t.elapsed());
+    }
+    rtt.sort();
+    rows.push((
+        "baseline: gRPC call (list namespaces) p50".into(),
+        ms(pct(&rtt, 0.5)),
+    ));
     // Every added file's footer is read to check the writer's statistics (one per commit
     // here): its cost beside the single-writer latency it is part of.
     let (_, t) = create_table(&client, "bench", "footer", false).await;
