@@ -27,15 +27,19 @@ fn is_final(status: StatusCode, commit: bool) -> bool {
         || (status.is_success() && !commit)
 }
 
-/// Table commits and multi-table transactions: their commit id answers retries.
-fn is_commit(method: &Method, path: &str) -> bool {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+/// Table commits and multi-table transactions (by the route the request matched, so a
+/// prefix the router is nested under does not matter): their commit id answers retries.
+fn is_commit(method: &Method, route: &str) -> bool {
     method == Method::POST
-        && (matches!(parts.as_slice(), ["v1", "namespaces", _, "tables", _])
-            || path.ends_with("/transactions/commit"))
+        && [crate::TABLE_ROUTE, crate::TRANSACTION_ROUTE]
+            .iter()
+            .any(|r| route.ends_with(r))
 }
 
 pub(crate) async fn replay(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if !matches!(*req.method(), Method::POST | Method::DELETE) {
+        return next.run(req).await;
+    }
     let key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
         None => return next.run(req).await,
         Some(Err(_)) => {
@@ -43,9 +47,11 @@ pub(crate) async fn replay(State(s): State<AppState>, req: Request, next: Next) 
         }
         Some(Ok(k)) => k.to_string(),
     };
-    if !matches!(*req.method(), Method::POST | Method::DELETE) {
-        return next.run(req).await;
-    }
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
     // Read already (bounded in size and time) by the layer outside this one.
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, crate::MAX_BODY_BYTES).await else {
@@ -58,7 +64,6 @@ pub(crate) async fn replay(State(s): State<AppState>, req: Request, next: Next) 
         )
         .into_response();
     };
-    let path = parts.uri.path().to_string();
     let mut h = Sha256::new();
     h.update(parts.method.as_str());
     h.update([0]);
@@ -83,7 +88,7 @@ pub(crate) async fn replay(State(s): State<AppState>, req: Request, next: Next) 
         Ok(None) => {}
         Err(e) => return RestError::from(e).into_response(),
     }
-    let commit = is_commit(&parts.method, &path);
+    let commit = is_commit(&parts.method, &route);
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -91,10 +96,22 @@ pub(crate) async fn replay(State(s): State<AppState>, req: Request, next: Next) 
     if !is_final(status, commit) {
         return response;
     }
+    // Only an answer known to fit is recorded; any other goes out as it is (its request
+    // has been applied: the answer must not turn into an error).
+    let fits = axum::body::HttpBody::size_hint(response.body())
+        .upper()
+        .is_some_and(|n| n <= MAX_ANSWER_BYTES as u64);
+    if !fits {
+        return response;
+    }
     let (parts, body) = response.into_parts();
-    let Ok(body) = to_bytes(body, MAX_ANSWER_BYTES).await else {
-        return RestError::from(firn_core::Error::internal("answer too large to record"))
-            .into_response();
+    let body = match to_bytes(body, MAX_ANSWER_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read an answer to record it");
+            return RestError::from(firn_core::Error::internal("the answer could not be read"))
+                .into_response();
+        }
     };
     let answer = RecordedAnswer {
         request_digest: digest,
@@ -114,10 +131,12 @@ mod tests {
 
     #[test]
     fn commits_and_final_answers_are_told_apart() {
-        assert!(is_commit(&Method::POST, "/v1/namespaces/ns/tables/t"));
+        let table = format!("/v1{}", crate::TABLE_ROUTE);
+        assert!(is_commit(&Method::POST, &table));
+        assert!(is_commit(&Method::POST, crate::TABLE_ROUTE));
         assert!(is_commit(&Method::POST, "/v1/transactions/commit"));
-        assert!(!is_commit(&Method::POST, "/v1/namespaces/ns/tables"));
-        assert!(!is_commit(&Method::DELETE, "/v1/namespaces/ns/tables/t"));
+        assert!(!is_commit(&Method::POST, "/v1/namespaces/{ns}/tables"));
+        assert!(!is_commit(&Method::DELETE, &table));
         assert!(is_final(StatusCode::CONFLICT, true));
         assert!(is_final(StatusCode::OK, false) && !is_final(StatusCode::OK, true));
         assert!(!is_final(StatusCode::SERVICE_UNAVAILABLE, false));

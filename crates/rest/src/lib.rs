@@ -103,6 +103,11 @@ const ENDPOINTS: &[&str] = &[
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
 ];
 
+/// The route of a table (load, exists, drop, and POST: commit).
+const TABLE_ROUTE: &str = "/namespaces/{ns}/tables/{table}";
+/// The route of multi-table commits.
+const TRANSACTION_ROUTE: &str = "/transactions/commit";
+
 /// The router of the REST API over `catalog`.
 pub fn router(catalog: Catalog, config: RestConfig) -> Router {
     let state = AppState {
@@ -126,7 +131,7 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
             get(list_tables).post(create_table),
         )
         .route(
-            "/namespaces/{ns}/tables/{table}",
+            TABLE_ROUTE,
             get(load_table)
                 .head(table_exists)
                 .delete(drop_table)
@@ -135,7 +140,7 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
         .route("/namespaces/{ns}/tables/{table}/metrics", post(metrics))
         .route("/namespaces/{ns}/views/{view}", get(no_view).head(no_view))
         .route("/tables/rename", post(rename_table))
-        .route("/transactions/commit", post(commit_transaction))
+        .route(TRANSACTION_ROUTE, post(commit_transaction))
         // Route layers wrap only requests that reached an endpoint (a 404 or 405 reads no
         // body); the one added last runs first: the body is read (JSON only, bounded in size
         // and time), then a retried Idempotency-Key gets its first answer.
@@ -1032,7 +1037,7 @@ mod tests {
 
     #[tokio::test]
     async fn namespaces_tables_and_the_error_model() {
-        let (app, _dir) = app(None).await;
+        let (app, dir) = app(None).await;
         let (s, v) = call(&app, Method::GET, "/v1/config", None).await;
         assert_eq!(s, StatusCode::OK);
         assert!(
@@ -1243,6 +1248,55 @@ mod tests {
         let (_, v) = call(&app, Method::GET, "/v1/namespaces/a/tables/t", None).await;
         assert_eq!(v["metadata"]["current-schema-id"], 1);
         assert_eq!(v["metadata"]["schemas"].as_array().unwrap().len(), 2);
+        // A commit's key is its commit id: its answer (the whole metadata) is not stored as
+        // well; another mutation's is, and a key no commit id could be is refused up front.
+        let keyed = |key: String, ns: &str| {
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/namespaces")
+                .header("content-type", "application/json")
+                .header("Idempotency-Key", key)
+                .body(Body::from(json!({"namespace": [ns]}).to_string()))
+                .unwrap()
+        };
+        let resp = app
+            .clone()
+            .oneshot(keyed("ns-1".into(), "keyed"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let resp = app
+            .clone()
+            .oneshot(keyed("k".repeat(200), "too-long-key"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let observer = Catalog::open(
+            CatalogConfig {
+                catalog_url: format!("sqlite://{}", dir.path().join("c.db").display()),
+                warehouse: WarehouseConfig::new(format!(
+                    "file://{}",
+                    dir.path().join("w").display()
+                )),
+            },
+            Env::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            observer.recorded_answer("schema-change-1").await.unwrap(),
+            None,
+            "a commit's answer was recorded"
+        );
+        assert_eq!(
+            observer
+                .recorded_answer("ns-1")
+                .await
+                .unwrap()
+                .map(|a| a.status),
+            Some(200)
+        );
+        assert!(observer.get_namespace("too-long-key").await.is_err());
 
         let (s, v) = call(&app, Method::DELETE, "/v1/namespaces/a", None).await;
         assert_eq!(
