@@ -437,8 +437,18 @@ impl Catalog {
             Some(row) => row,
             None => self.shared.db.table(&req.ident).await?,
         };
+        let started = std::time::Instant::now();
         match prepare::prepare(&self.shared, &row, req, wanted_snapshot_id).await? {
-            Checked::Ready(prepared) => self.committer.submit(*prepared).await,
+            Checked::Ready(prepared) => {
+                let prepared_in = started.elapsed();
+                let outcome = self.committer.submit(*prepared).await;
+                tracing::debug!(
+                    prepare = ?prepared_in,
+                    committer = ?(started.elapsed() - prepared_in),
+                    "commit"
+                );
+                outcome
+            }
             Checked::Answered(outcome) => Ok(outcome),
         }
     }

@@ -183,17 +183,26 @@ fn create_baseline(dir: &std::path::Path, n: usize) -> Duration {
     pct(&lat, 0.5)
 }
 
-/// p50 of opening a Parquet file and parsing its footer: what Firn now does for every file a
-/// commit adds, to check the writer's statistics against it.
-fn footer_baseline(path: &str, n: usize) -> Duration {
-    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-    let local = path.strip_prefix("file://").expect("a local file");
+/// p50 of reading a Parquet file's size and footer the way Firn checks every file a commit
+/// adds: one suffix read through the warehouse (no HEAD), then parsing the footer.
+async fn footer_baseline(warehouse: &firn_core::Warehouse, path: &str, n: usize) -> Duration {
+    use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+    let object = warehouse.object(path).expect("a path in the warehouse");
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let f = std::fs::File::open(local).expect("bench file");
-        let r = SerializedFileReader::new(f).expect("a Parquet file");
-        std::hint::black_box(r.metadata().file_metadata().num_rows());
+        let (size, tail) = warehouse.tail(&object, 64 << 10).await.expect("bench file");
+        let mut reader = ParquetMetaDataReader::new();
+        reader
+            .try_parse_sized(&tail, size)
+            .expect("a Parquet footer");
+        std::hint::black_box(
+            reader
+                .finish()
+                .expect("a footer")
+                .file_metadata()
+                .num_rows(),
+        );
         lat.push(t.elapsed());
     }
     lat.sort();
@@ -319,8 +328,11 @@ async fn main() {
     // here): its cost beside the single-writer latency it is part of.
     let (_, t) = create_table(&client, "bench", "footer", false).await;
     let sample = files(&t.location, "f", 1);
-    let footer = footer_baseline(&sample[0].0, 500);
-    rows.push(("baseline: Parquet footer read p50".into(), ms(footer)));
+    let footer = footer_baseline(server.catalog.warehouse(), &sample[0].0, 500).await;
+    rows.push((
+        "baseline: Parquet size + footer read p50".into(),
+        ms(footer),
+    ));
     rows.push((
         "footer read / single writer p50".into(),
         format!(
