@@ -180,7 +180,7 @@ impl ConnState {
         } = shared.limits;
         let stalled = match self.write_stalled_since_ms.load(SeqCst) {
             NOT_STALLED => None,
-            since => Some(since.saturating_add(idle.as_millis() as u64)),
+            since => Some(since.saturating_add(millis(idle))),
         };
         if !self.idle() {
             return stalled;
@@ -193,7 +193,7 @@ impl ConnState {
             Protocol::Http2 if !self.preface.load(SeqCst) => (self.accepted_ms, header),
             Protocol::Http1 | Protocol::Http2 => (self.idle_since_ms.load(SeqCst), idle),
         };
-        let at = from.saturating_add(timeout.as_millis() as u64);
+        let at = from.saturating_add(millis(timeout));
         Some(stalled.map_or(at, |s| s.min(at)))
     }
 }
@@ -620,10 +620,23 @@ impl<B: http_body::Body> http_body::Body for Guarded<B> {
     }
 }
 
+/// `d` in whole milliseconds; a duration too long for that is forever, not a wrapped short one.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn a_timeout_too_long_for_milliseconds_is_forever_not_short() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        // `as u64` kept the low 64 bits: 2^64 ms + 5 ms became 5 ms.
+        let huge = Duration::from_millis(u64::MAX) + Duration::from_millis(6);
+        assert_eq!(millis(huge), u64::MAX);
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
