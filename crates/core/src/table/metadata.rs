@@ -190,7 +190,8 @@ pub(crate) async fn read_metadata_file(warehouse: &Warehouse, location: &str) ->
         }
         r => r?,
     };
-    let text = String::from_utf8(bytes.to_vec())
+    // No copy: the bytes are this read's own.
+    let text = String::from_utf8(Vec::from(bytes))
         .map_err(|e| Error::corrupt(path.uri(), format!("not UTF-8: {e}")))?;
     serde_json::from_str::<serde::de::IgnoredAny>(&text)
         .map_err(|e| Error::corrupt(path.uri(), format!("not JSON: {e}")))?;
