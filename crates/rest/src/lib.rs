@@ -985,20 +985,22 @@ mod tests {
         .await
     }
 
-    async fn app_with(config: RestConfig) -> (Router, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(
+    /// A catalog on `dir`'s database and warehouse (a second one sees the first's state).
+    async fn open_catalog(dir: &std::path::Path) -> Catalog {
+        Catalog::open(
             CatalogConfig {
-                catalog_url: format!("sqlite://{}", dir.path().join("c.db").display()),
-                warehouse: WarehouseConfig::new(format!(
-                    "file://{}",
-                    dir.path().join("w").display()
-                )),
+                catalog_url: format!("sqlite://{}", dir.join("c.db").display()),
+                warehouse: WarehouseConfig::new(format!("file://{}", dir.join("w").display())),
             },
             Env::default(),
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    async fn app_with(config: RestConfig) -> (Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = open_catalog(dir.path()).await;
         (router(catalog, config), dir)
     }
 
@@ -1271,18 +1273,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-        let observer = Catalog::open(
-            CatalogConfig {
-                catalog_url: format!("sqlite://{}", dir.path().join("c.db").display()),
-                warehouse: WarehouseConfig::new(format!(
-                    "file://{}",
-                    dir.path().join("w").display()
-                )),
-            },
-            Env::default(),
-        )
-        .await
-        .unwrap();
+        let observer = open_catalog(dir.path()).await;
         assert_eq!(
             observer.recorded_answer("schema-change-1").await.unwrap(),
             None,
