@@ -1,5 +1,6 @@
 //! End-to-end tests, compiled as one binary (one link, shared helpers in `firn_tests`).
 
+mod access;
 mod bad_input;
 mod cli;
 mod commits;

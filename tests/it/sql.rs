@@ -339,9 +339,11 @@ async fn sql_applies_row_level_deletes() {
             additional_properties: HashMap::new(),
         })
         .build();
+    let caller = server.catalog.authenticate(None).await.unwrap();
     server
         .catalog
         .commit_metadata(
+            &caller,
             firn_core::TableChange {
                 ident: ident.clone(),
                 requirements: vec![TableRequirement::RefSnapshotIdMatch {

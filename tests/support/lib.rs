@@ -25,6 +25,8 @@ pub struct TestServer {
     pub catalog: Catalog,
     pub dir: tempfile::TempDir,
     pub store: Option<Arc<FaultyStore>>,
+    /// With authentication on: the first admin's token.
+    pub admin_token: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -75,6 +77,21 @@ impl TestServer {
         server
     }
 
+    /// A server that requires authentication on every transport; its first admin's token
+    /// is [`TestServer::admin_token`].
+    pub async fn start_secured() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match std::env::var("FIRN_TEST_POSTGRES") {
+            Ok(server) => fresh_postgres_db(&server).await,
+            Err(_) => format!("sqlite://{}", dir.path().join("catalog.db").display()),
+        };
+        let config =
+            WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
+        let mut server = Self::serve_auth(&url, Warehouse::open(config).unwrap(), true).await;
+        server.dir = dir;
+        server
+    }
+
     /// A second server on the same catalog database and warehouse: another replica.
     pub async fn replica(&self) -> Self {
         let config = self.catalog.warehouse().config().clone();
@@ -82,10 +99,24 @@ impl TestServer {
     }
 
     async fn serve(url: &str, warehouse: Warehouse) -> Self {
+        Self::serve_auth(url, warehouse, false).await
+    }
+
+    async fn serve_auth(url: &str, warehouse: Warehouse, auth: bool) -> Self {
         let db = Db::connect(url).await.expect("catalog database");
         let catalog = Catalog::open_with(db, Arc::new(warehouse), Env::default())
             .await
-            .expect("catalog");
+            .expect("catalog")
+            .with_auth(firn_core::AuthConfig { required: auth });
+        let admin_token = if auth {
+            catalog
+                .bootstrap_admin(None)
+                .await
+                .expect("bootstrap admin")
+                .map(|t| t.token.expose().to_string())
+        } else {
+            None
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let rest_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -111,12 +142,29 @@ impl TestServer {
             catalog,
             dir: tempfile::tempdir().expect("temp dir"),
             store: None,
+            admin_token,
             shutdown: Some(tx),
         }
     }
 
     pub async fn client(&self) -> FirnClient {
         FirnClient::connect(&self.endpoint).await.expect("connect")
+    }
+
+    /// A client that sends `token` (none: no credential).
+    pub async fn client_as(&self, token: Option<&str>) -> FirnClient {
+        let options = firn_client::ConnectOptions {
+            token: token.map(str::to_string),
+            ca_cert_pem: None,
+        };
+        FirnClient::connect_with(&self.endpoint, &options)
+            .await
+            .expect("connect")
+    }
+
+    /// A client with the first admin's token.
+    pub async fn admin(&self) -> FirnClient {
+        self.client_as(self.admin_token.as_deref()).await
     }
 }
 

@@ -12,7 +12,7 @@ use crate::output::{print_json, print_table, time_ms};
 use firn_core::notation::{parse_partition, parse_schema};
 
 pub(crate) async fn connect(conn: &Conn) -> anyhow::Result<FirnClient> {
-    Ok(FirnClient::connect(&conn.endpoint)
+    Ok(FirnClient::connect_with(&conn.endpoint, &conn.options()?)
         .await?
         .with_client_name(format!("firn-cli/{}", env!("CARGO_PKG_VERSION"))))
 }

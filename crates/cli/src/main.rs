@@ -1,5 +1,6 @@
 //! `firn`: the Firn server and a command-line client of it.
 
+mod access;
 mod client_cmds;
 mod load;
 mod maintenance;
@@ -38,6 +39,41 @@ pub struct Conn {
     /// Print machine-readable JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token for the server (firn token create). A flag shows in `ps`: prefer
+    /// FIRN_TOKEN or --token-file.
+    #[arg(long, env = "FIRN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Read the bearer token from this file (e.g. the server's DATA_DIR/admin-token).
+    #[arg(long, env = "FIRN_TOKEN_FILE", global = true, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for an https:// endpoint, besides the system roots.
+    #[arg(long, env = "FIRN_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
+}
+
+impl Conn {
+    /// The credential and TLS trust this command connects with.
+    pub fn options(&self) -> anyhow::Result<firn_client::ConnectOptions> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read the token file {}: {e}", f.display())
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        let ca_cert_pem = match &self.ca_cert {
+            Some(f) => Some(std::fs::read(f).map_err(|e| {
+                anyhow::anyhow!("cannot read the CA certificate {}: {e}", f.display())
+            })?),
+            None => None,
+        };
+        Ok(firn_client::ConnectOptions { token, ca_cert_pem })
+    }
 }
 
 #[derive(Subcommand)]
@@ -62,6 +98,20 @@ enum Command {
     RemoveOrphans(maintenance::RemoveOrphansArgs),
     /// Rewrite small data files into larger ones (rows and time travel unchanged).
     Compact(maintenance::CompactArgs),
+    /// Create, list or drop principals (people and service accounts).
+    #[command(subcommand)]
+    Principal(access::PrincipalCmd),
+    /// Create, list or revoke tokens.
+    #[command(subcommand)]
+    Token(access::TokenCmd),
+    /// Grant a privilege: firn grant read ON namespace sales TO alice.
+    Grant(access::GrantArgs),
+    /// Revoke a privilege: firn revoke read ON namespace sales FROM alice.
+    Revoke(access::GrantArgs),
+    /// List grants (your own, a principal's, or with --all every principal's).
+    Grants(access::GrantsArgs),
+    /// Show who the server takes you for.
+    Whoami(access::WhoamiArgs),
 }
 
 #[derive(clap::Args)]
@@ -75,9 +125,18 @@ struct ServeArgs {
     /// Address of the Iceberg REST catalog API (for Spark, PyIceberg, DuckDB, Trino).
     #[arg(long, env = "FIRN_REST_LISTEN", default_value = "127.0.0.1:8181")]
     rest_listen: SocketAddr,
-    /// Require this bearer token on REST requests [default: no authentication].
-    #[arg(long, env = "FIRN_REST_TOKEN", hide_env_values = true)]
-    rest_token: Option<String>,
+    /// Require a credential on every request (gRPC, REST, SQL) [default: on when a
+    /// listener is not on loopback].
+    #[arg(long, env = "FIRN_AUTH")]
+    auth: bool,
+    /// Serve a non-loopback address without authentication: anyone who can reach the
+    /// ports may read, change and drop every table.
+    #[arg(long, conflicts_with = "auth")]
+    insecure_no_auth: bool,
+    /// The first admin's token, for a server with authentication on and no principal yet
+    /// (at least 32 characters) [default: a random one, written to DATA_DIR/admin-token].
+    #[arg(long = "admin-token-file", env = "FIRN_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Catalog database: sqlite://PATH or postgres://USER:PASS@HOST/DB [default: SQLite in the data dir].
     #[arg(long, env = "FIRN_CATALOG_URL")]
     catalog_url: Option<String>,
@@ -164,6 +223,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("--warehouse-option {kv:?} is not KEY=VALUE"))?;
         warehouse.options.insert(k.to_string(), v.to_string());
     }
+    let public = [args.grpc_listen, args.rest_listen]
+        .iter()
+        .any(|a| !a.ip().is_loopback());
+    let auth_required = args.auth || (public && !args.insecure_no_auth);
+    if public && !auth_required {
+        tracing::warn!("--insecure-no-auth: serving a non-loopback address without authentication");
+    }
     let catalog = Catalog::open(
         CatalogConfig {
             catalog_url: catalog_url.clone(),
@@ -171,7 +237,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         Env::default(),
     )
-    .await?;
+    .await?
+    .with_auth(firn_core::AuthConfig {
+        required: auth_required,
+    });
+    if auth_required {
+        bootstrap_admin(&catalog, &data_dir, args.admin_token_file.as_deref()).await?;
+    }
     let open_files = raise_open_files_limit();
     let max_connections = connection_cap(args.max_connections, open_files);
     if max_connections < args.max_connections as usize {
@@ -203,15 +275,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         grpc = %listener.local_addr()?,
         rest = %rest_listener.local_addr()?,
-        catalog = %catalog_url,
-        warehouse = %warehouse.url,
+        catalog = %firn_core::auth::redact_url(&catalog_url),
+        warehouse = %firn_core::auth::redact_url(&warehouse.url),
+        auth = auth_required,
         "firn serving"
     );
     eprintln!(
-        "firn serving gRPC on {} and Iceberg REST on http://{} (catalog {catalog_url}, warehouse {})",
+        "firn serving gRPC on {} and Iceberg REST on http://{} (catalog {}, warehouse {}, authentication {})",
         listener.local_addr()?,
         rest_listener.local_addr()?,
-        warehouse.url
+        firn_core::auth::redact_url(&catalog_url),
+        firn_core::auth::redact_url(&warehouse.url),
+        if auth_required { "on" } else { "off" },
     );
     let maintenance = args
         .maintenance_interval
@@ -224,7 +299,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rest = tokio::spawn(firn_rest::serve(
         catalog.clone(),
         firn_rest::RestConfig {
-            bearer_token: args.rest_token,
             limits,
             body_read_timeout: args.body_read_timeout,
         },
@@ -243,6 +317,56 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // What was written behind the last commits goes to the store before the process ends.
     catalog.flush().await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The first admin credential of a server that requires authentication and has no
+/// principal yet: taken from `token_file`, or made and written to `DATA_DIR/admin-token`
+/// (mode 0600) and printed this once.
+async fn bootstrap_admin(
+    catalog: &Catalog,
+    data_dir: &std::path::Path,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let given = match token_file {
+        Some(f) => Some(firn_core::Secret::new(
+            std::fs::read_to_string(f)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot read the admin token file {}: {e}", f.display())
+                })?
+                .trim(),
+        )),
+        None => None,
+    };
+    let Some(issued) = catalog.bootstrap_admin(given.as_ref()).await? else {
+        return Ok(());
+    };
+    let path = data_dir.join("admin-token");
+    write_private(&path, &format!("{}\n", issued.token.expose()))?;
+    eprintln!(
+        "created principal {} with admin on the catalog; its token (shown once, also in {}):\n{}",
+        firn_core::catalog::BOOTSTRAP_ADMIN,
+        path.display(),
+        issued.token.expose()
+    );
+    Ok(())
+}
+
+/// Writes `text` to a new file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
     Ok(())
 }
 
@@ -282,6 +406,12 @@ async fn main() -> ExitCode {
         Command::Expire(a) => maintenance::expire(a).await,
         Command::RemoveOrphans(a) => maintenance::remove_orphans(a).await,
         Command::Compact(a) => maintenance::compact(a).await,
+        Command::Principal(c) => access::principal(c).await,
+        Command::Token(c) => access::token(c).await,
+        Command::Grant(a) => access::grant(a, true).await,
+        Command::Revoke(a) => access::grant(a, false).await,
+        Command::Grants(a) => access::grants(a).await,
+        Command::Whoami(a) => access::whoami(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,7 +53,10 @@ struct Settings {
 }
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
-    let session = FirnSession::connect(&args.conn.endpoint).await?;
+    let client = crate::client_cmds::connect(&args.conn)
+        .await?
+        .with_client_name("firn-sql");
+    let session = FirnSession::new(client);
     let batch_sql = match (&args.command, &args.file) {
         (Some(c), _) => Some(c.clone()),
         (None, Some(f)) => Some(

@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use firn_core::TableIdent;
 use firn_proto::v1 as pb;
+use firn_proto::v1::access_service_client::AccessServiceClient;
 use firn_proto::v1::catalog_service_client::CatalogServiceClient;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{ClientError, Result};
 
@@ -58,18 +62,64 @@ impl<'a> Backoff<'a> {
     }
 }
 
+/// How to reach a server: credentials and TLS trust.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// A bearer token (`firn token create`), sent with every call.
+    pub token: Option<String>,
+    /// PEM certificates to trust for an `https://` endpoint, besides the system roots.
+    pub ca_cert_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_cert_pem", &self.ca_cert_pem.is_some())
+            .finish()
+    }
+}
+
+/// Adds the credential and the client's name to every call.
+#[derive(Clone, Default)]
+pub struct CallMetadata {
+    authorization: Option<MetadataValue<Ascii>>,
+    client_name: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for CallMetadata {
+    fn call(
+        &mut self,
+        mut r: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.authorization {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        if let Some(v) = &self.client_name {
+            r.metadata_mut().insert("x-firn-client", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// The generated client over a channel that carries [`CallMetadata`].
+pub type RawClient = CatalogServiceClient<InterceptedService<Channel, CallMetadata>>;
+/// The generated access-control client, likewise.
+pub type RawAccessClient = AccessServiceClient<InterceptedService<Channel, CallMetadata>>;
+
 /// A connection to a Firn server. Cheap to clone (one HTTP/2 channel).
 #[derive(Clone)]
 pub struct FirnClient {
-    inner: CatalogServiceClient<Channel>,
+    channel: Channel,
+    metadata: CallMetadata,
+    inner: RawClient,
     retry: RetryPolicy,
-    client_name: Option<String>,
 }
 
 impl std::fmt::Debug for FirnClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FirnClient")
-            .field("client_name", &self.client_name)
+            .field("client_name", &self.metadata.client_name)
             .finish_non_exhaustive()
     }
 }
@@ -83,32 +133,81 @@ pub fn ident(i: &TableIdent) -> pb::TableIdent {
 }
 
 impl FirnClient {
-    /// Connects to `endpoint` (e.g. `http://127.0.0.1:50051`).
+    /// Connects to `endpoint` (e.g. `http://127.0.0.1:50051`) with no credential.
     pub async fn connect(endpoint: &str) -> Result<Self> {
+        Self::connect_with(endpoint, &ConnectOptions::default()).await
+    }
+
+    /// Connects to `endpoint`. An `https://` endpoint is always TLS, verified with the
+    /// system roots and `options.ca_cert_pem`; only `http://` is plain text.
+    pub async fn connect_with(endpoint: &str, options: &ConnectOptions) -> Result<Self> {
         let err = |source| ClientError::Connect {
             endpoint: endpoint.to_string(),
             source,
         };
-        let channel = Endpoint::from_shared(endpoint.to_string())
+        let mut ep = Endpoint::from_shared(endpoint.to_string())
             .map_err(err)?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(err)?;
-        Ok(Self {
-            inner: CatalogServiceClient::new(channel)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(256 << 20),
-            retry: RetryPolicy::default(),
+            .tcp_nodelay(true);
+        match ep.uri().scheme_str() {
+            Some("https") => {
+                let mut tls = ClientTlsConfig::new().with_native_roots();
+                if let Some(pem) = &options.ca_cert_pem {
+                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                ep = ep.tls_config(tls).map_err(err)?;
+            }
+            Some("http") => {}
+            other => {
+                return Err(ClientError::InvalidEndpoint {
+                    endpoint: endpoint.to_string(),
+                    reason: format!("scheme {:?}: use http:// or https://", other.unwrap_or("")),
+                });
+            }
+        }
+        let channel = ep.connect().await.map_err(err)?;
+        let authorization = match &options.token {
+            None => None,
+            Some(t) => {
+                let mut v: MetadataValue<Ascii> =
+                    format!("Bearer {}", t.trim()).parse().map_err(|_| {
+                        ClientError::InvalidEndpoint {
+                            endpoint: endpoint.to_string(),
+                            reason: "the token is not printable ASCII".into(),
+                        }
+                    })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        let metadata = CallMetadata {
+            authorization,
             client_name: None,
+        };
+        Ok(Self {
+            inner: Self::build(&channel, &metadata),
+            channel,
+            metadata,
+            retry: RetryPolicy::default(),
         })
+    }
+
+    fn build(channel: &Channel, metadata: &CallMetadata) -> RawClient {
+        CatalogServiceClient::with_interceptor(channel.clone(), metadata.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20)
     }
 
     /// Names this client in the server's commit log.
     pub fn with_client_name(mut self, name: impl Into<String>) -> Self {
-        self.client_name = Some(name.into());
+        self.metadata.client_name = name.into().parse().ok();
+        self.inner = Self::build(&self.channel, &self.metadata);
         self
+    }
+
+    /// The access-control service (principals, tokens, grants) on the same connection.
+    pub fn access(&self) -> RawAccessClient {
+        AccessServiceClient::with_interceptor(self.channel.clone(), self.metadata.clone())
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -117,18 +216,12 @@ impl FirnClient {
     }
 
     /// The generated client, for calls this type does not wrap.
-    pub fn raw(&self) -> CatalogServiceClient<Channel> {
+    pub fn raw(&self) -> RawClient {
         self.inner.clone()
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
-        if let Some(name) = &self.client_name
-            && let Ok(v) = name.parse()
-        {
-            r.metadata_mut().insert("x-firn-client", v);
-        }
-        r
+        tonic::Request::new(msg)
     }
 
     /// Runs an idempotent call, retrying while the server is `UNAVAILABLE`.

@@ -14,6 +14,9 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The endpoint or connection options cannot be used.
+    #[error("cannot connect to {endpoint}: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
     /// The server answered with an error status (see the proto's docs for each code).
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),

@@ -13,7 +13,10 @@ mod client;
 mod error;
 mod writer;
 
-pub use client::{FirnClient, RetryPolicy, ident as proto_ident};
+pub use client::{
+    CallMetadata, ConnectOptions, FirnClient, RawAccessClient, RawClient, RetryPolicy,
+    ident as proto_ident,
+};
 pub use error::{ClientError, Result};
 pub use firn_core::TableIdent;
 pub use firn_proto::v1 as proto;

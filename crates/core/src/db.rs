@@ -420,6 +420,11 @@ impl Db {
                 Error::not_found(ObjectKind::Namespace, name)
             });
         }
+        // Grants go with the namespace, as in PostgreSQL.
+        sqlx::query("DELETE FROM grants WHERE namespace = $1 AND table_id = 0")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -488,6 +493,8 @@ impl Db {
             "refs",
             "commits",
             "table_files",
+            // A grant goes with its table: one made later with the name is another table.
+            "grants",
         ] {
             sqlx::query(&format!("DELETE FROM {t} WHERE table_id = $1"))
                 .bind(row.table_id)
@@ -646,6 +653,37 @@ impl Db {
     }
 
     // ---- commits ---------------------------------------------------------------------
+
+    /// The newest `limit` entries of a table's commit log, newest first.
+    pub(crate) async fn commit_log(
+        &self,
+        table_id: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::model::CommitRecord>> {
+        let rows = sqlx::query(
+            "SELECT commit_id, snapshot_id, parent_snapshot_id, sequence_number, operation, \
+             principal, client, committed_at_ms FROM commits WHERE table_id = $1 \
+             ORDER BY version DESC, committed_at_ms DESC, commit_id LIMIT $2",
+        )
+        .bind(table_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::model::CommitRecord {
+                    commit_id: r.try_get(0)?,
+                    snapshot_id: r.try_get(1)?,
+                    parent_snapshot_id: r.try_get(2)?,
+                    sequence_number: r.try_get(3)?,
+                    operation: r.try_get(4)?,
+                    principal: r.try_get(5)?,
+                    client: r.try_get(6)?,
+                    committed_at_ms: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
 
     /// Rows of `table` whose `(table_id, key_col)` is among `keys`, in few round trips:
     /// one `UNION ALL` arm per table, so every arm uses the primary-key index.

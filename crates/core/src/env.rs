@@ -16,6 +16,8 @@ pub trait Ids: Send + Sync + 'static {
     fn snapshot_id(&self) -> i64;
     /// A random UUID (v4) for unique names.
     fn uuid(&self) -> uuid::Uuid;
+    /// 32 random bytes for a credential; must be unpredictable outside tests.
+    fn secret(&self) -> [u8; 32];
 }
 
 /// The system clock.
@@ -48,6 +50,9 @@ impl Ids for RandomIds {
     fn uuid(&self) -> uuid::Uuid {
         let bytes: [u8; 16] = self.0.lock().expect("rng poisoned").r#gen();
         uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+    fn secret(&self) -> [u8; 32] {
+        self.0.lock().expect("rng poisoned").r#gen()
     }
 }
 

@@ -13,6 +13,8 @@
 //! | `RequirementFailed` | a metadata commit's requirement does not hold on the current table; nothing was applied | yes, after re-reading the table |
 //! | `FailedPrecondition` | valid request, but the current state forbids it | not unchanged |
 //! | `TooLarge` | the request exceeds a server limit | no |
+//! | `Unauthenticated` | no credential, or one that is unknown, expired or revoked; nothing was done | with a valid credential |
+//! | `PermissionDenied` | the caller's grants do not allow the operation; nothing was done | after a grant |
 //! | `Corrupt` | an object in storage (a manifest, manifest list, metadata or data file) cannot be read as what it should be; `path` names it | no: the object must be repaired or the snapshot rolled back |
 //! | `Unavailable` | storage or database unavailable; for a commit the outcome is unknown | yes, with the same commit id |
 //! | `Internal` | a bug or unexpected failure; for a commit the outcome is unknown | with the same commit id |
@@ -72,6 +74,19 @@ pub enum Error {
     #[error("request too large: {0}")]
     TooLarge(String),
 
+    /// The request carries no credential where one is required, or one Firn does not
+    /// accept (unknown, expired, revoked). The reason never repeats the credential.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+
+    /// The caller is known but its grants do not allow the operation. Nothing was done.
+    #[error("{principal} may not do this: it needs the {privilege} privilege on {on}")]
+    PermissionDenied {
+        principal: String,
+        privilege: String,
+        on: String,
+    },
+
     /// An object in storage is not what the metadata says it is (a torn or foreign file).
     /// Nothing was changed; retrying does not help.
     #[error("corrupt object {path}: {reason}")]
@@ -108,6 +123,12 @@ pub enum ObjectKind {
     File,
     /// A tag or branch.
     Ref,
+    /// A person or service account (see [`crate::auth`]).
+    Principal,
+    /// A principal's token.
+    Token,
+    /// A grant of a privilege.
+    Grant,
 }
 
 impl fmt::Display for ObjectKind {
@@ -118,6 +139,9 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Ref => "ref",
             ObjectKind::File => "file",
+            ObjectKind::Principal => "principal",
+            ObjectKind::Token => "token",
+            ObjectKind::Grant => "grant",
         })
     }
 }

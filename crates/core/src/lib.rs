@@ -22,9 +22,11 @@
 //!   metadata commits, checked like appends).
 //! - [`scan`]: resolving snapshot selectors and planning scans.
 //! - [`maintenance`]: expiry, orphan removal, compaction and scheduling.
+//! - [`auth`]: principals, tokens and grants, and the [`auth::Caller`] every operation checks.
 //! - [`idempotency`]: final answers kept for retried idempotency keys.
 //! - [`catalog`]: the service API over all of them.
 
+pub mod auth;
 pub mod catalog;
 pub mod commit;
 pub mod db;
@@ -42,6 +44,7 @@ pub mod table;
 mod testing;
 pub mod validate;
 
+pub use auth::{AuthConfig, Caller, Grant, Privilege, Resource, Secret};
 pub use catalog::{Catalog, CatalogConfig, create_table_spec};
 pub use commit::metacommit::TableChange;
 pub use env::{Clock, Env, Ids, RandomIds, SystemClock};

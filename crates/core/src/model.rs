@@ -173,6 +173,30 @@ pub struct CommitRequest {
     pub client: String,
 }
 
+/// One entry of a table's commit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    pub commit_id: String,
+    /// The table's current snapshot after the commit (0: none).
+    pub snapshot_id: i64,
+    pub parent_snapshot_id: Option<i64>,
+    pub sequence_number: i64,
+    pub operation: String,
+    /// The authenticated principal; `None` when authentication was off.
+    pub principal: Option<String>,
+    pub client: String,
+    pub committed_at_ms: i64,
+}
+
+/// Who made a change, as the commit log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Actor {
+    /// The authenticated principal; `None` when authentication is off.
+    pub principal: Option<String>,
+    /// What the client said it is (`x-firn-client`, the peer address, `firn-scheduler/...`).
+    pub client: String,
+}
+
 impl CommitRequest {
     /// A digest of what the request asks for (base, operation, files, summary; not who
     /// asked), recorded with its commit id: a later request with the same id and another

@@ -43,12 +43,13 @@ pub(crate) async fn catalog_with_table(dir: &std::path::Path) -> (Catalog, Table
     .await
     .unwrap();
     catalog
-        .create_namespace("ns", HashMap::new())
+        .create_namespace(&crate::auth::Caller::unrestricted(), "ns", HashMap::new())
         .await
         .unwrap();
     let ident = TableIdent::new("ns", "t");
     let t = catalog
         .create_table(
+            &crate::auth::Caller::unrestricted(),
             &ident,
             CreateTable {
                 fields: vec![FieldSpec {

@@ -62,7 +62,10 @@ impl From<Error> for RestError {
                     ObjectKind::Namespace => "NoSuchNamespaceException",
                     ObjectKind::Table => "NoSuchTableException",
                     ObjectKind::Snapshot | ObjectKind::Ref => "NoSuchSnapshotException",
-                    ObjectKind::File => "NotFoundException",
+                    ObjectKind::File
+                    | ObjectKind::Principal
+                    | ObjectKind::Token
+                    | ObjectKind::Grant => "NotFoundException",
                 },
             ),
             Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExistsException"),
@@ -79,6 +82,8 @@ impl From<Error> for RestError {
             // The message names the object; 500 tells a committing client the outcome is
             // not known to have failed, so it keeps its files (a corrupt read happens
             // before anything is written, but clients cannot tell that from the code).
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "NotAuthorizedException"),
+            Error::PermissionDenied { .. } => (StatusCode::FORBIDDEN, "ForbiddenException"),
             Error::Corrupt { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerErrorException",

@@ -18,6 +18,7 @@
 pub mod error;
 pub mod extract;
 mod idempotency;
+mod oauth;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,12 +27,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use firn_core::{Catalog, TableChange, TableIdent};
+use firn_core::{Caller, Catalog, Secret, TableChange, TableIdent};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use iceberg::spec::{Schema, UnboundPartitionSpec};
 use serde::Deserialize;
@@ -50,8 +51,6 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Settings of the REST transport.
 #[derive(Debug, Clone)]
 pub struct RestConfig {
-    /// When set, every request must carry `Authorization: Bearer <token>`.
-    pub bearer_token: Option<String>,
     /// The listener's connection cap, header-read and idle timeouts.
     pub limits: firn_net::Limits,
     /// A request's body must have arrived this long after its head, else 408.
@@ -61,7 +60,6 @@ pub struct RestConfig {
 impl Default for RestConfig {
     fn default() -> Self {
         Self {
-            bearer_token: None,
             limits: firn_net::Limits::default(),
             body_read_timeout: Duration::from_secs(30),
         }
@@ -153,6 +151,7 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
             read_body,
         ));
     Router::new()
+        .route(OAUTH_ROUTE, post(oauth::tokens))
         .nest("/v1", v1)
         .fallback(no_endpoint)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -334,27 +333,46 @@ async fn error_model(req: Request, next: Next) -> Response {
     resp
 }
 
-async fn auth(
-    State(state): State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if let Some(token) = &state.config.bearer_token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return RestError::new(
-                StatusCode::UNAUTHORIZED,
-                "NotAuthorizedException",
-                "a valid bearer token is required",
-            )
-            .into_response();
-        }
+/// The OAuth2 token endpoint, the one route that needs no credential.
+const OAUTH_ROUTE: &str = "/v1/oauth/tokens";
+
+/// Authenticates every request but the OAuth2 token exchange (see
+/// [`Catalog::authenticate`]) and hands the [`Caller`] to the handlers; a missing or bad
+/// credential is 401 before any other work (idempotent replay included).
+async fn auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if req.uri().path() == OAUTH_ROUTE {
+        return next.run(req).await;
     }
-    next.run(req).await
+    let caller = match bearer(req.headers()) {
+        Ok(credential) => state.catalog.authenticate(credential.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    match caller {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => RestError::from(e).into_response(),
+    }
+}
+
+/// The bearer token of `Authorization`, if any; `Unauthenticated` when the header is there
+/// but is not `Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Result<Option<Secret>, firn_core::Error> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = || {
+        firn_core::Error::Unauthenticated(
+            "the Authorization header is not \"Bearer <token>\"".into(),
+        )
+    };
+    let v = v.to_str().map_err(|_| bad())?;
+    let (scheme, token) = v.trim().split_once(' ').ok_or_else(bad)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(Some(Secret::new(token.trim())))
 }
 
 // ---- helpers ---------------------------------------------------------------------------
@@ -484,7 +502,11 @@ async fn get_config(State(s): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn list_namespaces(State(s): State<AppState>, Query(p): Query<Paging>) -> Res<Json<Value>> {
+async fn list_namespaces(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(p): Query<Paging>,
+) -> Res<Json<Value>> {
     if p.parent.as_deref().is_some_and(|x| !x.is_empty()) {
         // Namespaces have one level: nothing is nested.
         namespace(p.parent.as_deref().unwrap_or_default())?;
@@ -492,7 +514,7 @@ async fn list_namespaces(State(s): State<AppState>, Query(p): Query<Paging>) -> 
     }
     let names = s
         .catalog
-        .list_namespaces()
+        .list_namespaces(&caller)
         .await?
         .into_iter()
         .map(|n| n.name)
@@ -513,29 +535,50 @@ struct CreateNamespaceBody {
 
 async fn create_namespace(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(b): Json<CreateNamespaceBody>,
 ) -> Res<Json<Value>> {
     let name = one_level(&b.namespace)?;
-    let ns = s.catalog.create_namespace(&name, b.properties).await?;
+    let ns = s
+        .catalog
+        .create_namespace(&caller, &name, b.properties)
+        .await?;
     Ok(Json(
         json!({"namespace": [ns.name], "properties": ns.properties}),
     ))
 }
 
-async fn load_namespace(State(s): State<AppState>, Path(ns): Path<String>) -> Res<Json<Value>> {
-    let ns = s.catalog.get_namespace(&existing_namespace(&ns)?).await?;
+async fn load_namespace(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(ns): Path<String>,
+) -> Res<Json<Value>> {
+    let ns = s
+        .catalog
+        .get_namespace(&caller, &existing_namespace(&ns)?)
+        .await?;
     Ok(Json(
         json!({"namespace": [ns.name], "properties": ns.properties}),
     ))
 }
 
-async fn namespace_exists(State(s): State<AppState>, Path(ns): Path<String>) -> Res<StatusCode> {
-    s.catalog.get_namespace(&existing_namespace(&ns)?).await?;
+async fn namespace_exists(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(ns): Path<String>,
+) -> Res<StatusCode> {
+    s.catalog
+        .get_namespace(&caller, &existing_namespace(&ns)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn drop_namespace(State(s): State<AppState>, Path(ns): Path<String>) -> Res<StatusCode> {
-    match s.catalog.drop_namespace(&namespace(&ns)?).await {
+async fn drop_namespace(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(ns): Path<String>,
+) -> Res<StatusCode> {
+    match s.catalog.drop_namespace(&caller, &namespace(&ns)?).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(firn_core::Error::FailedPrecondition(m)) => Err(RestError::new(
             StatusCode::CONFLICT,
@@ -556,6 +599,7 @@ struct PropertiesBody {
 
 async fn update_properties(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     Json(b): Json<PropertiesBody>,
 ) -> Res<Json<Value>> {
@@ -568,7 +612,7 @@ async fn update_properties(
     }
     let r = s
         .catalog
-        .update_namespace_properties(&namespace(&ns)?, &b.removals, b.updates)
+        .update_namespace_properties(&caller, &namespace(&ns)?, &b.removals, b.updates)
         .await?;
     Ok(Json(json!({
         "updated": r.updated,
@@ -581,13 +625,14 @@ async fn update_properties(
 
 async fn list_tables(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     Query(p): Query<Paging>,
 ) -> Res<Json<Value>> {
     let ns = namespace(&ns)?;
     let names = s
         .catalog
-        .list_tables(&ns)
+        .list_tables(&caller, &ns)
         .await?
         .into_iter()
         .map(|t| t.name)
@@ -615,6 +660,7 @@ struct CreateTableBody {
 
 async fn create_table(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     Json(b): Json<CreateTableBody>,
 ) -> Res<Response> {
@@ -627,16 +673,18 @@ async fn create_table(
     )?;
     if b.stage_create {
         // Nothing is written: the client commits the table into existence (assert-create).
-        let metadata: Value = serde_json::from_str(&s.catalog.stage_table(&ident, spec).await?)
-            .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
+        let metadata: Value = serde_json::from_str(
+            &s.catalog.stage_table(&caller, &ident, spec).await?,
+        )
+        .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
         return Ok(Json(json!({
             "metadata": metadata,
             "config": file_io_properties(s.catalog.warehouse().config()),
         }))
         .into_response());
     }
-    s.catalog.create_table(&ident, spec).await?;
-    load(&s, &ident, &HeaderMap::new()).await
+    s.catalog.create_table(&caller, &ident, spec).await?;
+    load(&s, &caller, &ident, &HeaderMap::new()).await
 }
 
 /// Which snapshots a load returns (`?snapshots=all|refs`).
@@ -685,12 +733,18 @@ fn spliced(location: &str, metadata: &str, config: Option<&Value>) -> Response {
 }
 
 /// The `LoadTableResult` of a table, with its ETag (the metadata file names the version).
-async fn load(s: &AppState, ident: &TableIdent, headers: &HeaderMap) -> Res<Response> {
-    load_with(s, ident, headers, &LoadParams::default()).await
+async fn load(
+    s: &AppState,
+    caller: &Caller,
+    ident: &TableIdent,
+    headers: &HeaderMap,
+) -> Res<Response> {
+    load_with(s, caller, ident, headers, &LoadParams::default()).await
 }
 
 async fn load_with(
     s: &AppState,
+    caller: &Caller,
     ident: &TableIdent,
     headers: &HeaderMap,
     params: &LoadParams,
@@ -705,7 +759,7 @@ async fn load_with(
         }
     };
     // The ETag check needs only the metadata location (the version): a 304 reads no file.
-    let t = s.catalog.load_table(ident, false).await?;
+    let t = s.catalog.load_table(caller, ident, false).await?;
     let etag = format!(
         "\"{}{}\"",
         t.metadata_location,
@@ -766,19 +820,21 @@ async fn load_with(
 
 async fn load_table(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((ns, table)): Path<(String, String)>,
     Query(params): Query<LoadParams>,
     headers: HeaderMap,
 ) -> Res<Response> {
-    load_with(&s, &existing_table(&ns, table)?, &headers, &params).await
+    load_with(&s, &caller, &existing_table(&ns, table)?, &headers, &params).await
 }
 
 async fn table_exists(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((ns, table)): Path<(String, String)>,
 ) -> Res<StatusCode> {
     let ident = existing_table(&ns, table)?;
-    s.catalog.load_table(&ident, false).await?;
+    s.catalog.load_table(&caller, &ident, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -791,6 +847,7 @@ struct DropParams {
 
 async fn drop_table(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((ns, table)): Path<(String, String)>,
     Query(params): Query<DropParams>,
 ) -> Res<StatusCode> {
@@ -811,9 +868,9 @@ async fn drop_table(
     };
     // Without purgeRequested the files stay (the table may be registered again).
     if purge {
-        s.catalog.drop_table_and_purge(&ident).await?;
+        s.catalog.drop_table_and_purge(&caller, &ident).await?;
     } else {
-        s.catalog.drop_table(&ident).await?;
+        s.catalog.drop_table(&caller, &ident).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -829,6 +886,7 @@ struct RegisterBody {
 
 async fn register_table(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     headers: HeaderMap,
     Json(b): Json<RegisterBody>,
@@ -840,9 +898,9 @@ async fn register_table(
     }
     let ident = TableIdent::new(namespace(&ns)?, b.name);
     s.catalog
-        .register_table(&ident, &b.metadata_location, "rest")
+        .register_table(&caller, &ident, &b.metadata_location, "rest")
         .await?;
-    load_with(&s, &ident, &headers, &LoadParams::default()).await
+    load_with(&s, &caller, &ident, &headers, &LoadParams::default()).await
 }
 
 #[derive(Deserialize)]
@@ -857,10 +915,14 @@ struct RenameBody {
     destination: RestIdent,
 }
 
-async fn rename_table(State(s): State<AppState>, Json(b): Json<RenameBody>) -> Res<StatusCode> {
+async fn rename_table(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(b): Json<RenameBody>,
+) -> Res<StatusCode> {
     let from = TableIdent::new(one_level(&b.source.namespace)?, b.source.name);
     let to = TableIdent::new(one_level(&b.destination.namespace)?, b.destination.name);
-    s.catalog.rename_table(&from, &to).await?;
+    s.catalog.rename_table(&caller, &from, &to).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -894,6 +956,7 @@ fn client_of(headers: &HeaderMap) -> String {
 
 async fn commit_table(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((ns, table)): Path<(String, String)>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -907,7 +970,12 @@ async fn commit_table(
     };
     let t = s
         .catalog
-        .commit_metadata(change, &client_of(&headers), idempotency_key(&headers)?)
+        .commit_metadata(
+            &caller,
+            change,
+            &client_of(&headers),
+            idempotency_key(&headers)?,
+        )
         .await?;
     let metadata = t
         .metadata_json
@@ -933,6 +1001,7 @@ struct TransactionBody {
 
 async fn commit_transaction(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Res<StatusCode> {
@@ -950,7 +1019,12 @@ async fn commit_transaction(
         })
         .collect::<Res<Vec<_>>>()?;
     s.catalog
-        .commit_transaction(changes, &client_of(&headers), idempotency_key(&headers)?)
+        .commit_transaction(
+            &caller,
+            changes,
+            &client_of(&headers),
+            idempotency_key(&headers)?,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -977,12 +1051,8 @@ mod tests {
     use std::convert::Infallible;
     use tower::ServiceExt;
 
-    async fn app(token: Option<&str>) -> (Router, tempfile::TempDir) {
-        app_with(RestConfig {
-            bearer_token: token.map(str::to_string),
-            ..RestConfig::default()
-        })
-        .await
+    async fn app() -> (Router, tempfile::TempDir) {
+        app_with(RestConfig::default()).await
     }
 
     /// A catalog on `dir`'s database and warehouse (a second one sees the first's state).
@@ -1039,7 +1109,7 @@ mod tests {
 
     #[tokio::test]
     async fn namespaces_tables_and_the_error_model() {
-        let (app, dir) = app(None).await;
+        let (app, dir) = app().await;
         let (s, v) = call(&app, Method::GET, "/v1/config", None).await;
         assert_eq!(s, StatusCode::OK);
         assert!(
@@ -1287,7 +1357,13 @@ mod tests {
                 .map(|a| a.status),
             Some(200)
         );
-        assert!(observer.get_namespace("too-long-key").await.is_err());
+        let caller = observer.authenticate(None).await.unwrap();
+        assert!(
+            observer
+                .get_namespace(&caller, "too-long-key")
+                .await
+                .is_err()
+        );
 
         let (s, v) = call(&app, Method::DELETE, "/v1/namespaces/a", None).await;
         assert_eq!(
@@ -1341,7 +1417,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_transaction_commits_every_table_or_none() {
-        let (app, _dir) = app(None).await;
+        let (app, _dir) = app().await;
         call(
             &app,
             Method::POST,
@@ -1411,22 +1487,124 @@ mod tests {
         assert_eq!(s, StatusCode::BAD_REQUEST);
     }
 
+    /// A form POST to the OAuth2 endpoint.
+    async fn oauth(app: &Router, form: &str) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(OAUTH_ROUTE)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_string()))
+            .unwrap();
+        let (s, _, v) = send(app, req).await;
+        (s, v)
+    }
+
+    async fn get_with(app: &Router, uri: &str, token: &str) -> StatusCode {
+        let req = Request::builder()
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
     #[tokio::test]
-    async fn a_configured_bearer_token_is_required() {
-        let (app, _dir) = app(Some("s3cret")).await;
+    async fn with_authentication_on_requests_need_a_token_that_oauth_can_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = open_catalog(dir.path())
+            .await
+            .with_auth(firn_core::AuthConfig { required: true });
+        let admin = catalog.bootstrap_admin(None).await.unwrap().unwrap().token;
+        let app = router(catalog, RestConfig::default());
         let (s, v) = call(&app, Method::GET, "/v1/namespaces", None).await;
         assert_eq!(
             (s, v["error"]["type"].as_str()),
             (StatusCode::UNAUTHORIZED, Some("NotAuthorizedException"))
         );
-        let req = Request::builder()
-            .uri("/v1/namespaces")
-            .header("authorization", "Bearer s3cret")
-            .body(Body::empty())
-            .unwrap();
+        for bad in [
+            "Basic abc",
+            "Bearer",
+            "Bearer firn_0000000000000000000000000000000000",
+        ] {
+            let req = Request::builder()
+                .uri("/v1/namespaces")
+                .header("authorization", bad)
+                .body(Body::empty())
+                .unwrap();
+            let (s, _, v) = send(&app, req).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{bad}");
+            assert!(
+                !v.to_string().contains("firn_0000"),
+                "the error repeats the token: {v}"
+            );
+        }
         assert_eq!(
-            app.clone().oneshot(req).await.unwrap().status(),
+            get_with(&app, "/v1/namespaces", admin.expose()).await,
             StatusCode::OK
+        );
+
+        // Client credentials: the principal's name and one of its tokens.
+        let form = format!(
+            "grant_type=client_credentials&client_id=admin&client_secret={}&scope=catalog",
+            admin.expose()
+        );
+        let (s, v) = oauth(&app, &form).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["token_type"], "bearer");
+        assert_eq!(v["expires_in"], 3600);
+        let access = v["access_token"].as_str().unwrap().to_string();
+        assert_ne!(access, admin.expose());
+        assert_eq!(
+            get_with(&app, "/v1/namespaces", &access).await,
+            StatusCode::OK
+        );
+        // A refresh by token exchange gives another working token.
+        let (s, v) = oauth(
+            &app,
+            &format!(
+                "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={access}&subject_token_type=urn:ietf:params:oauth:token-type:access_token"
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let refreshed = v["access_token"].as_str().unwrap();
+        assert_eq!(
+            get_with(&app, "/v1/namespaces", refreshed).await,
+            StatusCode::OK
+        );
+
+        // A secret of another principal, a wrong one, a missing one, another grant type.
+        let (s, v) = oauth(
+            &app,
+            &format!(
+                "grant_type=client_credentials&client_id=alice&client_secret={}",
+                admin.expose()
+            ),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+        );
+        assert!(!v.to_string().contains(admin.expose()));
+        let (s, v) = oauth(
+            &app,
+            "grant_type=client_credentials&client_id=admin&client_secret=nope",
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+        );
+        let (s, v) = oauth(&app, "grant_type=client_credentials&client_id=admin").await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request"))
+        );
+        let (s, v) = oauth(&app, "grant_type=password&username=a&password=b").await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
         );
     }
 
@@ -1471,7 +1649,7 @@ mod tests {
 
     #[tokio::test]
     async fn routing_extractor_and_body_errors_are_error_models() {
-        let (app, _dir) = app(None).await;
+        let (app, _dir) = app().await;
         let get = |uri: &str| Request::builder().uri(uri).body(Body::empty()).unwrap();
         let (s, _, v) = send(&app, get("/v1/nope")).await;
         assert_error_model(s, &v, StatusCode::NOT_FOUND, "/v1/nope");
@@ -1556,7 +1734,7 @@ mod tests {
 
     #[tokio::test]
     async fn post_bodies_must_be_json_so_a_web_page_cannot_commit() {
-        let (app, _dir) = app(None).await;
+        let (app, _dir) = app().await;
         call(
             &app,
             Method::POST,
@@ -1666,7 +1844,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_cors_headers_are_sent() {
-        let (app, _dir) = app(None).await;
+        let (app, _dir) = app().await;
         let requests = [
             Request::builder()
                 .method(Method::OPTIONS)

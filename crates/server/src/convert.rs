@@ -25,6 +25,8 @@ pub fn status(e: Error) -> Status {
         Error::Unavailable { .. } => Code::Unavailable,
         Error::Corrupt { .. } => Code::DataLoss,
         Error::Internal { .. } => Code::Internal,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
+        Error::PermissionDenied { .. } => Code::PermissionDenied,
     };
     if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
         tracing::warn!(error = ?e, "request failed");

@@ -3,6 +3,7 @@
 //!
 //! No catalog logic lives here.
 
+mod access;
 mod convert;
 mod service;
 
@@ -13,11 +14,13 @@ use std::time::Duration;
 
 use firn_core::Catalog;
 use firn_net::{ConnHandle, Guarded};
+use firn_proto::v1::access_service_server::AccessServiceServer;
 use firn_proto::v1::catalog_service_server::CatalogServiceServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+pub use access::GrpcAccess;
 pub use convert::status;
 pub use service::GrpcCatalog;
 
@@ -57,6 +60,7 @@ pub async fn serve_with(
         .register_encoded_file_descriptor_set(firn_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor set is valid");
+    let access = AccessServiceServer::new(GrpcAccess::new(catalog.clone()));
     let service = CatalogServiceServer::new(GrpcCatalog::new(catalog))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -68,6 +72,7 @@ pub async fn serve_with(
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
+        .add_service(access)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }

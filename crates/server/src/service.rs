@@ -1,6 +1,8 @@
 //! The `CatalogService` handlers: destructure, convert, call the catalog, convert back.
 
-use firn_core::{Catalog, CommitRequest, CreateTable, FieldSpec, PartitionFieldSpec};
+use firn_core::{
+    Caller, Catalog, CommitRequest, CreateTable, FieldSpec, PartitionFieldSpec, Secret,
+};
 use firn_proto::v1 as pb;
 use firn_proto::v1::catalog_service_server::CatalogService;
 use tonic::{Request, Response, Status};
@@ -20,6 +22,41 @@ impl GrpcCatalog {
     pub fn new(catalog: Catalog) -> Self {
         Self { catalog }
     }
+}
+
+impl GrpcCatalog {
+    /// The caller the request's `authorization` metadata stands for.
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        authenticate(&self.catalog, req).await
+    }
+}
+
+/// The caller a request's `authorization: Bearer ...` metadata stands for (see
+/// [`Catalog::authenticate`]); shared by every service of the transport.
+pub(crate) async fn authenticate<T>(catalog: &Catalog, req: &Request<T>) -> Result<Caller, Status> {
+    let credential = match req.metadata().get("authorization") {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| {
+                status(firn_core::Error::Unauthenticated(
+                    "the authorization metadata is not text".into(),
+                ))
+            })?;
+            let token = v
+                .strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .ok_or_else(|| {
+                    status(firn_core::Error::Unauthenticated(
+                        "the authorization metadata is not \"Bearer <token>\"".into(),
+                    ))
+                })?;
+            Some(Secret::new(token.trim()))
+        }
+    };
+    catalog
+        .authenticate(credential.as_ref())
+        .await
+        .map_err(status)
 }
 
 /// Who is calling: the `x-firn-client` header, else the peer address.
@@ -44,10 +81,11 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::CreateNamespaceRequest>,
     ) -> Res<pb::Namespace> {
+        let caller = self.caller(&req).await?;
         let pb::CreateNamespaceRequest { name, properties } = req.into_inner();
         let ns = self
             .catalog
-            .create_namespace(&name, properties)
+            .create_namespace(&caller, &name, properties)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::Namespace {
@@ -60,8 +98,13 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::ListNamespacesRequest>,
     ) -> Res<pb::ListNamespacesResponse> {
+        let caller = self.caller(&req).await?;
         let pb::ListNamespacesRequest {} = req.into_inner();
-        let namespaces = self.catalog.list_namespaces().await.map_err(status)?;
+        let namespaces = self
+            .catalog
+            .list_namespaces(&caller)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListNamespacesResponse {
             namespaces: namespaces
                 .into_iter()
@@ -74,8 +117,13 @@ impl CatalogService for GrpcCatalog {
     }
 
     async fn get_namespace(&self, req: Request<pb::GetNamespaceRequest>) -> Res<pb::Namespace> {
+        let caller = self.caller(&req).await?;
         let pb::GetNamespaceRequest { name } = req.into_inner();
-        let ns = self.catalog.get_namespace(&name).await.map_err(status)?;
+        let ns = self
+            .catalog
+            .get_namespace(&caller, &name)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::Namespace {
             name: ns.name,
             properties: ns.properties,
@@ -86,12 +134,17 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::DropNamespaceRequest>,
     ) -> Res<pb::DropNamespaceResponse> {
+        let caller = self.caller(&req).await?;
         let pb::DropNamespaceRequest { name } = req.into_inner();
-        self.catalog.drop_namespace(&name).await.map_err(status)?;
+        self.catalog
+            .drop_namespace(&caller, &name)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DropNamespaceResponse {}))
     }
 
     async fn create_table(&self, req: Request<pb::CreateTableRequest>) -> Res<pb::Table> {
+        let caller = self.caller(&req).await?;
         let pb::CreateTableRequest {
             ident: id,
             fields,
@@ -135,11 +188,16 @@ impl CatalogService for GrpcCatalog {
             properties,
             table_uuid: None,
         };
-        let t = self.catalog.create_table(&id, spec).await.map_err(status)?;
+        let t = self
+            .catalog
+            .create_table(&caller, &id, spec)
+            .await
+            .map_err(status)?;
         Ok(Response::new(table(t)))
     }
 
     async fn load_table(&self, req: Request<pb::LoadTableRequest>) -> Res<pb::Table> {
+        let caller = self.caller(&req).await?;
         let pb::LoadTableRequest {
             ident: id,
             include_metadata_json,
@@ -147,7 +205,7 @@ impl CatalogService for GrpcCatalog {
         let id = ident("ident", id)?;
         let t = self
             .catalog
-            .load_table(&id, include_metadata_json)
+            .load_table(&caller, &id, include_metadata_json)
             .await
             .map_err(status)?;
         Ok(Response::new(table(t)))
@@ -157,32 +215,43 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::ListTablesRequest>,
     ) -> Res<pb::ListTablesResponse> {
+        let caller = self.caller(&req).await?;
         let pb::ListTablesRequest { namespace } = req.into_inner();
-        let tables = self.catalog.list_tables(&namespace).await.map_err(status)?;
+        let tables = self
+            .catalog
+            .list_tables(&caller, &namespace)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListTablesResponse {
             tables: tables.iter().map(pb_ident).collect(),
         }))
     }
 
     async fn drop_table(&self, req: Request<pb::DropTableRequest>) -> Res<pb::DropTableResponse> {
+        let caller = self.caller(&req).await?;
         let pb::DropTableRequest { ident: id } = req.into_inner();
         let id = ident("ident", id)?;
-        self.catalog.drop_table(&id).await.map_err(status)?;
+        self.catalog
+            .drop_table(&caller, &id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DropTableResponse {}))
     }
 
     async fn rename_table(&self, req: Request<pb::RenameTableRequest>) -> Res<pb::Table> {
+        let caller = self.caller(&req).await?;
         let pb::RenameTableRequest { from, to } = req.into_inner();
         let (from, to) = (ident("from", from)?, ident("to", to)?);
         let t = self
             .catalog
-            .rename_table(&from, &to)
+            .rename_table(&caller, &from, &to)
             .await
             .map_err(status)?;
         Ok(Response::new(table(t)))
     }
 
     async fn commit(&self, req: Request<pb::CommitRequest>) -> Res<pb::CommitResponse> {
+        let caller = self.caller(&req).await?;
         let client = client_of(&req);
         let pb::CommitRequest {
             ident: id,
@@ -199,7 +268,7 @@ impl CatalogService for GrpcCatalog {
             summary: summary.into_iter().collect(),
             client,
         };
-        let o = self.catalog.commit(req).await.map_err(status)?;
+        let o = self.catalog.commit(&caller, req).await.map_err(status)?;
         Ok(Response::new(pb::CommitResponse {
             snapshot_id: o.snapshot_id,
             sequence_number: o.sequence_number,
@@ -213,6 +282,7 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::ListSnapshotsRequest>,
     ) -> Res<pb::ListSnapshotsResponse> {
+        let caller = self.caller(&req).await?;
         let pb::ListSnapshotsRequest {
             ident: id,
             page_size,
@@ -221,7 +291,7 @@ impl CatalogService for GrpcCatalog {
         let id = ident("ident", id)?;
         let page = self
             .catalog
-            .list_snapshots(&id, page_size, Some(page_token.as_str()))
+            .list_snapshots(&caller, &id, page_size, Some(page_token.as_str()))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListSnapshotsResponse {
@@ -231,6 +301,7 @@ impl CatalogService for GrpcCatalog {
     }
 
     async fn get_snapshot(&self, req: Request<pb::GetSnapshotRequest>) -> Res<pb::Snapshot> {
+        let caller = self.caller(&req).await?;
         let pb::GetSnapshotRequest {
             ident: id,
             snapshot_id,
@@ -238,7 +309,7 @@ impl CatalogService for GrpcCatalog {
         let id = ident("ident", id)?;
         let s = self
             .catalog
-            .get_snapshot(&id, snapshot_id)
+            .get_snapshot(&caller, &id, snapshot_id)
             .await
             .map_err(status)?;
         Ok(Response::new(snapshot(s)))
@@ -248,17 +319,19 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::ResolveSnapshotRequest>,
     ) -> Res<pb::ResolvedSnapshot> {
+        let caller = self.caller(&req).await?;
         let pb::ResolveSnapshotRequest { ident: id, at } = req.into_inner();
         let id = ident("ident", id)?;
         let r = self
             .catalog
-            .resolve_snapshot(&id, &selector(at))
+            .resolve_snapshot(&caller, &id, &selector(at))
             .await
             .map_err(status)?;
         Ok(Response::new(resolved(r)))
     }
 
     async fn plan_scan(&self, req: Request<pb::PlanScanRequest>) -> Res<pb::PlanScanResponse> {
+        let caller = self.caller(&req).await?;
         let pb::PlanScanRequest {
             ident: id,
             at,
@@ -268,16 +341,17 @@ impl CatalogService for GrpcCatalog {
         let f = f.map(filter).transpose()?;
         let p = self
             .catalog
-            .plan_scan(&id, &selector(at), f.as_ref())
+            .plan_scan(&caller, &id, &selector(at), f.as_ref())
             .await
             .map_err(status)?;
         Ok(Response::new(scan_plan(p)))
     }
 
     async fn list_refs(&self, req: Request<pb::ListRefsRequest>) -> Res<pb::ListRefsResponse> {
+        let caller = self.caller(&req).await?;
         let pb::ListRefsRequest { ident: id } = req.into_inner();
         let id = ident("ident", id)?;
-        let refs = self.catalog.list_refs(&id).await.map_err(status)?;
+        let refs = self.catalog.list_refs(&caller, &id).await.map_err(status)?;
         Ok(Response::new(pb::ListRefsResponse {
             refs: refs
                 .into_iter()
@@ -294,13 +368,14 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::ManageSnapshotsRequest>,
     ) -> Res<pb::ManageSnapshotsResponse> {
+        let caller = self.caller(&req).await?;
         let client = client_of(&req);
         let pb::ManageSnapshotsRequest { ident: id, action } = req.into_inner();
         let id = ident("ident", id)?;
         let change = snapshot_change(action)?;
         let o = self
             .catalog
-            .change_snapshots(&id, &change, &client)
+            .change_snapshots(&caller, &id, &change, &client)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ManageSnapshotsResponse {
@@ -313,6 +388,7 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::ExpireSnapshotsRequest>,
     ) -> Res<pb::ExpireSnapshotsResponse> {
+        let caller = self.caller(&req).await?;
         let client = client_of(&req);
         let r = req.into_inner();
         let opts = firn_core::ExpireOptions {
@@ -336,14 +412,14 @@ impl CatalogService for GrpcCatalog {
             Some(id) => {
                 let report = self
                     .catalog
-                    .expire_snapshots(&id, &opts, &client)
+                    .expire_snapshots(&caller, &id, &opts, &client)
                     .await
                     .map_err(status)?;
                 vec![table_expiry(&id, Ok(report))]
             }
             None => self
                 .catalog
-                .expire_all(&opts, &client)
+                .expire_all(&caller, &opts, &client)
                 .await
                 .map_err(status)?
                 .into_iter()
@@ -354,6 +430,7 @@ impl CatalogService for GrpcCatalog {
     }
 
     async fn compact(&self, req: Request<pb::CompactRequest>) -> Res<pb::CompactResponse> {
+        let caller = self.caller(&req).await?;
         let client = client_of(&req);
         let r = req.into_inner();
         let id = ident("ident", r.ident)?;
@@ -364,7 +441,7 @@ impl CatalogService for GrpcCatalog {
         };
         let o = self
             .catalog
-            .compact(&id, &opts, &client)
+            .compact(&caller, &id, &opts, &client)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::CompactResponse {
@@ -383,11 +460,12 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::ReserveDataFilesRequest>,
     ) -> Res<pb::ReserveDataFilesResponse> {
+        let caller = self.caller(&req).await?;
         let r = req.into_inner();
         let id = ident("ident", r.ident)?;
         let paths = self
             .catalog
-            .reserve_data_files(&id, &r.partition_paths)
+            .reserve_data_files(&caller, &id, &r.partition_paths)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ReserveDataFilesResponse { paths }))
@@ -397,6 +475,7 @@ impl CatalogService for GrpcCatalog {
         &self,
         req: Request<pb::RemoveOrphanFilesRequest>,
     ) -> Res<pb::RemoveOrphanFilesResponse> {
+        let caller = self.caller(&req).await?;
         let r = req.into_inner();
         let id = ident("ident", r.ident)?;
         let opts = firn_core::OrphanOptions {
@@ -406,7 +485,7 @@ impl CatalogService for GrpcCatalog {
         };
         let o = self
             .catalog
-            .remove_orphan_files(&id, &opts)
+            .remove_orphan_files(&caller, &id, &opts)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RemoveOrphanFilesResponse {
@@ -417,6 +496,35 @@ impl CatalogService for GrpcCatalog {
             listed_objects: o.listed_objects,
             failed_deletes: o.failed_deletes,
             reserved_paths_checked: o.intents_checked,
+        }))
+    }
+
+    async fn list_commits(
+        &self,
+        req: Request<pb::ListCommitsRequest>,
+    ) -> Res<pb::ListCommitsResponse> {
+        let caller = self.caller(&req).await?;
+        let pb::ListCommitsRequest { ident: id, limit } = req.into_inner();
+        let id = ident("ident", id)?;
+        let commits = self
+            .catalog
+            .list_commits(&caller, &id, limit)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListCommitsResponse {
+            commits: commits
+                .into_iter()
+                .map(|c| pb::CommitRecord {
+                    commit_id: c.commit_id,
+                    snapshot_id: c.snapshot_id,
+                    parent_snapshot_id: c.parent_snapshot_id,
+                    sequence_number: c.sequence_number,
+                    operation: c.operation,
+                    principal: c.principal.unwrap_or_default(),
+                    client: c.client,
+                    committed_at_ms: c.committed_at_ms,
+                })
+                .collect(),
         }))
     }
 }

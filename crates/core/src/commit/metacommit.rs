@@ -175,7 +175,7 @@ fn refuse_unsupported(u: &TableUpdate, current: &TableMetadata, ident: &TableIde
 pub(crate) async fn commit(
     shared: &Shared,
     changes: &[TableChange],
-    client: &str,
+    by: &crate::model::Actor,
     commit_id: &str,
 ) -> Result<()> {
     let digest = changes_digest(changes);
@@ -210,7 +210,7 @@ pub(crate) async fn commit(
         }
         let mut tx = shared.db.pool.begin().await?;
         for p in &planned {
-            if !apply(&mut tx, p, client, commit_id, &digest).await? {
+            if !apply(&mut tx, p, by, commit_id, &digest).await? {
                 // Another commit moved this table: nothing of this attempt is kept.
                 drop(tx);
                 continue 'attempt;
@@ -241,7 +241,7 @@ fn changes_digest(changes: &[TableChange]) -> String {
 async fn apply(
     tx: &mut sqlx::AnyConnection,
     p: &Planned,
-    client: &str,
+    by: &crate::model::Actor,
     commit_id: &str,
     digest: &str,
 ) -> Result<bool> {
@@ -305,7 +305,7 @@ async fn apply(
             sequence_number: seq,
             parent_snapshot_id: row.current_snapshot_id,
             operation: "metadata-commit",
-            client,
+            by,
             committed_at_ms: now,
             request_digest: Some(digest),
         })

@@ -98,6 +98,8 @@ pub(crate) struct Prepared {
     pub req: CommitRequest,
     /// `req.digest()`, recorded with the commit id.
     pub digest: String,
+    /// Who asked, for the commit log.
+    pub by: crate::model::Actor,
     pub snapshot_id: i64,
     pub added: Vec<DataFile>,
     pub added_manifest: Option<(ManifestFile, MetaObject)>,
@@ -303,15 +305,24 @@ mod tests {
         let (catalog, ident, t) = crate::testing::catalog_with_table(dir.path()).await;
         let append = |i| crate::testing::append_one(&ident, &t, i, false);
         PANIC_NEXT_PLAN.store(true, std::sync::atomic::Ordering::SeqCst);
-        let e = catalog.commit(append(1)).await.unwrap_err();
+        let e = catalog
+            .commit(&crate::auth::Caller::unrestricted(), append(1))
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, Error::Unavailable { .. }) && e.to_string().contains("outcome is unknown"),
             "{e}"
         );
         // The committer goes on: the next commit lands, and a retry of the failed one too.
-        let second = catalog.commit(append(2)).await.unwrap();
+        let second = catalog
+            .commit(&crate::auth::Caller::unrestricted(), append(2))
+            .await
+            .unwrap();
         assert!(!second.replayed);
-        let retried = catalog.commit(append(1)).await.unwrap();
+        let retried = catalog
+            .commit(&crate::auth::Caller::unrestricted(), append(1))
+            .await
+            .unwrap();
         assert_eq!(retried.parent_snapshot_id, Some(second.snapshot_id));
     }
 

@@ -97,11 +97,13 @@ pub(crate) fn check_request(req: &CommitRequest) -> Result<()> {
 }
 
 /// Checks the request against the table of `row` and builds what the committer plans with.
-/// `wanted_snapshot_id` is the snapshot id a REST client chose, kept when it is free.
+/// `wanted_snapshot_id` is the snapshot id a REST client chose, kept when it is free;
+/// `principal` is the authenticated caller, recorded with the commit.
 pub(crate) async fn prepare(
     shared: &Shared,
     row: &TableRow,
     req: CommitRequest,
+    principal: Option<&str>,
     wanted_snapshot_id: Option<i64>,
 ) -> Result<Checked> {
     let added = req.operation.added();
@@ -185,6 +187,10 @@ pub(crate) async fn prepare(
     Ok(Checked::Ready(Box::new(Prepared {
         table_id: row.table_id,
         digest: req.digest(),
+        by: crate::model::Actor {
+            principal: principal.map(str::to_string),
+            client: req.client.clone(),
+        },
         req,
         snapshot_id,
         added: data_files,

@@ -167,7 +167,7 @@ pub(super) async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> R
                     sequence_number: o.sequence_number,
                     parent_snapshot_id: o.parent_snapshot_id,
                     operation: req.operation.name(),
-                    client: &req.client,
+                    by: &s.job.prepared.by,
                     committed_at_ms: s.plan.timestamp_ms,
                     request_digest: Some(&s.job.prepared.digest),
                 })

@@ -436,7 +436,7 @@ pub(crate) async fn expire(
     shared: &Arc<Shared>,
     ident: &TableIdent,
     opts: &ExpireOptions,
-    client: &str,
+    by: &crate::model::Actor,
 ) -> Result<ExpireReport> {
     let row = shared.db.table(ident).await?;
     // Everything this run may delete is in the store first, so no write can follow a delete.
@@ -477,16 +477,7 @@ pub(crate) async fn expire(
         info!(table = %ident, "expiry skipped: another run holds the table's lease");
         return Ok(report);
     };
-    let result = expire_leased(
-        shared,
-        row.table_id,
-        ident,
-        opts,
-        client,
-        &lease,
-        &mut report,
-    )
-    .await;
+    let result = expire_leased(shared, row.table_id, ident, opts, by, &lease, &mut report).await;
     lease.release().await;
     result.map(|()| report)
 }
@@ -597,7 +588,7 @@ async fn expire_leased(
     table_id: i64,
     ident: &TableIdent,
     opts: &ExpireOptions,
-    client: &str,
+    by: &crate::model::Actor,
     lease: &LeaseGuard,
     report: &mut ExpireReport,
 ) -> Result<()> {
@@ -610,7 +601,7 @@ async fn expire_leased(
     for _ in 0..MAX_ATTEMPTS {
         let row = shared.db.table(ident).await?;
         let (policy, retention, doomed) = plan_expiry(shared, &row, opts).await?;
-        if !record(shared, &row, &retention, &doomed, policy, opts, client).await? {
+        if !record(shared, &row, &retention, &doomed, policy, opts, by).await? {
             continue;
         }
         fill_decision(report, &retention);
@@ -644,7 +635,7 @@ async fn record(
     doomed: &[Doomed],
     policy: Policy,
     opts: &ExpireOptions,
-    client: &str,
+    by: &crate::model::Actor,
 ) -> Result<bool> {
     let table_id = planned.table_id;
     let changes_table = !retention.expired.is_empty() || !retention.removed_refs.is_empty();
@@ -707,7 +698,7 @@ async fn record(
                     sequence_number: seq,
                     parent_snapshot_id: Some(id),
                     operation: "expire-snapshots",
-                    client,
+                    by,
                     committed_at_ms: now,
                     request_digest: None,
                 })

@@ -220,16 +220,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (catalog, ident, t) = crate::testing::catalog_with_table(dir.path()).await;
         let append = |i| crate::testing::append_one(&ident, &t, i, true);
-        catalog.commit(append(1)).await.unwrap();
+        catalog
+            .commit(&crate::auth::Caller::unrestricted(), append(1))
+            .await
+            .unwrap();
         let stale = catalog.shared().db.table(&ident).await.unwrap();
-        let second = catalog.commit(append(2)).await.unwrap().snapshot_id;
+        let second = catalog
+            .commit(&crate::auth::Caller::unrestricted(), append(2))
+            .await
+            .unwrap()
+            .snapshot_id;
         let opts = ExpireOptions {
             older_than_ms: Some(i64::MAX),
             retain_last: Some(1),
             ..Default::default()
         };
         let r = catalog
-            .expire_snapshots(&ident, &opts, "test")
+            .expire_snapshots(&crate::auth::Caller::unrestricted(), &ident, &opts, "test")
             .await
             .unwrap();
         assert_eq!(

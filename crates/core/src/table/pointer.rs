@@ -235,7 +235,7 @@ pub(crate) struct CommitLog<'a> {
     pub sequence_number: i64,
     pub parent_snapshot_id: Option<i64>,
     pub operation: &'a str,
-    pub client: &'a str,
+    pub by: &'a crate::model::Actor,
     pub committed_at_ms: i64,
     /// What was asked (see [`crate::model::CommitRequest::digest`]).
     pub request_digest: Option<&'a str>,
@@ -384,8 +384,8 @@ impl Moved<'_> {
         }
         sqlx::query(
             "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
-             parent_snapshot_id, operation, client, committed_at_ms, request_digest) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             parent_snapshot_id, operation, client, committed_at_ms, request_digest, principal) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(self.table_id)
         .bind(r.commit_id)
@@ -394,9 +394,10 @@ impl Moved<'_> {
         .bind(r.version)
         .bind(r.parent_snapshot_id)
         .bind(r.operation)
-        .bind(r.client)
+        .bind(&r.by.client)
         .bind(r.committed_at_ms)
         .bind(r.request_digest)
+        .bind(r.by.principal.as_deref())
         .execute(&mut *self.conn)
         .await?;
         Ok(())
@@ -456,7 +457,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (catalog, ident, t) = catalog_with_table(dir.path()).await;
         catalog
-            .commit(append_one(&ident, &t, 1, true))
+            .commit(
+                &crate::auth::Caller::unrestricted(),
+                append_one(&ident, &t, 1, true),
+            )
             .await
             .unwrap();
         let db = &catalog.shared().db;

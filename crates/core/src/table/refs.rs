@@ -205,11 +205,11 @@ pub(crate) async fn apply(
     shared: &Shared,
     ident: &TableIdent,
     change: &SnapshotChange,
-    client: &str,
+    by: &crate::model::Actor,
 ) -> Result<ChangeOutcome> {
     for _ in 0..MAX_ATTEMPTS {
         let row = shared.db.table(ident).await?;
-        if let Some(outcome) = try_apply(shared, &row, change, client).await? {
+        if let Some(outcome) = try_apply(shared, &row, change, by).await? {
             return Ok(outcome);
         }
     }
@@ -224,7 +224,7 @@ async fn try_apply(
     shared: &Shared,
     row: &TableRow,
     change: &SnapshotChange,
-    client: &str,
+    by: &crate::model::Actor,
 ) -> Result<Option<ChangeOutcome>> {
     let ident = &row.ident;
     let current = row.current_snapshot_id;
@@ -373,7 +373,7 @@ async fn try_apply(
                 sequence_number: seq,
                 parent_snapshot_id: current,
                 operation: change.operation(),
-                client,
+                by,
                 committed_at_ms: now,
                 request_digest: None,
             })

@@ -25,7 +25,7 @@ pub(crate) async fn register(
     shared: &Shared,
     ident: &TableIdent,
     metadata_location: &str,
-    client: &str,
+    by: &crate::model::Actor,
 ) -> Result<()> {
     ident.validate()?;
     shared.db.get_namespace(&ident.namespace).await?;
@@ -148,7 +148,7 @@ pub(crate) async fn register(
                 sequence_number: s.sequence_number(),
                 parent_snapshot_id: s.parent_snapshot_id(),
                 operation: "register",
-                client,
+                by,
                 committed_at_ms: now,
                 request_digest: None,
             })

@@ -9,6 +9,7 @@ use iceberg::spec::{
 };
 use tracing::{info, instrument};
 
+use crate::auth::{AuthConfig, Caller, Privilege, Resource};
 use crate::commit::metacommit::TableChange;
 use crate::commit::prepare::{self, Checked};
 use crate::commit::{self, Committer};
@@ -26,6 +27,13 @@ use crate::table::refs::{self, ChangeOutcome, RefInfo, SnapshotChange};
 use crate::table::{Shared, parse_base};
 use crate::validate::parse_type;
 
+mod access;
+mod identity;
+
+pub use identity::{BOOTSTRAP_ADMIN, OAUTH_TOKEN_TTL};
+
+use access::{actor, namespace_of, see_namespace, table_of};
+
 /// Most snapshots one page lists.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
@@ -42,6 +50,7 @@ pub struct CatalogConfig {
 pub struct Catalog {
     shared: Arc<Shared>,
     committer: Committer,
+    auth: Arc<AuthConfig>,
 }
 
 impl Catalog {
@@ -72,7 +81,11 @@ impl Catalog {
             to_sync,
         });
         let committer = Committer::start(shared.clone(), to_sync_rx);
-        Ok(Self { shared, committer })
+        Ok(Self {
+            shared,
+            committer,
+            auth: Arc::new(AuthConfig::default()),
+        })
     }
 
     #[cfg(test)]
@@ -89,7 +102,11 @@ impl Catalog {
         let catalog = self.clone();
         let run = move |client: String| {
             let catalog = catalog.clone();
-            async move { catalog.expire_all(&ExpireOptions::default(), &client).await }
+            async move {
+                catalog
+                    .expire_all(&Caller::unrestricted(), &ExpireOptions::default(), &client)
+                    .await
+            }
         };
         tokio::spawn(crate::maintenance::schedule::expiry_loop(
             self.shared.clone(),
@@ -118,10 +135,12 @@ impl Catalog {
 
     pub async fn create_namespace(
         &self,
+        caller: &Caller,
         name: &str,
         properties: HashMap<String, String>,
     ) -> Result<NamespaceInfo> {
         validate_name("namespace", name)?;
+        caller.require(Privilege::Manage, &Resource::Catalog)?;
         let ns = NamespaceInfo {
             name: name.to_string(),
             properties,
@@ -130,23 +149,28 @@ impl Catalog {
         Ok(ns)
     }
 
-    pub async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>> {
-        self.shared.db.list_namespaces().await
+    pub async fn list_namespaces(&self, caller: &Caller) -> Result<Vec<NamespaceInfo>> {
+        let mut all = self.shared.db.list_namespaces().await?;
+        all.retain(|ns| caller.sees_namespace(&ns.name));
+        Ok(all)
     }
 
-    pub async fn get_namespace(&self, name: &str) -> Result<NamespaceInfo> {
+    pub async fn get_namespace(&self, caller: &Caller, name: &str) -> Result<NamespaceInfo> {
         validate_name("namespace", name)?;
+        see_namespace(caller, name)?;
         self.shared.db.get_namespace(name).await
     }
 
     /// Removes and sets namespace properties in one transaction.
     pub async fn update_namespace_properties(
         &self,
+        caller: &Caller,
         name: &str,
         removals: &[String],
         updates: HashMap<String, String>,
     ) -> Result<PropertiesUpdate> {
         validate_name("namespace", name)?;
+        caller.require(Privilege::Manage, &Resource::Namespace(name.to_string()))?;
         self.shared
             .db
             .update_namespace_properties(name, removals, updates)
@@ -154,8 +178,9 @@ impl Catalog {
     }
 
     /// Drops an empty namespace; `FailedPrecondition` while it holds tables.
-    pub async fn drop_namespace(&self, name: &str) -> Result<()> {
+    pub async fn drop_namespace(&self, caller: &Caller, name: &str) -> Result<()> {
         validate_name("namespace", name)?;
+        caller.require(Privilege::Manage, &Resource::Namespace(name.to_string()))?;
         self.shared.db.drop_namespace(name).await
     }
 
@@ -221,8 +246,14 @@ impl Catalog {
     /// The metadata of a new table as `spec` describes it, written nowhere (the REST
     /// protocol's `stage-create`: the client writes data first, then commits the table into
     /// existence). Fails as creating it would: unknown namespace, existing table, bad spec.
-    pub async fn stage_table(&self, ident: &TableIdent, spec: CreateTable) -> Result<String> {
+    pub async fn stage_table(
+        &self,
+        caller: &Caller,
+        ident: &TableIdent,
+        spec: CreateTable,
+    ) -> Result<String> {
         ident.validate()?;
+        caller.require(Privilege::Manage, &namespace_of(ident))?;
         self.shared.db.get_namespace(&ident.namespace).await?;
         if self.shared.db.table(ident).await.is_ok() {
             return Err(Error::AlreadyExists {
@@ -248,8 +279,14 @@ impl Catalog {
 
     /// Creates an empty table (Iceberg v2) and writes its first metadata file.
     #[instrument(skip(self, spec), fields(table = %ident))]
-    pub async fn create_table(&self, ident: &TableIdent, spec: CreateTable) -> Result<TableInfo> {
+    pub async fn create_table(
+        &self,
+        caller: &Caller,
+        ident: &TableIdent,
+        spec: CreateTable,
+    ) -> Result<TableInfo> {
         ident.validate()?;
+        caller.require(Privilege::Manage, &namespace_of(ident))?;
         self.shared.db.get_namespace(&ident.namespace).await?;
         let (meta, table_uuid) = self.new_table_metadata(ident, &spec)?;
         let location = meta.location().to_string();
@@ -368,10 +405,12 @@ impl Catalog {
     /// version has none yet.
     pub async fn load_table(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         include_metadata_json: bool,
     ) -> Result<TableInfo> {
         ident.validate()?;
+        caller.require(Privilege::Read, &table_of(ident))?;
         let row = self.shared.db.table(ident).await?;
         self.table_info(row, include_metadata_json).await
     }
@@ -381,53 +420,72 @@ impl Catalog {
     #[instrument(skip(self), fields(table = %ident))]
     pub async fn register_table(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         metadata_location: &str,
         client: &str,
     ) -> Result<TableInfo> {
-        crate::table::register::register(&self.shared, ident, metadata_location, client).await?;
+        ident.validate()?;
+        caller.require(Privilege::Manage, &namespace_of(ident))?;
+        let by = actor(caller, client);
+        crate::table::register::register(&self.shared, ident, metadata_location, &by).await?;
         info!(metadata_location, "registered table");
-        self.load_table(ident, false).await
+        self.load_table(caller, ident, false).await
     }
 
-    pub async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {
+    pub async fn list_tables(&self, caller: &Caller, namespace: &str) -> Result<Vec<TableIdent>> {
         validate_name("namespace", namespace)?;
-        self.shared.db.list_tables(namespace).await
+        see_namespace(caller, namespace)?;
+        let mut all = self.shared.db.list_tables(namespace).await?;
+        all.retain(|t| caller.sees_table(t));
+        Ok(all)
     }
 
     /// Removes the table from the catalog; its files stay where they are.
-    pub async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
+    pub async fn drop_table(&self, caller: &Caller, ident: &TableIdent) -> Result<()> {
         ident.validate()?;
+        caller.require(Privilege::Manage, &table_of(ident))?;
         self.shared.db.drop_table(ident).await
     }
 
     /// Drops the table and deletes its files (every object its snapshots reference, its
     /// metadata files); returns how many objects were deleted. See
     /// [`crate::maintenance::orphans`]: the drop is committed first, deletion is best effort.
-    pub async fn drop_table_and_purge(&self, ident: &TableIdent) -> Result<u64> {
+    pub async fn drop_table_and_purge(&self, caller: &Caller, ident: &TableIdent) -> Result<u64> {
         ident.validate()?;
+        caller.require(Privilege::Manage, &table_of(ident))?;
         crate::maintenance::orphans::drop_and_purge(&self.shared, ident).await
     }
 
-    pub async fn rename_table(&self, from: &TableIdent, to: &TableIdent) -> Result<TableInfo> {
+    pub async fn rename_table(
+        &self,
+        caller: &Caller,
+        from: &TableIdent,
+        to: &TableIdent,
+    ) -> Result<TableInfo> {
         from.validate()?;
         to.validate()?;
+        caller.require(Privilege::Manage, &table_of(from))?;
+        caller.require(Privilege::Manage, &namespace_of(to))?;
         self.shared.db.rename_table(from, to).await?;
-        self.load_table(to, false).await
+        self.load_table(caller, to, false).await
     }
 
     // ---- commits ---------------------------------------------------------------------
 
     /// Applies one operation atomically; see [`crate::commit`] for the guarantees.
     #[instrument(skip(self, req), fields(table = %req.ident, commit_id = %req.commit_id, op = req.operation.name()))]
-    pub async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome> {
-        self.commit_as(req, None, None).await
+    pub async fn commit(&self, caller: &Caller, req: CommitRequest) -> Result<CommitOutcome> {
+        req.ident.validate()?;
+        caller.require(Privilege::Write, &table_of(&req.ident))?;
+        self.commit_as(caller, req, None, None).await
     }
 
     /// [`Catalog::commit`], keeping the snapshot id a REST client chose when it is free;
     /// `row` is the table's row when the caller has just read it.
     async fn commit_as(
         &self,
+        caller: &Caller,
         req: CommitRequest,
         row: Option<TableRow>,
         wanted_snapshot_id: Option<i64>,
@@ -438,7 +496,15 @@ impl Catalog {
             None => self.shared.db.table(&req.ident).await?,
         };
         let started = std::time::Instant::now();
-        match prepare::prepare(&self.shared, &row, req, wanted_snapshot_id).await? {
+        match prepare::prepare(
+            &self.shared,
+            &row,
+            req,
+            caller.principal(),
+            wanted_snapshot_id,
+        )
+        .await?
+        {
             Checked::Ready(prepared) => {
                 let prepared_in = started.elapsed();
                 let outcome = self.committer.submit(*prepared).await;
@@ -458,11 +524,13 @@ impl Catalog {
     /// Snapshots oldest first, `page_size` at a time (default 100, at most 1000).
     pub async fn list_snapshots(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         page_size: u32,
         page_token: Option<&str>,
     ) -> Result<SnapshotPage> {
         ident.validate()?;
+        caller.require(Privilege::Read, &table_of(ident))?;
         let size = match page_size {
             0 => 100,
             n if n > MAX_PAGE_SIZE => {
@@ -506,8 +574,14 @@ impl Catalog {
         })
     }
 
-    pub async fn get_snapshot(&self, ident: &TableIdent, snapshot_id: i64) -> Result<SnapshotInfo> {
+    pub async fn get_snapshot(
+        &self,
+        caller: &Caller,
+        ident: &TableIdent,
+        snapshot_id: i64,
+    ) -> Result<SnapshotInfo> {
         ident.validate()?;
+        caller.require(Privilege::Read, &table_of(ident))?;
         let row = self.shared.db.table(ident).await?;
         self.shared.publish_table(&row.location).await?;
         self.shared
@@ -529,10 +603,12 @@ impl Catalog {
     /// Resolves a snapshot selector; see [`crate::scan`] for the contract.
     pub async fn resolve_snapshot(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         selector: &SnapshotSelector,
     ) -> Result<ResolvedSnapshot> {
         ident.validate()?;
+        caller.require(Privilege::Read, &table_of(ident))?;
         let resolved = self.resolve_fresh(ident, selector).await?.1;
         // The snapshot's manifest-list path leaves the process.
         self.shared.publish_table(&resolved.location).await?;
@@ -570,11 +646,13 @@ impl Catalog {
     #[instrument(skip(self, filter), fields(table = %ident))]
     pub async fn plan_scan(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         selector: &SnapshotSelector,
         filter: Option<&ScanFilter>,
     ) -> Result<ScanPlan> {
         ident.validate()?;
+        caller.require(Privilege::Read, &table_of(ident))?;
         let (meta, resolved) = self.resolve_fresh(ident, selector).await?;
         // The snapshot may be another replica's, its objects not yet in the store.
         self.shared.publish_table(meta.location()).await?;
@@ -589,26 +667,32 @@ impl Catalog {
     #[instrument(skip(self, change), fields(table = %change.ident))]
     pub async fn commit_metadata(
         &self,
+        caller: &Caller,
         change: TableChange,
         client: &str,
         commit_id: Option<&str>,
     ) -> Result<TableInfo> {
         change.ident.validate()?;
+        access::require_change(caller, &change)?;
         let commit_id = self.commit_id(commit_id)?;
         let ident = change.ident.clone();
-        if change
-            .requirements
-            .iter()
-            .any(|r| matches!(r, iceberg::TableRequirement::NotExist))
-        {
-            self.create_by_commit(change, client, &commit_id).await?;
+        let by = actor(caller, client);
+        if access::creates(&change) {
+            self.create_by_commit(caller, change, &by, &commit_id)
+                .await?;
         } else {
-            self.apply_change(change, client, &commit_id).await?;
+            self.apply_change(caller, change, &by, &commit_id).await?;
         }
-        self.load_table(&ident, true).await
+        self.load_table(caller, &ident, true).await
     }
 
-    async fn apply_change(&self, change: TableChange, client: &str, commit_id: &str) -> Result<()> {
+    async fn apply_change(
+        &self,
+        caller: &Caller,
+        change: TableChange,
+        by: &Actor,
+        commit_id: &str,
+    ) -> Result<()> {
         // Read once: the append check, the prepare stage and the garbage record use it.
         let row = self.shared.db.table(&change.ident).await?;
         let Some(append) = crate::commit::metacommit::as_append(
@@ -619,20 +703,20 @@ impl Catalog {
         )
         .await?
         else {
-            return crate::commit::metacommit::commit(&self.shared, &[change], client, commit_id)
-                .await;
+            return crate::commit::metacommit::commit(&self.shared, &[change], by, commit_id).await;
         };
         // One commit path: the same checks, manifests and rebasing as a gRPC append.
         let table_id = row.table_id;
         let outcome = self
             .commit_as(
+                caller,
                 CommitRequest {
                     ident: change.ident.clone(),
                     commit_id: commit_id.to_string(),
                     base_snapshot_id: append.base_snapshot_id,
                     operation: Operation::Append { add: append.add },
                     summary: append.summary,
-                    client: client.to_string(),
+                    client: by.client.clone(),
                 },
                 Some(row),
                 Some(append.client_snapshot_id),
@@ -673,8 +757,9 @@ impl Catalog {
     /// (e.g. the first snapshot) are applied; if they fail the table is dropped again.
     async fn create_by_commit(
         &self,
+        caller: &Caller,
         change: TableChange,
-        client: &str,
+        by: &Actor,
         commit_id: &str,
     ) -> Result<()> {
         use iceberg::{TableRequirement as R, TableUpdate as U};
@@ -718,7 +803,7 @@ impl Catalog {
             schema.ok_or_else(|| Error::invalid("updates", "assert-create needs add-schema"))?;
         let mut create = create_table_spec(&schema, spec.as_ref(), location, properties)?;
         create.table_uuid = uuid;
-        self.create_table(ident, create).await?;
+        self.create_table(caller, ident, create).await?;
         if rest.is_empty() {
             return Ok(());
         }
@@ -727,9 +812,9 @@ impl Catalog {
             requirements: Vec::new(),
             updates: rest,
         };
-        if let Err(e) = self.apply_change(first, client, commit_id).await {
+        if let Err(e) = self.apply_change(caller, first, by, commit_id).await {
             // Nothing of the statement should remain: the table was created for it.
-            let _ = self.drop_table(ident).await;
+            let _ = self.drop_table(caller, ident).await;
             return Err(e);
         }
         Ok(())
@@ -740,6 +825,7 @@ impl Catalog {
     #[instrument(skip(self, changes), fields(tables = changes.len()))]
     pub async fn commit_transaction(
         &self,
+        caller: &Caller,
         changes: Vec<TableChange>,
         client: &str,
         commit_id: Option<&str>,
@@ -747,8 +833,13 @@ impl Catalog {
         if changes.is_empty() {
             return Err(Error::invalid("table-changes", "names no table"));
         }
+        for c in &changes {
+            c.ident.validate()?;
+            access::require_change(caller, c)?;
+        }
         let commit_id = self.commit_id(commit_id)?;
-        crate::commit::metacommit::commit(&self.shared, &changes, client, &commit_id).await
+        let by = actor(caller, client);
+        crate::commit::metacommit::commit(&self.shared, &changes, &by, &commit_id).await
     }
 
     /// The given commit id (checked), or a fresh one.
@@ -762,9 +853,28 @@ impl Catalog {
         }
     }
 
-    /// The table's tags and branches (`main` first).
-    pub async fn list_refs(&self, ident: &TableIdent) -> Result<Vec<RefInfo>> {
+    /// The newest `limit` commits of the table (default 100, at most [`MAX_PAGE_SIZE`]),
+    /// newest first, with who made them.
+    pub async fn list_commits(
+        &self,
+        caller: &Caller,
+        ident: &TableIdent,
+        limit: u32,
+    ) -> Result<Vec<CommitRecord>> {
         ident.validate()?;
+        caller.require(Privilege::Read, &table_of(ident))?;
+        let limit = match limit {
+            0 => 100,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let row = self.shared.db.table(ident).await?;
+        self.shared.db.commit_log(row.table_id, limit.into()).await
+    }
+
+    /// The table's tags and branches (`main` first).
+    pub async fn list_refs(&self, caller: &Caller, ident: &TableIdent) -> Result<Vec<RefInfo>> {
+        ident.validate()?;
+        caller.require(Privilege::Read, &table_of(ident))?;
         let row = self.shared.db.table(ident).await?;
         refs::refs(&self.shared.db, &row).await
     }
@@ -773,12 +883,15 @@ impl Catalog {
     #[instrument(skip(self), fields(table = %ident))]
     pub async fn change_snapshots(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         change: &SnapshotChange,
         client: &str,
     ) -> Result<ChangeOutcome> {
         ident.validate()?;
-        let out = refs::apply(&self.shared, ident, change, client).await?;
+        caller.require(Privilege::Manage, &table_of(ident))?;
+        let by = actor(caller, client);
+        let out = refs::apply(&self.shared, ident, change, &by).await?;
         info!(?change, ?out, "snapshots changed");
         Ok(out)
     }
@@ -789,33 +902,39 @@ impl Catalog {
     #[instrument(skip(self), fields(table = %ident))]
     pub async fn expire_snapshots(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         opts: &ExpireOptions,
         client: &str,
     ) -> Result<ExpireReport> {
         ident.validate()?;
-        let (shared, ident, opts, client) = (
+        caller.require(Privilege::Maintain, &table_of(ident))?;
+        let (shared, ident, opts, by) = (
             self.shared.clone(),
             ident.clone(),
             opts.clone(),
-            client.to_string(),
+            actor(caller, client),
         );
-        detached(async move {
-            crate::maintenance::expire::expire(&shared, &ident, &opts, &client).await
-        })
+        detached(
+            async move { crate::maintenance::expire::expire(&shared, &ident, &opts, &by).await },
+        )
         .await
     }
 
-    /// [`Catalog::expire_snapshots`] on every table, one after the other; one table's
-    /// failure is reported with it and does not stop the others.
+    /// [`Catalog::expire_snapshots`] on every table the caller may maintain, one after the
+    /// other; one table's failure is reported with it and does not stop the others.
     pub async fn expire_all(
         &self,
+        caller: &Caller,
         opts: &ExpireOptions,
         client: &str,
     ) -> Result<Vec<(TableIdent, Result<ExpireReport>)>> {
         let mut out = Vec::new();
-        for t in self.all_tables().await? {
-            let r = self.expire_snapshots(&t, opts, client).await;
+        for t in self.all_tables(caller).await? {
+            if !caller.may(Privilege::Maintain, &table_of(&t)) {
+                continue;
+            }
+            let r = self.expire_snapshots(caller, &t, opts, client).await;
             out.push((t, r));
         }
         Ok(out)
@@ -826,10 +945,12 @@ impl Catalog {
     /// without listing; see [`crate::maintenance::orphans`].
     pub async fn reserve_data_files(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         partition_paths: &[String],
     ) -> Result<Vec<String>> {
         ident.validate()?;
+        caller.require(Privilege::Write, &table_of(ident))?;
         crate::maintenance::orphans::reserve(&self.shared, ident, partition_paths).await
     }
 
@@ -838,10 +959,12 @@ impl Catalog {
     #[instrument(skip(self), fields(table = %ident))]
     pub async fn remove_orphan_files(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         opts: &crate::maintenance::orphans::OrphanOptions,
     ) -> Result<crate::maintenance::orphans::OrphanReport> {
         ident.validate()?;
+        caller.require(Privilege::Maintain, &table_of(ident))?;
         let (shared, ident, opts) = (self.shared.clone(), ident.clone(), opts.clone());
         detached(async move {
             crate::maintenance::orphans::remove_orphans(&shared, &ident, &opts).await
@@ -854,22 +977,27 @@ impl Catalog {
     #[instrument(skip(self, opts), fields(table = %ident))]
     pub async fn compact(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         opts: &crate::maintenance::compact::CompactOptions,
         client: &str,
     ) -> Result<crate::maintenance::compact::CompactReport> {
         ident.validate()?;
-        let (catalog, ident, opts, client) = (
+        caller.require(Privilege::Maintain, &table_of(ident))?;
+        let (catalog, caller, ident, opts, client) = (
             self.clone(),
+            caller.clone(),
             ident.clone(),
             opts.clone(),
             client.to_string(),
         );
-        detached(async move { catalog.compact_now(&ident, &opts, &client).await }).await
+        detached(async move { catalog.compact_now(&caller, &ident, &opts, &client).await }).await
     }
 
+    /// Compaction's commit: a `replace` that changes no row, so `maintain` suffices for it.
     async fn compact_now(
         &self,
+        caller: &Caller,
         ident: &TableIdent,
         opts: &crate::maintenance::compact::CompactOptions,
         client: &str,
@@ -889,7 +1017,7 @@ impl Catalog {
             summary: HashMap::new(),
             client: client.to_string(),
         };
-        match self.commit(req).await {
+        match self.commit_as(caller, req, None, None).await {
             Ok(o) => {
                 plan.report.snapshot_id = Some(o.snapshot_id);
                 info!(
@@ -915,11 +1043,12 @@ impl Catalog {
     }
 
     /// Every table of every namespace, for maintenance over the whole catalog.
-    pub async fn all_tables(&self) -> Result<Vec<TableIdent>> {
+    pub async fn all_tables(&self, caller: &Caller) -> Result<Vec<TableIdent>> {
         let mut out = Vec::new();
         for ns in self.shared.db.list_namespaces().await? {
             out.extend(self.shared.db.list_tables(&ns.name).await?);
         }
+        out.retain(|t| caller.sees_table(t));
         Ok(out)
     }
 }
