@@ -191,6 +191,86 @@ async fn pyiceberg_reads_and_appends_over_rest() {
 
 /// `rs.written`, committed by the Rust writer in two commits: ids 0..5 (day 0), then 5..8
 /// (day 1).
+/// A principal with `privilege` on `on` and a token: its `NAME:TOKEN` credential.
+async fn principal_with(
+    admin: &firn_client::FirnClient,
+    name: &str,
+    privilege: &str,
+    on: (&str, &str),
+) -> String {
+    use firn_client::proto as pb;
+    let mut access = admin.access();
+    access
+        .create_principal(pb::CreatePrincipalRequest {
+            name: name.into(),
+            kind: "service".into(),
+        })
+        .await
+        .unwrap();
+    access
+        .grant(pb::GrantRequest {
+            principal: name.into(),
+            privilege: privilege.into(),
+            on: Some(pb::Resource {
+                kind: on.0.into(),
+                name: on.1.into(),
+            }),
+        })
+        .await
+        .unwrap();
+    let token = access
+        .create_token(pb::CreateTokenRequest {
+            principal: name.into(),
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    format!("{name}:{token}")
+}
+
+/// PyIceberg with OAuth2 client credentials (`credential=id:secret`): a writer appends, a
+/// read-only principal's append is refused with 403 and changes nothing, a wrong secret is
+/// refused.
+#[tokio::test]
+async fn pyiceberg_authenticates_with_client_credentials_and_follows_grants() {
+    let server = TestServer::start_secured().await;
+    let admin = server.admin().await;
+    rust_written_table(&admin, false).await;
+    let writer = principal_with(&admin, "etl", "write", ("table", "rs.written")).await;
+    let reader = principal_with(&admin, "analyst", "read", ("namespace", "rs")).await;
+    let ident = firn_client::TableIdent::new("rs", "written");
+    let checks = run_check(
+        "pyiceberg_auth_check.py",
+        &[&server.rest_endpoint, &writer, &reader, "rs", "written"],
+        "PYICEBERG-AUTH-OK",
+    )
+    .await;
+    let after_writer = admin.load_table(&ident, false).await.unwrap();
+    let seen = &checks["auth"];
+    assert_eq!((seen["before"].as_i64(), seen["after"].as_i64()), (Some(8), Some(11)));
+    assert_eq!(seen["reader_saw"], 11);
+    assert!(
+        seen["reader_append"].as_str().unwrap().starts_with("forbidden"),
+        "{seen}"
+    );
+    assert!(seen["bad_secret"].as_str().unwrap().starts_with("refused"), "{seen}");
+    // The refused append left no commit: the newest is the writer's, naming it.
+    let log = admin
+        .raw()
+        .list_commits(firn_client::proto::ListCommitsRequest {
+            ident: pb_ident(&ident),
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .commits;
+    assert_eq!(log[0].principal, "etl");
+    assert_eq!(Some(log[0].snapshot_id), after_writer.current_snapshot_id);
+}
+
 async fn rust_written_table(client: &firn_client::FirnClient, by_day: bool) {
     let (ident, _) = create_table(client, "rs", "written", by_day).await;
     for (ids, day) in [(0..5, 0), (5..8, 1)] {
