@@ -11,5 +11,6 @@ mod faults;
 mod maintenance;
 mod python;
 mod replicas;
+mod security;
 mod sql;
 mod untrusted;

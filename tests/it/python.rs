@@ -249,13 +249,22 @@ async fn pyiceberg_authenticates_with_client_credentials_and_follows_grants() {
     .await;
     let after_writer = admin.load_table(&ident, false).await.unwrap();
     let seen = &checks["auth"];
-    assert_eq!((seen["before"].as_i64(), seen["after"].as_i64()), (Some(8), Some(11)));
+    assert_eq!(
+        (seen["before"].as_i64(), seen["after"].as_i64()),
+        (Some(8), Some(11))
+    );
     assert_eq!(seen["reader_saw"], 11);
     assert!(
-        seen["reader_append"].as_str().unwrap().starts_with("forbidden"),
+        seen["reader_append"]
+            .as_str()
+            .unwrap()
+            .starts_with("forbidden"),
         "{seen}"
     );
-    assert!(seen["bad_secret"].as_str().unwrap().starts_with("refused"), "{seen}");
+    assert!(
+        seen["bad_secret"].as_str().unwrap().starts_with("refused"),
+        "{seen}"
+    );
     // The refused append left no commit: the newest is the writer's, naming it.
     let log = admin
         .raw()

@@ -8,6 +8,7 @@ rows; the reader loads the table, then tries to append and must get ForbiddenErr
 secret must be refused. Prints one JSON line, then PYICEBERG-AUTH-OK.
 """
 import json
+import os
 import sys
 
 import pyarrow as pa
@@ -15,7 +16,12 @@ from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.exceptions import ForbiddenError, OAuthError, UnauthorizedError
 
 uri, writer_cred, reader_cred, ns, table = sys.argv[1:6]
-extra = {"ssl": {"cabundle": sys.argv[6]}} if len(sys.argv) > 6 else {}
+extra = {}
+if len(sys.argv) > 6:
+    # The catalog's requests use ssl.cabundle; PyIceberg's OAuth2 token fetch uses a session
+    # of its own that only the standard REQUESTS_CA_BUNDLE reaches.
+    extra = {"ssl": {"cabundle": sys.argv[6]}}
+    os.environ["REQUESTS_CA_BUNDLE"] = sys.argv[6]
 
 
 def catalog(credential):

@@ -137,6 +137,12 @@ struct ServeArgs {
     /// (at least 32 characters) [default: a random one, written to DATA_DIR/admin-token].
     #[arg(long = "admin-token-file", env = "FIRN_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Serve TLS on both ports with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "FIRN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "FIRN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Catalog database: sqlite://PATH or postgres://USER:PASS@HOST/DB [default: SQLite in the data dir].
     #[arg(long, env = "FIRN_CATALOG_URL")]
     catalog_url: Option<String>,
@@ -266,6 +272,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_read_timeout = ?args.body_read_timeout,
         "connection limits (each port)"
     );
+    let (grpc_tls, rest_tls) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (
+            Some(firn_net::tls::acceptor(cert, key, &[b"h2"])?),
+            Some(firn_net::tls::acceptor(cert, key, &[b"http/1.1"])?),
+        ),
+        _ => (None, None),
+    };
+    let scheme = if grpc_tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.grpc_listen))?;
@@ -281,7 +295,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "firn serving"
     );
     eprintln!(
-        "firn serving gRPC on {} and Iceberg REST on http://{} (catalog {}, warehouse {}, authentication {})",
+        "firn serving gRPC on {scheme}://{} and Iceberg REST on {scheme}://{} (catalog {}, warehouse {}, authentication {})",
         listener.local_addr()?,
         rest_listener.local_addr()?,
         firn_core::auth::redact_url(&catalog_url),
@@ -299,6 +313,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rest = tokio::spawn(firn_rest::serve(
         catalog.clone(),
         firn_rest::RestConfig {
+            tls: rest_tls,
             limits,
             body_read_timeout: args.body_read_timeout,
         },
@@ -309,7 +324,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
-    firn_server::serve_with(catalog.clone(), limits, listener, wait(stopped)).await?;
+    firn_server::serve_with(
+        catalog.clone(),
+        firn_server::ServeOptions {
+            limits,
+            tls: grpc_tls,
+        },
+        listener,
+        wait(stopped),
+    )
+    .await?;
     rest.await??;
     if let Some(m) = maintenance {
         m.abort();

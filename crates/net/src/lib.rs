@@ -20,6 +20,8 @@
 //! closed by ending its reads: the HTTP server sees the client's end of stream, finishes
 //! and drops the socket, which frees the connection's slot.
 
+pub mod tls;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;

@@ -49,8 +49,10 @@ type Res<T> = Result<T, RestError>;
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Settings of the REST transport.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RestConfig {
+    /// Serve HTTPS with this (see [`firn_net::tls::acceptor`]); `None`: plain HTTP.
+    pub tls: Option<firn_net::tls::TlsAcceptor>,
     /// The listener's connection cap, header-read and idle timeouts.
     pub limits: firn_net::Limits,
     /// A request's body must have arrived this long after its head, else 408.
@@ -60,6 +62,7 @@ pub struct RestConfig {
 impl Default for RestConfig {
     fn default() -> Self {
         Self {
+            tls: None,
             limits: firn_net::Limits::default(),
             body_read_timeout: Duration::from_secs(30),
         }
@@ -176,6 +179,8 @@ pub async fn serve(
         secs => HeaderValue::from_str(&format!("timeout={secs}")).ok(),
     };
     let closer = listener.closer();
+    let tls = config.tls.clone();
+    let handshake_deadline = config.limits.header_read_timeout;
     let app = router(catalog, config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -206,10 +211,36 @@ pub async fn serve(
                 Ok::<_, Infallible>(resp.map(|body| firn_net::Guarded::new(body, Some(request))))
             }
         });
-        let conn =
-            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(conn), service));
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(hyper_util::rt::TokioIo::new(conn), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    match firn_net::tls::handshake(&acceptor, conn, handshake_deadline).await {
+                        Ok(tls) => {
+                            watcher
+                                .watch(
+                                    http.serve_connection(
+                                        hyper_util::rt::TokioIo::new(tls),
+                                        service,
+                                    ),
+                                )
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "REST TLS handshake failed");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "REST connection ended with an error");
             }
         });

@@ -32,23 +32,32 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// ... and closes it when the ping is not answered within this.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the gRPC listener serves.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    /// The connection cap, header-read (and TLS handshake) and idle deadlines.
+    pub limits: firn_net::Limits,
+    /// Serve TLS with this acceptor (it should offer ALPN `h2`); `None`: plain text.
+    pub tls: Option<firn_net::tls::TlsAcceptor>,
+}
+
 /// Serves the catalog API, health and reflection on `listener` until `shutdown` resolves,
-/// with the default connection limits.
+/// with the default connection limits, in plain text.
 pub async fn serve(
     catalog: Catalog,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(catalog, firn_net::Limits::default(), listener, shutdown).await
+    serve_with(catalog, ServeOptions::default(), listener, shutdown).await
 }
 
-/// [`serve`] with connection limits: at most `limits.max_connections` open (the one idle
-/// longest is closed to make room), the HTTP/2 preface within `header_read_timeout` of the
-/// accept, and a connection with no call in flight for `idle_timeout` closed; peers that
-/// stop answering keepalive pings are dropped.
+/// [`serve`] with connection limits and TLS: at most `limits.max_connections` open (the one
+/// idle longest is closed to make room), the TLS handshake and HTTP/2 preface within
+/// `header_read_timeout` of the accept, and a connection with no call in flight for
+/// `idle_timeout` closed; peers that stop answering keepalive pings are dropped.
 pub async fn serve_with(
     catalog: Catalog,
-    limits: firn_net::Limits,
+    options: ServeOptions,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -64,7 +73,8 @@ pub async fn serve_with(
     let service = CatalogServiceServer::new(GrpcCatalog::new(catalog))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let listener = firn_net::Listener::new(listener, limits, firn_net::Protocol::Http2, "gRPC");
+    let listener =
+        firn_net::Listener::new(listener, options.limits, firn_net::Protocol::Http2, "gRPC");
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -73,23 +83,70 @@ pub async fn serve_with(
         .add_service(reflection)
         .add_service(service)
         .add_service(access)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener, options.tls), shutdown)
         .await
 }
 
+/// Most TLS handshakes waiting for tonic to take their connection.
+const HANDSHAKES_QUEUED: usize = 64;
+
 /// The listener's connections as tonic takes them (accept errors are waited out inside:
-/// tonic would retry at once).
+/// tonic would retry at once). TLS handshakes run on their own tasks, so a slow client
+/// delays only its own connection.
 fn incoming(
     listener: firn_net::Listener,
+    tls: Option<firn_net::tls::TlsAcceptor>,
 ) -> impl futures::Stream<Item = std::io::Result<GrpcConn>> {
-    futures::stream::unfold(listener, |l| async move {
-        let conn = l.accept().await;
-        Some((Ok(GrpcConn(conn)), l))
+    use futures::StreamExt;
+    let Some(acceptor) = tls else {
+        return futures::stream::unfold(listener, |l| async move {
+            let conn = l.accept().await;
+            Some((Ok(GrpcConn::Plain(conn)), l))
+        })
+        .left_stream();
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(HANDSHAKES_QUEUED);
+    let deadline = listener.limits().header_read_timeout;
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                conn = listener.accept() => conn,
+                // tonic stopped taking connections: the server is shutting down.
+                () = tx.closed() => return,
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match firn_net::tls::handshake(&acceptor, conn, deadline).await {
+                    Ok(tls) => {
+                        let _ = tx.send(GrpcConn::Tls(Box::new(tls))).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "gRPC TLS handshake failed"),
+                }
+            });
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        let conn = rx.recv().await?;
+        Some((Ok(conn), rx))
     })
+    .right_stream()
 }
 
-/// An accepted connection; its connect info carries the handle that marks its calls.
-struct GrpcConn(firn_net::Conn<TcpStream>);
+/// An accepted connection, in plain text or TLS; its connect info carries the handle that
+/// marks its calls.
+enum GrpcConn {
+    Plain(firn_net::Conn<TcpStream>),
+    Tls(Box<firn_net::tls::TlsStream<firn_net::Conn<TcpStream>>>),
+}
+
+impl GrpcConn {
+    fn conn(&self) -> &firn_net::Conn<TcpStream> {
+        match self {
+            GrpcConn::Plain(c) => c,
+            GrpcConn::Tls(t) => t.get_ref().0,
+        }
+    }
+}
 
 #[derive(Clone)]
 struct ConnInfo {
@@ -102,49 +159,68 @@ impl Connected for GrpcConn {
 
     fn connect_info(&self) -> ConnInfo {
         ConnInfo {
-            tcp: self.0.get_ref().connect_info(),
-            conn: self.0.handle(),
+            tcp: self.conn().get_ref().connect_info(),
+            conn: self.conn().handle(),
         }
     }
 }
 
+/// Delegates an I/O method to whichever stream the connection is.
+macro_rules! either {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            GrpcConn::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            GrpcConn::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
 impl AsyncRead for GrpcConn {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        either!(self, s => s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for GrpcConn {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        either!(self, s => s.poll_write(cx, buf))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either!(self, s => s.poll_flush(cx))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either!(self, s => s.poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        either!(self, s => s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        match self {
+            GrpcConn::Plain(c) => c.is_write_vectored(),
+            GrpcConn::Tls(t) => t.is_write_vectored(),
+        }
     }
 }
 
@@ -221,7 +297,7 @@ mod tests {
             "test",
         );
         let client = TcpStream::connect(addr).await.unwrap();
-        let conn = GrpcConn(l.accept().await);
+        let conn = GrpcConn::Plain(l.accept().await);
         let info = conn.connect_info();
         let handle = info.conn.clone();
         let mut svc = InFlightLayer.layer(tower::service_fn(|req: http::Request<()>| async move {
