@@ -9,6 +9,7 @@ mod connections;
 mod crash;
 mod faults;
 mod maintenance;
+mod ops;
 mod python;
 mod replicas;
 mod security;

@@ -20,6 +20,8 @@ pub struct TestServer {
     pub endpoint: String,
     /// The Iceberg REST API, e.g. `http://127.0.0.1:PORT`.
     pub rest_endpoint: String,
+    /// The admin listener (/metrics, /healthz, /readyz), e.g. `http://127.0.0.1:PORT`.
+    pub admin_endpoint: String,
     /// The catalog database URL (replicas share it).
     pub catalog_url: String,
     pub catalog: Catalog,
@@ -121,11 +123,18 @@ impl TestServer {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let rest_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let rest_endpoint = format!("http://{}", rest_listener.local_addr().unwrap());
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_endpoint = format!("http://{}", admin_listener.local_addr().unwrap());
+        let (admin_tx, admin_rx) = oneshot::channel::<()>();
+        tokio::spawn(firn_admin::serve(catalog.clone(), admin_listener, async {
+            let _ = admin_rx.await;
+        }));
         let (tx, rx) = oneshot::channel();
         let (rest_tx, rest_rx) = oneshot::channel::<()>();
         tokio::spawn(firn_server::serve(catalog.clone(), listener, async {
             let _ = rx.await;
             let _ = rest_tx.send(());
+            let _ = admin_tx.send(());
         }));
         tokio::spawn(firn_rest::serve(
             catalog.clone(),
@@ -138,6 +147,7 @@ impl TestServer {
         Self {
             endpoint,
             rest_endpoint,
+            admin_endpoint,
             catalog_url: url.to_string(),
             catalog,
             dir: tempfile::tempdir().expect("temp dir"),

@@ -1,33 +1,7 @@
 //! Printing results: aligned tables for people, JSON for programs, one-line errors.
 
 use firn_client::ClientError;
-use tonic_code::code_name;
-
-mod tonic_code {
-    /// The canonical gRPC name of a status code, e.g. `NOT_FOUND`.
-    pub fn code_name(c: tonic::Code) -> &'static str {
-        use tonic::Code::*;
-        match c {
-            Ok => "OK",
-            Cancelled => "CANCELLED",
-            Unknown => "UNKNOWN",
-            InvalidArgument => "INVALID_ARGUMENT",
-            DeadlineExceeded => "DEADLINE_EXCEEDED",
-            NotFound => "NOT_FOUND",
-            AlreadyExists => "ALREADY_EXISTS",
-            PermissionDenied => "PERMISSION_DENIED",
-            ResourceExhausted => "RESOURCE_EXHAUSTED",
-            FailedPrecondition => "FAILED_PRECONDITION",
-            Aborted => "ABORTED",
-            OutOfRange => "OUT_OF_RANGE",
-            Unimplemented => "UNIMPLEMENTED",
-            Internal => "INTERNAL",
-            Unavailable => "UNAVAILABLE",
-            DataLoss => "DATA_LOSS",
-            Unauthenticated => "UNAUTHENTICATED",
-        }
-    }
-}
+use firn_server::observe::code_name;
 
 /// One line describing an error.
 pub fn error_line(e: &anyhow::Error) -> String {

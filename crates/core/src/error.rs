@@ -206,6 +206,21 @@ impl Error {
             | sqlx::Error::Migrate(_) => true,
             _ => false,
         };
+        let kind = match (&source, deterministic) {
+            (sqlx::Error::Database(_), true) => "constraint",
+            (_, true) => "decode",
+            (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed, false) => "pool",
+            (sqlx::Error::Io(_) | sqlx::Error::Tls(_), false) => "io",
+            (sqlx::Error::Database(_), false) => "busy",
+            _ => "other",
+        };
+        crate::metrics::global()
+            .db_errors
+            .get_or_create(&crate::metrics::ErrorLabels {
+                op: "query".into(),
+                kind: kind.into(),
+            })
+            .inc();
         if deterministic {
             Error::internal_from("catalog database", source)
         } else {

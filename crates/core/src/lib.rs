@@ -5,7 +5,7 @@
 //!
 //! Modules, each depending only on those listed before it (tests aside):
 //!
-//! - foundations: [`error`] (what each error means and whether to retry), [`env`] (clock
+//! - foundations: [`metrics`] (the process's Prometheus registry), [`error`] (what each error means and whether to retry), [`env`] (clock
 //!   and ids, injected), [`ident`], [`model`], [`validate`] (names, types and transforms as
 //!   the Iceberg spec allows them), [`notation`].
 //! - [`storage`]: the warehouse on `object_store`; [`storage::path`], the checked path types
@@ -35,6 +35,7 @@ pub mod error;
 pub mod idempotency;
 pub mod ident;
 pub mod maintenance;
+pub mod metrics;
 pub mod model;
 pub mod notation;
 pub mod scan;

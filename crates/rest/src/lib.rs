@@ -152,7 +152,8 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             read_body,
-        ));
+        ))
+        .route_layer(axum::middleware::from_fn(note_route));
     Router::new()
         .route(OAUTH_ROUTE, post(oauth::tokens))
         .nest("/v1", v1)
@@ -160,6 +161,7 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .layer(axum::middleware::from_fn(error_model))
+        .layer(axum::middleware::from_fn(observe))
         .with_state(state)
 }
 
@@ -361,6 +363,66 @@ async fn error_model(req: Request, next: Next) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     let mut resp = RestError::from_status(status, message).into_response();
     resp.headers_mut().extend(parts.headers);
+    resp
+}
+
+/// The route a request matched, handed out to [`observe`] with the response.
+#[derive(Clone)]
+struct Route(String);
+
+async fn note_route(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| format!("{} {}", req.method(), m.as_str()));
+    let mut resp = next.run(req).await;
+    if let Some(r) = route {
+        resp.extensions_mut().insert(Route(r));
+    }
+    resp
+}
+
+/// The request id of a request: the client's `x-request-id` when it is short printable
+/// ASCII, else a fresh one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Every request: a span with its request id (echoed in `x-request-id`), the request
+/// metrics by route and status, and one log line for each that failed.
+async fn observe(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = request_id(req.headers());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, transport = "rest");
+    let started = std::time::Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let route = resp
+        .extensions()
+        .get::<Route>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| format!("{method} (no route)"));
+    let status = resp.status();
+    firn_core::metrics::global().request("rest", &route, status.as_str(), took);
+    if status.is_client_error() || status.is_server_error() {
+        span.in_scope(|| {
+            tracing::info!(
+                route,
+                status = status.as_u16(),
+                took_ms = took.as_secs_f64() * 1e3,
+                "request failed"
+            )
+        });
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
     resp
 }
 

@@ -5,6 +5,7 @@
 
 mod access;
 mod convert;
+pub mod observe;
 mod service;
 
 use std::net::SocketAddr;
@@ -62,29 +63,81 @@ pub async fn serve_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<CatalogServiceServer<GrpcCatalog>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(firn_proto::v1::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor set is valid");
+    // The health check answers with readiness (database and warehouse reachable).
+    let readiness = tokio::spawn(report_readiness(catalog.clone(), health_reporter));
+    let _stop_readiness = AbortOnDrop(readiness);
+    // Reflection describes the API to anyone: served only while authentication is off.
+    let reflection = (!catalog.auth_required()).then(|| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(firn_proto::v1::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the embedded descriptor set is valid")
+    });
     let access = AccessServiceServer::new(GrpcAccess::new(catalog.clone()));
     let service = CatalogServiceServer::new(GrpcCatalog::new(catalog))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let listener =
         firn_net::Listener::new(listener, options.limits, firn_net::Protocol::Http2, "gRPC");
+    // On shutdown, idle connections are closed at once (and busy ones as they go idle):
+    // a client that keeps its channel open must not hold the shutdown to its deadline.
+    let closer = listener.closer();
+    let shutdown = async move {
+        shutdown.await;
+        closer.close_idle();
+    };
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(InFlightLayer)
         .add_service(health)
-        .add_service(reflection)
+        .add_optional_service(reflection)
         .add_service(service)
         .add_service(access)
         .serve_with_incoming_shutdown(incoming(listener, options.tls), shutdown)
         .await
+}
+
+/// How often the gRPC health status is brought up to date with readiness.
+pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sets the health status of the catalog service (and the server as a whole, `""`) to
+/// SERVING while the catalog database and the warehouse answer, NOT_SERVING otherwise.
+async fn report_readiness(catalog: Catalog, reporter: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let name = <CatalogServiceServer<GrpcCatalog> as tonic::server::NamedService>::NAME;
+    let mut last = None;
+    loop {
+        let ready = matches!(
+            tokio::time::timeout(READINESS_INTERVAL, catalog.ready()).await,
+            Ok(Ok(()))
+        );
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(ready) {
+            if !ready {
+                tracing::warn!("not ready: the catalog database or the warehouse does not answer");
+            } else if last.is_some() {
+                tracing::info!("ready again");
+            }
+            reporter.set_service_status(name, status).await;
+            reporter.set_service_status("", status).await;
+            last = Some(ready);
+        }
+        tokio::time::sleep(READINESS_INTERVAL).await;
+    }
+}
+
+/// Aborts a task when dropped (when the server future ends or is dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Most TLS handshakes waiting for tonic to take their connection.
@@ -246,7 +299,7 @@ where
     S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
 {
-    type Response = http::Response<Guarded<ResBody>>;
+    type Response = http::Response<Guarded<observe::Observed<ResBody>>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -255,15 +308,28 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        use tracing::Instrument;
         let info = req.extensions_mut().remove::<ConnInfo>();
         let guard = info.map(|i| {
             req.extensions_mut().insert(i.tcp);
             i.conn.request()
         });
-        let call = self.0.call(req);
+        let id = observe::request_id(req.headers());
+        let span = tracing::info_span!("request", request_id = %id, transport = "grpc");
+        let mut record = observe::Record {
+            method: req.uri().path().to_string(),
+            started: std::time::Instant::now(),
+            span: span.clone(),
+            code: None,
+        };
+        let call = self.0.call(req).instrument(span);
         Box::pin(async move {
-            let resp = call.await?;
-            Ok(resp.map(|body| Guarded::new(body, guard)))
+            let mut resp = call.await?;
+            record.headers(resp.headers());
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            Ok(resp.map(|body| Guarded::new(observe::Observed::new(body, record), guard)))
         })
     }
 }

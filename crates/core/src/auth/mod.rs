@@ -270,6 +270,12 @@ impl Caller {
         if self.may(privilege, on) {
             return Ok(());
         }
+        tracing::info!(
+            principal = self.principal().unwrap_or("anonymous"),
+            privilege = privilege.name(),
+            on = %on,
+            "permission denied"
+        );
         Err(Error::PermissionDenied {
             principal: self.principal().unwrap_or("anonymous").to_string(),
             privilege: privilege.name().to_string(),

@@ -123,6 +123,24 @@ impl Catalog {
         self.shared.forget_written().await
     }
 
+    /// Bytes of committed metadata written behind (not yet in the object store).
+    pub fn write_behind_bytes(&self) -> u64 {
+        self.shared.warehouse.staged_size()
+    }
+
+    /// Whether the catalog database and the warehouse answer: one query and one HEAD (a
+    /// missing object is an answer). For `/readyz` and the gRPC health check.
+    pub async fn ready(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .fetch_one(&self.shared.db.pool)
+            .await
+            .map_err(|e| Error::Unavailable {
+                what: "catalog database",
+                source: Box::new(e),
+            })?;
+        self.shared.warehouse.probe().await
+    }
+
     pub fn warehouse(&self) -> &Arc<Warehouse> {
         &self.shared.warehouse
     }
@@ -496,9 +514,48 @@ impl Catalog {
             None => self.shared.db.table(&req.ident).await?,
         };
         let started = std::time::Instant::now();
+        let operation = req.operation.name();
+        let (table, commit_id) = (req.ident.clone(), req.commit_id.clone());
+        let outcome = self
+            .prepare_and_submit(caller, req, &row, wanted_snapshot_id, started)
+            .await;
+        let took = started.elapsed();
+        crate::metrics::global().commit(operation, outcome_label(&outcome), took);
+        match &outcome {
+            Ok(o) => info!(
+                table = %table,
+                operation,
+                snapshot = o.snapshot_id,
+                replayed = o.replayed,
+                took_ms = took.as_secs_f64() * 1e3,
+                principal = caller.principal().unwrap_or("-"),
+                commit_id,
+                "committed"
+            ),
+            Err(e) => info!(
+                table = %table,
+                operation,
+                took_ms = took.as_secs_f64() * 1e3,
+                principal = caller.principal().unwrap_or("-"),
+                commit_id,
+                error = %e,
+                "commit failed"
+            ),
+        }
+        outcome
+    }
+
+    async fn prepare_and_submit(
+        &self,
+        caller: &Caller,
+        req: CommitRequest,
+        row: &TableRow,
+        wanted_snapshot_id: Option<i64>,
+        started: std::time::Instant,
+    ) -> Result<CommitOutcome> {
         match prepare::prepare(
             &self.shared,
-            &row,
+            row,
             req,
             caller.principal(),
             wanted_snapshot_id,
@@ -703,7 +760,10 @@ impl Catalog {
         )
         .await?
         else {
-            return crate::commit::metacommit::commit(&self.shared, &[change], by, commit_id).await;
+            let started = std::time::Instant::now();
+            let r = crate::commit::metacommit::commit(&self.shared, &[change], by, commit_id).await;
+            record_metadata_commit(&r, started);
+            return r;
         };
         // One commit path: the same checks, manifests and rebasing as a gRPC append.
         let table_id = row.table_id;
@@ -839,7 +899,10 @@ impl Catalog {
         }
         let commit_id = self.commit_id(commit_id)?;
         let by = actor(caller, client);
-        crate::commit::metacommit::commit(&self.shared, &changes, &by, &commit_id).await
+        let started = std::time::Instant::now();
+        let r = crate::commit::metacommit::commit(&self.shared, &changes, &by, &commit_id).await;
+        record_metadata_commit(&r, started);
+        r
     }
 
     /// The given commit id (checked), or a fresh one.
@@ -915,10 +978,13 @@ impl Catalog {
             opts.clone(),
             actor(caller, client),
         );
-        detached(
-            async move { crate::maintenance::expire::expire(&shared, &ident, &opts, &by).await },
+        record_run(
+            "expire",
+            detached(async move {
+                crate::maintenance::expire::expire(&shared, &ident, &opts, &by).await
+            })
+            .await,
         )
-        .await
     }
 
     /// [`Catalog::expire_snapshots`] on every table the caller may maintain, one after the
@@ -966,10 +1032,13 @@ impl Catalog {
         ident.validate()?;
         caller.require(Privilege::Maintain, &table_of(ident))?;
         let (shared, ident, opts) = (self.shared.clone(), ident.clone(), opts.clone());
-        detached(async move {
-            crate::maintenance::orphans::remove_orphans(&shared, &ident, &opts).await
-        })
-        .await
+        record_run(
+            "orphans",
+            detached(async move {
+                crate::maintenance::orphans::remove_orphans(&shared, &ident, &opts).await
+            })
+            .await,
+        )
     }
 
     /// Rewrites small files into larger ones as one `replace` commit; see
@@ -991,7 +1060,11 @@ impl Catalog {
             opts.clone(),
             client.to_string(),
         );
-        detached(async move { catalog.compact_now(&caller, &ident, &opts, &client).await }).await
+        record_run(
+            "compact",
+            detached(async move { catalog.compact_now(&caller, &ident, &opts, &client).await })
+                .await,
+        )
     }
 
     /// Compaction's commit: a `replace` that changes no row, so `maintain` suffices for it.
@@ -1051,6 +1124,38 @@ impl Catalog {
         out.retain(|t| caller.sees_table(t));
         Ok(out)
     }
+}
+
+/// How a commit ended, for the metrics: committed, replayed (a retry answered from the
+/// log), conflict, unknown (may have committed) or rejected.
+fn outcome_label<T>(r: &Result<T>) -> &'static str
+where
+    T: std::borrow::Borrow<CommitOutcome>,
+{
+    match r {
+        Ok(o) if o.borrow().replayed => "replayed",
+        Ok(_) => "committed",
+        Err(Error::Conflict { .. } | Error::RequirementFailed { .. }) => "conflict",
+        Err(Error::Unavailable { .. } | Error::Internal { .. }) => "unknown",
+        Err(_) => "rejected",
+    }
+}
+
+/// Records a metadata commit (or multi-table transaction) in the metrics.
+fn record_metadata_commit(r: &Result<()>, started: std::time::Instant) {
+    let outcome = match r {
+        Ok(()) => "committed",
+        Err(Error::Conflict { .. } | Error::RequirementFailed { .. }) => "conflict",
+        Err(Error::Unavailable { .. } | Error::Internal { .. }) => "unknown",
+        Err(_) => "rejected",
+    };
+    crate::metrics::global().commit("metadata", outcome, started.elapsed());
+}
+
+/// Records a maintenance run in the metrics.
+fn record_run<T>(job: &str, r: Result<T>) -> Result<T> {
+    crate::metrics::global().maintenance(job, r.is_ok());
+    r
 }
 
 /// Runs a maintenance job to its end on its own task: a caller that stops waiting (a client

@@ -182,6 +182,10 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let metrics = crate::metrics::global();
+        metrics.batch_size.observe(batch.len() as f64);
+        metrics.queue_depth.set(rx.len() as i64);
+        let queued_before = retry.len();
         // Plan on top of the in-flight batch's (optimistic) state. If that batch does not
         // commit for a table, this batch's plans for the table are withdrawn and planned
         // again (and the swap, which compares version and snapshot id, could not pass).
@@ -214,6 +218,10 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
+        // Everything put back since the batch was formed is planned again on newer state.
+        metrics
+            .rebases
+            .inc_by(retry.len().saturating_sub(queued_before) as u64);
         if let Some(p) = planned {
             inflight = Some(tokio::spawn(finish(shared.clone(), p)));
         }

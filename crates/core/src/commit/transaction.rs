@@ -23,6 +23,7 @@ pub(super) async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
     let Planned { plans, started } = planned;
     let tx_start = std::time::Instant::now();
     let res = write_transaction(&shared, &plans).await;
+    crate::metrics::global().db("commit_batch", tx_start.elapsed());
     debug!(
         commits = plans.iter().map(|p| p.steps.len()).sum::<usize>(),
         plan_and_put = ?(tx_start - started),

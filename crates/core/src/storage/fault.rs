@@ -58,6 +58,8 @@ pub struct FaultyStore {
     config: FaultConfig,
     rng: Mutex<StdRng>,
     written: Arc<Mutex<HashMap<Path, Instant>>>,
+    /// While set, every put, get, head and delete fails (the store is down).
+    down: std::sync::atomic::AtomicBool,
     pub counts: CallCounts,
 }
 
@@ -89,11 +91,20 @@ impl FaultyStore {
             rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
             config,
             written: Arc::new(Mutex::new(HashMap::new())),
+            down: std::sync::atomic::AtomicBool::new(false),
             counts: CallCounts::default(),
         }
     }
 
+    /// Takes the store down (every put, get, head and delete fails) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
     fn roll(&self, rate: f64) -> bool {
+        if self.down.load(Ordering::SeqCst) {
+            return true;
+        }
         rate > 0.0 && self.rng.lock().expect("poisoned").gen_bool(rate.min(1.0))
     }
 

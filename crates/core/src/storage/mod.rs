@@ -444,13 +444,23 @@ impl Warehouse {
         std::mem::take(&mut *self.released.lock().expect("poisoned"))
     }
 
+    /// Whether the store answers: a HEAD of an object below the root that need not exist
+    /// (not found is an answer; any other error is `Unavailable`).
+    pub async fn probe(&self) -> Result<()> {
+        let path = self.object(&format!("{}.firn-ready-probe", self.root_url))?;
+        match timed("head", self.store.head(path.key())).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::storage(e)),
+        }
+    }
+
     /// The size of the object at `path` (one HEAD, never a LIST).
     pub async fn head(&self, path: &ObjectPath) -> Result<u64> {
         if let Some(b) = self.staged_object(path) {
             return Ok(b.len() as u64);
         }
         self.confine(path).await?;
-        match self.store.head(path.key()).await {
+        match timed("head", self.store.head(path.key())).await {
             Ok(meta) => Ok(meta.size),
             Err(object_store::Error::NotFound { .. }) => {
                 Err(Error::not_found(ObjectKind::File, path.uri()))
@@ -471,7 +481,7 @@ impl Warehouse {
             range: Some(object_store::GetRange::Suffix(max)),
             ..Default::default()
         };
-        match self.store.get_opts(path.key(), opts).await {
+        match timed("get", self.store.get_opts(path.key(), opts)).await {
             Ok(r) => {
                 let size = r.meta.size;
                 Ok((size, r.bytes().await.map_err(Error::storage)?))
@@ -488,7 +498,7 @@ impl Warehouse {
             return Ok(b);
         }
         self.confine(path).await?;
-        match self.store.get(path.key()).await {
+        match timed("get", self.store.get(path.key())).await {
             Ok(r) => r.bytes().await.map_err(Error::storage),
             Err(object_store::Error::NotFound { .. }) => {
                 Err(Error::not_found(ObjectKind::File, path.uri()))
@@ -509,8 +519,7 @@ impl Warehouse {
             return Ok(b.slice(range.start as usize..range.end as usize));
         }
         self.confine(path).await?;
-        self.store
-            .get_range(path.key(), range)
+        timed("get", self.store.get_range(path.key(), range))
             .await
             .map_err(Error::storage)
     }
@@ -533,9 +542,7 @@ impl Warehouse {
     /// table contains lists).
     pub async fn list(&self, dir: &Location) -> Result<Vec<object_store::ObjectMeta>> {
         use futures::TryStreamExt;
-        self.store
-            .list(Some(&dir.key()))
-            .try_collect()
+        timed("list", self.store.list(Some(&dir.key())).try_collect())
             .await
             .map_err(Error::storage)
     }
@@ -544,8 +551,7 @@ impl Warehouse {
     /// local disk: see [`Warehouse::sync`].
     pub async fn put(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
         self.confine(path).await?;
-        self.store
-            .put(path.key(), PutPayload::from(bytes))
+        timed("put", self.store.put(path.key(), PutPayload::from(bytes)))
             .await
             .map(|_| ())
             .map_err(Error::storage)
@@ -582,7 +588,7 @@ impl Warehouse {
             }
         }
         self.confine(path).await?;
-        match self.store.delete(path.key()).await {
+        match timed("delete", self.store.delete(path.key())).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::storage(e)),
         }
@@ -640,6 +646,17 @@ fn write_local_durably(files: Vec<(PathBuf, Bytes)>) -> std::io::Result<()> {
         std::fs::File::open(d)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Runs one object-store request, recording its latency and any error in the metrics.
+async fn timed<T>(
+    op: &'static str,
+    request: impl std::future::Future<Output = object_store::Result<T>>,
+) -> object_store::Result<T> {
+    let started = std::time::Instant::now();
+    let r = request.await;
+    crate::metrics::global().store(op, started.elapsed(), &r);
+    r
 }
 
 #[cfg(test)]
