@@ -558,6 +558,32 @@ async fn the_commit_log_names_the_principal_and_revoking_takes_effect_at_once() 
     assert_eq!(log[0].snapshot_id, committed.snapshot_id);
     assert_eq!(log[0].principal, "writer");
     assert_eq!(log.last().unwrap().principal, "admin");
+    // SQL reads the same log: who committed what.
+    let session = FirnSession::new(w.admin.clone());
+    let rows = session
+        .sql(r#"SELECT principal, operation, snapshot_id FROM sales."orders$commits""#)
+        .await
+        .unwrap();
+    let b = &rows[0];
+    let col = |i: usize| {
+        b.column(i)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap()
+            .value(0)
+            .to_string()
+    };
+    assert_eq!(
+        (col(0), col(1)),
+        ("writer".to_string(), "append".to_string())
+    );
+    let snap = b
+        .column(2)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(snap, committed.snapshot_id);
 
     // Revoked: the next call is refused, on every transport.
     w.admin

@@ -454,6 +454,28 @@ impl FirnClient {
         .await
     }
 
+    /// The table's commit log, newest first (at most `limit`, 0: 100).
+    pub async fn list_commits(
+        &self,
+        table: &TableIdent,
+        limit: u32,
+    ) -> Result<Vec<pb::CommitRecord>> {
+        self.idempotent(|| {
+            let req = self.request(pb::ListCommitsRequest {
+                ident: Some(ident(table)),
+                limit,
+            });
+            let mut inner = self.inner.clone();
+            async move {
+                inner
+                    .list_commits(req)
+                    .await
+                    .map(|r| r.into_inner().commits)
+            }
+        })
+        .await
+    }
+
     pub async fn list_refs(&self, table: &TableIdent) -> Result<Vec<pb::Ref>> {
         self.idempotent(|| {
             let req = self.request(pb::ListRefsRequest {

@@ -1,5 +1,6 @@
 //! Metadata tables, named like Spark's: `"t$snapshots"`, `"t$history"`, `"t$refs"`,
-//! `"t$files"`, `"t$manifests"`, `"t$partitions"`. They are ordinary tables to DataFusion
+//! `"t$files"`, `"t$manifests"`, `"t$partitions"`, and `"t$commits"`, the commit log (who
+//! committed what, when). They are ordinary tables to DataFusion
 //! (projection, filters, aggregates), built from the table's committed metadata when a
 //! statement is planned. Files, manifests and partitions describe the current snapshot.
 
@@ -30,16 +31,18 @@ pub enum MetadataKind {
     Files,
     Manifests,
     Partitions,
+    Commits,
 }
 
 impl MetadataKind {
-    const ALL: [(&'static str, MetadataKind); 6] = [
+    const ALL: [(&'static str, MetadataKind); 7] = [
         ("snapshots", MetadataKind::Snapshots),
         ("history", MetadataKind::History),
         ("refs", MetadataKind::Refs),
         ("files", MetadataKind::Files),
         ("manifests", MetadataKind::Manifests),
         ("partitions", MetadataKind::Partitions),
+        ("commits", MetadataKind::Commits),
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -74,6 +77,12 @@ pub(crate) async fn table(
 ) -> Result<Arc<dyn TableProvider>> {
     let batch = if kind == MetadataKind::Refs {
         refs(&client.list_refs(ident).await?)?
+    } else if kind == MetadataKind::Commits {
+        commits(
+            &client
+                .list_commits(ident, firn_core::catalog::MAX_PAGE_SIZE)
+                .await?,
+        )?
     } else {
         let t = client.load_table(ident, true).await?;
         let meta: TableMetadata = serde_json::from_str(&t.metadata_json).map_err(|e| {
@@ -96,6 +105,48 @@ fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
         Arc::new(Schema::new(fields)),
         columns,
     )?)
+}
+
+/// The newest commits first: when, who (the authenticated principal, null with
+/// authentication off), which client, the operation, the snapshot after it, the commit id.
+fn commits(log: &[firn_client::proto::CommitRecord]) -> Result<RecordBatch> {
+    batch(
+        vec![
+            Field::new("committed_at", ts_type(), false),
+            Field::new("principal", DataType::Utf8, true),
+            Field::new("client", DataType::Utf8, false),
+            Field::new("operation", DataType::Utf8, false),
+            Field::new("snapshot_id", DataType::Int64, true),
+            Field::new("parent_id", DataType::Int64, true),
+            Field::new("sequence_number", DataType::Int64, false),
+            Field::new("commit_id", DataType::Utf8, false),
+        ],
+        vec![
+            ts(log.iter().map(|c| c.committed_at_ms).collect()),
+            Arc::new(StringArray::from_iter(log.iter().map(|c| {
+                (!c.principal.is_empty()).then_some(c.principal.as_str())
+            }))),
+            Arc::new(StringArray::from_iter_values(
+                log.iter().map(|c| c.client.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                log.iter().map(|c| c.operation.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter(
+                log.iter()
+                    .map(|c| (c.snapshot_id != 0).then_some(c.snapshot_id)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                log.iter().map(|c| c.parent_snapshot_id),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                log.iter().map(|c| c.sequence_number),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                log.iter().map(|c| c.commit_id.as_str()),
+            )),
+        ],
+    )
 }
 
 fn snapshots(meta: &TableMetadata) -> Result<RecordBatch> {

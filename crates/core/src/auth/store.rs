@@ -1,6 +1,7 @@
-//! Principals, tokens and grants in the catalog database. Each function is one statement or
-//! one transaction: it happens entirely or not at all, and any error leaves the rows as
-//! they were.
+//! Principals, tokens and grants in the catalog database. Each change is one statement, or
+//! one transaction whose first statement writes (so SQLite takes the write lock at once
+//! and never has to upgrade a read snapshot under a concurrent writer): it happens
+//! entirely or not at all, and any error leaves the rows as they were.
 
 use sqlx::Row;
 
@@ -115,15 +116,55 @@ async fn principal_id(conn: &mut sqlx::AnyConnection, name: &str) -> Result<i64>
 
 /// Drops a principal with its tokens and grants, in one transaction.
 pub(crate) async fn drop_principal(db: &Db, name: &str) -> Result<()> {
+    validate_principal_name(name)?;
     let mut tx = db.pool.begin().await?;
-    let id = principal_id(&mut tx, name).await?;
-    for table in ["tokens", "grants", "principals"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE principal_id = $1"))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+    for table in ["tokens", "grants"] {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE principal_id IN \
+             (SELECT principal_id FROM principals WHERE name = $1)"
+        ))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let n = sqlx::query("DELETE FROM principals WHERE name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::not_found(ObjectKind::Principal, name));
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Inserts a token row for the principal named `principal`; `NotFound` without one.
+async fn insert_token(
+    db: &Db,
+    principal: &str,
+    hashed: &str,
+    kind: &str,
+    now_ms: i64,
+    expires_at_ms: Option<i64>,
+) -> Result<()> {
+    validate_principal_name(principal)?;
+    let n = sqlx::query(
+        "INSERT INTO tokens (token_hash, token_id, principal_id, kind, created_at_ms, \
+         expires_at_ms) SELECT $1, $2, principal_id, $3, $4, $5 FROM principals WHERE name = $6",
+    )
+    .bind(hashed)
+    .bind(&hashed[..16])
+    .bind(kind)
+    .bind(now_ms)
+    .bind(expires_at_ms)
+    .bind(principal)
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::not_found(ObjectKind::Principal, principal));
+    }
     Ok(())
 }
 
@@ -152,25 +193,12 @@ pub(crate) async fn issue_token(
     let hashed = hash(&token);
     let token_id = hashed[..16].to_string();
     let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
-    let mut tx = db.pool.begin().await?;
-    let id = principal_id(&mut tx, principal).await?;
+    // Expired tokens go on the way (they authenticate nothing already).
     sqlx::query("DELETE FROM tokens WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= $1")
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&db.pool)
         .await?;
-    sqlx::query(
-        "INSERT INTO tokens (token_hash, token_id, principal_id, kind, created_at_ms, \
-         expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&hashed)
-    .bind(&token_id)
-    .bind(id)
-    .bind(kind)
-    .bind(now)
-    .bind(expires_at_ms)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    insert_token(db, principal, &hashed, kind, now, expires_at_ms).await?;
     Ok(IssuedToken {
         token: Secret::new(token),
         info: TokenInfo {
@@ -192,20 +220,7 @@ pub(crate) async fn adopt_token(db: &Db, env: &Env, principal: &str, token: &Sec
         ));
     }
     let hashed = hash(token.expose());
-    let mut tx = db.pool.begin().await?;
-    let id = principal_id(&mut tx, principal).await?;
-    sqlx::query(
-        "INSERT INTO tokens (token_hash, token_id, principal_id, kind, created_at_ms, \
-         expires_at_ms) VALUES ($1, $2, $3, 'token', $4, NULL)",
-    )
-    .bind(&hashed)
-    .bind(&hashed[..16])
-    .bind(id)
-    .bind(env.clock.now_ms())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    insert_token(db, principal, &hashed, "token", env.clock.now_ms(), None).await
 }
 
 /// The unexpired tokens of `principal` (every principal's when `None`), oldest first.
@@ -297,11 +312,13 @@ async fn resource_key(conn: &mut sqlx::AnyConnection, on: &Resource) -> Result<(
     })
 }
 
-/// Adds a grant; granting what is held already changes nothing.
+/// Adds a grant; granting what is held already changes nothing. One statement: a table
+/// dropped between the lookup and it leaves a grant on an id no table will have again
+/// (ids are never reused), which authorizes nothing.
 pub(crate) async fn grant(db: &Db, g: &Grant) -> Result<()> {
-    let mut tx = db.pool.begin().await?;
-    let id = principal_id(&mut tx, &g.principal).await?;
-    let (namespace, table_id) = resource_key(&mut tx, &g.on).await?;
+    let mut conn = db.pool.acquire().await?;
+    let id = principal_id(&mut conn, &g.principal).await?;
+    let (namespace, table_id) = resource_key(&mut conn, &g.on).await?;
     sqlx::query(
         "INSERT INTO grants (principal_id, privilege, namespace, table_id) \
          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -310,9 +327,8 @@ pub(crate) async fn grant(db: &Db, g: &Grant) -> Result<()> {
     .bind(g.privilege.name())
     .bind(namespace)
     .bind(table_id)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 

@@ -65,7 +65,14 @@ impl Catalog {
         if store::count_principals(&self.shared.db).await? > 0 {
             return Ok(None);
         }
-        store::create_principal(&self.shared.db, BOOTSTRAP_ADMIN, "service", self.now_ms()).await?;
+        match store::create_principal(&self.shared.db, BOOTSTRAP_ADMIN, "service", self.now_ms())
+            .await
+        {
+            Ok(_) => {}
+            // Another replica starting at the same moment made it.
+            Err(Error::AlreadyExists { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
         store::grant(
             &self.shared.db,
             &Grant {
