@@ -11,6 +11,7 @@ mod faults;
 mod maintenance;
 mod ops;
 mod python;
+mod readme;
 mod replicas;
 mod security;
 mod sql;
