@@ -38,7 +38,10 @@ fn the_production_walkthrough_runs_as_written() {
             "-euo",
             "pipefail",
             "-c",
-            &format!("trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}", production_block()),
+            &format!(
+                "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
+                production_block()
+            ),
         ])
         .current_dir(dir.path())
         .env("PATH", path)

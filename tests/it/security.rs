@@ -7,32 +7,6 @@ use std::process::{Child, Command, Output, Stdio};
 
 use firn_tests::*;
 
-/// A CA and a server certificate it signed for `localhost` and 127.0.0.1, as PEM files in
-/// `dir`: (ca.pem, server.pem, server.key).
-pub fn generate_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Firn test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 struct Served {
     child: Child,
     grpc: String,
@@ -100,7 +74,7 @@ fn ok(out: Output, what: &str) -> String {
 #[tokio::test]
 async fn a_secured_server_over_tls_with_the_cli_sql_pyiceberg_and_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = generate_certificates(dir.path());
+    let TlsFiles { ca, cert, key } = generate_certificates(dir.path());
     let s = serve_tls(dir.path(), &cert, &key).await;
 
     // The first admin's credential, readable only by its owner.

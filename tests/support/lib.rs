@@ -29,6 +29,8 @@ pub struct TestServer {
     pub store: Option<Arc<FaultyStore>>,
     /// With authentication on: the first admin's token.
     pub admin_token: Option<String>,
+    /// With TLS on: the PEM of the CA that signed the server's certificate.
+    pub ca_pem: Option<Vec<u8>>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -89,7 +91,22 @@ impl TestServer {
         };
         let config =
             WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
-        let mut server = Self::serve_auth(&url, Warehouse::open(config).unwrap(), true).await;
+        let mut server = Self::serve_auth(&url, Warehouse::open(config).unwrap(), true, None).await;
+        server.dir = dir;
+        server
+    }
+
+    /// [`TestServer::start_secured`] with TLS on both listeners, under a CA made for it
+    /// (its PEM in [`TestServer::ca_pem`]); data directory under `parent`.
+    pub async fn start_secured_tls_in(parent: &std::path::Path) -> Self {
+        std::fs::create_dir_all(parent).expect("parent of the data directory");
+        let dir = tempfile::tempdir_in(parent).expect("data dir");
+        let tls = generate_certificates(dir.path());
+        let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        let config =
+            WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
+        let mut server =
+            Self::serve_auth(&url, Warehouse::open(config).unwrap(), true, Some(&tls)).await;
         server.dir = dir;
         server
     }
@@ -101,10 +118,15 @@ impl TestServer {
     }
 
     async fn serve(url: &str, warehouse: Warehouse) -> Self {
-        Self::serve_auth(url, warehouse, false).await
+        Self::serve_auth(url, warehouse, false, None).await
     }
 
-    async fn serve_auth(url: &str, warehouse: Warehouse, auth: bool) -> Self {
+    async fn serve_auth(
+        url: &str,
+        warehouse: Warehouse,
+        auth: bool,
+        tls: Option<&TlsFiles>,
+    ) -> Self {
         let db = Db::connect(url).await.expect("catalog database");
         let catalog = Catalog::open_with(db, Arc::new(warehouse), Env::default())
             .await
@@ -119,10 +141,26 @@ impl TestServer {
         } else {
             None
         };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let acceptor = |alpn: &[&[u8]]| {
+            tls.map(|t| firn_net::tls::acceptor(&t.cert, &t.key, alpn).expect("TLS acceptor"))
+        };
+        // A certificate names a host; plain endpoints keep the address.
+        let host = if tls.is_some() {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let endpoint = format!(
+            "{scheme}://{host}:{}",
+            listener.local_addr().unwrap().port()
+        );
         let rest_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let rest_endpoint = format!("http://{}", rest_listener.local_addr().unwrap());
+        let rest_endpoint = format!(
+            "{scheme}://{host}:{}",
+            rest_listener.local_addr().unwrap().port()
+        );
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_endpoint = format!("http://{}", admin_listener.local_addr().unwrap());
         let (admin_tx, admin_rx) = oneshot::channel::<()>();
@@ -131,14 +169,26 @@ impl TestServer {
         }));
         let (tx, rx) = oneshot::channel();
         let (rest_tx, rest_rx) = oneshot::channel::<()>();
-        tokio::spawn(firn_server::serve(catalog.clone(), listener, async {
-            let _ = rx.await;
-            let _ = rest_tx.send(());
-            let _ = admin_tx.send(());
-        }));
+        let grpc_options = firn_server::ServeOptions {
+            limits: firn_net::Limits::default(),
+            tls: acceptor(&[b"h2"]),
+        };
+        tokio::spawn(firn_server::serve_with(
+            catalog.clone(),
+            grpc_options,
+            listener,
+            async {
+                let _ = rx.await;
+                let _ = rest_tx.send(());
+                let _ = admin_tx.send(());
+            },
+        ));
         tokio::spawn(firn_rest::serve(
             catalog.clone(),
-            firn_rest::RestConfig::default(),
+            firn_rest::RestConfig {
+                tls: acceptor(&[b"http/1.1"]),
+                ..firn_rest::RestConfig::default()
+            },
             rest_listener,
             async {
                 let _ = rest_rx.await;
@@ -153,19 +203,21 @@ impl TestServer {
             dir: tempfile::tempdir().expect("temp dir"),
             store: None,
             admin_token,
+            ca_pem: tls.map(|t| std::fs::read(&t.ca).expect("CA certificate")),
             shutdown: Some(tx),
         }
     }
 
+    /// A client of the server; with authentication on, the first admin's.
     pub async fn client(&self) -> FirnClient {
-        FirnClient::connect(&self.endpoint).await.expect("connect")
+        self.client_as(self.admin_token.as_deref()).await
     }
 
-    /// A client that sends `token` (none: no credential).
+    /// A client that sends `token` (none: no credential), trusting the server's CA.
     pub async fn client_as(&self, token: Option<&str>) -> FirnClient {
         let options = firn_client::ConnectOptions {
             token: token.map(str::to_string),
-            ca_cert_pem: None,
+            ca_cert_pem: self.ca_pem.clone(),
         };
         FirnClient::connect_with(&self.endpoint, &options)
             .await
@@ -184,6 +236,38 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// A CA and the server certificate it signed (for `localhost` and 127.0.0.1), as PEM files.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Writes a fresh CA and server certificate into `dir`.
+pub fn generate_certificates(dir: &std::path::Path) -> TlsFiles {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Firn test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&files.ca, ca.pem()).unwrap();
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    files
 }
 
 /// Creates an empty database on a PostgreSQL server and returns its URL.

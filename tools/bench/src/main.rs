@@ -341,6 +341,59 @@ async fn main() {
         ),
     ));
 
+    // 4. The cost of authentication and TLS: a second server with both on (a principal's
+    //    token checked on every call, TLS on loopback), in alternating rounds with the plain
+    //    server so both see the same machine.
+    let secured = TestServer::start_secured_tls_in(&args.dir).await;
+    let secured_client = secured.client().await;
+    let rounds = 3;
+    let per_round = if args.quick { 50 } else { 200 };
+    let per_writer = if args.quick { 10 } else { 60 };
+    let (mut plain_p50, mut tls_p50, mut plain_rate, mut tls_rate) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for (srv, c, p50, rate) in [
+            (&server, &client, &mut plain_p50, &mut plain_rate),
+            (&secured, &secured_client, &mut tls_p50, &mut tls_rate),
+        ] {
+            let (ident, t) = create_table(c, "cost", &format!("s{round}"), false).await;
+            let lat = sequential(c, &ident, &files(&t.location, "cost", per_round)).await;
+            p50.push(pct(&lat, 0.5));
+            let (ident, t) = create_table(c, "cost", &format!("c{round}"), false).await;
+            let burst = concurrent(srv, &[(ident, t.location)], 16, per_writer, "cost").await;
+            assert_eq!(burst.failed, 0);
+            rate.push(burst.rate);
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let median_f = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (pp, tp) = (median(&mut plain_p50), median(&mut tls_p50));
+    let (pr, tr) = (median_f(&mut plain_rate), median_f(&mut tls_rate));
+    rows.push(("plain: single writer p50 (median of 3)".into(), ms(pp)));
+    rows.push(("auth + TLS: single writer p50 (median of 3)".into(), ms(tp)));
+    rows.push((
+        "auth + TLS / plain, single writer p50 (target <= 1.2x)".into(),
+        format!("{:.2}x", tp.as_secs_f64() / pp.as_secs_f64()),
+    ));
+    rows.push((
+        "plain: 16 writers, 1 table (median of 3)".into(),
+        format!("{pr:.0} commits/s"),
+    ));
+    rows.push((
+        "auth + TLS: 16 writers, 1 table (median of 3)".into(),
+        format!("{tr:.0} commits/s"),
+    ));
+    rows.push((
+        "auth + TLS / plain, 16-writer commits/s (target >= 0.9x)".into(),
+        format!("{:.2}x", tr / pr),
+    ));
+
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     println!("Firn commit benchmark (SQLite WAL synchronous=FULL + local disk, gRPC on loopback)");
     println!("{:<w$}  value", "measure");
