@@ -13,8 +13,12 @@ CREATE TABLE tokens (
     principal_id  BIGINT NOT NULL REFERENCES principals(principal_id),
     kind          TEXT   NOT NULL,             -- 'token' (firn token create) | 'oauth' (exchanged)
     created_at_ms BIGINT NOT NULL,
-    expires_at_ms BIGINT                       -- NULL: until revoked
+    expires_at_ms BIGINT,                      -- NULL: until revoked
+    -- An exchanged token's original 'token': revoking that revokes every token exchanged
+    -- from it (and from those), so a refresh chain cannot outlive its credential.
+    root_token_id TEXT
 );
+CREATE INDEX tokens_by_root ON tokens (root_token_id);
 CREATE INDEX tokens_by_principal ON tokens (principal_id);
 
 -- A privilege on the catalog (namespace '' and table_id 0), a namespace (table_id 0) or a

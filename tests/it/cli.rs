@@ -22,7 +22,12 @@ pub fn serve(data_dir: &Path, port: u16) -> std::io::Result<Child> {
         .args(["serve", "--data-dir"])
         .arg(data_dir)
         .args(["--grpc-listen", &format!("127.0.0.1:{port}")])
-        .args(["--rest-listen", "127.0.0.1:0"])
+        .args([
+            "--rest-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

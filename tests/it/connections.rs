@@ -47,6 +47,7 @@ impl Firn {
             .args(["serve", "--data-dir"])
             .arg(dir.path())
             .args(["--grpc-listen", &grpc, "--rest-listen", &rest])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("FIRN_LOG", "warn")
             .stdout(Stdio::null())

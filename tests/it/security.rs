@@ -29,6 +29,7 @@ async fn serve_tls(dir: &Path, cert: &Path, key: &Path) -> Served {
         .arg(&data_dir)
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
         .args(["--rest-listen", &format!("127.0.0.1:{rest}")])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--tls-cert")
         .arg(cert)
         .arg("--tls-key")

@@ -107,7 +107,7 @@ enum Command {
     Grant(access::GrantArgs),
     /// Revoke a privilege: firn revoke read ON namespace sales FROM alice.
     Revoke(access::GrantArgs),
-    /// List grants (your own, a principal's, or with --all every principal's).
+    /// List grants (your own, or a principal's).
     Grants(access::GrantsArgs),
     /// Show who the server takes you for.
     Whoami(access::WhoamiArgs),

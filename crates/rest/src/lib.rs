@@ -881,7 +881,10 @@ async fn load_with(
             &owned
         }
         None => {
-            raw = s.catalog.metadata_file(&t.metadata_location).await?;
+            raw = s
+                .catalog
+                .metadata_file(caller, ident, &t.metadata_location)
+                .await?;
             if refs_only {
                 let mut v: Value = serde_json::from_str(&raw).map_err(|e| {
                     RestError::from(firn_core::Error::corrupt(
@@ -1607,8 +1610,9 @@ mod tests {
         let catalog = open_catalog(dir.path())
             .await
             .with_auth(firn_core::AuthConfig { required: true });
-        let admin = catalog.bootstrap_admin(None).await.unwrap().unwrap().token;
-        let app = router(catalog, RestConfig::default());
+        let issued = catalog.bootstrap_admin(None).await.unwrap().unwrap();
+        let admin = issued.token.clone();
+        let app = router(catalog.clone(), RestConfig::default());
         let (s, v) = call(&app, Method::GET, "/v1/namespaces", None).await;
         assert_eq!(
             (s, v["error"]["type"].as_str()),
@@ -1660,10 +1664,15 @@ mod tests {
         )
         .await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        let refreshed = v["access_token"].as_str().unwrap();
+        let refreshed = v["access_token"].as_str().unwrap().to_string();
         assert_eq!(
-            get_with(&app, "/v1/namespaces", refreshed).await,
+            get_with(&app, "/v1/namespaces", &refreshed).await,
             StatusCode::OK
+        );
+        // PyIceberg without a credential sends "Bearer None": refused, not taken as anonymous.
+        assert_eq!(
+            get_with(&app, "/v1/namespaces", "None").await,
+            StatusCode::UNAUTHORIZED
         );
 
         // A secret of another principal, a wrong one, a missing one, another grant type.
@@ -1699,6 +1708,18 @@ mod tests {
             (s, v["error"].as_str()),
             (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
         );
+        // Revoking the original token revokes the whole refresh chain exchanged from it.
+        let caller = catalog.authenticate(Some(&admin)).await.unwrap();
+        catalog
+            .revoke_token(&caller, &issued.info.token_id)
+            .await
+            .unwrap();
+        for t in [admin.expose(), access.as_str(), refreshed.as_str()] {
+            assert_eq!(
+                get_with(&app, "/v1/namespaces", t).await,
+                StatusCode::UNAUTHORIZED
+            );
+        }
     }
 
     /// Sends `req`; returns its status, headers and JSON body (Null when empty).

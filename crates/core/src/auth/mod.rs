@@ -209,8 +209,10 @@ impl fmt::Display for Secret {
 /// Whether callers must authenticate.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
-    /// Every request needs a valid credential. Off: a request without one may do anything
-    /// (a loopback-only server for one user); one with a credential is still checked.
+    /// Every request needs a valid credential. Off (a loopback-only server for one user):
+    /// every request may do anything; a valid token only names its principal in the commit
+    /// log, and one that is not valid is ignored (PyIceberg sends `Bearer None` when it has
+    /// no credential).
     pub required: bool,
 }
 
@@ -220,9 +222,9 @@ pub struct AuthConfig {
 pub struct Caller(Arc<Who>);
 
 enum Who {
-    /// Authentication is off and no credential was given, or Firn itself (scheduled
-    /// maintenance): everything is allowed and no principal is recorded.
-    Unrestricted,
+    /// Authentication is off, or Firn itself (scheduled maintenance): everything is
+    /// allowed; `principal` is who a valid token named, for the commit log.
+    Unrestricted { principal: Option<String> },
     Principal {
         name: String,
         grants: Vec<(Privilege, Resource)>,
@@ -232,7 +234,8 @@ enum Who {
 impl fmt::Debug for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0 {
-            Who::Unrestricted => f.write_str("Caller(unrestricted)"),
+            Who::Unrestricted { principal: None } => f.write_str("Caller(unrestricted)"),
+            Who::Unrestricted { principal: Some(p) } => write!(f, "Caller({p}, unrestricted)"),
             Who::Principal { name, .. } => write!(f, "Caller({name})"),
         }
     }
@@ -240,7 +243,13 @@ impl fmt::Debug for Caller {
 
 impl Caller {
     pub(crate) fn unrestricted() -> Self {
-        Caller(Arc::new(Who::Unrestricted))
+        Caller(Arc::new(Who::Unrestricted { principal: None }))
+    }
+
+    /// Unrestricted, naming the principal a token stood for (authentication off).
+    pub(crate) fn unrestricted_as(self) -> Self {
+        let principal = self.principal().map(str::to_string);
+        Caller(Arc::new(Who::Unrestricted { principal }))
     }
 
     pub(crate) fn principal_with(name: String, grants: Vec<(Privilege, Resource)>) -> Self {
@@ -250,7 +259,7 @@ impl Caller {
     /// The authenticated principal's name; `None` when authentication is off.
     pub fn principal(&self) -> Option<&str> {
         match &*self.0 {
-            Who::Unrestricted => None,
+            Who::Unrestricted { principal } => principal.as_deref(),
             Who::Principal { name, .. } => Some(name),
         }
     }
@@ -258,7 +267,7 @@ impl Caller {
     /// Whether the caller holds `privilege` (or one implying it) on `on` or above it.
     pub fn may(&self, privilege: Privilege, on: &Resource) -> bool {
         match &*self.0 {
-            Who::Unrestricted => true,
+            Who::Unrestricted { .. } => true,
             Who::Principal { grants, .. } => grants
                 .iter()
                 .any(|(p, r)| p.implies(privilege) && r.covers(on)),
@@ -286,7 +295,7 @@ impl Caller {
     /// Whether a namespace shows in listings: any privilege on it, above it or in it.
     pub fn sees_namespace(&self, namespace: &str) -> bool {
         match &*self.0 {
-            Who::Unrestricted => true,
+            Who::Unrestricted { .. } => true,
             Who::Principal { grants, .. } => grants.iter().any(|(_, r)| match r {
                 Resource::Catalog => true,
                 Resource::Namespace(n) => n == namespace,

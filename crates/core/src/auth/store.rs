@@ -147,17 +147,20 @@ async fn insert_token(
     kind: &str,
     now_ms: i64,
     expires_at_ms: Option<i64>,
+    root_token_id: Option<&str>,
 ) -> Result<()> {
     validate_principal_name(principal)?;
     let n = sqlx::query(
         "INSERT INTO tokens (token_hash, token_id, principal_id, kind, created_at_ms, \
-         expires_at_ms) SELECT $1, $2, principal_id, $3, $4, $5 FROM principals WHERE name = $6",
+         expires_at_ms, root_token_id) \
+         SELECT $1, $2, principal_id, $3, $4, $5, $6 FROM principals WHERE name = $7",
     )
     .bind(hashed)
     .bind(&hashed[..16])
     .bind(kind)
     .bind(now_ms)
     .bind(expires_at_ms)
+    .bind(root_token_id)
     .bind(principal)
     .execute(&db.pool)
     .await?
@@ -168,14 +171,16 @@ async fn insert_token(
     Ok(())
 }
 
-/// Makes a token for `principal`, valid for `ttl_ms` (`None`: until revoked). Expired
-/// tokens of every principal are deleted on the way.
+/// Makes a token for `principal`, valid for `ttl_ms` (`None`: until revoked); `root` is the
+/// original token of an exchanged one. Expired tokens of every principal are deleted on the
+/// way.
 pub(crate) async fn issue_token(
     db: &Db,
     env: &Env,
     principal: &str,
     kind: &str,
     ttl_ms: Option<i64>,
+    root: Option<&str>,
 ) -> Result<IssuedToken> {
     if let Some(ttl) = ttl_ms
         && ttl <= 0
@@ -198,7 +203,7 @@ pub(crate) async fn issue_token(
         .bind(now)
         .execute(&db.pool)
         .await?;
-    insert_token(db, principal, &hashed, kind, now, expires_at_ms).await?;
+    insert_token(db, principal, &hashed, kind, now, expires_at_ms, root).await?;
     Ok(IssuedToken {
         token: Secret::new(token),
         info: TokenInfo {
@@ -220,7 +225,16 @@ pub(crate) async fn adopt_token(db: &Db, env: &Env, principal: &str, token: &Sec
         ));
     }
     let hashed = hash(token.expose());
-    insert_token(db, principal, &hashed, "token", env.clock.now_ms(), None).await
+    insert_token(
+        db,
+        principal,
+        &hashed,
+        "token",
+        env.clock.now_ms(),
+        None,
+        None,
+    )
+    .await
 }
 
 /// The unexpired tokens of `principal` (every principal's when `None`), oldest first.
@@ -272,8 +286,9 @@ pub(crate) async fn token_owner(db: &Db, token_id: &str) -> Result<String> {
     .ok_or_else(|| Error::not_found(ObjectKind::Token, token_id))
 }
 
+/// Revokes a token and every token exchanged from it.
 pub(crate) async fn revoke_token(db: &Db, token_id: &str) -> Result<()> {
-    let n = sqlx::query("DELETE FROM tokens WHERE token_id = $1")
+    let n = sqlx::query("DELETE FROM tokens WHERE token_id = $1 OR root_token_id = $1")
         .bind(token_id)
         .execute(&db.pool)
         .await?
@@ -432,6 +447,25 @@ pub(crate) async fn caller_by_token(
         .fetch_all(&db.pool)
         .await?;
     caller_of(&rows)
+}
+
+/// For a valid token: its principal and the id of the original token it descends from
+/// (itself, unless it was exchanged).
+pub(crate) async fn token_origin(
+    db: &Db,
+    token: &Secret,
+    now_ms: i64,
+) -> Result<Option<(String, String)>> {
+    let row = sqlx::query(
+        "SELECT p.name, COALESCE(k.root_token_id, k.token_id) FROM tokens k \
+         JOIN principals p ON p.principal_id = k.principal_id \
+         WHERE k.token_hash = $1 AND (k.expires_at_ms IS NULL OR k.expires_at_ms > $2)",
+    )
+    .bind(hash(token.expose()))
+    .bind(now_ms)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
 }
 
 fn caller_of(rows: &[sqlx::any::AnyRow]) -> Result<Option<Caller>> {

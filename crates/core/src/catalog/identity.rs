@@ -35,26 +35,28 @@ impl Catalog {
         self.auth.required
     }
 
-    /// The caller a credential stands for. A credential, when given, must be valid (a
-    /// token Firn issued, unexpired and not revoked) even where authentication is off;
-    /// without one the caller is unrestricted if authentication is off, else
-    /// `Unauthenticated`.
+    /// The caller a credential stands for. With authentication required, a valid token
+    /// (issued by Firn, unexpired, not revoked) is needed, else `Unauthenticated`. Without,
+    /// every caller is unrestricted, and a valid token only names its principal (see
+    /// [`AuthConfig::required`]).
     pub async fn authenticate(&self, credential: Option<&Secret>) -> Result<Caller> {
-        let Some(secret) = credential else {
-            if self.auth.required {
-                return Err(Error::Unauthenticated(
-                    "this server requires a credential: a bearer token (firn --token or \
-                     FIRN_TOKEN) or OAuth2 client credentials"
-                        .into(),
-                ));
-            }
-            return Ok(Caller::unrestricted());
+        let found = match credential {
+            Some(secret) => store::caller_by_token(&self.shared.db, secret, self.now_ms()).await?,
+            None => None,
         };
-        store::caller_by_token(&self.shared.db, secret, self.now_ms())
-            .await?
-            .ok_or_else(|| {
-                Error::Unauthenticated("the token is unknown, expired or revoked".into())
-            })
+        match (found, self.auth.required) {
+            (Some(c), true) => Ok(c),
+            (Some(c), false) => Ok(c.unrestricted_as()),
+            (None, false) => Ok(Caller::unrestricted()),
+            (None, true) if credential.is_none() => Err(Error::Unauthenticated(
+                "this server requires a credential: a bearer token (firn --token or \
+                 FIRN_TOKEN) or OAuth2 client credentials"
+                    .into(),
+            )),
+            (None, true) => Err(Error::Unauthenticated(
+                "the token is unknown, expired or revoked".into(),
+            )),
+        }
     }
 
     /// Creates the first principal of a server that requires authentication: `admin`, with
@@ -93,6 +95,7 @@ impl Catalog {
                 &self.shared.env,
                 BOOTSTRAP_ADMIN,
                 "token",
+                None,
                 None,
             )
             .await
@@ -157,6 +160,7 @@ impl Catalog {
             principal,
             "token",
             ttl.map(millis),
+            None,
         )
         .await?;
         info!(principal, token_id = %t.info.token_id, by = ?caller, "created token");
@@ -176,7 +180,8 @@ impl Catalog {
         store::list_tokens(&self.shared.db, principal, self.now_ms()).await
     }
 
-    /// Revokes a token (by the id listings show): the caller's own, or any as an admin.
+    /// Revokes a token (by the id listings show), and every token exchanged from it: the
+    /// caller's own, or any as an admin.
     pub async fn revoke_token(&self, caller: &Caller, token_id: &str) -> Result<()> {
         let owner = store::token_owner(&self.shared.db, token_id).await?;
         self.require_self_or_admin(caller, &owner)?;
@@ -228,9 +233,10 @@ impl Catalog {
         client_id: &str,
         client_secret: &Secret,
     ) -> Result<IssuedToken> {
-        let caller = store::caller_by_token(&self.shared.db, client_secret, self.now_ms()).await?;
-        match caller {
-            Some(c) if c.principal() == Some(client_id) => self.issue_oauth(client_id).await,
+        match store::token_origin(&self.shared.db, client_secret, self.now_ms()).await? {
+            Some((principal, root)) if principal == client_id => {
+                self.issue_oauth(&principal, &root).await
+            }
             _ => Err(Error::Unauthenticated(
                 "the client id and secret do not match a principal and one of its tokens".into(),
             )),
@@ -238,22 +244,25 @@ impl Catalog {
     }
 
     /// OAuth2 token exchange (what a client sends to refresh): a valid token of any kind
-    /// for a new one of [`OAUTH_TOKEN_TTL`].
+    /// for a new one of [`OAUTH_TOKEN_TTL`]. Revoking the original token revokes every
+    /// token exchanged from it.
     pub async fn exchange_token(&self, subject: &Secret) -> Result<IssuedToken> {
-        let caller = self.authenticate(Some(subject)).await?;
-        let principal = caller
-            .principal()
-            .ok_or_else(|| Error::Unauthenticated("the subject token names no principal".into()))?;
-        self.issue_oauth(principal).await
+        match store::token_origin(&self.shared.db, subject, self.now_ms()).await? {
+            Some((principal, root)) => self.issue_oauth(&principal, &root).await,
+            None => Err(Error::Unauthenticated(
+                "the subject token is unknown, expired or revoked".into(),
+            )),
+        }
     }
 
-    async fn issue_oauth(&self, principal: &str) -> Result<IssuedToken> {
+    async fn issue_oauth(&self, principal: &str, root: &str) -> Result<IssuedToken> {
         store::issue_token(
             &self.shared.db,
             &self.shared.env,
             principal,
             "oauth",
             Some(millis(OAUTH_TOKEN_TTL)),
+            Some(root),
         )
         .await
     }

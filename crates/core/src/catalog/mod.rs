@@ -385,9 +385,16 @@ impl Catalog {
         crate::idempotency::record(&self.shared.db, key, answer, self.now_ms()).await
     }
 
-    /// The text of a metadata file [`Catalog::load_table`] named (immutable, so it may be
-    /// cached by location). `Corrupt` when it is missing or not JSON.
-    pub async fn metadata_file(&self, metadata_location: &str) -> Result<String> {
+    /// The text of a metadata file of `ident` that [`Catalog::load_table`] named (immutable,
+    /// so it may be cached by location); needs `read` on the table. `Corrupt` when it is
+    /// missing or not JSON.
+    pub async fn metadata_file(
+        &self,
+        caller: &Caller,
+        ident: &TableIdent,
+        metadata_location: &str,
+    ) -> Result<String> {
+        caller.require(Privilege::Read, &table_of(ident))?;
         metadata::read_metadata_file(&self.shared.warehouse, metadata_location).await
     }
 
