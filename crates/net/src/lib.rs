@@ -829,3 +829,46 @@ mod tests {
         drop(request);
     }
 }
+
+/// The id of a request for logs and the `x-request-id` answer header: the client's
+/// `x-request-id` when it is short printable ASCII (at most 128 bytes), else a fresh one.
+pub fn request_id(given: Option<&[u8]>) -> String {
+    match given {
+        Some(v) if !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic) => {
+            String::from_utf8_lossy(v).into_owned()
+        }
+        _ => format!("{:032x}", rand_u128()),
+    }
+}
+
+/// 128 bits that differ between calls (request ids need to be unique, not secret).
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let state = std::collections::hash_map::RandomState::new();
+    let mut h = state.build_hasher();
+    h.write_u64(NEXT.fetch_add(1, SeqCst));
+    let hi = h.finish();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default(),
+    );
+    (u128::from(hi) << 64) | u128::from(h.finish())
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::request_id;
+
+    #[test]
+    fn a_clients_request_id_is_kept_only_when_it_is_short_printable_ascii() {
+        assert_eq!(request_id(Some(b"job-42/step-7")), "job-42/step-7");
+        for bad in [&b""[..], b"two words", &[0xff, 0xfe], &[b'a'; 129]] {
+            let id = request_id(Some(bad));
+            assert_eq!(id.len(), 32, "{id}");
+        }
+        assert_ne!(request_id(None), request_id(None));
+    }
+}

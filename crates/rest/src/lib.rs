@@ -382,22 +382,11 @@ async fn note_route(req: Request, next: Next) -> Response {
     resp
 }
 
-/// The request id of a request: the client's `x-request-id` when it is short printable
-/// ASCII, else a fresh one.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
-}
-
 /// Every request: a span with its request id (echoed in `x-request-id`), the request
 /// metrics by route and status, and one log line for each that failed.
 async fn observe(req: Request, next: Next) -> Response {
     use tracing::Instrument;
-    let id = request_id(req.headers());
+    let id = firn_net::request_id(req.headers().get("x-request-id").map(|v| v.as_bytes()));
     let method = req.method().clone();
     let span = tracing::info_span!("request", request_id = %id, transport = "rest");
     let started = std::time::Instant::now();

@@ -314,7 +314,7 @@ where
             req.extensions_mut().insert(i.tcp);
             i.conn.request()
         });
-        let id = observe::request_id(req.headers());
+        let id = firn_net::request_id(req.headers().get("x-request-id").map(|v| v.as_bytes()));
         let span = tracing::info_span!("request", request_id = %id, transport = "grpc");
         let mut record = observe::Record {
             method: req.uri().path().to_string(),

@@ -32,16 +32,6 @@ pub fn code_name(c: Code) -> &'static str {
     }
 }
 
-/// The request id of a call: the client's `x-request-id` when it is short printable ASCII.
-pub(crate) fn request_id(headers: &http::HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
-}
-
 fn status_of(headers: &http::HeaderMap) -> Option<Code> {
     headers
         .get("grpc-status")
