@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of Firn on a fresh machine: installs what the tests need (the Python
-# clients, PostgreSQL; protoc is vendored by the build), builds once, runs the whole suite
+# Runs every test of Firn on a fresh machine: checks formatting and lints (cargo fmt,
+# clippy -D warnings), installs what the tests need (the Python clients, PostgreSQL; protoc
+# is vendored by the build), builds once, runs the whole suite
 # on SQLite, the end-to-end suite again on PostgreSQL, and closes with one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Formatting and lints first: a change that fails them fails CI.
+cargo fmt --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 tools/setup-python.sh
 # One build shared by all test binaries; the end-to-end tests also run the firn binary.
 cargo build --workspace --bins --tests --locked
