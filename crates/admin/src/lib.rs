@@ -6,17 +6,12 @@
 //! - `GET /readyz`: 200 when the catalog database and the warehouse answer, else 503 with
 //!   what does not (readiness); the gRPC health check reports the same.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use firn_core::Catalog;
-
-/// How long `/readyz` waits for the database and the store before it says unready.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The admin router over `catalog`.
 pub fn router(catalog: Catalog) -> Router {
@@ -41,19 +36,8 @@ async fn metrics(State(catalog): State<Catalog>) -> Response {
         .into_response()
 }
 
-/// Whether the catalog is ready, within [`READY_TIMEOUT`]; the error says what is not.
-pub async fn check_ready(catalog: &Catalog) -> Result<(), String> {
-    match tokio::time::timeout(READY_TIMEOUT, catalog.ready()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "the catalog database or the warehouse did not answer within {READY_TIMEOUT:?}"
-        )),
-    }
-}
-
 async fn readyz(State(catalog): State<Catalog>) -> Response {
-    match check_ready(&catalog).await {
+    match catalog.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -344,6 +344,18 @@ impl Db {
         Ok(())
     }
 
+    /// One trivial query: whether the database answers (`Unavailable` if not).
+    pub(crate) async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| Error::Unavailable {
+                what: "catalog database",
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+
     pub(crate) async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>> {
         let rows = sqlx::query("SELECT name, properties FROM namespaces ORDER BY name")
             .fetch_all(&self.pool)

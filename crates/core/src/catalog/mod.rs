@@ -34,6 +34,9 @@ pub use identity::{BOOTSTRAP_ADMIN, OAUTH_TOKEN_TTL};
 
 use access::{actor, namespace_of, see_namespace, table_of};
 
+/// How long [`Catalog::ready`] waits for the database and the store.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most snapshots one page lists.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
@@ -128,17 +131,22 @@ impl Catalog {
         self.shared.warehouse.staged_size()
     }
 
-    /// Whether the catalog database and the warehouse answer: one query and one HEAD (a
-    /// missing object is an answer). For `/readyz` and the gRPC health check.
+    /// Whether the catalog database and the warehouse answer within [`READY_TIMEOUT`]: one
+    /// query and one HEAD (a missing object is an answer). `Unavailable` says which does
+    /// not. For `/readyz` and the gRPC health check.
     pub async fn ready(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .fetch_one(&self.shared.db.pool)
+        let check = async {
+            self.shared.db.ping().await?;
+            self.shared.warehouse.probe().await
+        };
+        tokio::time::timeout(READY_TIMEOUT, check)
             .await
-            .map_err(|e| Error::Unavailable {
-                what: "catalog database",
-                source: Box::new(e),
-            })?;
-        self.shared.warehouse.probe().await
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable {
+                    what: "catalog database or warehouse",
+                    source: format!("no answer within {READY_TIMEOUT:?}").into(),
+                })
+            })
     }
 
     pub fn warehouse(&self) -> &Arc<Warehouse> {
@@ -527,7 +535,11 @@ impl Catalog {
             .prepare_and_submit(caller, req, &row, wanted_snapshot_id, started)
             .await;
         let took = started.elapsed();
-        crate::metrics::global().commit(operation, outcome_label(&outcome), took);
+        crate::metrics::global().commit(
+            operation,
+            outcome_label(outcome.as_ref().map(|o| o.replayed)),
+            took,
+        );
         match &outcome {
             Ok(o) => info!(
                 table = %table,
@@ -1135,13 +1147,11 @@ impl Catalog {
 
 /// How a commit ended, for the metrics: committed, replayed (a retry answered from the
 /// log), conflict, unknown (may have committed) or rejected.
-fn outcome_label<T>(r: &Result<T>) -> &'static str
-where
-    T: std::borrow::Borrow<CommitOutcome>,
-{
+/// `replayed` is whether a success was answered from the commit log.
+fn outcome_label(r: std::result::Result<bool, &Error>) -> &'static str {
     match r {
-        Ok(o) if o.borrow().replayed => "replayed",
-        Ok(_) => "committed",
+        Ok(true) => "replayed",
+        Ok(false) => "committed",
         Err(Error::Conflict { .. } | Error::RequirementFailed { .. }) => "conflict",
         Err(Error::Unavailable { .. } | Error::Internal { .. }) => "unknown",
         Err(_) => "rejected",
@@ -1150,12 +1160,7 @@ where
 
 /// Records a metadata commit (or multi-table transaction) in the metrics.
 fn record_metadata_commit(r: &Result<()>, started: std::time::Instant) {
-    let outcome = match r {
-        Ok(()) => "committed",
-        Err(Error::Conflict { .. } | Error::RequirementFailed { .. }) => "conflict",
-        Err(Error::Unavailable { .. } | Error::Internal { .. }) => "unknown",
-        Err(_) => "rejected",
-    };
+    let outcome = outcome_label(r.as_ref().map(|()| false));
     crate::metrics::global().commit("metadata", outcome, started.elapsed());
 }
 
