@@ -131,7 +131,10 @@ impl TestServer {
         let catalog = Catalog::open_with(db, Arc::new(warehouse), Env::default())
             .await
             .expect("catalog")
-            .with_auth(firn_core::AuthConfig { required: auth });
+            .with_auth(firn_core::AuthConfig {
+                required: auth,
+                ..Default::default()
+            });
         let admin_token = if auth {
             catalog
                 .bootstrap_admin(None)
@@ -608,4 +611,41 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
     }
     out
+}
+
+/// An ES256 key of a test OpenID Connect issuer: it signs JWTs and publishes its JWK.
+pub struct JwtKey {
+    kid: String,
+    pem: String,
+    jwk: serde_json::Value,
+}
+
+impl JwtKey {
+    pub fn generate(kid: &str) -> Self {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let pair = rcgen::KeyPair::generate().expect("P-256 key");
+        // The uncompressed point: 0x04, then x and y.
+        let raw = pair.public_key_raw();
+        JwtKey {
+            kid: kid.to_string(),
+            pem: pair.serialize_pem(),
+            jwk: serde_json::json!({
+                "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+                "x": b64.encode(&raw[1..33]), "y": b64.encode(&raw[33..]),
+            }),
+        }
+    }
+
+    /// A JWKS of `keys`.
+    pub fn set(keys: &[&JwtKey]) -> serde_json::Value {
+        serde_json::json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
+    }
+
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(self.pem.as_bytes()).expect("EC key");
+        jsonwebtoken::encode(&header, claims, &key).expect("signed")
+    }
 }

@@ -17,6 +17,11 @@
 //! cert = "/etc/firn/server.pem"
 //! key = "/etc/firn/server.key"
 //!
+//! [oidc]
+//! issuer = "https://id.example.com/realms/data"
+//! audience = "firn"
+//! principal_claim = "preferred_username"
+//!
 //! [warehouse]
 //! url = "s3://lake/warehouse"
 //! options = { endpoint = "https://s3.example.com", region = "eu-west-1" }
@@ -87,6 +92,8 @@ pub struct FileConfig {
     listen: Listen,
     #[serde(default, skip_serializing_if = "Tls::is_empty")]
     tls: Tls,
+    #[serde(default, skip_serializing_if = "Oidc::is_empty")]
+    oidc: Oidc,
     #[serde(default)]
     warehouse: Warehouse,
     #[serde(default)]
@@ -118,6 +125,26 @@ struct Tls {
 impl Tls {
     fn is_empty(&self) -> bool {
         self.cert.is_none() && self.key.is_none()
+    }
+}
+
+/// An OpenID Connect issuer whose tokens are credentials.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Oidc {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwks: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal_claim: Option<String>,
+}
+
+impl Oidc {
+    fn is_empty(&self) -> bool {
+        self.issuer.is_none()
     }
 }
 
@@ -185,6 +212,13 @@ impl FileConfig {
         if c.tls.cert.is_some() != c.tls.key.is_some() {
             bail!("tls.cert and tls.key go together: set both or neither");
         }
+        if c.oidc.issuer.is_none()
+            && (c.oidc.jwks.is_some()
+                || c.oidc.audience.is_some()
+                || c.oidc.principal_claim.is_some())
+        {
+            bail!("oidc.issuer is required with the other oidc settings");
+        }
         if c.auth == Some(true) && c.insecure_no_auth == Some(true) {
             bail!("auth and insecure_no_auth cannot both be true");
         }
@@ -219,6 +253,30 @@ impl FileConfig {
         take(m, "admin_listen", &mut args.admin_listen, self.listen.admin);
         take(m, "tls_cert", &mut args.tls_cert, self.tls.cert.map(Some));
         take(m, "tls_key", &mut args.tls_key, self.tls.key.map(Some));
+        take(
+            m,
+            "oidc_issuer",
+            &mut args.oidc_issuer,
+            self.oidc.issuer.map(Some),
+        );
+        take(
+            m,
+            "oidc_jwks",
+            &mut args.oidc_jwks,
+            self.oidc.jwks.map(Some),
+        );
+        take(
+            m,
+            "oidc_audience",
+            &mut args.oidc_audience,
+            self.oidc.audience.map(Some),
+        );
+        take(
+            m,
+            "oidc_principal_claim",
+            &mut args.oidc_principal_claim,
+            self.oidc.principal_claim,
+        );
         take(
             m,
             "warehouse",
@@ -307,6 +365,15 @@ impl FileConfig {
                 cert: a.tls_cert.clone(),
                 key: a.tls_key.clone(),
             },
+            oidc: Oidc {
+                issuer: a.oidc_issuer.clone(),
+                jwks: a.oidc_jwks.clone(),
+                audience: a.oidc_audience.clone(),
+                principal_claim: a
+                    .oidc_issuer
+                    .as_ref()
+                    .map(|_| a.oidc_principal_claim.clone()),
+            },
             warehouse: Warehouse {
                 url: a.warehouse.as_deref().map(redacted),
                 options: a
@@ -369,6 +436,9 @@ mod tests {
             rest = "0.0.0.0:6001"
             [limits]
             idle_timeout = "2m"
+            [oidc]
+            issuer = "https://id.example.com"
+            principal_claim = "email"
             [warehouse]
             url = "s3://lake/wh"
             options = { region = "eu-west-1", secret_access_key = "AKIA-SECRET" }
@@ -379,6 +449,10 @@ mod tests {
         assert_eq!(a.idle_timeout, Duration::from_secs(120));
         assert_eq!(a.header_read_timeout, Duration::from_secs(10));
         assert_eq!(a.warehouse.as_deref(), Some("s3://lake/wh"));
+        assert_eq!(a.oidc_issuer.as_deref(), Some("https://id.example.com"));
+        assert_eq!(a.oidc_principal_claim, "email");
+        let a2 = settings(&["--oidc-principal-claim", "sub"], file).unwrap();
+        assert_eq!(a2.oidc_principal_claim, "sub");
         let printed = FileConfig::effective(&a).to_toml().unwrap();
         assert!(printed.contains("postgres://firn:***@db/firn"), "{printed}");
         assert!(
@@ -410,5 +484,11 @@ mod tests {
         assert!(format!("{e:#}").contains("grpc"), "{e:#}");
         let e = settings(&[], "[tls]\ncert = \"/a.pem\"").err().unwrap();
         assert!(format!("{e:#}").contains("tls.cert and tls.key"));
+        let e = settings(&[], "[oidc]\naudience = \"firn\"").err().unwrap();
+        assert!(format!("{e:#}").contains("oidc.issuer"), "{e:#}");
+        let e = settings(&[], "[oidc]\nissuer = \"https://id\"\njwks_url = \"x\"")
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("jwks_url"), "{e:#}");
     }
 }

@@ -78,7 +78,7 @@ impl Conn {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Firn server (SQLite + local directory by default: no set-up needed).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create, list or drop namespaces.
     #[command(subcommand)]
     Namespace(client_cmds::NamespaceCmd),

@@ -43,6 +43,22 @@ pub struct ServeArgs {
     /// (at least 32 characters) [default: a random one, written to DATA_DIR/admin-token].
     #[arg(long = "admin-token-file", env = "FIRN_ADMIN_TOKEN_FILE")]
     pub(crate) admin_token_file: Option<PathBuf>,
+    /// Also accept JWTs from this OpenID Connect issuer (exactly its tokens' `iss`) as
+    /// credentials; each names a principal by --oidc-principal-claim, which an admin
+    /// creates and grants privileges to.
+    #[arg(long, env = "FIRN_OIDC_ISSUER")]
+    pub(crate) oidc_issuer: Option<String>,
+    /// The issuer's keys: a JWKS file or https:// URL [default: the jwks_uri of
+    /// ISSUER/.well-known/openid-configuration].
+    #[arg(long, env = "FIRN_OIDC_JWKS", requires = "oidc_issuer")]
+    pub(crate) oidc_jwks: Option<String>,
+    /// Refuse issuer tokens whose `aud` does not hold this (the client id the provider
+    /// issued for Firn) [default: no audience check].
+    #[arg(long, env = "FIRN_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    pub(crate) oidc_audience: Option<String>,
+    /// The claim of an issuer token that is the principal's name.
+    #[arg(long, env = "FIRN_OIDC_PRINCIPAL_CLAIM", default_value = "sub")]
+    pub(crate) oidc_principal_claim: String,
     /// Serve TLS on both ports with this PEM certificate chain (with --tls-key).
     #[arg(long, env = "FIRN_TLS_CERT", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
@@ -126,6 +142,30 @@ fn connection_cap(requested: u32, open_files: Option<u64>) -> usize {
     requested.min(usize::try_from(per_listener).unwrap_or(usize::MAX))
 }
 
+/// The OpenID Connect issuer whose tokens are credentials, its keys read (so a wrong
+/// issuer or JWKS stops the start with one line).
+async fn identity_provider(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<std::sync::Arc<dyn firn_core::IdentityProvider>>> {
+    let Some(issuer) = &args.oidc_issuer else {
+        return Ok(None);
+    };
+    let mut config = firn_oidc::OidcConfig::new(issuer.clone());
+    config.audience = args.oidc_audience.clone();
+    config.principal_claim = args.oidc_principal_claim.clone();
+    config.jwks = args
+        .oidc_jwks
+        .as_deref()
+        .map(firn_oidc::JwksSource::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--oidc-jwks: {e}"))?;
+    let oidc = firn_oidc::Oidc::start(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("OpenID Connect issuer {issuer}: {e}"))?;
+    tracing::info!(issuer, claim = %args.oidc_principal_claim, "accepting the issuer's tokens");
+    Ok(Some(std::sync::Arc::new(oidc)))
+}
+
 /// The serve settings from the command line, the environment and `--config`, flags and
 /// variables first; `--print-config` prints them (secrets redacted) instead of serving.
 pub fn settings(matches: &clap::ArgMatches) -> anyhow::Result<ServeArgs> {
@@ -143,6 +183,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         print!("{}", crate::config::FileConfig::effective(&args).to_toml()?);
         return Ok(());
     }
+    // The identity provider's keys are read first: a wrong issuer stops the start at once.
+    let provider = identity_provider(&args).await?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
@@ -181,6 +223,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?
     .with_auth(firn_core::AuthConfig {
         required: auth_required,
+        provider,
     });
     if auth_required {
         bootstrap_admin(&catalog, &data_dir, args.admin_token_file.as_deref()).await?;

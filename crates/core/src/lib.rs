@@ -45,7 +45,9 @@ pub mod table;
 mod testing;
 pub mod validate;
 
-pub use auth::{AuthConfig, Caller, Grant, Privilege, Resource, Secret};
+pub use auth::{
+    AuthConfig, Caller, Grant, IdentityProvider, Privilege, Resource, Secret, Verified,
+};
 pub use catalog::{Catalog, CatalogConfig, create_table_spec};
 pub use commit::metacommit::TableChange;
 pub use env::{Clock, Env, Ids, RandomIds, SystemClock};

@@ -1598,7 +1598,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = open_catalog(dir.path())
             .await
-            .with_auth(firn_core::AuthConfig { required: true });
+            .with_auth(firn_core::AuthConfig {
+                required: true,
+                ..Default::default()
+            });
         let issued = catalog.bootstrap_admin(None).await.unwrap().unwrap();
         let admin = issued.token.clone();
         let app = router(catalog.clone(), RestConfig::default());

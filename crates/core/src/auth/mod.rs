@@ -206,7 +206,7 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Whether callers must authenticate.
+/// Whether callers must authenticate, and who besides Firn may vouch for them.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
     /// Every request needs a valid credential. Off (a loopback-only server for one user):
@@ -214,6 +214,36 @@ pub struct AuthConfig {
     /// log, and one that is not valid is ignored (PyIceberg sends `Bearer None` when it has
     /// no credential).
     pub required: bool,
+    /// An identity provider whose credentials (an OpenID Connect issuer's JWTs) stand for
+    /// principals of this catalog, beside the tokens Firn issues.
+    pub provider: Option<Arc<dyn IdentityProvider>>,
+}
+
+/// A verifier of credentials Firn did not issue, such as an OpenID Connect provider's JWTs
+/// (crate `firn-oidc`). The catalog asks it about every credential it
+/// [claims](IdentityProvider::claims), instead of looking the credential up among its own
+/// tokens. The principal a valid credential names must exist in the catalog (an admin
+/// creates it); that principal's grants then apply, as for a Firn token.
+#[async_trait::async_trait]
+pub trait IdentityProvider: Send + Sync + fmt::Debug {
+    /// Whether `credential` is this provider's to judge (a JWT, not a `firn_` token).
+    /// Cheap: looks only at the credential's shape.
+    fn claims(&self, credential: &Secret) -> bool;
+
+    /// The principal a valid credential names at `now_ms` (Unix milliseconds, from the
+    /// catalog's clock). Errors: `Unauthenticated` saying what is wrong with the
+    /// credential (bad signature, expired, wrong issuer or audience, no principal claim);
+    /// `Unavailable` when the provider's keys cannot be fetched (the caller may retry).
+    async fn verify(&self, credential: &Secret, now_ms: i64) -> Result<Verified>;
+}
+
+/// What an [`IdentityProvider`] vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The principal's name, from the configured claim.
+    pub principal: String,
+    /// When the credential stops being valid (Unix milliseconds), if it says.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// Who is calling, as the catalog authenticated them. Only the catalog makes one; cheap to

@@ -449,6 +449,18 @@ pub(crate) async fn caller_by_token(
     caller_of(&rows)
 }
 
+/// The caller a principal is, with its grants, by name (for credentials an identity
+/// provider vouched for); `None` when no such principal exists.
+pub(crate) async fn caller_by_principal(db: &Db, name: &str) -> Result<Option<Caller>> {
+    let q = format!(
+        "SELECT p.name, {GRANT_COLUMNS} FROM principals p \
+         LEFT JOIN grants g ON g.principal_id = p.principal_id {GRANT_JOIN} \
+         WHERE p.name = $1"
+    );
+    let rows = sqlx::query(&q).bind(name).fetch_all(&db.pool).await?;
+    caller_of(&rows)
+}
+
 /// For a valid token: its principal and the id of the original token it descends from
 /// (itself, unless it was exchanged).
 pub(crate) async fn token_origin(

@@ -8,8 +8,8 @@ use tracing::info;
 
 use super::Catalog;
 use crate::auth::{
-    AuthConfig, Caller, Grant, IssuedToken, PrincipalInfo, Privilege, Resource, Secret, TokenInfo,
-    store,
+    AuthConfig, Caller, Grant, IdentityProvider, IssuedToken, PrincipalInfo, Privilege, Resource,
+    Secret, TokenInfo, Verified, store,
 };
 use crate::error::{Error, Result};
 
@@ -39,7 +39,19 @@ impl Catalog {
     /// (issued by Firn, unexpired, not revoked) is needed, else `Unauthenticated`. Without,
     /// every caller is unrestricted, and a valid token only names its principal (see
     /// [`AuthConfig::required`]).
+    ///
+    /// A credential the configured [`IdentityProvider`] claims (a JWT) is judged by it alone:
+    /// with authentication required, its reason for refusing is the error (`Unavailable`
+    /// when its keys cannot be fetched: retry).
     pub async fn authenticate(&self, credential: Option<&Secret>) -> Result<Caller> {
+        if let Some((provider, secret)) = self.provider_of(credential) {
+            return match (self.vouched(provider, secret).await, self.auth.required) {
+                (Ok((c, _)), true) => Ok(c),
+                (Ok((c, _)), false) => Ok(c.unrestricted_as()),
+                (Err(e), true) => Err(e),
+                (Err(_), false) => Ok(Caller::unrestricted()),
+            };
+        }
         let found = match credential {
             Some(secret) => store::caller_by_token(&self.shared.db, secret, self.now_ms()).await?,
             None => None,
@@ -56,6 +68,34 @@ impl Catalog {
             (None, true) => Err(Error::Unauthenticated(
                 "the token is unknown, expired or revoked".into(),
             )),
+        }
+    }
+
+    /// The identity provider that claims `credential`, if one is configured and does.
+    fn provider_of<'a>(
+        &'a self,
+        credential: Option<&'a Secret>,
+    ) -> Option<(&'a dyn IdentityProvider, &'a Secret)> {
+        let provider = self.auth.provider.as_deref()?;
+        let secret = credential?;
+        provider.claims(secret).then_some((provider, secret))
+    }
+
+    /// The caller (with its grants) an identity provider's credential stands for, and what
+    /// the provider said of it.
+    async fn vouched(
+        &self,
+        provider: &dyn IdentityProvider,
+        secret: &Secret,
+    ) -> Result<(Caller, Verified)> {
+        let verified = provider.verify(secret, self.now_ms()).await?;
+        match store::caller_by_principal(&self.shared.db, &verified.principal).await? {
+            Some(caller) => Ok((caller, verified)),
+            None => Err(Error::Unauthenticated(format!(
+                "the identity provider's token names {:?}, which is not a principal of this \
+                 catalog (an admin creates it with `firn principal create`)",
+                verified.principal
+            ))),
         }
     }
 
@@ -246,7 +286,29 @@ impl Catalog {
     /// OAuth2 token exchange (what a client sends to refresh): a valid token of any kind
     /// for a new one of [`OAUTH_TOKEN_TTL`]. Revoking the original token revokes every
     /// token exchanged from it.
+    ///
+    /// A subject token the identity provider claims (a JWT) is exchanged for a Firn token
+    /// of its principal that expires no later than it does; revoking that token is the only
+    /// way to end it early (the provider's token is not Firn's to revoke).
     pub async fn exchange_token(&self, subject: &Secret) -> Result<IssuedToken> {
+        if let Some((provider, secret)) = self.provider_of(Some(subject)) {
+            let (_, verified) = self.vouched(provider, secret).await?;
+            let now = self.now_ms();
+            let ttl = verified
+                .expires_at_ms
+                .map_or(millis(OAUTH_TOKEN_TTL), |at| {
+                    (at - now).clamp(1, millis(OAUTH_TOKEN_TTL))
+                });
+            return store::issue_token(
+                &self.shared.db,
+                &self.shared.env,
+                &verified.principal,
+                "oauth",
+                Some(ttl),
+                None,
+            )
+            .await;
+        }
         match store::token_origin(&self.shared.db, subject, self.now_ms()).await? {
             Some((principal, root)) => self.issue_oauth(&principal, &root).await,
             None => Err(Error::Unauthenticated(
