@@ -19,7 +19,7 @@ cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log" || status=
 pg="$(tools/start-postgres.sh)"
 FIRN_TEST_POSTGRES="$pg" cargo test --locked -p firn-tests --test it -- --test-threads=2 \
   --skip cli:: --skip crash:: --skip python:: --skip readme:: --skip security:: \
-  --skip ops::metrics 2>&1 | tee -a "$log" || status=$?
+  --skip ops::metrics --skip ops::a_request_in_flight 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

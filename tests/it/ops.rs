@@ -246,3 +246,88 @@ async fn readiness_follows_the_catalog_database_down_and_back() {
     }
     assert!(ready, "/readyz did not come back with the database");
 }
+
+/// SIGTERM with a request still in flight (a REST body that never finishes arriving): the
+/// server waits `--shutdown-timeout` for it, then cuts it (the client sees its connection
+/// close, not a hang), flushes and exits 0; the cut request changed nothing.
+#[tokio::test]
+async fn a_request_in_flight_at_the_shutdown_timeout_is_cut_not_waited_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, rest) = (free_port(), free_port());
+    let mut child = Command::new(firn_bin())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--rest-listen", &format!("127.0.0.1:{rest}")])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(["--shutdown-timeout", "1s", "--body-read-timeout", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(&format!("127.0.0.1:{rest}")).await;
+    wait_for_port(&format!("127.0.0.1:{grpc}")).await;
+    let mut conn = tokio::net::TcpStream::connect(format!("127.0.0.1:{rest}"))
+        .await
+        .unwrap();
+    let body = r#"{"namespace": ["cut"]}"#;
+    let head = format!(
+        "POST /v1/namespaces HTTP/1.1\r\nHost: firn\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // The head and half the body: the request is in flight until the rest arrives.
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body.as_bytes()[..body.len() / 2])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stopping = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await;
+    let cut_after = stopping.elapsed();
+    assert!(
+        read.is_ok(),
+        "the connection was neither answered nor closed"
+    );
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "firn serve exited with {status}: {log}");
+    // Waited for its timeout (the request was in flight), then cut: no answer at all.
+    assert!(
+        cut_after >= Duration::from_millis(900) && cut_after < Duration::from_secs(10),
+        "cut after {cut_after:?}: {log}"
+    );
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(log.contains("at the shutdown timeout: cut"), "{log}");
+
+    // The cut request created nothing.
+    let mut again = Command::new(firn_bin())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--rest-listen", &format!("127.0.0.1:{rest}")])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(&format!("127.0.0.1:{grpc}")).await;
+    let client = firn_client::FirnClient::connect(&format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
+    assert!(client.list_namespaces().await.unwrap().is_empty());
+    let _ = again.kill();
+    let _ = again.wait();
+}
