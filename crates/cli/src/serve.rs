@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use firn_core::{Catalog, CatalogConfig, Env, WarehouseConfig};
+use std::sync::Arc;
+
+use firn_core::db::Db;
+use firn_core::{Catalog, Env, Warehouse, WarehouseConfig};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -213,11 +216,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if public && !auth_required {
         tracing::warn!("--insecure-no-auth: serving a non-loopback address without authentication");
     }
-    let catalog = Catalog::open(
-        CatalogConfig {
-            catalog_url: catalog_url.clone(),
-            warehouse: warehouse.clone(),
-        },
+    // The store is tried before anything else uses it: a wrong setting stops the start
+    // with one line naming it, instead of failing the first request as an outage.
+    let store = Warehouse::open(warehouse.clone())?;
+    store.check().await?;
+    let catalog = Catalog::open_with(
+        Db::connect(&catalog_url).await?,
+        Arc::new(store),
         Env::default(),
     )
     .await?

@@ -298,6 +298,25 @@ impl FirnClient {
         .await
     }
 
+    /// How this client reaches `table`'s files itself: the table's location with the
+    /// storage options the server hands out (for S3 its endpoint, region and credentials),
+    /// so no storage settings are needed on the client.
+    pub async fn storage_config(&self, table: &TableIdent) -> Result<firn_core::WarehouseConfig> {
+        let a = self
+            .idempotent(|| {
+                let req = pb::GetStorageAccessRequest {
+                    ident: Some(ident(table)),
+                };
+                let mut inner = self.inner.clone();
+                let req = self.request(req);
+                async move { inner.get_storage_access(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        let mut config = firn_core::WarehouseConfig::new(a.location);
+        config.options = a.options.into_iter().collect();
+        Ok(config)
+    }
+
     pub async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {
         let req = pb::ListTablesRequest {
             namespace: namespace.to_string(),

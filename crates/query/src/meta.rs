@@ -93,7 +93,7 @@ pub(crate) async fn table(
         match kind {
             MetadataKind::Snapshots => snapshots(&meta)?,
             MetadataKind::History => history(&meta)?,
-            _ => contents(&meta, kind).await?,
+            _ => contents(&meta, kind, &client.storage_config(ident).await?).await?,
         }
     };
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -260,8 +260,12 @@ fn refs(refs: &[firn_client::proto::Ref]) -> Result<RecordBatch> {
 
 /// `$files`, `$manifests` and `$partitions` of the current snapshot, read from its
 /// manifest list and manifests.
-async fn contents(meta: &TableMetadata, kind: MetadataKind) -> Result<RecordBatch> {
-    let file_io = FirnStorageFactory::file_io(&WarehouseConfig::new(meta.location()));
+async fn contents(
+    meta: &TableMetadata,
+    kind: MetadataKind,
+    storage: &WarehouseConfig,
+) -> Result<RecordBatch> {
+    let file_io = FirnStorageFactory::file_io(storage);
     let manifests = match meta.current_snapshot() {
         Some(s) => {
             let bad = |e: iceberg::Error| {

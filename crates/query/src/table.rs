@@ -56,7 +56,8 @@ pub struct FirnTable {
     schema: SchemaRef,
     /// The same schema in Iceberg form (for the reader of files with row-level deletes).
     iceberg_schema: Arc<iceberg::spec::Schema>,
-    location: String,
+    /// How to reach the table's files (its location and the server's storage options).
+    storage: WarehouseConfig,
     /// Whether this is the table's current state (only then can it be written).
     current: bool,
 }
@@ -81,13 +82,14 @@ impl FirnTable {
         let r = client.resolve_snapshot(ident, at).await?;
         let iceberg_schema = Arc::new(parse_schema(&r.schema_json)?);
         let schema = arrow_schema(&iceberg_schema)?;
+        let storage = client.storage_config(ident).await?;
         Ok(Self {
             client: client.clone(),
             ident: ident.clone(),
             snapshot_id: r.snapshot.map(|s| s.snapshot_id),
             schema,
             iceberg_schema,
-            location: r.location,
+            storage,
             current,
         })
     }
@@ -151,7 +153,7 @@ impl FirnTable {
             let plain = Box::pin(self.scan_files(state, &plain, projection, limit)).await?;
             return UnionExec::try_new(vec![plain, deleting]);
         }
-        let warehouse = Warehouse::open(WarehouseConfig::new(&self.location))
+        let warehouse = Warehouse::open(self.storage.clone())
             .map_err(|e| external(QueryError::Invalid(e.to_string())))?;
         let root = url::Url::parse(warehouse.root())
             .map_err(|e| DataFusionError::Plan(format!("table location: {e}")))?;
@@ -279,7 +281,7 @@ impl PartitionStream for DeletingReader {
                 })
             })
             .collect();
-        let file_io = FirnStorageFactory::file_io(&WarehouseConfig::new(&self.table.location));
+        let file_io = FirnStorageFactory::file_io(&self.table.storage);
         let target = schema.clone();
         let stream = futures::stream::once(async move {
             let reader =

@@ -32,6 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use firn_core::storage::access::{StorageAccess, iceberg_properties};
 use firn_core::{Caller, Catalog, Secret, TableChange, TableIdent};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use iceberg::spec::{Schema, UnboundPartitionSpec};
@@ -102,6 +103,7 @@ const ENDPOINTS: &[&str] = &[
     "POST /v1/{prefix}/tables/rename",
     "POST /v1/{prefix}/transactions/commit",
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}/credentials",
 ];
 
 /// The route of a table (load, exists, drop, and POST: commit).
@@ -139,6 +141,10 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
                 .post(commit_table),
         )
         .route("/namespaces/{ns}/tables/{table}/metrics", post(metrics))
+        .route(
+            "/namespaces/{ns}/tables/{table}/credentials",
+            get(load_credentials),
+        )
         .route("/namespaces/{ns}/views/{view}", get(no_view).head(no_view))
         .route("/tables/rename", post(rename_table))
         .route(TRANSACTION_ROUTE, post(commit_transaction))
@@ -534,48 +540,33 @@ fn page(mut names: Vec<String>, p: &Paging) -> Res<(Vec<String>, Option<String>)
 
 // ---- config and namespaces -------------------------------------------------------------
 
-/// The FileIO properties a client needs to read and write the warehouse: for S3 the
-/// endpoint, region and addressing style (never credentials: clients bring their own).
-fn file_io_properties(config: &firn_core::WarehouseConfig) -> serde_json::Map<String, Value> {
-    let mut p = serde_json::Map::new();
-    if !config.url.starts_with("s3://") {
-        return p;
+/// Whether a request asked for vended credentials (`X-Iceberg-Access-Delegation`, a
+/// comma-separated list of mechanisms).
+fn wants_credentials(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-iceberg-access-delegation")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|m| m.trim() == "vended-credentials"))
+}
+
+/// The FileIO properties of a table's storage: where the store is, and with `secrets` the
+/// credentials (see `firn_core::storage::access`: the warehouse's own, unscoped).
+fn file_io_properties(access: &StorageAccess, secrets: bool) -> Value {
+    json!(iceberg_properties(&access.options, secrets))
+}
+
+/// The `storage-credentials` of a table: its location as the prefix, with the credentials.
+fn storage_credentials(access: &StorageAccess) -> Value {
+    let config = iceberg_properties(&access.options, true);
+    if !config.keys().any(|k| k.starts_with("s3.access-key-id")) {
+        return json!([]);
     }
-    let option = |keys: &[&str], env: &[&str]| {
-        keys.iter()
-            .find_map(|k| config.options.get(*k).cloned())
-            .or_else(|| env.iter().find_map(|e| std::env::var(e).ok()))
-    };
-    if let Some(e) = option(
-        &["endpoint", "aws_endpoint"],
-        &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"],
-    ) {
-        p.insert("s3.endpoint".into(), json!(e));
-    }
-    if let Some(r) = option(
-        &["region", "aws_region"],
-        &["AWS_REGION", "AWS_DEFAULT_REGION"],
-    ) {
-        p.insert("s3.region".into(), json!(r));
-    }
-    let virtual_hosted = option(
-        &[
-            "virtual_hosted_style_request",
-            "aws_virtual_hosted_style_request",
-        ],
-        &["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"],
-    )
-    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    p.insert(
-        "s3.path-style-access".into(),
-        json!((!virtual_hosted).to_string()),
-    );
-    p
+    json!([{"prefix": access.location, "config": config}])
 }
 
 async fn get_config(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
-        "defaults": file_io_properties(s.catalog.warehouse().config()),
+        "defaults": file_io_properties(&s.catalog.warehouse().client_access(""), false),
         "overrides": {
             "warehouse": s.catalog.warehouse().root(),
         },
@@ -744,6 +735,7 @@ async fn create_table(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
+    headers: HeaderMap,
     Json(b): Json<CreateTableBody>,
 ) -> Res<Response> {
     let ident = TableIdent::new(namespace(&ns)?, b.name.clone());
@@ -759,14 +751,20 @@ async fn create_table(
             &s.catalog.stage_table(&caller, &ident, spec).await?,
         )
         .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
-        return Ok(Json(json!({
+        let location = metadata["location"].as_str().unwrap_or_default();
+        let access = s.catalog.warehouse().client_access(location);
+        let secrets = wants_credentials(&headers);
+        let mut body = json!({
             "metadata": metadata,
-            "config": file_io_properties(s.catalog.warehouse().config()),
-        }))
-        .into_response());
+            "config": file_io_properties(&access, secrets),
+        });
+        if secrets {
+            body["storage-credentials"] = storage_credentials(&access);
+        }
+        return Ok(Json(body).into_response());
     }
     s.catalog.create_table(&caller, &ident, spec).await?;
-    load(&s, &caller, &ident, &HeaderMap::new()).await
+    load(&s, &caller, &ident, &headers).await
 }
 
 /// Which snapshots a load returns (`?snapshots=all|refs`).
@@ -796,12 +794,20 @@ fn only_ref_snapshots(metadata: &mut Value) {
 
 /// A `LoadTableResult`/`CommitTableResponse` body with the metadata JSON spliced in as
 /// written (a 10,000-snapshot table's metadata is megabytes: no parse, no re-serialise).
-fn spliced(location: &str, metadata: &str, config: Option<&Value>) -> Response {
+fn spliced(
+    location: &str,
+    metadata: &str,
+    config: Option<&Value>,
+    credentials: Option<&Value>,
+) -> Response {
     let config = config
         .map(|c| format!(r#","config":{c}"#))
         .unwrap_or_default();
+    let credentials = credentials
+        .map(|c| format!(r#","storage-credentials":{c}"#))
+        .unwrap_or_default();
     let body = format!(
-        r#"{{"metadata-location":{},"metadata":{metadata}{config}}}"#,
+        r#"{{"metadata-location":{},"metadata":{metadata}{config}{credentials}}}"#,
         Value::from(location)
     );
     (
@@ -895,8 +901,17 @@ async fn load_with(
             }
         }
     };
-    let config = json!(file_io_properties(s.catalog.warehouse().config()));
-    let mut resp = spliced(&t.metadata_location, metadata, Some(&config));
+    // The load checked read on the table: its storage access goes with it.
+    let access = s.catalog.warehouse().client_access(&t.location);
+    let secrets = wants_credentials(headers);
+    let config = file_io_properties(&access, secrets);
+    let credentials = secrets.then(|| storage_credentials(&access));
+    let mut resp = spliced(
+        &t.metadata_location,
+        metadata,
+        Some(&config),
+        credentials.as_ref(),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(header::ETAG, v);
     }
@@ -911,6 +926,20 @@ async fn load_table(
     headers: HeaderMap,
 ) -> Res<Response> {
     load_with(&s, &caller, &existing_table(&ns, table)?, &headers, &params).await
+}
+
+/// `GET .../tables/{table}/credentials`: fresh storage credentials for the table (needs
+/// read on it).
+async fn load_credentials(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((ns, table)): Path<(String, String)>,
+) -> Res<Json<Value>> {
+    let ident = existing_table(&ns, table)?;
+    let access = s.catalog.storage_access(&caller, &ident).await?;
+    Ok(Json(
+        json!({"storage-credentials": storage_credentials(&access)}),
+    ))
 }
 
 async fn table_exists(
@@ -1066,7 +1095,7 @@ async fn commit_table(
         .metadata_json
         .as_deref()
         .ok_or_else(|| RestError::from(firn_core::Error::internal("commit without metadata")))?;
-    Ok(spliced(&t.metadata_location, metadata, None))
+    Ok(spliced(&t.metadata_location, metadata, None, None))
 }
 
 #[derive(Deserialize)]
@@ -1486,18 +1515,43 @@ mod tests {
     }
 
     #[test]
-    fn s3_warehouses_tell_clients_endpoint_region_and_addressing_but_no_secrets() {
+    fn s3_warehouses_tell_clients_where_the_store_is_and_keys_only_when_asked() {
         let mut c = firn_core::WarehouseConfig::new("s3://bucket/wh");
-        c.options
-            .insert("endpoint".into(), "http://127.0.0.1:9000".into());
-        c.options.insert("region".into(), "eu-1".into());
-        c.options.insert("secret_access_key".into(), "hush".into());
-        let p = file_io_properties(&c);
+        for (k, v) in [
+            ("endpoint", "http://127.0.0.1:9000"),
+            ("allow_http", "true"),
+            ("region", "eu-1"),
+            ("access_key_id", "AKID"),
+            ("secret_access_key", "hush"),
+        ] {
+            c.options.insert(k.into(), v.into());
+        }
+        let w = firn_core::Warehouse::open(c).unwrap();
+        let access = w.client_access("s3://bucket/wh/ns/t");
+        let p = file_io_properties(&access, false);
         assert_eq!(p["s3.endpoint"], "http://127.0.0.1:9000");
         assert_eq!(p["s3.region"], "eu-1");
         assert_eq!(p["s3.path-style-access"], "true");
-        assert!(!Value::Object(p).to_string().contains("hush"));
-        assert!(file_io_properties(&firn_core::WarehouseConfig::new("file:///tmp/w")).is_empty());
+        assert!(!p.to_string().contains("hush"));
+        assert_eq!(
+            file_io_properties(&access, true)["s3.secret-access-key"],
+            "hush"
+        );
+        let creds = storage_credentials(&access);
+        assert_eq!(creds[0]["prefix"], "s3://bucket/wh/ns/t");
+        assert_eq!(creds[0]["config"]["s3.access-key-id"], "AKID");
+        let local =
+            firn_core::Warehouse::open(firn_core::WarehouseConfig::new("memory:///")).unwrap();
+        let local = local.client_access("memory:///ns/t");
+        assert_eq!(file_io_properties(&local, true), json!({}));
+        assert_eq!(storage_credentials(&local), json!([]));
+        let mut h = HeaderMap::new();
+        assert!(!wants_credentials(&h));
+        h.insert(
+            "X-Iceberg-Access-Delegation",
+            HeaderValue::from_static("remote-signing, vended-credentials"),
+        );
+        assert!(wants_credentials(&h));
     }
 
     #[tokio::test]

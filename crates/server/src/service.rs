@@ -211,6 +211,23 @@ impl CatalogService for GrpcCatalog {
         Ok(Response::new(table(t)))
     }
 
+    async fn get_storage_access(
+        &self,
+        req: Request<pb::GetStorageAccessRequest>,
+    ) -> Res<pb::StorageAccess> {
+        let caller = self.caller(&req).await?;
+        let id = ident("ident", req.into_inner().ident)?;
+        let a = self
+            .catalog
+            .storage_access(&caller, &id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::StorageAccess {
+            location: a.location,
+            options: a.options.into_iter().collect(),
+        }))
+    }
+
     async fn list_tables(
         &self,
         req: Request<pb::ListTablesRequest>,

@@ -406,6 +406,20 @@ impl Catalog {
         metadata::read_metadata_file(&self.shared.warehouse, metadata_location).await
     }
 
+    /// What the caller needs to read and write `ident`'s objects itself (see
+    /// [`crate::storage::access`]); needs `read` on the table. The credentials are the
+    /// warehouse's own, not scoped to the table.
+    pub async fn storage_access(
+        &self,
+        caller: &Caller,
+        ident: &TableIdent,
+    ) -> Result<crate::storage::access::StorageAccess> {
+        ident.validate()?;
+        caller.require(Privilege::Read, &table_of(ident))?;
+        let row = self.shared.db.table(ident).await?;
+        Ok(self.shared.warehouse.client_access(&row.location))
+    }
+
     async fn table_info(&self, row: TableRow, want_json: bool) -> Result<TableInfo> {
         // The metadata file names every snapshot's manifest list.
         self.shared.publish_table(&row.location).await?;

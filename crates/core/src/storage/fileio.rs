@@ -12,7 +12,7 @@ use iceberg::io::{
     FileMetadata, FileRead, FileWrite, InputFile, OutputFile, Storage, StorageConfig,
     StorageFactory,
 };
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::PutPayload;
 use serde::{Deserialize, Serialize};
 
 use super::{ObjectPath, Warehouse, WarehouseConfig};
@@ -109,11 +109,9 @@ impl FileWrite for StoreWriter {
         let payload: PutPayload = std::mem::take(&mut self.buf).into_iter().collect();
         self.warehouse.confine(&self.path).await.map_err(ice_err)?;
         self.warehouse
-            .store
-            .put(self.path.key(), payload)
+            .put_payload(&self.path, payload)
             .await
-            .map_err(|e| ice_err(Error::storage(e)))?;
-        Ok(())
+            .map_err(ice_err)
     }
 }
 

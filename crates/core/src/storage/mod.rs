@@ -26,6 +26,8 @@ use url::Url;
 
 use crate::error::{Error, ObjectKind, Result};
 
+pub mod access;
+mod check;
 #[cfg(any(test, feature = "fault"))]
 pub mod fault;
 mod fileio;
@@ -103,8 +105,13 @@ pub struct Warehouse {
     local_root: Option<PathBuf>,
     backend: Backend,
     store: Arc<dyn ObjectStore>,
+    /// What a client needs to reach this store itself (see [`access`]).
+    client_options: std::collections::BTreeMap<String, String>,
     /// Local files may be written directly (the store was not replaced by a wrapper).
     direct_local: bool,
+    /// New objects are written with put-if-absent (S3 and memory, unless
+    /// [`Warehouse::check`] found the store without it).
+    conditional_create: std::sync::atomic::AtomicBool,
     /// Objects staged and not yet published.
     staged: Mutex<Staged>,
     /// Staged objects deleted before they were published: their catalog copies may go.
@@ -149,6 +156,7 @@ impl Warehouse {
         let root = Root::parse(&local_root_url(&config.url)?).map_err(path_error("warehouse"))?;
         let root_url = root.url();
         let mut local_root = None;
+        let mut client_options = std::collections::BTreeMap::new();
         let (backend, store): (Backend, Arc<dyn ObjectStore>) = match root.scheme() {
             "file" => {
                 let dir = Url::parse(&root_url)
@@ -182,14 +190,25 @@ impl Warehouse {
                         Error::invalid("warehouse", format!("{root_url} names no bucket"))
                     })?
                     .to_string();
-                let mut b =
-                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
+                // Throttling (503 SlowDown), 500s and dropped connections are retried with
+                // jittered exponential backoff inside a bounded budget: a commit waits at
+                // most about half a minute for a struggling store, then fails `Unavailable`.
+                let retry = object_store::RetryConfig {
+                    max_retries: 6,
+                    retry_timeout: std::time::Duration::from_secs(30),
+                    ..Default::default()
+                };
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_retry(retry);
                 for (k, v) in &config.options {
                     let key = k
                         .parse::<object_store::aws::AmazonS3ConfigKey>()
                         .map_err(|e| Error::invalid("warehouse option", format!("{k}: {e}")))?;
                     b = b.with_config(key, v);
                 }
+                client_options = access::s3_client_options(&b);
+                check::validate_s3(&client_options)?;
                 let store = b
                     .build()
                     .map_err(|e| Error::invalid("warehouse", format!("S3 configuration: {e}")))?;
@@ -204,16 +223,26 @@ impl Warehouse {
         };
         Ok(Self {
             direct_local: matches!(backend, Backend::Local),
+            conditional_create: (!matches!(backend, Backend::Local)).into(),
             config,
             root,
             root_url,
             local_root,
             backend,
             store,
+            client_options,
             staged: Mutex::default(),
             released: Mutex::default(),
             publishing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// What a client needs to reach `location` (a table's) in this warehouse itself.
+    pub fn client_access(&self, location: &str) -> access::StorageAccess {
+        access::StorageAccess {
+            location: location.to_string(),
+            options: self.client_options.clone(),
+        }
     }
 
     /// Wraps `store` (e.g. a fault-injecting one) in place of the store `config` would open.
@@ -549,12 +578,61 @@ impl Warehouse {
 
     /// Writes an object (atomically: readers see all of it or nothing). Not yet durable on
     /// local disk: see [`Warehouse::sync`].
+    ///
+    /// Every object Firn writes has a fresh name, and on object stores it is written with
+    /// put-if-absent, so nothing is ever overwritten, even by a retry: an object already
+    /// there with the same bytes is an earlier attempt of this write that landed (done);
+    /// with other bytes it is refused as `Invalid`. Local disk overwrites, so that recovery
+    /// can replace a file a crash left torn (files appear whole, by rename).
     pub async fn put(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
         self.confine(path).await?;
-        timed("put", self.store.put(path.key(), PutPayload::from(bytes)))
-            .await
-            .map(|_| ())
-            .map_err(Error::storage)
+        self.put_payload(path, PutPayload::from(bytes)).await
+    }
+
+    /// [`Warehouse::put`] of a confined path.
+    async fn put_payload(&self, path: &ObjectPath, payload: PutPayload) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.conditional_create.load(Ordering::Relaxed) {
+            return timed("put", self.store.put(path.key(), payload))
+                .await
+                .map(|_| ())
+                .map_err(Error::storage);
+        }
+        let create = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match timed(
+            "put",
+            self.store.put_opts(path.key(), payload.clone(), create),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let there = self.store.get(path.key()).await.map_err(Error::storage)?;
+                let there = there.bytes().await.map_err(Error::storage)?;
+                let ours: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+                if there.as_ref() == ours.as_slice() {
+                    Ok(())
+                } else {
+                    Err(Error::invalid(
+                        "path",
+                        format!(
+                            "{} already exists with other contents; Firn never overwrites an \
+                             object",
+                            path.uri()
+                        ),
+                    ))
+                }
+            }
+            Err(e) => Err(Error::storage(e)),
+        }
+    }
+
+    fn set_conditional_create(&self, on: bool) {
+        self.conditional_create
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Writes an object and makes it durable before returning.
