@@ -126,7 +126,7 @@ async fn faults_lose_no_acknowledged_commit_but_listing_does() {
     // Files written through the faulty store are the ones it tracks; write the data files
     // of a last commit through it, as a writer on that store would.
     let (u, _) = write_parquet(&t.location, "late.parquet", &batch(10_000..10_004, 0));
-    let bytes = std::fs::read(local_path(&u)).unwrap();
+    let bytes = read_object(&u).unwrap();
     let path = server.catalog.warehouse().object(&u).unwrap().key().clone();
     loop {
         if store.put(&path, bytes.clone().into()).await.is_ok() {

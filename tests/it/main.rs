@@ -13,6 +13,7 @@ mod ops;
 mod python;
 mod readme;
 mod replicas;
+mod s3;
 mod security;
 mod sql;
 mod untrusted;

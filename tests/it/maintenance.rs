@@ -3,7 +3,6 @@
 //! of every snapshot operation against a model.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 
 use firn_client::{FirnClient, TableIdent, proto as pb};
@@ -38,23 +37,6 @@ async fn expire(
         .expect("expire");
     assert_eq!(r.tables.len(), 1);
     r.tables.into_iter().next().unwrap()
-}
-
-/// Every file under `dir`, as `file://` URIs (the test may list; Firn never does).
-fn files_under(dir: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.insert(format!("file://{}", p.display()));
-        }
-    }
-    out
 }
 
 /// An unpartitioned test table `ns.NAME` with table properties.
@@ -163,12 +145,12 @@ async fn expiry_keeps_what_refs_need_and_deletes_the_rest() {
         .snapshot_id;
     let (s4, f4) = append(&client, &ident, &t.location, 20..30).await;
     let s2_list = client.get_snapshot(&ident, s2).await.unwrap().manifest_list;
-    let data_dir = local_path(&format!("{}/data", t.location));
-    assert_eq!(files_under(&data_dir).len(), 4);
+    let data_dir = format!("{}/data", t.location);
+    assert_eq!(list_objects(&data_dir).len(), 4);
 
     let predicted = expire(&client, &ident, Some(now_ms() + 1000), Some(2), true).await;
     assert_eq!(snapshot_ids(&client, &ident).await.len(), 4, "dry run");
-    assert!(local_path(&f2).exists(), "dry run deletes nothing");
+    assert!(object_exists(&f2), "dry run deletes nothing");
 
     // Keep 2 on main (s4, s3) and the tag's s1: s2 goes, and with it f2, its list.
     let r = expire(&client, &ident, Some(now_ms() + 1000), Some(2), false).await;
@@ -200,13 +182,10 @@ async fn expiry_keeps_what_refs_need_and_deletes_the_rest() {
         snapshot_ids(&client, &ident).await,
         BTreeSet::from([s1, s3, s4])
     );
-    assert!(
-        !local_path(&f2).exists(),
-        "only the expired snapshot needed f2"
-    );
-    assert!(!local_path(&s2_list).exists());
+    assert!(!object_exists(&f2), "only the expired snapshot needed f2");
+    assert!(!object_exists(&s2_list));
     assert_eq!(
-        files_under(&data_dir),
+        list_objects(&data_dir),
         BTreeSet::from([f1.clone(), f3.clone(), f4.clone()])
     );
     // Every retained snapshot reads its rows (iceberg-rust, through the metadata file).
@@ -259,7 +238,7 @@ async fn expiry_keeps_what_refs_need_and_deletes_the_rest() {
         BTreeSet::from([s1, s3])
     );
     assert_eq!(r.data_files_deleted, 0, "f1 and f3 are live in s4");
-    assert_eq!(files_under(&data_dir), BTreeSet::from([f1, f3, f4]));
+    assert_eq!(list_objects(&data_dir), BTreeSet::from([f1, f3, f4]));
     assert_eq!(
         read_ids(&client, &ident, None).await,
         (0..15).chain(20..30).collect::<Vec<_>>()
@@ -413,7 +392,7 @@ async fn failed_deletions_are_finished_by_the_next_run() {
     }
     assert_eq!(deleted, 12, "each old file deleted exactly once");
     for f in &files {
-        assert!(!local_path(f).exists(), "{f} left behind");
+        assert!(!object_exists(f), "{f} left behind");
     }
     assert_eq!(snapshot_ids(&client, &ident).await, BTreeSet::from([s]));
     assert_eq!(
@@ -528,12 +507,12 @@ async fn check(client: &FirnClient, ident: &TableIdent, model: &Model, step: usi
         );
         for f in &s.files {
             assert!(
-                local_path(f).exists(),
+                object_exists(f),
                 "{f} of retained snapshot {id} is missing ({ctx})"
             );
         }
         assert!(
-            local_path(&s.manifest_list).exists(),
+            object_exists(&s.manifest_list),
             "manifest list of {id} is missing ({ctx})"
         );
     }
@@ -579,7 +558,7 @@ async fn randomized_expiry_matches_the_model() {
         &[("write.metadata.previous-versions-max", "2")],
     )
     .await;
-    let data_dir = local_path(&format!("{}/data", t.location));
+    let data_dir = format!("{}/data", t.location);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Model::default();
     let mut next_id = 0i64;
@@ -783,12 +762,12 @@ async fn randomized_expiry_matches_the_model() {
                         .flat_map(|s| s.files.iter().cloned())
                         .collect();
                     assert_eq!(
-                        files_under(&data_dir),
+                        list_objects(&data_dir),
                         needed,
                         "data files on disk vs needed (seed {seed}, step {step})"
                     );
                     for l in &model.gone_lists {
-                        assert!(!local_path(l).exists(), "{l} left behind (seed {seed})");
+                        assert!(!object_exists(l), "{l} left behind (seed {seed})");
                     }
                 }
             }
@@ -881,9 +860,8 @@ async fn orphans_are_found_from_reservations_and_the_sweep_only_finds_garbage() 
             .unwrap_err();
         assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{bad}: {e}");
     }
-    let crashed = local_path(&reserved[0]);
-    std::fs::create_dir_all(crashed.parent().unwrap()).unwrap();
-    std::fs::write(&crashed, b"half a parquet file").unwrap();
+    let crashed = reserved[0].clone();
+    put_object(&crashed, b"half a parquet file".to_vec());
     // An abandoned TableWriter: reserved paths, no commit.
     let mut abandoned = firn_client::TableWriter::new(&client, &ident, Default::default())
         .await
@@ -914,11 +892,11 @@ async fn orphans_are_found_from_reservations_and_the_sweep_only_finds_garbage() 
     // Within the grace period nothing is an orphan.
     let young = run(now_ms() - 60_000, false, true).await;
     assert!(young.orphan_paths.is_empty(), "{young:?}");
-    assert!(crashed.exists() && local_path(&garbage).exists());
+    assert!(object_exists(&crashed) && object_exists(&garbage));
 
     let dry = run(now_ms() + 1000, true, false).await;
     assert!(dry.orphan_paths.contains(&reserved[0]), "{dry:?}");
-    assert!(crashed.exists(), "a dry run deletes nothing");
+    assert!(object_exists(&crashed), "a dry run deletes nothing");
     // Without listing: the reserved, uncommitted paths (the crashed and abandoned writes).
     let r = run(now_ms() + 1000, false, false).await;
     assert_eq!(r.listed_objects, 0, "found without listing");
@@ -936,9 +914,9 @@ async fn orphans_are_found_from_reservations_and_the_sweep_only_finds_garbage() 
     for p in &r.orphan_paths {
         assert!(!committed.contains(p), "{p} is committed");
     }
-    assert!(!crashed.exists(), "the crashed write's file is gone");
+    assert!(!object_exists(&crashed), "the crashed write's file is gone");
     assert!(
-        local_path(&garbage).exists(),
+        object_exists(&garbage),
         "unreserved garbage needs the sweep"
     );
     assert_eq!(r.failed_deletes, 0);
@@ -946,7 +924,7 @@ async fn orphans_are_found_from_reservations_and_the_sweep_only_finds_garbage() 
     let swept = run(now_ms() + 1000, false, true).await;
     assert!(swept.listed_objects > 0);
     assert_eq!(swept.orphan_paths, vec![garbage.clone()], "{swept:?}");
-    assert!(!local_path(&garbage).exists());
+    assert!(!object_exists(&garbage));
     assert_eq!(read_ids(&client, &ident, None).await, before);
     assert_eq!(
         read_ids(&client, &ident, Some(first)).await,
@@ -1221,7 +1199,7 @@ async fn sql_procedure_expires_snapshots() {
         orphans.iter().flatten().collect::<Vec<_>>(),
         [garbage.as_str()]
     );
-    assert!(local_path(&garbage).exists(), "a dry run");
+    assert!(object_exists(&garbage), "a dry run");
     let b = session
         .sql("CALL system.rewrite_data_files(table => 'ns.sqlexp', where => 'id >= 0')")
         .await

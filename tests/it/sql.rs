@@ -264,8 +264,9 @@ async fn sql_applies_row_level_deletes() {
     let t = client.load_table(&ident, true).await.unwrap();
     let meta: TableMetadata = serde_json::from_str(&t.metadata_json).unwrap();
     let before = meta.current_snapshot_id().unwrap();
+    // As another engine would: with the storage access the server hands out.
     let file_io =
-        firn_core::FirnStorageFactory::file_io(&firn_core::WarehouseConfig::new(meta.location()));
+        firn_core::FirnStorageFactory::file_io(&client.storage_config(&ident).await.unwrap());
 
     // The equality delete file: ids 2 and 4, column `id` with its field id.
     let id_field =

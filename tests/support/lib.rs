@@ -55,19 +55,32 @@ impl TestServer {
         Self::start_at(tempfile::tempdir_in(parent).expect("data dir"), None).await
     }
 
-    async fn start_at(dir: tempfile::TempDir, faults: Option<FaultConfig>) -> Self {
-        let url = match std::env::var("FIRN_TEST_POSTGRES") {
-            Ok(server) => fresh_postgres_db(&server).await,
-            Err(_) => format!("sqlite://{}", dir.path().join("catalog.db").display()),
+    /// Starts a server on the test S3 server (started if `FIRN_TEST_S3` names none), on a
+    /// fresh prefix of the test bucket, whatever backend the suite runs on.
+    pub async fn start_on_s3(faults: Option<FaultConfig>) -> Self {
+        let config = WarehouseConfig {
+            url: format!("s3://{TEST_BUCKET}/{}", uuid::Uuid::new_v4().simple()),
+            options: s3_options(&s3_server()),
         };
-        let config =
-            WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
+        Self::start_on(tempfile::tempdir().expect("temp dir"), config, faults).await
+    }
+
+    async fn start_at(dir: tempfile::TempDir, faults: Option<FaultConfig>) -> Self {
+        let config = warehouse_config(&dir);
+        Self::start_on(dir, config, faults).await
+    }
+
+    async fn start_on(
+        dir: tempfile::TempDir,
+        config: WarehouseConfig,
+        faults: Option<FaultConfig>,
+    ) -> Self {
+        let url = catalog_url(&dir).await;
         let (warehouse, store) = match faults {
             Some(f) => {
-                let store = Arc::new(FaultyStore::new(
-                    Arc::new(object_store::local::LocalFileSystem::new()),
-                    f,
-                ));
+                // The faults wrap the real client of the store (local disk or S3).
+                let real = Warehouse::open(config.clone()).unwrap().store().clone();
+                let store = Arc::new(FaultyStore::new(real, f));
                 (
                     Warehouse::with_store(config, store.clone()).unwrap(),
                     Some(store),
@@ -85,12 +98,8 @@ impl TestServer {
     /// is [`TestServer::admin_token`].
     pub async fn start_secured() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = match std::env::var("FIRN_TEST_POSTGRES") {
-            Ok(server) => fresh_postgres_db(&server).await,
-            Err(_) => format!("sqlite://{}", dir.path().join("catalog.db").display()),
-        };
-        let config =
-            WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
+        let url = catalog_url(&dir).await;
+        let config = warehouse_config(&dir);
         let mut server = Self::serve_auth(&url, Warehouse::open(config).unwrap(), true, None).await;
         server.dir = dir;
         server
@@ -273,6 +282,163 @@ pub fn generate_certificates(dir: &std::path::Path) -> TlsFiles {
     files
 }
 
+/// The catalog of a test server: a fresh SQLite file in `dir`, or, when
+/// `FIRN_TEST_POSTGRES` names a server (`postgres://user:pass@host`), a fresh PostgreSQL
+/// database on it.
+async fn catalog_url(dir: &tempfile::TempDir) -> String {
+    match std::env::var("FIRN_TEST_POSTGRES") {
+        Ok(server) => fresh_postgres_db(&server).await,
+        Err(_) => format!("sqlite://{}", dir.path().join("catalog.db").display()),
+    }
+}
+
+/// The S3-compatible server the suite runs on, when `FIRN_TEST_S3` names its endpoint
+/// (`tools/start-s3.sh` starts one and prints it).
+pub fn test_s3() -> Option<String> {
+    std::env::var("FIRN_TEST_S3").ok().filter(|s| !s.is_empty())
+}
+
+/// The endpoint of the test S3 server: `FIRN_TEST_S3`, or one `tools/start-s3.sh` starts
+/// (it reuses a server already running).
+pub fn s3_server() -> String {
+    static ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if let Some(e) = test_s3() {
+                return e;
+            }
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/start-s3.sh");
+            let out = std::process::Command::new(script)
+                .arg(TEST_BUCKET)
+                .output()
+                .expect("run tools/start-s3.sh");
+            assert!(
+                out.status.success(),
+                "tools/start-s3.sh: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+        .clone()
+}
+
+/// The bucket of the S3 runs (`tools/start-s3.sh firn-test` creates it); every server gets
+/// its own prefix in it.
+pub const TEST_BUCKET: &str = "firn-test";
+
+/// The warehouse options of the test S3 server: the keys are moto's placeholders.
+pub fn s3_options(endpoint: &str) -> HashMap<String, String> {
+    [
+        ("endpoint", endpoint),
+        ("allow_http", "true"),
+        ("region", "us-east-1"),
+        ("access_key_id", "firn-test"),
+        ("secret_access_key", "firn-test-secret"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A test server's warehouse: `dir`/warehouse on local disk, or a fresh prefix of the test
+/// bucket when the suite runs on S3.
+pub fn warehouse_config(dir: &tempfile::TempDir) -> WarehouseConfig {
+    match test_s3() {
+        Some(endpoint) => WarehouseConfig {
+            url: format!("s3://{TEST_BUCKET}/{}", uuid::Uuid::new_v4().simple()),
+            options: s3_options(&endpoint),
+        },
+        None => WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display())),
+    }
+}
+
+/// The store holding `uri` (local disk, or the test S3 server's bucket) and its key there.
+fn store_of(uri: &str) -> (Arc<dyn object_store::ObjectStore>, object_store::path::Path) {
+    if let Some(rest) = uri.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let endpoint = s3_server();
+        let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
+        for (k, v) in s3_options(&endpoint) {
+            b = b.with_config(k.parse().unwrap(), v);
+        }
+        (
+            Arc::new(b.build().unwrap()),
+            object_store::path::Path::from(key),
+        )
+    } else {
+        let path = local_path(uri);
+        (
+            Arc::new(object_store::local::LocalFileSystem::new()),
+            object_store::path::Path::from_absolute_path(&path).unwrap(),
+        )
+    }
+}
+
+/// Runs `f` to completion on a runtime of its own (the helpers below are called from sync
+/// and async test code alike).
+fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("storage helper"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes an object at `uri` as another engine would (not through Firn).
+pub fn put_object(uri: &str, bytes: Vec<u8>) {
+    use object_store::ObjectStoreExt;
+    let (store, key) = store_of(uri);
+    blocking(|| runtime().block_on(store.put(&key, bytes.into())))
+        .unwrap_or_else(|e| panic!("put {uri}: {e}"));
+}
+
+/// The bytes of the object at `uri`, or `None` if there is none.
+pub fn read_object(uri: &str) -> Option<Vec<u8>> {
+    use object_store::ObjectStoreExt;
+    let (store, key) = store_of(uri);
+    blocking(|| {
+        runtime().block_on(async {
+            match store.get(&key).await {
+                Ok(r) => Some(r.bytes().await.unwrap().to_vec()),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => panic!("get {uri}: {e}"),
+            }
+        })
+    })
+}
+
+/// Whether an object exists at `uri`.
+pub fn object_exists(uri: &str) -> bool {
+    read_object(uri).is_some()
+}
+
+/// Every object below the directory `prefix` names, as URIs in its scheme (the tests may
+/// list; Firn never does).
+pub fn list_objects(prefix: &str) -> std::collections::BTreeSet<String> {
+    let (store, key) = store_of(prefix.trim_end_matches('/'));
+    let scheme_root = match prefix.strip_prefix("s3://") {
+        Some(rest) => format!("s3://{}/", rest.split('/').next().unwrap()),
+        None => "file:///".to_string(),
+    };
+    blocking(|| {
+        runtime().block_on(async {
+            let listed: Vec<_> = store
+                .list(Some(&key))
+                .try_collect()
+                .await
+                .unwrap_or_default();
+            listed
+                .into_iter()
+                .map(|m| format!("{scheme_root}{}", m.location))
+                .collect()
+        })
+    })
+}
+
 /// Creates an empty database on a PostgreSQL server and returns its URL.
 async fn fresh_postgres_db(server: &str) -> String {
     use sqlx::Connection;
@@ -374,16 +540,16 @@ pub fn batch(ids: Range<i64>, day: i64) -> RecordBatch {
     .unwrap()
 }
 
-/// Writes `batch` as a Parquet file at `<table location>/data/<name>`; returns (URI, size).
+/// Writes `batch` as a Parquet file at `<table location>/data/<name>` (local disk or S3, as
+/// an engine writing the table would); returns (URI, size).
 pub fn write_parquet(location: &str, name: &str, batch: &RecordBatch) -> (String, u64) {
     let uri = format!("{location}/data/{name}");
-    let path = local_path(&uri);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::fs::File::create(&path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    let mut bytes = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
     w.write(batch).unwrap();
     w.close().unwrap();
-    let size = std::fs::metadata(&path).unwrap().len();
+    let size = bytes.len() as u64;
+    put_object(&uri, bytes);
     (uri, size)
 }
 
@@ -392,24 +558,24 @@ pub fn local_path(uri: &str) -> PathBuf {
     PathBuf::from(uri.strip_prefix("file://").expect("file:// URI"))
 }
 
-/// A data file without statistics (Firn reads the footer).
-/// Asserts that a snapshot's manifest list is a complete file on local disk, and that every
-/// manifest it names is a file too (as a reader outside the server would need them).
+/// Asserts that a snapshot's manifest list is a complete object in the store, and that
+/// every manifest it names is one too (as a reader outside the server would need them).
 pub fn assert_snapshot_files_on_disk(manifest_list: &str) {
-    let bytes = std::fs::read(local_path(manifest_list))
-        .unwrap_or_else(|e| panic!("manifest list {manifest_list}: {e}"));
+    let bytes =
+        read_object(manifest_list).unwrap_or_else(|| panic!("manifest list {manifest_list}"));
     let list =
         iceberg::spec::ManifestList::parse_with_version(&bytes, iceberg::spec::FormatVersion::V2)
             .expect("a complete manifest list");
     for m in list.entries() {
         assert!(
-            local_path(&m.manifest_path).is_file(),
+            object_exists(&m.manifest_path),
             "{} missing",
             m.manifest_path
         );
     }
 }
 
+/// A data file without statistics (Firn reads the footer).
 pub fn data_file(uri: &str, size: u64) -> pb::DataFile {
     pb::DataFile {
         path: uri.to_string(),
@@ -472,7 +638,9 @@ pub fn overwrite_request(
 /// metadata file Firn hands out: what any Iceberg engine would see.
 pub async fn read_ids(client: &FirnClient, ident: &TableIdent, snapshot: Option<i64>) -> Vec<i64> {
     let t = client.load_table(ident, false).await.expect("load table");
-    let file_io = FirnStorageFactory::file_io(&WarehouseConfig::new(&t.location));
+    // The storage access the server hands out, as any client of it would use.
+    let storage = client.storage_config(ident).await.expect("storage access");
+    let file_io = FirnStorageFactory::file_io(&storage);
     let table = iceberg::table::StaticTable::from_metadata_file(
         &t.metadata_location,
         iceberg::TableIdent::from_strs([&ident.namespace, &ident.name]).unwrap(),
