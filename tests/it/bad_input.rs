@@ -161,7 +161,7 @@ async fn bad_commits_leave_the_table_unchanged() {
     )
     .await;
     // Outside the table's location.
-    let outside = format!("file://{}/elsewhere.parquet", server.dir.path().display());
+    let outside = format!("{}elsewhere.parquet", server.catalog.warehouse().root());
     expect(
         Code::InvalidArgument,
         commit(vec![data_file(&outside, 1)]).await,
@@ -235,7 +235,7 @@ async fn bad_commits_leave_the_table_unchanged() {
     .await;
     // Not a Parquet file.
     let junk = format!("{}/data/junk.parquet", t.location);
-    std::fs::write(local_path(&junk), b"definitely not parquet").unwrap();
+    put_object(&junk, b"definitely not parquet".to_vec());
     expect(
         Code::InvalidArgument,
         commit(vec![data_file(&junk, 22)]).await,

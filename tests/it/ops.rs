@@ -39,6 +39,7 @@ async fn metrics_count_a_known_workload() {
     let mut child = Command::new(firn_bin())
         .args(["serve", "--data-dir"])
         .arg(dir.path().join("data"))
+        .args(serve_warehouse_args(&dir.path().join("data")))
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
         .args(["--rest-listen", &format!("127.0.0.1:{rest}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])

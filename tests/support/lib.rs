@@ -353,6 +353,31 @@ pub fn warehouse_config(dir: &tempfile::TempDir) -> WarehouseConfig {
     }
 }
 
+/// `firn serve` arguments that put a server's warehouse where the suite runs: none on local
+/// disk (`DATA_DIR/warehouse`); on S3 a prefix of the test bucket named after `data_dir`, so
+/// a restarted server finds its tables.
+pub fn serve_warehouse_args(data_dir: &std::path::Path) -> Vec<String> {
+    let Some(endpoint) = test_s3() else {
+        return Vec::new();
+    };
+    let prefix: String = data_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut args = vec![
+        "--warehouse".to_string(),
+        format!("s3://{TEST_BUCKET}/{}", prefix.trim_matches('-')),
+    ];
+    let mut options: Vec<_> = s3_options(&endpoint).into_iter().collect();
+    options.sort();
+    for (k, v) in options {
+        args.push("--warehouse-option".into());
+        args.push(format!("{k}={v}"));
+    }
+    args
+}
+
 /// The store holding `uri` (local disk, or the test S3 server's bucket) and its key there.
 fn store_of(uri: &str) -> (Arc<dyn object_store::ObjectStore>, object_store::path::Path) {
     if let Some(rest) = uri.strip_prefix("s3://") {

@@ -3,7 +3,9 @@
 - `stubs()` generates the Python stubs from proto/firn/catalog/v1/catalog.proto with
   grpcio-tools at run time (nothing generated is committed) and imports them.
 - `write_parquet()` writes a pyarrow table as a Parquet file under a table's location and
-  returns the `DataFile` to commit (path + size, no statistics: Firn reads the footer).
+  returns the `DataFile` to commit (path + size, no statistics: Firn reads the footer); on
+  S3 through the storage access the server hands out (`GetStorageAccess`), so the Firn
+  endpoint is the only setting a writer needs.
 
 Used by grpc_client_check.py and tools/bench/rest_bench.py.
 """
@@ -12,6 +14,7 @@ import sys
 import tempfile
 import uuid
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from grpc_tools import protoc
 
@@ -43,10 +46,31 @@ def local_path(uri):
     return uri[len("file://"):]
 
 
-def write_parquet(pb, table_location, arrow_table, name=None):
+def filesystem(access):
+    """A pyarrow filesystem for a table's storage access (a `StorageAccess` from
+    `GetStorageAccess`, or None for a local warehouse) and a function from URIs to its paths."""
+    if access is None or not access.location.startswith("s3://"):
+        return pafs.LocalFileSystem(), local_path
+    o = dict(access.options)
+    scheme, _, host = o.get("aws_endpoint", "").partition("://")
+    fs = pafs.S3FileSystem(
+        access_key=o.get("aws_access_key_id"),
+        secret_key=o.get("aws_secret_access_key"),
+        session_token=o.get("aws_session_token"),
+        region=o.get("aws_region", "us-east-1"),
+        endpoint_override=host or None,
+        scheme=scheme or "https",
+        force_virtual_addressing=o.get("aws_virtual_hosted_style_request") == "true",
+    )
+    return fs, lambda uri: uri[len("s3://"):]
+
+
+def write_parquet(pb, table_location, arrow_table, name=None, access=None):
     """Writes `arrow_table` to TABLE_LOCATION/data/NAME.parquet; returns its pb.DataFile."""
-    data_dir = local_path(table_location).rstrip("/") + "/data"
-    os.makedirs(data_dir, exist_ok=True)
-    path = os.path.join(data_dir, f"{name or uuid.uuid4()}.parquet")
-    pq.write_table(arrow_table, path)
-    return pb.DataFile(path="file://" + path, file_size_bytes=os.path.getsize(path))
+    fs, to_path = filesystem(access)
+    uri = f"{table_location.rstrip('/')}/data/{name or uuid.uuid4()}.parquet"
+    path = to_path(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(arrow_table, path, filesystem=fs)
+    return pb.DataFile(path=uri, file_size_bytes=fs.get_file_info(path).size)

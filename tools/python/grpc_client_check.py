@@ -12,7 +12,7 @@ import uuid
 import grpc
 import pyarrow as pa
 
-from firn_grpc import local_path, stubs, write_parquet
+from firn_grpc import stubs, write_parquet
 
 
 def main():
@@ -31,8 +31,9 @@ def main():
         ],
         partition_by=[pb.PartitionField(source_column="at", transform="day")],
     ))
-    assert table.location.startswith("file://"), table.location
-    data_dir = local_path(table.location) + "/data"
+    # Where the files go and how to reach them, from the server (local disk or S3).
+    access = stub.GetStorageAccess(pb.GetStorageAccessRequest(ident=ident))
+    assert access.location == table.location, (access, table.location)
 
     files = []
     total = 0
@@ -44,7 +45,7 @@ def main():
             "kind": pa.array([f"k{i % 3}" for i in range(n)]),
             "at": pa.array([base + datetime.timedelta(minutes=i) for i in range(n)], pa.timestamp("us")),
         })
-        files.append(write_parquet(pb, table.location, t))
+        files.append(write_parquet(pb, table.location, t, access=access))
         total += n
 
     resp = stub.Commit(pb.CommitRequest(
@@ -59,7 +60,7 @@ def main():
     try:
         stub.Commit(pb.CommitRequest(
             ident=ident, commit_id=str(uuid.uuid4()),
-            append=pb.AppendOp(add=[pb.DataFile(path=f"file://{data_dir}/missing.parquet", file_size_bytes=1)])))
+            append=pb.AppendOp(add=[pb.DataFile(path=f"{table.location}/data/missing.parquet", file_size_bytes=1)])))
         raise AssertionError("a commit of a missing file succeeded")
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e

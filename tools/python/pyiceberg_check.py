@@ -224,8 +224,6 @@ assert evolve.metadata.refs["keep-all"].min_snapshots_to_keep == 10, evolve.meta
 
 # Drop without purge keeps the files, so the table can be registered again from its
 # metadata file; drop with purge deletes its files.
-import os
-
 kept = cat.load_table("py.staged")
 kept_location = kept.metadata_location
 cat.drop_table("py.staged")
@@ -237,9 +235,11 @@ doomed = cat.create_table("py.doomed", schema=staged_schema)
 doomed.append(pa.Table.from_pylist([{"id": 7, "name": "x"}], schema=staged_schema.as_arrow()))
 doomed = cat.load_table("py.doomed")
 doomed_files = [t.file.file_path for t in doomed.scan().plan_files()]
-assert doomed_files and all(os.path.exists(p.removeprefix("file://")) for p in doomed_files)
+# The table's own FileIO (local disk, or S3 with the storage access Firn handed out).
+exists = lambda p: doomed.io.new_input(p).exists()  # noqa: E731
+assert doomed_files and all(exists(p) for p in doomed_files)
 cat.purge_table("py.doomed")
-assert not any(os.path.exists(p.removeprefix("file://")) for p in doomed_files), doomed_files
+assert not any(exists(p) for p in doomed_files), doomed_files
 
 print(json.dumps({"appended_first_snapshot": first_snapshot, "evolve_latest": latest}))
 print("PYICEBERG-OK")

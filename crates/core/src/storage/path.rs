@@ -178,7 +178,11 @@ impl Root {
         if p.scheme != self.scheme {
             return Err(refuse(
                 uri,
-                format!("is not in the warehouse's {} store", self.scheme),
+                format!(
+                    "is outside the warehouse {} (not in its {} store)",
+                    self.url(),
+                    self.scheme
+                ),
             ));
         }
         if p.authority != self.authority {
@@ -186,7 +190,10 @@ impl Root {
                 uri,
                 match self.authority.as_str() {
                     "" => "names a host; local paths have none".to_string(),
-                    b => format!("is not in bucket {b}"),
+                    b => format!(
+                        "is outside the warehouse {} (not in bucket {b})",
+                        self.url()
+                    ),
                 },
             ));
         }
