@@ -21,7 +21,7 @@ pub fn serve(data_dir: &Path, port: u16) -> std::io::Result<Child> {
     Command::new(firn_bin())
         .args(["serve", "--data-dir"])
         .arg(data_dir)
-        .args(serve_warehouse_args(data_dir))
+        .args(serve_backend_args(data_dir))
         .args(["--grpc-listen", &format!("127.0.0.1:{port}")])
         .args([
             "--rest-listen",

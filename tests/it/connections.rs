@@ -46,7 +46,7 @@ impl Firn {
         let child = cmd
             .args(["serve", "--data-dir"])
             .arg(dir.path())
-            .args(serve_warehouse_args(dir.path()))
+            .args(serve_backend_args(dir.path()))
             .args(["--grpc-listen", &grpc, "--rest-listen", &rest])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(args)

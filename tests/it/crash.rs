@@ -22,7 +22,9 @@ async fn sigkill_during_commits_loses_nothing_acknowledged() {
 
     // Four writers commit as fast as they can; the server is killed under them.
     let mut tasks = Vec::new();
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for w in 0..4i64 {
+        let acks = acks.clone();
         let client = client.clone();
         let ident = ident.clone();
         let location = t.location.clone();
@@ -39,14 +41,28 @@ async fn sigkill_during_commits_loses_nothing_acknowledged() {
                     .commit_once(append_request(&ident, vec![data_file(&u, s)]))
                     .await
                 {
-                    Ok(r) => acked.push((r.snapshot_id, first)),
+                    Ok(r) => {
+                        acked.push((r.snapshot_id, first));
+                        acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     Err(_) => break,
                 }
             }
             acked
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Killed once enough commits were acknowledged to mean something (at least 1.5 s in,
+    // whatever the backends' speed), while the writers are still going.
+    let started = std::time::Instant::now();
+    while acks.load(std::sync::atomic::Ordering::SeqCst) < 40
+        || started.elapsed() < std::time::Duration::from_millis(1500)
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the writers stalled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let mut acked = Vec::new();
@@ -123,9 +139,7 @@ async fn sigkill_during_commits_loses_nothing_acknowledged() {
         stopped.is_some_and(|s| s.success()),
         "firn serve did not stop cleanly on SIGTERM: {stopped:?}"
     );
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("catalog.db").display()))
-        .await
-        .unwrap();
+    let db = served_catalog(&data).await;
     let (pending,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pending_objects")
         .fetch_one(&db)
         .await

@@ -34,7 +34,7 @@ async fn serve(dir: &Path, tls: Option<(&Path, &Path)>, extra: &[&str]) -> Serve
     let mut c = Command::new(firn_bin());
     c.args(["serve", "--auth", "--data-dir"])
         .arg(&data_dir)
-        .args(serve_warehouse_args(&data_dir))
+        .args(serve_backend_args(&data_dir))
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
         .args(["--rest-listen", &format!("127.0.0.1:{rest}")])
         .args(["--admin-listen", "127.0.0.1:0"])

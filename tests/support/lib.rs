@@ -353,29 +353,52 @@ pub fn warehouse_config(dir: &tempfile::TempDir) -> WarehouseConfig {
     }
 }
 
-/// `firn serve` arguments that put a server's warehouse where the suite runs: none on local
-/// disk (`DATA_DIR/warehouse`); on S3 a prefix of the test bucket named after `data_dir`, so
-/// a restarted server finds its tables.
-pub fn serve_warehouse_args(data_dir: &std::path::Path) -> Vec<String> {
-    let Some(endpoint) = test_s3() else {
-        return Vec::new();
-    };
-    let prefix: String = data_dir
+/// `firn serve` arguments that put a server's catalog and warehouse where the suite runs:
+/// none for SQLite + local disk (`DATA_DIR/catalog.db`, `DATA_DIR/warehouse`); with
+/// `FIRN_TEST_POSTGRES` a database, and with `FIRN_TEST_S3` a prefix of the test bucket, each
+/// named after `data_dir`, so that a restarted server finds its tables.
+pub fn serve_backend_args(data_dir: &std::path::Path) -> Vec<String> {
+    let name: String = data_dir
         .to_string_lossy()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let mut args = vec![
-        "--warehouse".to_string(),
-        format!("s3://{TEST_BUCKET}/{}", prefix.trim_matches('-')),
-    ];
-    let mut options: Vec<_> = s3_options(&endpoint).into_iter().collect();
-    options.sort();
-    for (k, v) in options {
-        args.push("--warehouse-option".into());
-        args.push(format!("{k}={v}"));
+    let name = name.trim_matches('-').to_string();
+    let mut args = Vec::new();
+    if let Ok(server) = std::env::var("FIRN_TEST_POSTGRES") {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        let db = format!("firn_test_{:016x}", h.finish());
+        blocking(|| runtime().block_on(ensure_postgres_db(&server, &db)));
+        args.extend(["--catalog-url".to_string(), format!("{server}/{db}")]);
+    }
+    if let Some(endpoint) = test_s3() {
+        args.extend([
+            "--warehouse".to_string(),
+            format!("s3://{TEST_BUCKET}/{name}"),
+        ]);
+        let mut options: Vec<_> = s3_options(&endpoint).into_iter().collect();
+        options.sort();
+        for (k, v) in options {
+            args.extend(["--warehouse-option".to_string(), format!("{k}={v}")]);
+        }
     }
     args
+}
+
+/// The catalog database of a server started with [`serve_backend_args`] for `data_dir`,
+/// opened for a test to look into (SQLite or PostgreSQL alike).
+pub async fn served_catalog(data_dir: &std::path::Path) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let args = serve_backend_args(data_dir);
+    let url = match args.iter().position(|a| a == "--catalog-url") {
+        Some(i) => args[i + 1].clone(),
+        None => format!("sqlite://{}", data_dir.join("catalog.db").display()),
+    };
+    sqlx::AnyPool::connect(&url)
+        .await
+        .expect("the served catalog")
 }
 
 /// The store holding `uri` (local disk, or the test S3 server's bucket) and its key there.
@@ -466,16 +489,28 @@ pub fn list_objects(prefix: &str) -> std::collections::BTreeSet<String> {
 
 /// Creates an empty database on a PostgreSQL server and returns its URL.
 async fn fresh_postgres_db(server: &str) -> String {
-    use sqlx::Connection;
     let name = format!("firn_test_{}", uuid::Uuid::new_v4().simple());
+    ensure_postgres_db(server, &name).await;
+    format!("{server}/{name}")
+}
+
+/// Creates database `name` on a PostgreSQL server unless it exists.
+async fn ensure_postgres_db(server: &str, name: &str) {
+    use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres"))
         .await
         .expect("connect to FIRN_TEST_POSTGRES");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
         .await
-        .expect("create test database");
-    format!("{server}/{name}")
+        .expect("look up the test database");
+    if exists.is_none() {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+    }
 }
 
 pub fn pb_ident(t: &TableIdent) -> Option<pb::TableIdent> {
