@@ -3,18 +3,18 @@
 
 use std::process::Command;
 
-use firn_tests::firn_bin;
+use firn_tests::{firn_bin, list_objects};
 
-/// The shell block between the `production:begin` and `production:end` markers.
-fn production_block() -> String {
+/// The shell block between the `NAME:begin` and `NAME:end` markers.
+fn block(name: &str) -> String {
     let readme = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
     )
     .unwrap();
     let (_, rest) = readme
-        .split_once("<!-- production:begin -->")
-        .expect("the README marks its production walkthrough");
-    let (block, _) = rest.split_once("<!-- production:end -->").unwrap();
+        .split_once(&format!("<!-- {name}:begin -->"))
+        .unwrap_or_else(|| panic!("the README marks its {name} walkthrough"));
+    let (block, _) = rest.split_once(&format!("<!-- {name}:end -->")).unwrap();
     let block = block.trim();
     block
         .strip_prefix("```sh")
@@ -23,41 +23,50 @@ fn production_block() -> String {
         .to_string()
 }
 
-#[test]
-fn the_production_walkthrough_runs_as_written() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs a README block with bash in `dir`, this build's `firn` first on the PATH and no
+/// client settings in the environment; returns (stdout, stderr), asserting success (the
+/// server log `log` is shown if not).
+fn run_block(name: &str, dir: &std::path::Path, log: &str) -> (String, String) {
     let bin_dir = firn_bin().parent().unwrap().to_path_buf();
     let path = format!(
         "{}:{}",
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new("bash")
-        // Whatever happens, the server the walkthrough started in the background stops.
-        .args([
-            "-euo",
-            "pipefail",
-            "-c",
-            &format!(
-                "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
-                production_block()
-            ),
-        ])
-        .current_dir(dir.path())
-        .env("PATH", path)
-        .env_remove("FIRN_TOKEN")
-        .env_remove("FIRN_ENDPOINT")
-        .env_remove("FIRN_CA_CERT")
-        .env_remove("FIRN_LOG")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let log = std::fs::read_to_string(dir.path().join("firn.log")).unwrap_or_default();
+    let mut cmd = Command::new("bash");
+    // Whatever happens, the server the walkthrough started in the background stops.
+    cmd.args([
+        "-euo",
+        "pipefail",
+        "-c",
+        &format!(
+            "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
+            block(name)
+        ),
+    ])
+    .current_dir(dir)
+    .env("PATH", path);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FIRN_") || k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let log = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
     assert!(
         out.status.success(),
-        "the walkthrough failed:\n{stdout}\n{stderr}\nserver log:\n{log}"
+        "the {name} walkthrough failed:\n{stdout}\n{stderr}\nserver log:\n{log}"
     );
+    (stdout, stderr)
+}
+
+#[test]
+fn the_production_walkthrough_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run_block("production", dir.path(), "firn.log");
+    let log = std::fs::read_to_string(dir.path().join("firn.log")).unwrap_or_default();
     // --print-config shows the file's settings.
     assert!(
         stdout.contains("auth = true") && stdout.contains("grpc = \"127.0.0.1:50443\""),
@@ -80,4 +89,32 @@ fn the_production_walkthrough_runs_as_written() {
     // The first start printed the admin token once, and stopped cleanly.
     assert!(log.contains("created principal admin"), "{log}");
     assert!(log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn the_s3_walkthrough_runs_as_written() {
+    // In a fresh directory, with the project's tools where the README expects them.
+    let dir = tempfile::tempdir().unwrap();
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools");
+    std::os::unix::fs::symlink(tools, dir.path().join("tools")).unwrap();
+    let (stdout, _) = run_block("s3", dir.path(), "firn-s3.log");
+    // firn load and firn sql reached the bucket with the server's storage access.
+    let oslo = stdout
+        .lines()
+        .position(|l| l.contains("oslo") && l.contains("12.5"));
+    let bergen = stdout
+        .lines()
+        .position(|l| l.contains("bergen") && l.contains('8'));
+    assert!(oslo.is_some() && oslo < bergen, "{stdout}");
+    // PyIceberg appended and read back through vended credentials.
+    assert!(
+        stdout.contains("3 rows, read by PyIceberg from S3"),
+        "{stdout}"
+    );
+    // The table's files are in the bucket (the test may list).
+    let objects = list_objects("s3://lake/warehouse/trips");
+    assert!(
+        objects.iter().any(|o| o.ends_with(".parquet")),
+        "{objects:?}"
+    );
 }
