@@ -158,3 +158,16 @@ async fn an_object_is_never_overwritten_on_s3_and_a_retry_of_the_same_write_succ
     assert!(e.to_string().contains("never overwrites"), "{e}");
     assert_eq!(read_object(&uri).unwrap(), b"first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_failure_loses_files_by_listing_and_none_through_firn() {
+    let o = firn_tests::seed_failure::run(6, 8, std::time::Duration::from_millis(300)).await;
+    eprintln!("{o:?}");
+    assert_eq!(o.written, 48);
+    assert!(
+        o.published_by_listing < o.written,
+        "the lagging LIST showed every file: the fault did not bite ({o:?})"
+    );
+    assert_eq!(o.committed_through_firn, o.written, "{o:?}");
+    assert_eq!(o.rows_through_firn, o.written * 10, "{o:?}");
+}

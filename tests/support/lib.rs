@@ -15,6 +15,8 @@ use firn_core::{Catalog, Env, FirnStorageFactory, Warehouse, WarehouseConfig};
 use futures::TryStreamExt;
 use tokio::sync::oneshot;
 
+pub mod seed_failure;
+
 /// A Firn server on a loopback port, on SQLite + a local warehouse in a temp dir.
 pub struct TestServer {
     pub endpoint: String,
@@ -604,13 +606,19 @@ pub fn batch(ids: Range<i64>, day: i64) -> RecordBatch {
 /// an engine writing the table would); returns (URI, size).
 pub fn write_parquet(location: &str, name: &str, batch: &RecordBatch) -> (String, u64) {
     let uri = format!("{location}/data/{name}");
+    let bytes = parquet_bytes(batch);
+    let size = bytes.len() as u64;
+    put_object(&uri, bytes);
+    (uri, size)
+}
+
+/// `batch` as the bytes of a Parquet file.
+pub fn parquet_bytes(batch: &RecordBatch) -> Vec<u8> {
     let mut bytes = Vec::new();
     let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
     w.write(batch).unwrap();
     w.close().unwrap();
-    let size = bytes.len() as u64;
-    put_object(&uri, bytes);
-    (uri, size)
+    bytes
 }
 
 /// The local path of a `file://` URI.
