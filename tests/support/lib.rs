@@ -15,6 +15,7 @@ use firn_core::{Catalog, Env, FirnStorageFactory, Warehouse, WarehouseConfig};
 use futures::TryStreamExt;
 use tokio::sync::oneshot;
 
+pub mod s3_proxy;
 pub mod seed_failure;
 
 /// A Firn server on a loopback port, on SQLite + a local warehouse in a temp dir.
@@ -60,9 +61,15 @@ impl TestServer {
     /// Starts a server on the test S3 server (started if `FIRN_TEST_S3` names none), on a
     /// fresh prefix of the test bucket, whatever backend the suite runs on.
     pub async fn start_on_s3(faults: Option<FaultConfig>) -> Self {
+        Self::start_on_s3_at(&s3_server(), faults).await
+    }
+
+    /// [`TestServer::start_on_s3`] with the S3 endpoint `endpoint` (e.g. a proxy in front
+    /// of the test S3 server).
+    pub async fn start_on_s3_at(endpoint: &str, faults: Option<FaultConfig>) -> Self {
         let config = WarehouseConfig {
             url: format!("s3://{TEST_BUCKET}/{}", uuid::Uuid::new_v4().simple()),
-            options: s3_options(&s3_server()),
+            options: s3_options(endpoint),
         };
         Self::start_on(tempfile::tempdir().expect("temp dir"), config, faults).await
     }
