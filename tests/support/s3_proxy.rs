@@ -150,11 +150,11 @@ impl Shared {
         if self.roll(self.faults.slow_down_rate) {
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
                         <Message>Please reduce your request rate.</Message></Error>";
-            return Ok(Response::builder()
+            return Response::builder()
                 .status(503)
                 .header("content-type", "application/xml")
                 .body(Full::new(Bytes::from(body)))
-                .map_err(failed)?);
+                .map_err(failed);
         }
         let path_and_query = req
             .uri()
