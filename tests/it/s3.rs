@@ -265,3 +265,55 @@ async fn the_seed_failure_loses_files_by_listing_and_none_through_firn() {
     assert_eq!(o.committed_through_firn, o.written, "{o:?}");
     assert_eq!(o.rows_through_firn, o.written * 10, "{o:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_go_up_in_parts_and_an_abandoned_upload_is_aborted() {
+    let proxy = S3Proxy::start(&s3_server(), WireFaults::default()).await;
+    let root = format!("s3://{TEST_BUCKET}/{}", uuid::Uuid::new_v4().simple());
+    let file_io = firn_core::FirnStorageFactory::file_io(&WarehouseConfig {
+        url: root.clone(),
+        options: s3_options(&proxy.endpoint),
+    });
+    let mib = |n: usize, fill: u8| bytes::Bytes::from(vec![fill; n << 20]);
+
+    // 20 MiB in 1 MiB writes: parts of 8, 8 and 4 MiB, no single PUT.
+    let big = format!("{root}/t/data/big.parquet");
+    let mut w = file_io.new_output(&big).unwrap().writer().await.unwrap();
+    let mut expected = Vec::new();
+    for i in 0..20u8 {
+        let chunk = mib(1, i);
+        expected.extend_from_slice(&chunk);
+        w.write(chunk).await.unwrap();
+    }
+    w.close().await.unwrap();
+    let c = proxy.counts();
+    assert_eq!(c.get("CREATE multipart"), Some(&1), "{c:?}");
+    assert_eq!(c.get("PUT part"), Some(&3), "{c:?}");
+    assert_eq!(c.get("COMPLETE multipart"), Some(&1), "{c:?}");
+    assert_eq!(c.get("PUT"), None, "{c:?}");
+    assert!(
+        read_object(&big).unwrap() == expected,
+        "the object is the bytes written"
+    );
+
+    // A small file: one PUT.
+    let small = format!("{root}/t/data/small.parquet");
+    let mut w = file_io.new_output(&small).unwrap().writer().await.unwrap();
+    w.write(bytes::Bytes::from_static(b"small")).await.unwrap();
+    w.close().await.unwrap();
+    assert_eq!(proxy.count("PUT"), 1);
+    assert_eq!(read_object(&small).unwrap(), b"small");
+
+    // A writer given up after one part: the upload is aborted, nothing is left.
+    let gone = format!("{root}/t/data/gone.parquet");
+    let mut w = file_io.new_output(&gone).unwrap().writer().await.unwrap();
+    w.write(mib(9, 7)).await.unwrap();
+    assert_eq!(proxy.count("CREATE multipart"), 2);
+    drop(w);
+    let started = std::time::Instant::now();
+    while proxy.count("ABORT multipart") == 0 {
+        assert!(started.elapsed().as_secs() < 10, "{:?}", proxy.counts());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!object_exists(&gone));
+}

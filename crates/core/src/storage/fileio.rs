@@ -12,7 +12,7 @@ use iceberg::io::{
     FileMetadata, FileRead, FileWrite, InputFile, OutputFile, Storage, StorageConfig,
     StorageFactory,
 };
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::{ObjectPath, Warehouse, WarehouseConfig};
@@ -83,19 +83,150 @@ impl FileRead for StoreReader {
     }
 }
 
-/// Buffers a file and writes it with one PUT on close (manifests and metadata are small;
-/// data files go through the multipart writer below when large).
+/// Size of the parts of a multipart upload (S3 wants at least 5 MiB for all but the last).
+const PART_SIZE: usize = 8 << 20;
+/// Parts of one file in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// Writes a file: one PUT on close (put-if-absent, see [`Warehouse::put`]) while it is
+/// smaller than a part; as a multipart upload once it outgrows one (large data files), so
+/// a file is never held in memory whole. An upload that is not closed (the writer failed
+/// or was dropped) or that fails is aborted, so the store keeps no hidden parts.
 struct StoreWriter {
     warehouse: Arc<Warehouse>,
     path: ObjectPath,
+    /// Bytes not yet handed to the store.
     buf: Vec<Bytes>,
+    buffered: usize,
+    upload: Option<Upload>,
     closed: bool,
+}
+
+/// A multipart upload in progress.
+struct Upload {
+    parts: Box<dyn object_store::MultipartUpload>,
+    in_flight: tokio::task::JoinSet<object_store::Result<()>>,
+}
+
+impl Upload {
+    /// Waits until fewer than `max` parts are in flight; the first failed part fails it.
+    async fn settle(&mut self, max: usize) -> object_store::Result<()> {
+        while self.in_flight.len() > max {
+            match self.in_flight.join_next().await {
+                Some(Ok(r)) => r?,
+                Some(Err(e)) => {
+                    return Err(object_store::Error::Generic {
+                        store: "multipart upload",
+                        source: Box::new(e),
+                    });
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up the upload and asks the store to drop its parts.
+    async fn abort(mut self) {
+        self.in_flight.shutdown().await;
+        if let Err(e) = self.parts.abort().await {
+            tracing::warn!("aborting a multipart upload: {e}");
+        }
+    }
+}
+
+impl StoreWriter {
+    /// Takes `PART_SIZE` bytes off the front of the buffer.
+    fn take_part(&mut self) -> PutPayload {
+        let mut part = Vec::new();
+        let mut want = PART_SIZE;
+        while want > 0 {
+            let Some(mut b) = (!self.buf.is_empty()).then(|| self.buf.remove(0)) else {
+                break;
+            };
+            if b.len() > want {
+                self.buf.insert(0, b.split_off(want));
+            }
+            want -= b.len();
+            self.buffered -= b.len();
+            part.push(b);
+        }
+        part.into_iter().collect()
+    }
+
+    /// Sends every whole part in the buffer, starting the upload if needed.
+    async fn send_parts(&mut self) -> Result<(), Error> {
+        while self.buffered >= PART_SIZE {
+            if self.upload.is_none() {
+                self.warehouse.confine(&self.path).await?;
+                let parts = self
+                    .warehouse
+                    .store
+                    .put_multipart(self.path.key())
+                    .await
+                    .map_err(Error::storage)?;
+                self.upload = Some(Upload {
+                    parts,
+                    in_flight: tokio::task::JoinSet::new(),
+                });
+            }
+            let part = self.take_part();
+            let upload = self.upload.as_mut().expect("started above");
+            upload.in_flight.spawn(upload.parts.put_part(part));
+            upload
+                .settle(PARTS_IN_FLIGHT)
+                .await
+                .map_err(Error::storage)?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), Error> {
+        let Some(mut upload) = self.upload.take() else {
+            let payload: PutPayload = std::mem::take(&mut self.buf).into_iter().collect();
+            self.buffered = 0;
+            self.warehouse.confine(&self.path).await?;
+            return self.warehouse.put_payload(&self.path, payload).await;
+        };
+        if self.buffered > 0 {
+            let last: PutPayload = std::mem::take(&mut self.buf).into_iter().collect();
+            self.buffered = 0;
+            upload.in_flight.spawn(upload.parts.put_part(last));
+        }
+        let done = match upload.settle(0).await {
+            Ok(()) => upload.parts.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            upload.abort().await;
+            return Err(Error::storage(e));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        // Not closed: the write was given up. Its parts must not linger in the store.
+        if let Some(upload) = self.upload.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(upload.abort());
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl FileWrite for StoreWriter {
     async fn write(&mut self, bs: Bytes) -> iceberg::Result<()> {
+        self.buffered += bs.len();
         self.buf.push(bs);
+        if let Err(e) = self.send_parts().await {
+            if let Some(upload) = self.upload.take() {
+                upload.abort().await;
+            }
+            return Err(ice_err(e));
+        }
         Ok(())
     }
     async fn close(&mut self) -> iceberg::Result<()> {
@@ -106,12 +237,7 @@ impl FileWrite for StoreWriter {
             ));
         }
         self.closed = true;
-        let payload: PutPayload = std::mem::take(&mut self.buf).into_iter().collect();
-        self.warehouse.confine(&self.path).await.map_err(ice_err)?;
-        self.warehouse
-            .put_payload(&self.path, payload)
-            .await
-            .map_err(ice_err)
+        self.finish().await.map_err(ice_err)
     }
 }
 
@@ -157,6 +283,8 @@ impl Storage for FirnStorage {
             warehouse: w.clone(),
             path: p,
             buf: Vec::new(),
+            buffered: 0,
+            upload: None,
             closed: false,
         }))
     }
