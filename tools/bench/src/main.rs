@@ -4,7 +4,9 @@
 //! written beforehand (untimed), with its statistics as the Rust `TableWriter` sends them,
 //! so Firn checks it with one HEAD.
 //!
-//! Run: `cargo run --release -p firn-bench` (add `--quick` for a short run).
+//! Run: `cargo run --release -p firn-bench` (add `--quick` for a short run). The last rows
+//! repeat the commits on S3 (the project's S3 server, moto, started by tools/start-s3.sh,
+//! on loopback; `--skip-s3` leaves them out).
 //!
 //! The server's data directory goes under the workspace's `target/` (`--dir`), as a user's
 //! goes under their working directory, not in the system temp dir.
@@ -48,6 +50,9 @@ struct Args {
     /// disk sustains once the write-behind buffer is full).
     #[arg(long, default_value_t = 2000)]
     burst: usize,
+    /// Leave out the S3 rows (they start the project's S3 server, tools/start-s3.sh).
+    #[arg(long)]
+    skip_s3: bool,
     /// Where the server's data directory is created (and removed at the end).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/firn-bench"))]
     dir: std::path::PathBuf,
@@ -394,6 +399,13 @@ async fn main() {
         format!("{:.2}x", tr / pr),
     ));
 
+    // 5. The same commits on S3: a server whose warehouse is a bucket of the project's S3
+    //    server (moto, on loopback), behind the counting proxy; beside the floor of one PUT
+    //    of a 4 KiB object to the same server, and the local-disk figures above.
+    if !args.skip_s3 {
+        s3_rows(&mut rows, &args, pct(&lat, 0.5)).await;
+    }
+
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     println!("Firn commit benchmark (SQLite WAL synchronous=FULL + local disk, gRPC on loopback)");
     println!("{:<w$}  value", "measure");
@@ -401,4 +413,76 @@ async fn main() {
     for (k, v) in rows {
         println!("{k:<w$}  {v}");
     }
+}
+
+/// The S3 rows: single-writer latency, commits/s with 1 and 16 writers, object-store
+/// requests per commit by kind (counted at the wire), and the PUT floor.
+async fn s3_rows(rows: &mut Vec<(String, String)>, args: &Args, local_p50: Duration) {
+    use firn_tests::s3_proxy::{S3Proxy, WireFaults};
+    let proxy = S3Proxy::start(&firn_tests::s3_server(), WireFaults::default()).await;
+    let server = TestServer::start_on_s3_at(&proxy.endpoint, None).await;
+    let client = server.client().await;
+    let n = if args.quick { 100 } else { 500 };
+    let (ident, t) = create_table(&client, "bench", "s3single", false).await;
+    let files = files(&t.location, "s3", n);
+    let before = proxy.counts();
+    let lat = sequential(&client, &ident, &files).await;
+    let after = proxy.counts();
+    let p50 = pct(&lat, 0.5);
+    rows.push(("S3: single writer p50".into(), ms(p50)));
+    rows.push(("S3: single writer p99".into(), ms(pct(&lat, 0.99))));
+    rows.push((
+        "S3: 1 writer".into(),
+        format!(
+            "{:.0} commits/s",
+            n as f64 / lat.iter().sum::<Duration>().as_secs_f64()
+        ),
+    ));
+    let per_commit: Vec<String> = after
+        .iter()
+        .map(|(k, v)| (k, (v - before.get(k).unwrap_or(&0)) as f64 / n as f64))
+        .filter(|(_, v)| *v > 0.0)
+        .map(|(k, v)| format!("{k} {v:.2}"))
+        .collect();
+    rows.push((
+        "S3: requests per commit".into(),
+        if per_commit.is_empty() {
+            "none".into()
+        } else {
+            per_commit.join(", ")
+        },
+    ));
+    let (ident, t) = create_table(&client, "bench", "s3many", false).await;
+    let per = if args.quick { 20 } else { 60 };
+    let burst = concurrent(&server, &[(ident, t.location)], 16, per, "s3c").await;
+    rows.push(("S3: 16 writers, 1 table".into(), burst.to_string()));
+    // The floor: one PUT of a 4 KiB object to the same server, through the same proxy.
+    let store = server.catalog.warehouse();
+    let mut put = Vec::with_capacity(n);
+    for i in 0..n {
+        let object = store
+            .object(&format!("{}put-baseline/{i}", store.root()))
+            .expect("baseline path");
+        let t = Instant::now();
+        store
+            .put(&object, vec![0u8; 4096].into())
+            .await
+            .expect("baseline put");
+        put.push(t.elapsed());
+    }
+    put.sort();
+    let floor = pct(&put, 0.5);
+    rows.push(("S3 baseline: one 4 KiB PUT p50".into(), ms(floor)));
+    rows.push((
+        "S3 single writer p50 / one PUT".into(),
+        format!("{:.1}x", p50.as_secs_f64() / floor.as_secs_f64()),
+    ));
+    rows.push((
+        "S3 / local disk, single writer p50".into(),
+        format!("{:.1}x", p50.as_secs_f64() / local_p50.as_secs_f64()),
+    ));
+    rows.push((
+        "S3: LIST requests, including the 16-writer burst".into(),
+        proxy.count("LIST").to_string(),
+    ));
 }
