@@ -6,15 +6,8 @@ use std::process::{Child, Command, Output, Stdio};
 use firn_tests::*;
 
 struct Served {
-    child: Child,
+    _child: KillOnDrop,
     endpoint: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 pub fn serve(data_dir: &Path, port: u16) -> std::io::Result<Child> {
@@ -39,7 +32,7 @@ async fn start(data_dir: &Path) -> Served {
     let child = serve(data_dir, port).unwrap();
     wait_for_port(&format!("127.0.0.1:{port}")).await;
     Served {
-        child,
+        _child: KillOnDrop(child),
         endpoint: format!("http://127.0.0.1:{port}"),
     }
 }

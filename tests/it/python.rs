@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use firn_tests::*;
 
 /// The repository root and the Python of `tools/.venv` (made by tools/setup-python.sh).
-fn python() -> (PathBuf, PathBuf) {
+pub(crate) fn python() -> (PathBuf, PathBuf) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()

@@ -4,22 +4,15 @@
 //! issuer's tokens as credentials.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use firn_tests::*;
 
 struct Served {
-    child: Child,
+    _child: KillOnDrop,
     grpc: String,
     rest: String,
     data_dir: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn serve_tls(dir: &Path, cert: &Path, key: &Path) -> Served {
@@ -51,7 +44,7 @@ async fn serve(dir: &Path, tls: Option<(&Path, &Path)>, extra: &[&str]) -> Serve
     wait_for_port(&format!("127.0.0.1:{rest}")).await;
     let scheme = if tls.is_some() { "https" } else { "http" };
     Served {
-        child,
+        _child: KillOnDrop(child),
         grpc: format!("{scheme}://127.0.0.1:{grpc}"),
         rest: format!("{scheme}://127.0.0.1:{rest}"),
         data_dir,

@@ -751,6 +751,30 @@ pub async fn read_ids(client: &FirnClient, ident: &TableIdent, snapshot: Option<
     ids
 }
 
+/// A child process (a `firn serve`) killed when dropped, so that a failing test leaves no
+/// server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// The path of the `firn` binary built next to the test executable.
 pub fn firn_bin() -> PathBuf {
     if let Ok(p) = std::env::var("FIRN_BIN") {

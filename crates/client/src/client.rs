@@ -10,9 +10,10 @@ use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::error::{ClientError, Result};
+use crate::failover::Failover;
 
 /// How commits are retried.
 #[derive(Debug, Clone)]
@@ -102,15 +103,16 @@ impl Interceptor for CallMetadata {
     }
 }
 
-/// The generated client over a channel that carries [`CallMetadata`].
-pub type RawClient = CatalogServiceClient<InterceptedService<Channel, CallMetadata>>;
+/// The generated client over a channel (to one server, or to several replicas with
+/// failover) that carries [`CallMetadata`].
+pub type RawClient = CatalogServiceClient<InterceptedService<Failover, CallMetadata>>;
 /// The generated access-control client, likewise.
-pub type RawAccessClient = AccessServiceClient<InterceptedService<Channel, CallMetadata>>;
+pub type RawAccessClient = AccessServiceClient<InterceptedService<Failover, CallMetadata>>;
 
 /// A connection to a Firn server. Cheap to clone (one HTTP/2 channel).
 #[derive(Clone)]
 pub struct FirnClient {
-    channel: Channel,
+    channel: Failover,
     metadata: CallMetadata,
     inner: RawClient,
     retry: RetryPolicy,
@@ -140,32 +142,36 @@ impl FirnClient {
 
     /// Connects to `endpoint`. An `https://` endpoint is always TLS, verified with the
     /// system roots and `options.ca_cert_pem`; only `http://` is plain text.
+    ///
+    /// Several replicas of one server may be given, separated by commas
+    /// (`http://a:50051,http://b:50051`): calls then fail over between them (see
+    /// [`crate::failover`]) and the connections are made when first used; one endpoint is
+    /// connected at once, so a wrong one fails here.
     pub async fn connect_with(endpoint: &str, options: &ConnectOptions) -> Result<Self> {
-        let err = |source| ClientError::Connect {
-            endpoint: endpoint.to_string(),
-            source,
-        };
-        let mut ep = Endpoint::from_shared(endpoint.to_string())
-            .map_err(err)?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        match ep.uri().scheme_str() {
-            Some("https") => {
-                let mut tls = ClientTlsConfig::new().with_native_roots();
-                if let Some(pem) = &options.ca_cert_pem {
-                    tls = tls.ca_certificate(Certificate::from_pem(pem));
-                }
-                ep = ep.tls_config(tls).map_err(err)?;
-            }
-            Some("http") => {}
-            other => {
-                return Err(ClientError::InvalidEndpoint {
-                    endpoint: endpoint.to_string(),
-                    reason: format!("scheme {:?}: use http:// or https://", other.unwrap_or("")),
-                });
-            }
+        let endpoints: Vec<&str> = endpoint
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::InvalidEndpoint {
+                endpoint: endpoint.to_string(),
+                reason: "no endpoint given".into(),
+            });
         }
-        let channel = ep.connect().await.map_err(err)?;
+        let mut channels = Vec::with_capacity(endpoints.len());
+        for e in &endpoints {
+            let ep = Self::endpoint(e, options)?;
+            channels.push(if endpoints.len() == 1 {
+                ep.connect().await.map_err(|source| ClientError::Connect {
+                    endpoint: e.to_string(),
+                    source,
+                })?
+            } else {
+                ep.connect_lazy()
+            });
+        }
+        let channel = Failover::new(channels);
         let authorization = match &options.token {
             None => None,
             Some(t) => {
@@ -192,7 +198,36 @@ impl FirnClient {
         })
     }
 
-    fn build(channel: &Channel, metadata: &CallMetadata) -> RawClient {
+    /// One endpoint's settings: timeouts, and TLS for `https://`.
+    fn endpoint(endpoint: &str, options: &ConnectOptions) -> Result<Endpoint> {
+        let err = |source| ClientError::Connect {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        let mut ep = Endpoint::from_shared(endpoint.to_string())
+            .map_err(err)?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        match ep.uri().scheme_str() {
+            Some("https") => {
+                let mut tls = ClientTlsConfig::new().with_native_roots();
+                if let Some(pem) = &options.ca_cert_pem {
+                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                ep = ep.tls_config(tls).map_err(err)?;
+            }
+            Some("http") => {}
+            other => {
+                return Err(ClientError::InvalidEndpoint {
+                    endpoint: endpoint.to_string(),
+                    reason: format!("scheme {:?}: use http:// or https://", other.unwrap_or("")),
+                });
+            }
+        }
+        Ok(ep)
+    }
+
+    fn build(channel: &Failover, metadata: &CallMetadata) -> RawClient {
         CatalogServiceClient::with_interceptor(channel.clone(), metadata.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(256 << 20)

@@ -11,6 +11,7 @@
 
 mod client;
 mod error;
+pub mod failover;
 mod writer;
 
 pub use client::{

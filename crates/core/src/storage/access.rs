@@ -17,16 +17,37 @@ use std::collections::BTreeMap;
 use object_store::ClientConfigKey;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 
-/// Keys of a client's storage options that are credentials (never logged).
+/// Keys of a client's storage options that are credentials (never shown in `Debug`).
 pub const SECRET_KEYS: [&str; 2] = ["aws_secret_access_key", "aws_session_token"];
 
-/// What a client needs to reach a table's objects.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a client needs to reach a table's objects. `Debug` redacts the credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct StorageAccess {
     /// The table's location: the objects these options are for.
     pub location: String,
     /// `object_store` options (canonical S3 keys); empty for local and in-memory storage.
     pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for StorageAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if SECRET_KEYS.contains(&k.as_str()) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("StorageAccess")
+            .field("location", &self.location)
+            .field("options", &options)
+            .finish()
+    }
 }
 
 /// The options a client needs for the S3 store `b` describes (after the server's own
@@ -106,6 +127,17 @@ mod tests {
         assert_eq!(p["s3.endpoint"], "http://127.0.0.1:9000");
         assert_eq!(p["s3.path-style-access"], "true");
         assert_eq!(p["s3.access-key-id"], "AKID");
+        let shown = format!(
+            "{:?}",
+            StorageAccess {
+                location: "s3://lake/t".into(),
+                options: o.clone()
+            }
+        );
+        assert!(
+            !shown.contains("SECRET") && shown.contains("AKID"),
+            "{shown}"
+        );
         let public = iceberg_properties(&o, false);
         assert!(
             public
