@@ -180,8 +180,12 @@ async fn wire_faults_lose_no_acknowledged_commit_and_apply_none_twice() {
             Err(e) => panic!("create table (seed {seed}): {e}"),
         }
     };
+    // Appends commute (the server rebases them): a conflict here could only be an unknown
+    // outcome misreported, which must never happen.
+    let conflicts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..4i64 {
+        let conflicts = conflicts.clone();
         let (client, ident, location) = (client.clone(), ident.clone(), t.location.clone());
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
@@ -193,10 +197,10 @@ async fn wire_faults_lose_no_acknowledged_commit_and_apply_none_twice() {
                     &batch(first..first + 3, 0),
                 );
                 let r = client
-                    .commit(
-                        append_request(&ident, vec![data_file(&u, s)]),
-                        |r| async move { Ok(Some(r)) },
-                    )
+                    .commit(append_request(&ident, vec![data_file(&u, s)]), |r| {
+                        conflicts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async move { Ok(Some(r)) }
+                    })
                     .await
                     .unwrap_or_else(|e| panic!("a commit failed for good (seed {seed}): {e}"));
                 acked.push(r.snapshot_id);
@@ -210,6 +214,11 @@ async fn wire_faults_lose_no_acknowledged_commit_and_apply_none_twice() {
     }
     let counts = proxy.counts();
     eprintln!("seed {seed}: requests that reached the store: {counts:?}");
+    assert_eq!(
+        conflicts.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a fault was reported as a conflict (seed {seed})"
+    );
     let snaps = client.list_snapshots(&ident).await.unwrap();
     let ids: std::collections::BTreeSet<i64> = snaps.iter().map(|s| s.snapshot_id).collect();
     assert!(
