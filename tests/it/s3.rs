@@ -72,6 +72,17 @@ fn a_wrong_s3_setting_stops_the_start_with_one_line_naming_it() {
         &with(&[format!("endpoint={closed}"), "allow_http=true".into()]),
     );
     assert!(e.contains("cannot reach") && e.contains(&closed), "{e}");
+    // Clients' credentials from an STS nothing answers at.
+    let e = refused_start(
+        &bucket,
+        &with(&[
+            format!("endpoint={endpoint}"),
+            "allow_http=true".into(),
+            "sts_role_arn=arn:aws:iam::123456789012:role/firn-clients".into(),
+            format!("sts_endpoint={closed}"),
+        ]),
+    );
+    assert!(e.contains("sts_role_arn") && e.contains(&closed), "{e}");
 }
 
 /// The seed of the seeded fault runs: `FIRN_TEST_SEED` replays one.
@@ -325,4 +336,77 @@ async fn large_files_go_up_in_parts_and_an_abandoned_upload_is_aborted() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(!object_exists(&gone));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sts_clients_get_temporary_credentials_for_the_table_not_the_servers_keys() {
+    let mut options = s3_options(&s3_server());
+    options.insert(
+        "sts_role_arn".into(),
+        "arn:aws:iam::123456789012:role/firn-clients".into(),
+    );
+    let server = TestServer::start_on_warehouse(WarehouseConfig {
+        url: format!("s3://{TEST_BUCKET}/{}", uuid::Uuid::new_v4().simple()),
+        options,
+    })
+    .await;
+    let client = server.client().await;
+    let (ident, t) = create_table(&client, "ns", "t", false).await;
+    let (u, s) = write_parquet(&t.location, "f.parquet", &batch(0..5, 0));
+    client
+        .commit_once(append_request(&ident, vec![data_file(&u, s)]))
+        .await
+        .unwrap();
+
+    // gRPC: the storage access carries STS's temporary keys, which read the table.
+    let access = client.storage_config(&ident).await.unwrap();
+    let key = &access.options["aws_access_key_id"];
+    assert_ne!(key, "firn-test", "the server's own key was handed out");
+    assert!(!access.options["aws_session_token"].is_empty());
+    assert_ne!(access.options["aws_secret_access_key"], "firn-test-secret");
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..5).collect::<Vec<_>>()
+    );
+    // A second ask within their lifetime gets the same credentials (no STS call per load).
+    let again = client.storage_config(&ident).await.unwrap();
+    assert_eq!(&again.options["aws_access_key_id"], key);
+
+    // REST: only when asked for, in config and storage-credentials, with their expiry.
+    let path = "/v1/namespaces/ns/tables/t";
+    let (status, plain) = rest_call(&server, "GET", path, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        plain["config"].get("s3.access-key-id").is_none(),
+        "{}",
+        plain["config"]
+    );
+    let (status, body) = rest_call_with(
+        &server,
+        "GET",
+        path,
+        &[("X-Iceberg-Access-Delegation", "vended-credentials")],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["config"]["s3.access-key-id"], key.as_str());
+    assert!(
+        body["config"]["s3.session-token-expires-at-ms"]
+            .as_str()
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|at| at > 0),
+        "{}",
+        body["config"]
+    );
+    assert_eq!(
+        body["storage-credentials"][0]["prefix"],
+        t.location.as_str()
+    );
+    let (status, fresh) = rest_call(&server, "GET", &format!("{path}/credentials"), None).await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(
+        fresh["storage-credentials"][0]["config"]["s3.session-token"],
+        access.options["aws_session_token"].as_str()
+    );
 }

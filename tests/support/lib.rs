@@ -79,6 +79,12 @@ impl TestServer {
         Self::start_on(dir, config, faults).await
     }
 
+    /// Starts a server on the warehouse `config` names (its data directory for the
+    /// catalog a fresh temp dir).
+    pub async fn start_on_warehouse(config: WarehouseConfig) -> Self {
+        Self::start_on(tempfile::tempdir().expect("temp dir"), config, None).await
+    }
+
     async fn start_on(
         dir: tempfile::TempDir,
         config: WarehouseConfig,

@@ -552,12 +552,12 @@ fn wants_credentials(headers: &HeaderMap) -> bool {
 /// The FileIO properties of a table's storage: where the store is, and with `secrets` the
 /// credentials (see `firn_core::storage::access`: the warehouse's own, unscoped).
 fn file_io_properties(access: &StorageAccess, secrets: bool) -> Value {
-    json!(iceberg_properties(&access.options, secrets))
+    json!(iceberg_properties(access, secrets))
 }
 
 /// The `storage-credentials` of a table: its location as the prefix, with the credentials.
 fn storage_credentials(access: &StorageAccess) -> Value {
-    let config = iceberg_properties(&access.options, true);
+    let config = iceberg_properties(access, true);
     if !config.keys().any(|k| k.starts_with("s3.access-key-id")) {
         return json!([]);
     }
@@ -752,8 +752,14 @@ async fn create_table(
         )
         .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
         let location = metadata["location"].as_str().unwrap_or_default();
-        let access = s.catalog.warehouse().client_access(location);
         let secrets = wants_credentials(&headers);
+        let access = if secrets {
+            s.catalog
+                .storage_access_at(&caller, &ident, location)
+                .await?
+        } else {
+            s.catalog.warehouse().client_access(location)
+        };
         let mut body = json!({
             "metadata": metadata,
             "config": file_io_properties(&access, secrets),
@@ -902,8 +908,14 @@ async fn load_with(
         }
     };
     // The load checked read on the table: its storage access goes with it.
-    let access = s.catalog.warehouse().client_access(&t.location);
     let secrets = wants_credentials(headers);
+    let access = if secrets {
+        s.catalog
+            .storage_access_at(caller, ident, &t.location)
+            .await?
+    } else {
+        s.catalog.warehouse().client_access(&t.location)
+    };
     let config = file_io_properties(&access, secrets);
     let credentials = secrets.then(|| storage_credentials(&access));
     let mut resp = spliced(

@@ -406,9 +406,10 @@ impl Catalog {
         metadata::read_metadata_file(&self.shared.warehouse, metadata_location).await
     }
 
-    /// What the caller needs to read and write `ident`'s objects itself (see
-    /// [`crate::storage::access`]); needs `read` on the table. The credentials are the
-    /// warehouse's own, not scoped to the table.
+    /// What the caller needs to read (and, with `write` on the table, write) `ident`'s
+    /// objects itself (see [`crate::storage::access`]); needs `read` on the table. With
+    /// STS configured the credentials are temporary and scoped to the table's location
+    /// (read-only without `write`); else they are the warehouse's own, not scoped.
     pub async fn storage_access(
         &self,
         caller: &Caller,
@@ -417,7 +418,23 @@ impl Catalog {
         ident.validate()?;
         caller.require(Privilege::Read, &table_of(ident))?;
         let row = self.shared.db.table(ident).await?;
-        Ok(self.shared.warehouse.client_access(&row.location))
+        self.storage_access_at(caller, ident, &row.location).await
+    }
+
+    /// [`Catalog::storage_access`] for `location`, the location of `ident` (existing, or
+    /// being created), for a caller the transport already checked may read it (a table
+    /// load or create did). Without `write` on the table the credentials are read-only.
+    pub async fn storage_access_at(
+        &self,
+        caller: &Caller,
+        ident: &TableIdent,
+        location: &str,
+    ) -> Result<crate::storage::access::StorageAccess> {
+        let read_only = caller.require(Privilege::Write, &table_of(ident)).is_err();
+        self.shared
+            .warehouse
+            .credentials_for(location, read_only, self.now_ms())
+            .await
     }
 
     async fn table_info(&self, row: TableRow, want_json: bool) -> Result<TableInfo> {

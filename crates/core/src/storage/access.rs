@@ -4,8 +4,9 @@
 //!
 //! For S3 it is the store's endpoint, region, addressing style and plain-HTTP switch, and
 //! the credentials the server holds (from its warehouse options or its `AWS_*` environment).
-//! These static keys are **not scoped** to the table: whoever may read a table receives keys
-//! that reach the whole bucket, which the README says. Local and in-memory warehouses need
+//! With STS configured ([`super::sts`]) the keys are temporary and scoped to the table's
+//! location; otherwise they are the server's static keys, **not scoped** to the table:
+//! whoever may read a table receives keys that reach the whole bucket, which the README says. Local and in-memory warehouses need
 //! nothing (a client on the same machine opens the path).
 //!
 //! The options use `object_store`'s canonical S3 keys (`aws_endpoint`, `aws_region`,
@@ -27,6 +28,8 @@ pub struct StorageAccess {
     pub location: String,
     /// `object_store` options (canonical S3 keys); empty for local and in-memory storage.
     pub options: BTreeMap<String, String>,
+    /// When the credentials in `options` stop working (temporary ones from STS).
+    pub expires_at_ms: Option<i64>,
 }
 
 impl std::fmt::Debug for StorageAccess {
@@ -46,6 +49,7 @@ impl std::fmt::Debug for StorageAccess {
         f.debug_struct("StorageAccess")
             .field("location", &self.location)
             .field("options", &options)
+            .field("expires_at_ms", &self.expires_at_ms)
             .finish()
     }
 }
@@ -70,10 +74,8 @@ pub(crate) fn s3_client_options(b: &AmazonS3Builder) -> BTreeMap<String, String>
 /// The same access as Iceberg FileIO properties, for REST clients (PyIceberg, DuckDB,
 /// Spark's S3FileIO). `secrets`: include the credentials (a client asked for vended
 /// credentials), or only where the store is.
-pub fn iceberg_properties(
-    options: &BTreeMap<String, String>,
-    secrets: bool,
-) -> BTreeMap<String, String> {
+pub fn iceberg_properties(access: &StorageAccess, secrets: bool) -> BTreeMap<String, String> {
+    let options = &access.options;
     let mut out = BTreeMap::new();
     let get = |k: &str| options.get(k).cloned();
     if let Some(e) = get("aws_endpoint") {
@@ -96,6 +98,9 @@ pub fn iceberg_properties(
             if let Some(v) = get(from) {
                 out.insert(to.into(), v);
             }
+        }
+        if let Some(at) = access.expires_at_ms {
+            out.insert("s3.session-token-expires-at-ms".into(), at.to_string());
         }
     }
     out
@@ -123,7 +128,13 @@ mod tests {
         for k in o.keys() {
             assert!(k.parse::<AmazonS3ConfigKey>().is_ok(), "{k}");
         }
-        let p = iceberg_properties(&o, true);
+        let a = StorageAccess {
+            location: "s3://lake/t".into(),
+            options: o.clone(),
+            expires_at_ms: Some(7),
+        };
+        let p = iceberg_properties(&a, true);
+        assert_eq!(p["s3.session-token-expires-at-ms"], "7");
         assert_eq!(p["s3.endpoint"], "http://127.0.0.1:9000");
         assert_eq!(p["s3.path-style-access"], "true");
         assert_eq!(p["s3.access-key-id"], "AKID");
@@ -131,14 +142,15 @@ mod tests {
             "{:?}",
             StorageAccess {
                 location: "s3://lake/t".into(),
-                options: o.clone()
+                options: o.clone(),
+                expires_at_ms: None,
             }
         );
         assert!(
             !shown.contains("SECRET") && shown.contains("AKID"),
             "{shown}"
         );
-        let public = iceberg_properties(&o, false);
+        let public = iceberg_properties(&a, false);
         assert!(
             public
                 .keys()

@@ -6,7 +6,8 @@
 //! - [`validate_s3`], without any request: the endpoint is a URL, and plain `http://` is
 //!   allowed explicitly;
 //! - [`Warehouse::check`], with requests: a probe object below the root is created (with
-//!   put-if-absent, which also tells whether the store supports it), read back and deleted.
+//!   put-if-absent, which also tells whether the store supports it), read back and deleted;
+//!   with `sts_role_arn`, the role is assumed once.
 //!   An unknown bucket, refused credentials and an unreachable endpoint each get their own
 //!   line. The probe has a fresh unique name, so replicas starting together do not meet.
 
@@ -117,7 +118,16 @@ impl Warehouse {
                 ),
             ));
         }
-        self.store.delete(key).await.map_err(|e| self.refusal(&e))
+        self.store.delete(key).await.map_err(|e| self.refusal(&e))?;
+        // Clients' credentials come from STS: the role must be assumable now, not at the
+        // first table load.
+        if let Some(sts) = &self.sts {
+            let probe = format!("{}.firn", self.root_url);
+            sts.credentials(&probe, true, 0).await.map_err(|e| {
+                Error::invalid("warehouse", format!("warehouse option sts_role_arn: {e}"))
+            })?;
+        }
+        Ok(())
     }
 
     /// The endpoint the S3 client talks to (AWS's own when none is configured).

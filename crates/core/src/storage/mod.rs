@@ -34,6 +34,7 @@ mod fileio;
 pub mod manifests;
 pub(crate) mod objects;
 pub mod path;
+pub mod sts;
 
 pub use fileio::{FirnStorage, FirnStorageFactory, WAREHOUSE_PROP};
 pub use path::{Location, ObjectPath, Owned, Root, TableScope};
@@ -107,6 +108,8 @@ pub struct Warehouse {
     store: Arc<dyn ObjectStore>,
     /// What a client needs to reach this store itself (see [`access`]).
     client_options: std::collections::BTreeMap<String, String>,
+    /// With `sts_role_arn`: table-scoped temporary credentials for clients (see [`sts`]).
+    sts: Option<sts::Sts>,
     /// Local files may be written directly (the store was not replaced by a wrapper).
     direct_local: bool,
     /// New objects are written with put-if-absent (S3 and memory, unless
@@ -157,6 +160,7 @@ impl Warehouse {
         let root_url = root.url();
         let mut local_root = None;
         let mut client_options = std::collections::BTreeMap::new();
+        let mut sts_client = None;
         let (backend, store): (Backend, Arc<dyn ObjectStore>) = match root.scheme() {
             "file" => {
                 let dir = Url::parse(&root_url)
@@ -201,7 +205,16 @@ impl Warehouse {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&bucket)
                     .with_retry(retry);
+                let sts_options: std::collections::BTreeMap<String, String> = config
+                    .options
+                    .iter()
+                    .filter(|(k, _)| sts::OPTIONS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 for (k, v) in &config.options {
+                    if sts::OPTIONS.contains(&k.as_str()) {
+                        continue;
+                    }
                     let key = k
                         .parse::<object_store::aws::AmazonS3ConfigKey>()
                         .map_err(|e| Error::invalid("warehouse option", format!("{k}: {e}")))?;
@@ -209,6 +222,7 @@ impl Warehouse {
                 }
                 client_options = access::s3_client_options(&b);
                 check::validate_s3(&client_options)?;
+                sts_client = sts::Sts::from_options(&sts_options, &client_options)?;
                 let store = b
                     .build()
                     .map_err(|e| Error::invalid("warehouse", format!("S3 configuration: {e}")))?;
@@ -231,18 +245,45 @@ impl Warehouse {
             backend,
             store,
             client_options,
+            sts: sts_client,
             staged: Mutex::default(),
             released: Mutex::default(),
             publishing: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// What a client needs to reach `location` (a table's) in this warehouse itself.
+    /// What a client needs to reach `location` (a table's) in this warehouse itself, with
+    /// the server's own credentials. Where the store is, for any caller; the credentials
+    /// only for one that may read the table (see [`Warehouse::credentials_for`]).
     pub fn client_access(&self, location: &str) -> access::StorageAccess {
         access::StorageAccess {
             location: location.to_string(),
             options: self.client_options.clone(),
+            expires_at_ms: None,
         }
+    }
+
+    /// [`Warehouse::client_access`] with the credentials a client gets: with STS
+    /// configured, temporary ones scoped to `location` (read-only unless `read_only` is
+    /// false); else the server's own keys.
+    pub async fn credentials_for(
+        &self,
+        location: &str,
+        read_only: bool,
+        now_ms: i64,
+    ) -> Result<access::StorageAccess> {
+        let mut a = self.client_access(location);
+        if let Some(sts) = &self.sts {
+            let t = sts.credentials(location, read_only, now_ms).await?;
+            a.options
+                .insert("aws_access_key_id".into(), t.access_key_id);
+            a.options
+                .insert("aws_secret_access_key".into(), t.secret_access_key);
+            a.options
+                .insert("aws_session_token".into(), t.session_token);
+            a.expires_at_ms = Some(t.expires_at_ms);
+        }
+        Ok(a)
     }
 
     /// Wraps `store` (e.g. a fault-injecting one) in place of the store `config` would open.
