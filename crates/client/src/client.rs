@@ -259,7 +259,8 @@ impl FirnClient {
         tonic::Request::new(msg)
     }
 
-    /// Runs an idempotent call, retrying while the server is `UNAVAILABLE`.
+    /// Runs an idempotent call, retrying while the server is `UNAVAILABLE` or the
+    /// connection was lost mid-call.
     async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -268,7 +269,11 @@ impl FirnClient {
         let mut backoff = Backoff::new(&self.retry);
         loop {
             match call().await {
-                Err(s) if s.code() == Code::Unavailable && backoff.may_retry() => {
+                // CANCELLED here is a connection lost mid-call (the server sends none).
+                Err(s)
+                    if matches!(s.code(), Code::Unavailable | Code::Cancelled)
+                        && backoff.may_retry() =>
+                {
                     backoff.wait().await
                 }
                 other => return other.map_err(ClientError::Status),
@@ -399,10 +404,11 @@ impl FirnClient {
             .into_inner())
     }
 
-    /// Commits with retries under the same commit id. `UNAVAILABLE` and `INTERNAL` (outcome
-    /// unknown) are retried as they are: the server returns the first result if the commit
-    /// had landed. `ABORTED` (conflict) is retried after `rebase` has updated the request's
-    /// base snapshot — return `false` from it to give up instead.
+    /// Commits with retries under the same commit id. `UNAVAILABLE`, `INTERNAL` and
+    /// `CANCELLED` (a connection lost mid-call; outcome unknown) are retried as they are:
+    /// the server returns the first result if the commit had landed. `ABORTED` (conflict)
+    /// is retried after `rebase` has updated the request's base snapshot — return `false`
+    /// from it to give up instead.
     pub async fn commit<F, Fut>(
         &self,
         mut req: pb::CommitRequest,
@@ -420,8 +426,13 @@ impl FirnClient {
             match self.commit_once(req.clone()).await {
                 Ok(r) => return Ok(r),
                 Err(ClientError::Status(s)) if backoff.may_retry() => match s.code() {
-                    Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded => {
-                    }
+                    // The outcome is unknown (CANCELLED: the connection died mid-call, as
+                    // when a replica is killed): the same commit id answers it.
+                    Code::Unavailable
+                    | Code::Internal
+                    | Code::Unknown
+                    | Code::DeadlineExceeded
+                    | Code::Cancelled => {}
                     Code::Aborted => match rebase(req.clone()).await? {
                         Some(r) => req = r,
                         None => return Err(ClientError::Status(s)),
