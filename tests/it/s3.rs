@@ -3,37 +3,21 @@
 //! LIST anywhere but the orphan sweep), put-if-absent. The conformance modules run on S3
 //! too (tools/test.sh's S3 phases).
 
-use std::process::Command;
-
 use bytes::Bytes;
 use firn_core::{Warehouse, WarehouseConfig};
 use firn_tests::s3_proxy::{S3Proxy, WireFaults};
 use firn_tests::*;
 
-/// `firn serve` on a warehouse with `options`: it must not start, and says why in one line.
-fn refused_start(warehouse: &str, options: &[String]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(firn_bin());
-    cmd.args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--rest-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--admin-listen", "127.0.0.1:0", "--warehouse", warehouse])
-        .env_remove("FIRN_LOG");
+/// `firn serve` on a warehouse with `options`: it must not start, and says why in one line
+/// that names the warehouse.
+fn refused_warehouse(warehouse: &str, options: &[String]) -> String {
+    let mut args = vec!["--warehouse", warehouse];
     for o in options {
-        cmd.args(["--warehouse-option", o]);
+        args.extend(["--warehouse-option", o.as_str()]);
     }
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "started with {options:?}: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line, not: {err}");
-    assert!(err.contains("warehouse"), "{err}");
-    lines[0].to_string()
+    let e = refused_start(&args);
+    assert!(e.contains("warehouse"), "{e}");
+    e
 }
 
 #[test]
@@ -48,16 +32,16 @@ fn a_wrong_s3_setting_stops_the_start_with_one_line_naming_it() {
     let bucket = format!("s3://{TEST_BUCKET}/start-check");
 
     // Plain http:// without allowing it: refused before any request.
-    let e = refused_start(&bucket, &with(&[format!("endpoint={endpoint}")]));
+    let e = refused_warehouse(&bucket, &with(&[format!("endpoint={endpoint}")]));
     assert!(
         e.contains("allow_http=true") && e.contains(&endpoint),
         "{e}"
     );
     // Not a URL.
-    let e = refused_start(&bucket, &with(&["endpoint=127.0.0.1:9900".to_string()]));
+    let e = refused_warehouse(&bucket, &with(&["endpoint=127.0.0.1:9900".to_string()]));
     assert!(e.contains("endpoint=127.0.0.1:9900"), "{e}");
     // A bucket the store does not have.
-    let e = refused_start(
+    let e = refused_warehouse(
         "s3://no-such-bucket-here/wh",
         &with(&[format!("endpoint={endpoint}"), "allow_http=true".into()]),
     );
@@ -67,13 +51,13 @@ fn a_wrong_s3_setting_stops_the_start_with_one_line_naming_it() {
     );
     // Nothing listens at the endpoint.
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let e = refused_start(
+    let e = refused_warehouse(
         &bucket,
         &with(&[format!("endpoint={closed}"), "allow_http=true".into()]),
     );
     assert!(e.contains("cannot reach") && e.contains(&closed), "{e}");
     // Clients' credentials from an STS nothing answers at.
-    let e = refused_start(
+    let e = refused_warehouse(
         &bucket,
         &with(&[
             format!("endpoint={endpoint}"),

@@ -510,22 +510,7 @@ async fn an_oidc_issuers_tokens_name_principals_on_every_transport_and_rotation_
 /// `firn serve` with an issuer whose keys cannot be had stops at start, naming it.
 #[tokio::test]
 async fn an_unreachable_oidc_issuer_stops_the_start_with_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(firn_bin())
-        .args(["serve", "--auth", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--rest-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .args(["--oidc-issuer", "http://127.0.0.1:9/realms/data"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&["--auth", "--oidc-issuer", "http://127.0.0.1:9/realms/data"]);
     assert!(
         err.contains("OpenID Connect issuer http://127.0.0.1:9/realms/data")
             && err.contains("cannot fetch"),

@@ -781,6 +781,31 @@ impl std::ops::DerefMut for KillOnDrop {
     }
 }
 
+/// Runs `firn serve` on loopback ports in a fresh data directory with `args`, which must
+/// stop it at start: returns the one line it printed on stderr (asserting there is one).
+pub fn refused_start(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(firn_bin())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--rest-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("FIRN_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "started with {args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, not: {err}");
+    lines[0].to_string()
+}
+
 /// The path of the `firn` binary built next to the test executable.
 pub fn firn_bin() -> PathBuf {
     if let Ok(p) = std::env::var("FIRN_BIN") {

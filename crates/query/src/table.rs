@@ -79,10 +79,13 @@ impl FirnTable {
         at: Option<pb::SnapshotSelector>,
     ) -> Result<Self> {
         let current = at.is_none();
-        let r = client.resolve_snapshot(ident, at).await?;
+        // Both round trips at once: which snapshot, and how to reach the files.
+        let (r, storage) = futures::try_join!(
+            client.resolve_snapshot(ident, at),
+            client.storage_config(ident)
+        )?;
         let iceberg_schema = Arc::new(parse_schema(&r.schema_json)?);
         let schema = arrow_schema(&iceberg_schema)?;
-        let storage = client.storage_config(ident).await?;
         Ok(Self {
             client: client.clone(),
             ident: ident.clone(),

@@ -421,15 +421,16 @@ impl Catalog {
         self.storage_access_at(caller, ident, &row.location).await
     }
 
-    /// [`Catalog::storage_access`] for `location`, the location of `ident` (existing, or
-    /// being created), for a caller the transport already checked may read it (a table
-    /// load or create did). Without `write` on the table the credentials are read-only.
+    /// [`Catalog::storage_access`] for `location`, the location of `ident` as the caller
+    /// just had it from a table load or create (no second lookup); needs `read` on the
+    /// table like every storage access. Without `write` the credentials are read-only.
     pub async fn storage_access_at(
         &self,
         caller: &Caller,
         ident: &TableIdent,
         location: &str,
     ) -> Result<crate::storage::access::StorageAccess> {
+        caller.require(Privilege::Read, &table_of(ident))?;
         let read_only = caller.require(Privilege::Write, &table_of(ident)).is_err();
         self.shared
             .warehouse

@@ -95,8 +95,8 @@ const PARTS_IN_FLIGHT: usize = 4;
 struct StoreWriter {
     warehouse: Arc<Warehouse>,
     path: ObjectPath,
-    /// Bytes not yet handed to the store.
-    buf: Vec<Bytes>,
+    /// Bytes not yet handed to the store, and how many.
+    buf: std::collections::VecDeque<Bytes>,
     buffered: usize,
     upload: Option<Upload>,
     closed: bool,
@@ -141,11 +141,11 @@ impl StoreWriter {
         let mut part = Vec::new();
         let mut want = PART_SIZE;
         while want > 0 {
-            let Some(mut b) = (!self.buf.is_empty()).then(|| self.buf.remove(0)) else {
+            let Some(mut b) = self.buf.pop_front() else {
                 break;
             };
             if b.len() > want {
-                self.buf.insert(0, b.split_off(want));
+                self.buf.push_front(b.split_off(want));
             }
             want -= b.len();
             self.buffered -= b.len();
@@ -220,7 +220,7 @@ impl Drop for StoreWriter {
 impl FileWrite for StoreWriter {
     async fn write(&mut self, bs: Bytes) -> iceberg::Result<()> {
         self.buffered += bs.len();
-        self.buf.push(bs);
+        self.buf.push_back(bs);
         if let Err(e) = self.send_parts().await {
             if let Some(upload) = self.upload.take() {
                 upload.abort().await;
@@ -282,7 +282,7 @@ impl Storage for FirnStorage {
         Ok(Box::new(StoreWriter {
             warehouse: w.clone(),
             path: p,
-            buf: Vec::new(),
+            buf: Default::default(),
             buffered: 0,
             upload: None,
             closed: false,

@@ -205,16 +205,16 @@ impl Warehouse {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&bucket)
                     .with_retry(retry);
-                let sts_options: std::collections::BTreeMap<String, String> = config
+                // Firn's own STS options; the rest are object_store's.
+                let (sts_options, store_options): (
+                    std::collections::BTreeMap<_, _>,
+                    std::collections::BTreeMap<_, _>,
+                ) = config
                     .options
                     .iter()
-                    .filter(|(k, _)| sts::OPTIONS.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                for (k, v) in &config.options {
-                    if sts::OPTIONS.contains(&k.as_str()) {
-                        continue;
-                    }
+                    .partition(|(k, _)| sts::OPTIONS.contains(&k.as_str()));
+                for (k, v) in &store_options {
                     let key = k
                         .parse::<object_store::aws::AmazonS3ConfigKey>()
                         .map_err(|e| Error::invalid("warehouse option", format!("{k}: {e}")))?;
@@ -653,8 +653,9 @@ impl Warehouse {
             Err(object_store::Error::AlreadyExists { .. }) => {
                 let there = self.store.get(path.key()).await.map_err(Error::storage)?;
                 let there = there.bytes().await.map_err(Error::storage)?;
-                let ours: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
-                if there.as_ref() == ours.as_slice() {
+                let same = there.len() == payload.content_length()
+                    && payload.iter().flatten().eq(there.iter());
+                if same {
                     Ok(())
                 } else {
                     Err(Error::invalid(
