@@ -280,6 +280,133 @@ async fn pyiceberg_authenticates_with_client_credentials_and_follows_grants() {
     assert_eq!(Some(log[0].snapshot_id), after_writer.current_snapshot_id);
 }
 
+/// Remote signing on a store that checks every signature (its own moto with IAM on):
+/// PyIceberg with no S3 keys reads and appends through Firn's signer, a read-only
+/// principal's append is refused by the signer, and the signer refuses a LIST and an
+/// object outside the table. Its signatures are real: the store accepts a signed GET and
+/// refuses the same headers for another object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyiceberg_without_keys_reads_and_writes_s3_through_remote_signing() {
+    let s3 = CheckingS3::start().await;
+    let server = TestServer::start_secured_on(Some(firn_core::WarehouseConfig {
+        url: format!("s3://{}/wh", s3.bucket),
+        options: s3.options.clone(),
+    }))
+    .await;
+    let admin = server.admin().await;
+    rust_written_table(&admin, false).await;
+    let writer = principal_with(&admin, "etl", "write", ("table", "rs.written")).await;
+    let reader = principal_with(&admin, "analyst", "read", ("namespace", "rs")).await;
+    let ident = firn_client::TableIdent::new("rs", "written");
+
+    let checks = run_check(
+        "pyiceberg_signing_check.py",
+        &[&server.rest_endpoint, &writer, &reader, "rs", "written"],
+        "PYICEBERG-SIGNING-OK",
+    )
+    .await;
+    let seen = &checks["signing"];
+    assert_eq!(seen["io"], "FsspecFileIO", "{seen}");
+    assert_eq!(seen["signer"], "v1/namespaces/rs/tables/written/sign");
+    assert_eq!(seen["keys_on_client"], serde_json::json!([]), "{seen}");
+    assert_eq!(
+        (seen["before"].as_i64(), seen["after"].as_i64()),
+        (Some(8), Some(11)),
+        "{seen}"
+    );
+    assert_eq!(seen["reader_saw"], 11);
+    // Refused at its first write: the signer signs no PUT for it.
+    let denied = seen["reader_append"].as_str().unwrap();
+    assert!(denied.starts_with("refused: SignError"), "{seen}");
+    // The refused append committed nothing: the newest commit is the writer's.
+    let log = admin
+        .raw()
+        .list_commits(firn_client::proto::ListCommitsRequest {
+            ident: pb_ident(&ident),
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .commits;
+    assert_eq!(log[0].principal, "etl");
+
+    // The signer by hand, as the writer.
+    let t = admin.load_table(&ident, false).await.unwrap();
+    let bearer = format!("Bearer {}", writer.split_once(':').unwrap().1);
+    let sign = |uri: String, method: &'static str, who: String| {
+        let server = &server;
+        async move {
+            let body = serde_json::json!({
+                "method": method,
+                "region": "us-east-1",
+                "uri": uri,
+                "headers": {"User-Agent": ["test"]},
+            });
+            rest_call_with(
+                server,
+                "POST",
+                "/v1/namespaces/rs/tables/written/sign",
+                &[("Authorization", &who)],
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let object_url = |uri: &str| {
+        format!(
+            "{}/{}/{}",
+            s3.endpoint,
+            s3.bucket,
+            uri.strip_prefix(&format!("s3://{}/", s3.bucket)).unwrap()
+        )
+    };
+    let metadata_url = object_url(&t.metadata_location);
+    let (status, signed) = sign(metadata_url.clone(), "GET", bearer.clone()).await;
+    assert_eq!(status, 200, "{signed}");
+    let http = reqwest::Client::new();
+    let send = |url: &str, signed: &serde_json::Value| {
+        let mut r = http.get(url);
+        for (k, vs) in signed["headers"].as_object().unwrap() {
+            for v in vs.as_array().unwrap() {
+                r = r.header(k, v.as_str().unwrap());
+            }
+        }
+        r.send()
+    };
+    let got = send(&metadata_url, &signed).await.unwrap();
+    assert_eq!(got.status(), 200);
+    let json: serde_json::Value = got.json().await.unwrap();
+    assert_eq!(json["table-uuid"], t.table_uuid.as_str());
+    // The same signature for another object of the bucket: the store refuses it.
+    let other = object_url(&format!("s3://{}/wh/elsewhere", s3.bucket));
+    assert_eq!(send(&other, &signed).await.unwrap().status(), 403);
+    // Refused before signing: a LIST, an object outside the table, a plain DELETE.
+    for (uri, method) in [
+        (
+            format!("{}/{}?list-type=2&prefix=wh/", s3.endpoint, s3.bucket),
+            "GET",
+        ),
+        (other.clone(), "GET"),
+        (metadata_url.clone(), "DELETE"),
+    ] {
+        let (status, e) = sign(uri.clone(), method, bearer.clone()).await;
+        assert_eq!(status, 403, "{method} {uri}: {e}");
+        assert_eq!(e["error"]["type"], "ForbiddenException", "{e}");
+    }
+    // The reader gets reads signed and no write.
+    let reader_bearer = format!("Bearer {}", reader.split_once(':').unwrap().1);
+    let (status, _) = sign(metadata_url.clone(), "GET", reader_bearer.clone()).await;
+    assert_eq!(status, 200);
+    let put = format!("{}/data/new.parquet", object_url(&t.location));
+    let (status, e) = sign(put, "PUT", reader_bearer).await;
+    assert_eq!(status, 403, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("write"),
+        "{e}"
+    );
+}
+
 async fn rust_written_table(client: &firn_client::FirnClient, by_day: bool) {
     let (ident, _) = create_table(client, "rs", "written", by_day).await;
     for (ids, day) in [(0..5, 0), (5..8, 1)] {

@@ -112,9 +112,14 @@ impl TestServer {
     /// A server that requires authentication on every transport; its first admin's token
     /// is [`TestServer::admin_token`].
     pub async fn start_secured() -> Self {
+        Self::start_secured_on(None).await
+    }
+
+    /// [`TestServer::start_secured`] on `warehouse` (default: the suite's).
+    pub async fn start_secured_on(warehouse: Option<WarehouseConfig>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = catalog_url(&dir).await;
-        let config = warehouse_config(&dir);
+        let config = warehouse.unwrap_or_else(|| warehouse_config(&dir));
         let mut server = Self::serve_auth(&url, Warehouse::open(config).unwrap(), true, None).await;
         server.dir = dir;
         server
@@ -834,6 +839,73 @@ pub async fn wait_for_port(addr: &str) {
 }
 
 /// A free loopback port.
+/// A moto server of its own that authenticates every request and checks its SigV4
+/// signature (the shared test S3 server takes any), with one bucket and the keys of a user
+/// allowed all of S3. Stops when dropped.
+pub struct CheckingS3 {
+    pub endpoint: String,
+    pub bucket: String,
+    /// The warehouse options of its user (endpoint, region, keys).
+    pub options: HashMap<String, String>,
+    _process: KillOnDrop,
+}
+
+impl CheckingS3 {
+    pub async fn start() -> Self {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let venv = root.join("tools/.venv/bin");
+        let port = free_port();
+        let process = KillOnDrop(
+            std::process::Command::new(venv.join("moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                // The set-up's four actions (tools/python/moto_iam.py) go unchecked.
+                .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("moto_server (run tools/setup-python.sh)"),
+        );
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto did not start on {endpoint}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let bucket = "signed".to_string();
+        let out = tokio::process::Command::new(venv.join("python"))
+            .arg(root.join("tools/python/moto_iam.py"))
+            .args([&endpoint, &bucket])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "moto_iam.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut options = s3_options(&endpoint);
+        for k in ["access_key_id", "secret_access_key"] {
+            options.insert(k.into(), keys[k].as_str().unwrap().into());
+        }
+        Self {
+            endpoint,
+            bucket,
+            options,
+            _process: process,
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -87,6 +87,12 @@ pub enum Error {
         on: String,
     },
 
+    /// A request no grant allows: Firn's policy refuses it for everyone (e.g. the S3
+    /// signer asked to sign a LIST or a request outside the table). Nothing was done;
+    /// retrying does not help.
+    #[error("refused: {0}")]
+    Forbidden(String),
+
     /// An object in storage is not what the metadata says it is (a torn or foreign file).
     /// Nothing was changed; retrying does not help.
     #[error("corrupt object {path}: {reason}")]

@@ -83,7 +83,9 @@ impl From<Error> for RestError {
             // not known to have failed, so it keeps its files (a corrupt read happens
             // before anything is written, but clients cannot tell that from the code).
             Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "NotAuthorizedException"),
-            Error::PermissionDenied { .. } => (StatusCode::FORBIDDEN, "ForbiddenException"),
+            Error::PermissionDenied { .. } | Error::Forbidden(_) => {
+                (StatusCode::FORBIDDEN, "ForbiddenException")
+            }
             Error::Corrupt { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerErrorException",

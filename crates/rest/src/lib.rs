@@ -6,8 +6,10 @@
 //! create, load, exists, drop, properties), tables (list with paging, create, load with
 //! ETag, exists, drop with `purgeRequested`, rename, register, commit), plus the metrics
 //! and view probes clients send, `stage-create` with `assert-create` commits, and
-//! multi-table `/transactions/commit` (one database transaction). `GET /v1/config` lists
-//! exactly these endpoints.
+//! multi-table `/transactions/commit` (one database transaction), and a table's storage
+//! access as `X-Iceberg-Access-Delegation` asks: vended credentials (and `.../credentials`
+//! to refresh them) or remote signing (`.../sign`, the spec's S3 signer, one per table).
+//! `GET /v1/config` lists exactly the catalog endpoints.
 //!
 //! Every error, including routing's (404, 405) and the extractors' ([`extract`]), is an
 //! `ErrorModel`. POST bodies must be `application/json` (else 415: a web page can send
@@ -36,6 +38,7 @@ use firn_core::storage::access::{StorageAccess, iceberg_properties};
 use firn_core::{Caller, Catalog, Secret, TableChange, TableIdent};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use iceberg::spec::{Schema, UnboundPartitionSpec};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -106,6 +109,13 @@ const ENDPOINTS: &[&str] = &[
     "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}/credentials",
 ];
 
+/// What a path segment percent-encodes: everything but RFC 3986's unreserved characters.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// The route of a table (load, exists, drop, and POST: commit).
 const TABLE_ROUTE: &str = "/namespaces/{ns}/tables/{table}";
 /// The route of multi-table commits.
@@ -145,6 +155,7 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
             "/namespaces/{ns}/tables/{table}/credentials",
             get(load_credentials),
         )
+        .route("/namespaces/{ns}/tables/{table}/sign", post(sign_request))
         .route("/namespaces/{ns}/views/{view}", get(no_view).head(no_view))
         .route("/tables/rename", post(rename_table))
         .route(TRANSACTION_ROUTE, post(commit_transaction))
@@ -540,19 +551,59 @@ fn page(mut names: Vec<String>, p: &Paging) -> Res<(Vec<String>, Option<String>)
 
 // ---- config and namespaces -------------------------------------------------------------
 
-/// Whether a request asked for vended credentials (`X-Iceberg-Access-Delegation`, a
-/// comma-separated list of mechanisms).
-fn wants_credentials(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-iceberg-access-delegation")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|m| m.trim() == "vended-credentials"))
+/// How a client asked to reach a table's objects (`X-Iceberg-Access-Delegation`, a
+/// comma-separated list of mechanisms it supports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delegation {
+    /// No mechanism: the client has its own access (the config says where the store is).
+    None,
+    /// `vended-credentials`: credentials in `config` and `storage-credentials` (preferred
+    /// when a client lists both: it then needs no round trip per request).
+    Credentials,
+    /// `remote-signing`: no credentials; the client has each request signed by Firn.
+    RemoteSigning,
+}
+
+fn delegation(headers: &HeaderMap) -> Delegation {
+    let listed = |mechanism: &str| {
+        headers
+            .get("x-iceberg-access-delegation")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|m| m.trim() == mechanism))
+    };
+    if listed("vended-credentials") {
+        Delegation::Credentials
+    } else if listed("remote-signing") {
+        Delegation::RemoteSigning
+    } else {
+        Delegation::None
+    }
 }
 
 /// The FileIO properties of a table's storage: where the store is, and with `secrets` the
 /// credentials (see `firn_core::storage::access`: the warehouse's own, unscoped).
 fn file_io_properties(access: &StorageAccess, secrets: bool) -> Value {
     json!(iceberg_properties(access, secrets))
+}
+
+/// The `config` of a loaded table `ident` for a client that asked for `delegation`; with
+/// remote signing (S3 only), where the table's signer is: `s3.signer.endpoint` below the
+/// catalog's URI (clients default `s3.signer.uri` to it), and PyIceberg's names for the
+/// same (its signer needs the fsspec FileIO).
+fn table_config(access: &StorageAccess, delegation: Delegation, ident: &TableIdent) -> Value {
+    let mut config = file_io_properties(access, delegation == Delegation::Credentials);
+    if delegation == Delegation::RemoteSigning && !access.options.is_empty() {
+        let enc = |s: &str| utf8_percent_encode(s, PATH_SEGMENT).to_string();
+        config["s3.remote-signing-enabled"] = json!("true");
+        config["s3.signer.endpoint"] = json!(format!(
+            "v1/namespaces/{}/tables/{}/sign",
+            enc(&ident.namespace),
+            enc(&ident.name)
+        ));
+        config["s3.signer"] = json!("S3V4RestSigner");
+        config["py-io-impl"] = json!("pyiceberg.io.fsspec.FsspecFileIO");
+    }
+    config
 }
 
 /// The `storage-credentials` of a table: its location as the prefix, with the credentials.
@@ -752,19 +803,13 @@ async fn create_table(
         )
         .map_err(|e| RestError::from(firn_core::Error::internal_from("table metadata", e)))?;
         let location = metadata["location"].as_str().unwrap_or_default();
-        let secrets = wants_credentials(&headers);
-        let access = if secrets {
-            s.catalog
-                .storage_access_at(&caller, &ident, location)
-                .await?
-        } else {
-            s.catalog.warehouse().client_access(location)
-        };
+        let delegation = delegation(&headers);
+        let access = storage_access(&s, &caller, &ident, location, delegation).await?;
         let mut body = json!({
             "metadata": metadata,
-            "config": file_io_properties(&access, secrets),
+            "config": table_config(&access, delegation, &ident),
         });
-        if secrets {
+        if delegation == Delegation::Credentials {
             body["storage-credentials"] = storage_credentials(&access);
         }
         return Ok(Json(body).into_response());
@@ -908,16 +953,10 @@ async fn load_with(
         }
     };
     // The load checked read on the table: its storage access goes with it.
-    let secrets = wants_credentials(headers);
-    let access = if secrets {
-        s.catalog
-            .storage_access_at(caller, ident, &t.location)
-            .await?
-    } else {
-        s.catalog.warehouse().client_access(&t.location)
-    };
-    let config = file_io_properties(&access, secrets);
-    let credentials = secrets.then(|| storage_credentials(&access));
+    let delegation = delegation(headers);
+    let access = storage_access(s, caller, ident, &t.location, delegation).await?;
+    let config = table_config(&access, delegation, ident);
+    let credentials = (delegation == Delegation::Credentials).then(|| storage_credentials(&access));
     let mut resp = spliced(
         &t.metadata_location,
         metadata,
@@ -928,6 +967,23 @@ async fn load_with(
         resp.headers_mut().insert(header::ETAG, v);
     }
     Ok(resp)
+}
+
+/// The storage access a table's `config` describes: with vended credentials the caller's
+/// (checked: read on the table), else only where the store is.
+async fn storage_access(
+    s: &AppState,
+    caller: &Caller,
+    ident: &TableIdent,
+    location: &str,
+    delegation: Delegation,
+) -> Res<StorageAccess> {
+    Ok(match delegation {
+        Delegation::Credentials => s.catalog.storage_access_at(caller, ident, location).await?,
+        Delegation::None | Delegation::RemoteSigning => {
+            s.catalog.warehouse().client_access(location)
+        }
+    })
 }
 
 async fn load_table(
@@ -952,6 +1008,36 @@ async fn load_credentials(
     Ok(Json(
         json!({"storage-credentials": storage_credentials(&access)}),
     ))
+}
+
+/// The body of a remote-signing request (the spec's `S3SignRequest`; `region`, `body`
+/// and `properties` are accepted and not used: the store's region is the server's).
+#[derive(Deserialize)]
+struct SignBody {
+    method: String,
+    uri: String,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default, rename = "region")]
+    _region: Option<String>,
+}
+
+/// `POST .../tables/{table}/sign`: signs one S3 request for the table's objects (read
+/// needs read on the table; a write, write). The answer is the spec's `S3SignResponse`.
+async fn sign_request(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((ns, table)): Path<(String, String)>,
+    Json(b): Json<SignBody>,
+) -> Res<Json<Value>> {
+    let ident = existing_table(&ns, table)?;
+    let request = firn_core::storage::sign::SignRequest {
+        method: b.method,
+        uri: b.uri,
+        headers: b.headers,
+    };
+    let signed = s.catalog.sign_request(&caller, &ident, &request).await?;
+    Ok(Json(json!({"uri": signed.uri, "headers": signed.headers})))
 }
 
 async fn table_exists(
@@ -1558,12 +1644,29 @@ mod tests {
         assert_eq!(file_io_properties(&local, true), json!({}));
         assert_eq!(storage_credentials(&local), json!([]));
         let mut h = HeaderMap::new();
-        assert!(!wants_credentials(&h));
+        assert_eq!(delegation(&h), Delegation::None);
         h.insert(
             "X-Iceberg-Access-Delegation",
             HeaderValue::from_static("remote-signing, vended-credentials"),
         );
-        assert!(wants_credentials(&h));
+        assert_eq!(delegation(&h), Delegation::Credentials);
+        h.insert(
+            "X-Iceberg-Access-Delegation",
+            HeaderValue::from_static("remote-signing"),
+        );
+        assert_eq!(delegation(&h), Delegation::RemoteSigning);
+        // Remote signing: no credentials, and the table's own signer (names encoded).
+        let ident = TableIdent::new("ns", "a b");
+        let c = table_config(&access, Delegation::RemoteSigning, &ident);
+        assert_eq!(c["s3.remote-signing-enabled"], "true");
+        assert_eq!(
+            c["s3.signer.endpoint"],
+            "v1/namespaces/ns/tables/a%20b/sign"
+        );
+        assert!(c.get("s3.secret-access-key").is_none(), "{c}");
+        // Nothing to sign on a local warehouse.
+        let c = table_config(&local, Delegation::RemoteSigning, &ident);
+        assert_eq!(c, json!({}));
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ pub fn status(e: Error) -> Status {
         Error::Corrupt { .. } => Code::DataLoss,
         Error::Internal { .. } => Code::Internal,
         Error::Unauthenticated(_) => Code::Unauthenticated,
-        Error::PermissionDenied { .. } => Code::PermissionDenied,
+        Error::PermissionDenied { .. } | Error::Forbidden(_) => Code::PermissionDenied,
     };
     if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
         tracing::warn!(error = ?e, "request failed");

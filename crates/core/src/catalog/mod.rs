@@ -438,6 +438,36 @@ impl Catalog {
             .await
     }
 
+    /// Signs an S3 request a client of `ident` is about to make (remote signing, see
+    /// [`crate::storage::sign`]). The object must lie below the table's location; a read
+    /// needs `read` on the table, a write `write`. `Forbidden` for a request the signer
+    /// never signs (a LIST, a copy, a plain DELETE) or an object outside the table; nothing
+    /// is signed then.
+    pub async fn sign_request(
+        &self,
+        caller: &Caller,
+        ident: &TableIdent,
+        request: &crate::storage::sign::SignRequest,
+    ) -> Result<crate::storage::sign::SignedRequest> {
+        use crate::storage::sign::Access;
+        ident.validate()?;
+        caller.require(Privilege::Read, &table_of(ident))?;
+        let warehouse = &self.shared.warehouse;
+        let plan = warehouse.sign_plan(request)?;
+        let row = self.shared.db.table(ident).await?;
+        let location = warehouse.location("location", &row.location)?;
+        if !plan.object.is_under(&location) {
+            return Err(Error::Forbidden(format!(
+                "the signer does not sign this request: {} is outside table {ident} ({location})",
+                plan.object
+            )));
+        }
+        if plan.access == Access::Write {
+            caller.require(Privilege::Write, &table_of(ident))?;
+        }
+        warehouse.sign(plan).await
+    }
+
     async fn table_info(&self, row: TableRow, want_json: bool) -> Result<TableInfo> {
         // The metadata file names every snapshot's manifest list.
         self.shared.publish_table(&row.location).await?;

@@ -34,6 +34,7 @@ mod fileio;
 pub mod manifests;
 pub(crate) mod objects;
 pub mod path;
+pub mod sign;
 pub mod sts;
 
 pub use fileio::{FirnStorage, FirnStorageFactory, WAREHOUSE_PROP};
@@ -110,6 +111,8 @@ pub struct Warehouse {
     client_options: std::collections::BTreeMap<String, String>,
     /// With `sts_role_arn`: table-scoped temporary credentials for clients (see [`sts`]).
     sts: Option<sts::Sts>,
+    /// S3: signs clients' requests with the server's credentials (see [`sign`]).
+    signer: Option<sign::S3Signer>,
     /// Local files may be written directly (the store was not replaced by a wrapper).
     direct_local: bool,
     /// New objects are written with put-if-absent (S3 and memory, unless
@@ -161,6 +164,7 @@ impl Warehouse {
         let mut local_root = None;
         let mut client_options = std::collections::BTreeMap::new();
         let mut sts_client = None;
+        let mut signer = None;
         let (backend, store): (Backend, Arc<dyn ObjectStore>) = match root.scheme() {
             "file" => {
                 let dir = Url::parse(&root_url)
@@ -226,6 +230,11 @@ impl Warehouse {
                 let store = b
                     .build()
                     .map_err(|e| Error::invalid("warehouse", format!("S3 configuration: {e}")))?;
+                signer = Some(sign::S3Signer::new(
+                    &bucket,
+                    &client_options,
+                    store.credentials().clone(),
+                )?);
                 (Backend::S3, Arc::new(store))
             }
             other => {
@@ -246,6 +255,7 @@ impl Warehouse {
             store,
             client_options,
             sts: sts_client,
+            signer,
             staged: Mutex::default(),
             released: Mutex::default(),
             publishing: tokio::sync::Mutex::new(()),
@@ -284,6 +294,27 @@ impl Warehouse {
             a.expires_at_ms = Some(t.expires_at_ms);
         }
         Ok(a)
+    }
+
+    /// Parses a request a client wants signed and applies the signer's policy (see
+    /// [`sign`]); the caller checks the object and the access against the table.
+    /// `FailedPrecondition` where the warehouse is not on S3 (there is nothing to sign).
+    pub fn sign_plan(&self, request: &sign::SignRequest) -> Result<sign::SignPlan> {
+        let signer = self.signer.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "the warehouse {} is not on S3: remote signing is for S3 requests",
+                self.root_url
+            ))
+        })?;
+        signer.plan(&self.root, request)
+    }
+
+    /// Signs a request [`Warehouse::sign_plan`] accepted.
+    pub async fn sign(&self, plan: sign::SignPlan) -> Result<sign::SignedRequest> {
+        match &self.signer {
+            Some(s) => s.sign(plan).await,
+            None => Err(Error::internal("a sign plan for a warehouse not on S3")),
+        }
     }
 
     /// Wraps `store` (e.g. a fault-injecting one) in place of the store `config` would open.
