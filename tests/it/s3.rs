@@ -69,6 +69,46 @@ fn a_wrong_s3_setting_stops_the_start_with_one_line_naming_it() {
     assert!(e.contains("sts_role_arn") && e.contains(&closed), "{e}");
 }
 
+/// On a store that checks credentials (its own moto with IAM on; the shared one takes any
+/// key): a wrong secret and an unknown key each stop `firn serve` at start with one line
+/// naming the credential settings; the right keys start it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_stop_the_start_on_a_store_that_checks_them() {
+    let s3 = CheckingS3::start().await;
+    let url = format!("s3://{}/wh", s3.bucket);
+    let option = |k: &str, v: &str| format!("{k}={v}");
+    let base: Vec<String> = ["endpoint", "allow_http", "region"]
+        .iter()
+        .map(|k| option(k, &s3.options[*k]))
+        .collect();
+    let key = &s3.options["access_key_id"];
+    for (id, secret) in [
+        (key.as_str(), "not-the-secret"),
+        ("AKIAUNKNOWNKEY000000", "whatever"),
+    ] {
+        let options = [
+            &base[..],
+            &[
+                option("access_key_id", id),
+                option("secret_access_key", secret),
+            ],
+        ]
+        .concat();
+        let e = refused_warehouse(&url, &options);
+        assert!(
+            e.contains("refused the credentials") && e.contains("secret_access_key"),
+            "{e}"
+        );
+    }
+    // The right keys pass the same check (the probe object is written, read and deleted).
+    let w = Warehouse::open(WarehouseConfig {
+        url,
+        options: s3.options.clone(),
+    })
+    .unwrap();
+    w.check().await.unwrap();
+}
+
 /// The seed of the seeded fault runs: `FIRN_TEST_SEED` replays one.
 fn seed() -> u64 {
     std::env::var("FIRN_TEST_SEED")
