@@ -11,6 +11,10 @@ import json
 import os
 import sys
 
+# One worker thread: PyIceberg 0.12's FsspecFileIO installs its signer per thread on a
+# botocore event emitter the threads share (unregister, then register), so a request another
+# thread sends in between goes out unsigned and fails 403 (apache/iceberg-python#3896).
+os.environ["PYICEBERG_MAX_WORKERS"] = "1"
 import pyarrow as pa
 from pyiceberg.catalog.rest import RestCatalog
 
