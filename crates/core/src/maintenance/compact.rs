@@ -13,6 +13,10 @@
 //!   removed meanwhile or delete files were added — then nothing changed and the run can
 //!   simply be repeated. Older snapshots keep their files, so time travel is unchanged.
 //!
+//! - Bounded memory: files are read a batch at a time and written a row group at a time
+//!   (`write.parquet.row-group-size-bytes`, default 128 MiB), large ones as multipart
+//!   uploads, so a run holds about one row group whatever the sizes of the files.
+//!
 //! Errors: `NotFound` (table), `InvalidArgument` (options), `Conflict` (retry), storage
 //! errors while reading or writing files (nothing committed).
 
@@ -25,7 +29,7 @@ use arrow::datatypes::{Schema as ArrowSchema, SchemaRef as ArrowSchemaRef};
 use futures::TryStreamExt;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{DataContentType, DataFile, ManifestContentType, ManifestStatus, Struct};
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
 
 use crate::error::{Error, Result};
 use crate::ident::TableIdent;
@@ -35,6 +39,10 @@ use crate::table::Shared;
 
 /// Default target size of compacted files: Iceberg's `write.target-file-size-bytes`.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 512 << 20;
+
+/// Default row-group size of compacted files: Iceberg's `write.parquet.row-group-size-bytes`.
+/// A run holds about one row group of the file it writes in memory.
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 128 << 20;
 
 /// What to compact.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +84,8 @@ pub(crate) struct Plan {
     pub report: CompactReport,
     /// The table's schema the files were read for (the new files are written in it).
     target: ArrowSchemaRef,
+    /// Row groups of the new files close at this size (`write.parquet.row-group-size-bytes`).
+    row_group_bytes: usize,
     pub bins: Vec<(String, Vec<Candidate>)>,
 }
 
@@ -99,6 +109,12 @@ pub(crate) async fn plan(
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_TARGET_FILE_SIZE),
     };
+    let row_group_bytes = meta
+        .properties()
+        .get("write.parquet.row-group-size-bytes")
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(DEFAULT_ROW_GROUP_BYTES);
     let mut report = CompactReport {
         table: ident.to_string(),
         dry_run: opts.dry_run,
@@ -109,6 +125,7 @@ pub(crate) async fn plan(
         return Ok(Plan {
             report,
             target,
+            row_group_bytes,
             bins: Vec::new(),
         });
     };
@@ -201,6 +218,7 @@ pub(crate) async fn plan(
     Ok(Plan {
         report,
         target,
+        row_group_bytes,
         bins,
     })
 }
@@ -217,15 +235,17 @@ pub(crate) async fn write(
     let mut added = Vec::new();
     let mut removed = Vec::new();
     for ((_, bin), path) in plan.bins.iter().zip(paths) {
-        let mut out = Vec::new();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(
-            &mut out,
+        // Streamed both ways: one batch read at a time, written out a row group at a time
+        // (multipart once large), so memory stays near one row group whatever the sizes.
+        let object = shared.warehouse.object(&path)?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .set_max_row_group_bytes(Some(plan.row_group_bytes))
+            .build();
+        let mut writer = AsyncArrowWriter::try_new(
+            shared.warehouse.parquet_sink(object.clone()),
             target.clone(),
-            Some(
-                parquet::file::properties::WriterProperties::builder()
-                    .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-                    .build(),
-            ),
+            Some(props),
         )
         .map_err(pq)?;
         let mut records = 0u64;
@@ -237,31 +257,28 @@ pub(crate) async fn write(
                 .warehouse
                 .parquet_reader(&source, c.file.file_size_in_bytes())
                 .await?;
-            let stream = ParquetRecordBatchStreamBuilder::new(reader)
+            let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(pq)?
                 .build()
                 .map_err(pq)?;
-            let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(pq)?;
-            for b in batches {
+            while let Some(b) = stream.try_next().await.map_err(pq)? {
                 let b = align(&b, &target, c.file.file_path())?;
                 records += b.num_rows() as u64;
-                writer.write(&b).map_err(pq)?;
+                writer.write(&b).await.map_err(pq)?;
             }
             removed.push(c.file.file_path().to_string());
         }
-        writer.close().map_err(pq)?;
         let expected: u64 = bin.iter().map(|c| c.file.record_count()).sum();
         if records != expected {
+            // The writer is dropped unfinished: its upload is aborted.
             return Err(Error::internal(format!(
                 "compaction read {records} rows where the manifests say {expected}"
             )));
         }
-        let size = out.len() as u64;
-        shared
-            .warehouse
-            .put_durable(&shared.warehouse.object(&path)?, out.into())
-            .await?;
+        writer.finish().await.map_err(pq)?;
+        let size = writer.bytes_written() as u64;
+        shared.warehouse.sync(std::slice::from_ref(&object)).await?;
         plan.report.bytes_written += size;
         added.push(NewFile {
             path,

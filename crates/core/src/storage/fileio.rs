@@ -21,12 +21,37 @@ use crate::error::Error;
 impl Warehouse {
     /// This warehouse as an iceberg-rust [`Storage`], for iceberg's writers and readers.
     pub fn iceberg_storage(self: &Arc<Self>) -> Arc<dyn Storage> {
-        let s = FirnStorage {
+        Arc::new(self.firn_storage())
+    }
+
+    /// An iceberg `FileIO` over this very warehouse (its store and credentials, unlike
+    /// [`FirnStorageFactory::file_io`], which opens one from a config).
+    pub fn file_io(self: &Arc<Self>) -> iceberg::io::FileIO {
+        iceberg::io::FileIOBuilder::new(Arc::new(self.firn_storage())).build()
+    }
+
+    /// A Parquet sink for a new object at `path`, written as iceberg's writers write (one
+    /// PUT while it is smaller than a part, a multipart upload once it outgrows one), so the
+    /// file never sits in memory whole. Dropped before it completes, the upload is aborted.
+    /// Durable on local disk only after [`Warehouse::sync`].
+    pub fn parquet_sink(self: &Arc<Self>, path: ObjectPath) -> ParquetSink {
+        ParquetSink {
+            inner: StoreWriter {
+                warehouse: self.clone(),
+                path,
+                buf: Default::default(),
+                buffered: 0,
+                upload: None,
+                closed: false,
+            },
+        }
+    }
+
+    fn firn_storage(self: &Arc<Self>) -> FirnStorage {
+        FirnStorage {
             config: self.config.clone(),
-            warehouse: OnceLock::new(),
-        };
-        let _ = s.warehouse.set(self.clone());
-        Arc::new(s)
+            warehouse: OnceLock::from(self.clone()),
+        }
     }
 }
 
@@ -241,6 +266,29 @@ impl FileWrite for StoreWriter {
     }
 }
 
+/// See [`Warehouse::parquet_sink`].
+pub struct ParquetSink {
+    inner: StoreWriter,
+}
+
+impl parquet::arrow::async_writer::AsyncFileWriter for ParquetSink {
+    fn write(&mut self, bs: Bytes) -> futures::future::BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            FileWrite::write(&mut self.inner, bs)
+                .await
+                .map_err(parquet_err)
+        })
+    }
+
+    fn complete(&mut self) -> futures::future::BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move { FileWrite::close(&mut self.inner).await.map_err(parquet_err) })
+    }
+}
+
+fn parquet_err(e: iceberg::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
 #[async_trait::async_trait]
 #[typetag::serde]
 impl Storage for FirnStorage {
@@ -279,14 +327,7 @@ impl Storage for FirnStorage {
 
     async fn writer(&self, path: &str) -> iceberg::Result<Box<dyn FileWrite>> {
         let (w, p) = self.resolve(path)?;
-        Ok(Box::new(StoreWriter {
-            warehouse: w.clone(),
-            path: p,
-            buf: Default::default(),
-            buffered: 0,
-            upload: None,
-            closed: false,
-        }))
+        Ok(Box::new(w.parquet_sink(p).inner))
     }
 
     async fn delete(&self, path: &str) -> iceberg::Result<()> {
@@ -347,6 +388,15 @@ impl FirnStorageFactory {
         iceberg::io::FileIOBuilder::new(Arc::new(FirnStorageFactory))
             .with_props(Self::props(config))
             .build()
+    }
+}
+
+/// A [`FirnStorage`] is its own factory: the storage it builds is itself (a `FileIO` that
+/// was serialised and read back reopens the warehouse from the config).
+#[typetag::serde]
+impl StorageFactory for FirnStorage {
+    fn build(&self, _: &StorageConfig) -> iceberg::Result<Arc<dyn Storage>> {
+        self.clone_arc()
     }
 }
 
