@@ -395,6 +395,30 @@ async fn with_sts_clients_get_temporary_credentials_for_the_table_not_the_server
     // A second ask within their lifetime gets the same credentials (no STS call per load).
     let again = client.storage_config(&ident).await.unwrap();
     assert_eq!(&again.options["aws_access_key_id"], key);
+    // Their expiry travels with them (STS's default hour), so the Rust client renews them
+    // through the server before then; its writer goes through that renewing store.
+    let raw = client
+        .raw()
+        .get_storage_access(firn_client::proto::GetStorageAccessRequest {
+            ident: pb_ident(&ident),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let left_ms = raw.expires_at_ms - chrono::Utc::now().timestamp_millis();
+    assert!(
+        (50 * 60_000..=61 * 60_000).contains(&left_ms),
+        "{left_ms} ms"
+    );
+    let mut w = firn_client::TableWriter::new(&client, &ident, Default::default())
+        .await
+        .unwrap();
+    w.write(&batch(5..8, 0)).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(
+        read_ids(&client, &ident, None).await,
+        (0..8).collect::<Vec<_>>()
+    );
 
     // REST: only when asked for, in config and storage-credentials, with their expiry.
     let path = "/v1/namespaces/ns/tables/t";

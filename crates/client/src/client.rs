@@ -1,5 +1,6 @@
 //! The typed gRPC client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use firn_core::TableIdent;
@@ -338,10 +339,8 @@ impl FirnClient {
         .await
     }
 
-    /// How this client reaches `table`'s files itself: the table's location with the
-    /// storage options the server hands out (for S3 its endpoint, region and credentials),
-    /// so no storage settings are needed on the client.
-    pub async fn storage_config(&self, table: &TableIdent) -> Result<firn_core::WarehouseConfig> {
+    /// The storage access the server hands out for `table` (retried while it is unavailable).
+    async fn storage_access(&self, table: &TableIdent) -> Result<crate::storage::Access> {
         let a = self
             .idempotent(|| {
                 let req = pb::GetStorageAccessRequest {
@@ -352,9 +351,36 @@ impl FirnClient {
                 async move { inner.get_storage_access(req).await.map(|r| r.into_inner()) }
             })
             .await?;
-        let mut config = firn_core::WarehouseConfig::new(a.location);
-        config.options = a.options.into_iter().collect();
-        Ok(config)
+        Ok(crate::storage::Access {
+            location: a.location,
+            options: a.options.into_iter().collect(),
+            expires_at_ms: (a.expires_at_ms > 0).then_some(a.expires_at_ms),
+        })
+    }
+
+    /// How this client reaches `table`'s files itself: the table's location with the
+    /// storage options the server hands out (for S3 its endpoint, region and credentials),
+    /// so no storage settings are needed on the client. Temporary credentials in it expire;
+    /// [`FirnClient::storage`] renews them.
+    pub async fn storage_config(&self, table: &TableIdent) -> Result<firn_core::WarehouseConfig> {
+        let a = self.storage_access(table).await?;
+        Ok(firn_core::WarehouseConfig {
+            url: a.location,
+            options: a.options.into_iter().collect(),
+        })
+    }
+
+    /// `table`'s files, reached with the storage access the server hands out: temporary
+    /// credentials are renewed through the server before they expire, so a long load or
+    /// scan outlasts them (see [`crate::storage`]).
+    pub async fn storage(&self, table: &TableIdent) -> Result<Arc<firn_core::Warehouse>> {
+        let access = self.storage_access(table).await?;
+        let (client, table) = (self.clone(), table.clone());
+        let renew: crate::storage::Fetch = Arc::new(move || {
+            let (client, table) = (client.clone(), table.clone());
+            Box::pin(async move { client.storage_access(&table).await })
+        });
+        access.open(renew, crate::storage::system_clock())
     }
 
     pub async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {

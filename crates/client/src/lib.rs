@@ -12,6 +12,7 @@
 mod client;
 mod error;
 pub mod failover;
+pub mod storage;
 mod writer;
 
 pub use client::{

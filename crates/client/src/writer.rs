@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::SchemaRef as ArrowSchemaRef;
+use firn_core::TableIdent;
 use firn_core::commit::files::file_stats;
-use firn_core::{FirnStorageFactory, TableIdent};
 use firn_proto::v1 as pb;
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
 use iceberg::spec::{
@@ -143,7 +143,7 @@ impl TableWriter {
         let schema = meta.current_schema().clone();
         let spec = meta.default_partition_spec().clone();
         let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
-        let file_io = FirnStorageFactory::file_io(&client.storage_config(table).await?);
+        let file_io = client.storage(table).await?.file_io();
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();

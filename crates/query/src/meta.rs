@@ -14,8 +14,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::{MemTable, TableProvider};
 use firn_client::{FirnClient, TableIdent};
+use firn_core::Warehouse;
 use firn_core::commit::files::partition_to_json;
-use firn_core::{FirnStorageFactory, WarehouseConfig};
 use iceberg::spec::{
     FormatVersion, ManifestContentType, ManifestList, ManifestStatus, TableMetadata,
 };
@@ -93,7 +93,7 @@ pub(crate) async fn table(
         match kind {
             MetadataKind::Snapshots => snapshots(&meta)?,
             MetadataKind::History => history(&meta)?,
-            _ => contents(&meta, kind, &client.storage_config(ident).await?).await?,
+            _ => contents(&meta, kind, &client.storage(ident).await?).await?,
         }
     };
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -263,9 +263,9 @@ fn refs(refs: &[firn_client::proto::Ref]) -> Result<RecordBatch> {
 async fn contents(
     meta: &TableMetadata,
     kind: MetadataKind,
-    storage: &WarehouseConfig,
+    storage: &Arc<Warehouse>,
 ) -> Result<RecordBatch> {
-    let file_io = FirnStorageFactory::file_io(storage);
+    let file_io = storage.file_io();
     let manifests = match meta.current_snapshot() {
         Some(s) => {
             let bad = |e: iceberg::Error| {

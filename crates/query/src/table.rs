@@ -38,7 +38,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
 };
 use firn_client::{FirnClient, TableIdent, TableWriter, WriteMode, WriterOptions, proto as pb};
-use firn_core::{FirnStorageFactory, Warehouse, WarehouseConfig};
+use firn_core::Warehouse;
 use futures::StreamExt;
 use object_store::ObjectMeta;
 
@@ -56,8 +56,8 @@ pub struct FirnTable {
     schema: SchemaRef,
     /// The same schema in Iceberg form (for the reader of files with row-level deletes).
     iceberg_schema: Arc<iceberg::spec::Schema>,
-    /// How to reach the table's files (its location and the server's storage options).
-    storage: WarehouseConfig,
+    /// The table's files, reached with the server's storage access (renewed by the client).
+    warehouse: Arc<Warehouse>,
     /// Whether this is the table's current state (only then can it be written).
     current: bool,
 }
@@ -80,10 +80,8 @@ impl FirnTable {
     ) -> Result<Self> {
         let current = at.is_none();
         // Both round trips at once: which snapshot, and how to reach the files.
-        let (r, storage) = futures::try_join!(
-            client.resolve_snapshot(ident, at),
-            client.storage_config(ident)
-        )?;
+        let (r, warehouse) =
+            futures::try_join!(client.resolve_snapshot(ident, at), client.storage(ident))?;
         let iceberg_schema = Arc::new(parse_schema(&r.schema_json)?);
         let schema = arrow_schema(&iceberg_schema)?;
         Ok(Self {
@@ -92,7 +90,7 @@ impl FirnTable {
             snapshot_id: r.snapshot.map(|s| s.snapshot_id),
             schema,
             iceberg_schema,
-            storage,
+            warehouse,
             current,
         })
     }
@@ -156,12 +154,10 @@ impl FirnTable {
             let plain = Box::pin(self.scan_files(state, &plain, projection, limit)).await?;
             return UnionExec::try_new(vec![plain, deleting]);
         }
-        let warehouse = Warehouse::open(self.storage.clone())
-            .map_err(|e| external(QueryError::Invalid(e.to_string())))?;
-        let root = url::Url::parse(warehouse.root())
-            .map_err(|e| DataFusionError::Plan(format!("table location: {e}")))?;
-        let store_prefix = format!("{}://{}", root.scheme(), root.host_str().unwrap_or(""));
-        let store_url = ObjectStoreUrl::parse(&store_prefix)?;
+        let warehouse = &self.warehouse;
+        // One store per table, never one per bucket: each table's credentials may be scoped
+        // to its own location (STS), so another table's store could not read its files.
+        let store_url = ObjectStoreUrl::parse(table_store_url(warehouse.root()))?;
         let runtime = state.runtime_env();
         if runtime.object_store(&store_url).is_err() {
             runtime.register_object_store(store_url.as_ref(), warehouse.store().clone());
@@ -284,7 +280,7 @@ impl PartitionStream for DeletingReader {
                 })
             })
             .collect();
-        let file_io = FirnStorageFactory::file_io(&self.table.storage);
+        let file_io = self.table.warehouse.file_io();
         let target = schema.clone();
         let stream = futures::stream::once(async move {
             let reader =
@@ -500,6 +496,14 @@ fn rename_by_field_id(logical: &ArrowSchema, physical: &SchemaRef) -> SchemaRef 
         fields,
         physical.metadata().clone(),
     ))
+}
+
+/// The DataFusion object-store URL of the table rooted at `root`: one per table location.
+fn table_store_url(root: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    root.hash(&mut h);
+    format!("firn-table://{:016x}", h.finish())
 }
 
 #[cfg(test)]

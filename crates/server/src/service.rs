@@ -225,6 +225,7 @@ impl CatalogService for GrpcCatalog {
         Ok(Response::new(pb::StorageAccess {
             location: a.location,
             options: a.options.into_iter().collect(),
+            expires_at_ms: a.expires_at_ms.unwrap_or(0),
         }))
     }
 

@@ -159,6 +159,16 @@ fn path_error(field: &str) -> impl Fn(path::PathError) -> Error + '_ {
 impl Warehouse {
     /// Opens the warehouse a config names. Local directories are created.
     pub fn open(config: WarehouseConfig) -> Result<Self> {
+        Self::open_with_credentials(config, None)
+    }
+
+    /// [`Warehouse::open`], where S3 requests are signed with what `credentials` returns
+    /// rather than with keys in the options: a client whose temporary credentials come from
+    /// the server renews them through it. Ignored by the other backends.
+    pub fn open_with_credentials(
+        config: WarehouseConfig,
+        credentials: Option<object_store::aws::AwsCredentialProvider>,
+    ) -> Result<Self> {
         let root = Root::parse(&local_root_url(&config.url)?).map_err(path_error("warehouse"))?;
         let root_url = root.url();
         let mut local_root = None;
@@ -209,6 +219,9 @@ impl Warehouse {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&bucket)
                     .with_retry(retry);
+                if let Some(c) = credentials {
+                    b = b.with_credentials(c);
+                }
                 // Firn's own STS options; the rest are object_store's.
                 let (sts_options, store_options): (
                     std::collections::BTreeMap<_, _>,
