@@ -302,7 +302,11 @@ async fn expiry_while_writers_commit_and_two_runs_at_once() {
         })
     };
     let mut runs = Vec::new();
-    for _ in 0..8 {
+    // Until the writers are done (at least 8 rounds), so the runs overlap their commits
+    // however slowly the store takes their files.
+    let mut rounds = 0;
+    while rounds < 8 || writers.iter().any(|w| !w.is_finished()) {
+        rounds += 1;
         // Two at once each round.
         let (a, b) = tokio::join!(
             expire(&client, &ident, Some(now_ms() + 1000), Some(1), false),
