@@ -340,7 +340,10 @@ impl FirnClient {
     }
 
     /// The storage access the server hands out for `table` (retried while it is unavailable).
-    async fn storage_access(&self, table: &TableIdent) -> Result<crate::storage::Access> {
+    async fn storage_access(
+        &self,
+        table: &TableIdent,
+    ) -> Result<firn_core::storage::access::StorageAccess> {
         let a = self
             .idempotent(|| {
                 let req = pb::GetStorageAccessRequest {
@@ -351,7 +354,7 @@ impl FirnClient {
                 async move { inner.get_storage_access(req).await.map(|r| r.into_inner()) }
             })
             .await?;
-        Ok(crate::storage::Access {
+        Ok(firn_core::storage::access::StorageAccess {
             location: a.location,
             options: a.options.into_iter().collect(),
             expires_at_ms: (a.expires_at_ms > 0).then_some(a.expires_at_ms),
@@ -363,11 +366,7 @@ impl FirnClient {
     /// so no storage settings are needed on the client. Temporary credentials in it expire;
     /// [`FirnClient::storage`] renews them.
     pub async fn storage_config(&self, table: &TableIdent) -> Result<firn_core::WarehouseConfig> {
-        let a = self.storage_access(table).await?;
-        Ok(firn_core::WarehouseConfig {
-            url: a.location,
-            options: a.options.into_iter().collect(),
-        })
+        Ok(self.storage_access(table).await?.warehouse_config())
     }
 
     /// `table`'s files, reached with the storage access the server hands out: temporary
@@ -380,7 +379,7 @@ impl FirnClient {
             let (client, table) = (client.clone(), table.clone());
             Box::pin(async move { client.storage_access(&table).await })
         });
-        access.open(renew, crate::storage::system_clock())
+        crate::storage::open(access, renew, Arc::new(firn_core::SystemClock))
     }
 
     pub async fn list_tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {

@@ -8,12 +8,12 @@
 //! for it. A renewal that fails fails the request that needed it as an object-store error
 //! (the server's refusal or outage, in its message); the next request tries again.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use firn_core::{Warehouse, WarehouseConfig};
+use firn_core::storage::access::StorageAccess;
+use firn_core::{Clock, Warehouse};
 use futures::future::BoxFuture;
-use object_store::aws::{AmazonS3ConfigKey, AwsCredential};
+use object_store::aws::AwsCredential;
 
 use crate::error::{ClientError, Result};
 
@@ -21,83 +21,42 @@ use crate::error::{ClientError, Result};
 /// server keeps handing out the credentials it holds, so a renewal gets new ones.
 pub const RENEW_BEFORE_MS: i64 = 2 * 60 * 1000;
 
-/// What the server answered: the location, object_store options and their expiry.
-#[derive(Clone)]
-pub(crate) struct Access {
-    pub location: String,
-    pub options: BTreeMap<String, String>,
-    /// `None`: the options do not expire.
-    pub expires_at_ms: Option<i64>,
-}
+/// Asks the server for the table's storage access again.
+pub(crate) type Fetch = Arc<dyn Fn() -> BoxFuture<'static, Result<StorageAccess>> + Send + Sync>;
 
-impl Access {
-    /// The warehouse the access reaches; S3 credentials that expire are renewed by `renew`.
-    pub(crate) fn open(self, renew: Fetch, now_ms: Clock) -> Result<Arc<Warehouse>> {
-        let credentials = match self.expires_at_ms {
-            Some(expires_at_ms) => {
-                let credential = credential(&self.options)?;
-                Some(Arc::new(Renewing {
-                    renew,
-                    now_ms,
-                    current: tokio::sync::Mutex::new((Arc::new(credential), expires_at_ms)),
-                })
-                    as object_store::aws::AwsCredentialProvider)
-            }
-            None => None,
-        };
-        let config = WarehouseConfig {
-            url: self.location,
-            options: self.options.into_iter().collect(),
-        };
-        let warehouse = Warehouse::open_with_credentials(config, credentials).map_err(|e| {
+/// The warehouse `access` reaches; S3 credentials that expire are renewed by `renew`.
+pub(crate) fn open(
+    access: StorageAccess,
+    renew: Fetch,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<Warehouse>> {
+    let credentials = match access.expires_at_ms {
+        Some(expires_at_ms) => Some(Arc::new(Renewing {
+            renew,
+            clock,
+            current: tokio::sync::Mutex::new((Arc::new(credential(&access)?), expires_at_ms)),
+        }) as object_store::aws::AwsCredentialProvider),
+        None => None,
+    };
+    let warehouse = Warehouse::open_with_credentials(access.warehouse_config(), credentials)
+        .map_err(|e| {
             ClientError::InvalidData(format!("the server's storage access is unusable: {e}"))
         })?;
-        Ok(Arc::new(warehouse))
-    }
+    Ok(Arc::new(warehouse))
 }
 
-/// Asks the server for the table's storage access again.
-pub(crate) type Fetch = Arc<dyn Fn() -> BoxFuture<'static, Result<Access>> + Send + Sync>;
-/// Milliseconds since the epoch (injected so tests can move time).
-pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-pub(crate) fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    })
-}
-
-/// The S3 credential in object_store options (`aws_access_key_id`, `aws_secret_access_key`,
-/// `aws_session_token`, under any of the names object_store accepts).
-fn credential(options: &BTreeMap<String, String>) -> Result<AwsCredential> {
-    let (mut key_id, mut secret_key, mut token) = (None, None, None);
-    for (k, v) in options {
-        match k.parse::<AmazonS3ConfigKey>() {
-            Ok(AmazonS3ConfigKey::AccessKeyId) => key_id = Some(v.clone()),
-            Ok(AmazonS3ConfigKey::SecretAccessKey) => secret_key = Some(v.clone()),
-            Ok(AmazonS3ConfigKey::Token) => token = Some(v.clone()),
-            _ => {}
-        }
-    }
-    match (key_id, secret_key) {
-        (Some(key_id), Some(secret_key)) => Ok(AwsCredential {
-            key_id,
-            secret_key,
-            token,
-        }),
-        _ => Err(ClientError::InvalidData(
+fn credential(access: &StorageAccess) -> Result<AwsCredential> {
+    access.s3_credential().ok_or_else(|| {
+        ClientError::InvalidData(
             "the server handed out expiring storage access without an access key and secret".into(),
-        )),
-    }
+        )
+    })
 }
 
 /// S3 credentials from the server, renewed before they expire.
 struct Renewing {
     renew: Fetch,
-    now_ms: Clock,
+    clock: Arc<dyn Clock>,
     /// The credential in use and when it expires.
     current: tokio::sync::Mutex<(Arc<AwsCredential>, i64)>,
 }
@@ -114,7 +73,7 @@ impl object_store::CredentialProvider for Renewing {
 
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         let mut current = self.current.lock().await;
-        if current.1 - (self.now_ms)() > RENEW_BEFORE_MS {
+        if current.1 - self.clock.now_ms() > RENEW_BEFORE_MS {
             return Ok(current.0.clone());
         }
         let failed = |e: ClientError| object_store::Error::Generic {
@@ -122,7 +81,7 @@ impl object_store::CredentialProvider for Renewing {
             source: format!("renewing the table's storage credentials through Firn: {e}").into(),
         };
         let access = (self.renew)().await.map_err(failed)?;
-        let credential = Arc::new(credential(&access.options).map_err(failed)?);
+        let credential = Arc::new(credential(&access).map_err(failed)?);
         // Credentials that no longer expire are kept until the process ends.
         *current = (credential.clone(), access.expires_at_ms.unwrap_or(i64::MAX));
         Ok(credential)
@@ -131,14 +90,24 @@ impl object_store::CredentialProvider for Renewing {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
     use object_store::CredentialProvider;
 
     use super::*;
 
-    fn access(key: &str, expires_at_ms: i64) -> Access {
-        Access {
+    /// A clock the test moves.
+    struct Manual(Arc<AtomicI64>);
+
+    impl Clock for Manual {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn access(key: &str, expires_at_ms: i64) -> StorageAccess {
+        StorageAccess {
             location: "s3://bucket/wh/t".into(),
             options: BTreeMap::from([
                 ("aws_endpoint".into(), "http://127.0.0.1:1".into()),
@@ -170,12 +139,11 @@ mod tests {
                 Ok(access(&format!("k{i}"), at + 3_600_000))
             })
         });
-        let n = now.clone();
         let p = Renewing {
             renew,
-            now_ms: Arc::new(move || n.load(Ordering::SeqCst)),
+            clock: Arc::new(Manual(now.clone())),
             current: tokio::sync::Mutex::new((
-                Arc::new(credential(&access("k0", 3_600_000).options).unwrap()),
+                Arc::new(credential(&access("k0", 3_600_000)).unwrap()),
                 3_600_000,
             )),
         };
@@ -218,7 +186,7 @@ mod tests {
     fn expiring_access_without_keys_is_refused() {
         let mut a = access("k", 1);
         a.options.remove("aws_secret_access_key");
-        let e = credential(&a.options).unwrap_err().to_string();
+        let e = credential(&a).unwrap_err().to_string();
         assert!(e.contains("without an access key and secret"), "{e}");
     }
 }

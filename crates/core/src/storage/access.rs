@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 
 use object_store::ClientConfigKey;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
+
+use super::WarehouseConfig;
 
 /// Keys of a client's storage options that are credentials (never shown in `Debug`).
 pub const SECRET_KEYS: [&str; 2] = ["aws_secret_access_key", "aws_session_token"];
@@ -51,6 +53,35 @@ impl std::fmt::Debug for StorageAccess {
             .field("options", &options)
             .field("expires_at_ms", &self.expires_at_ms)
             .finish()
+    }
+}
+
+impl StorageAccess {
+    /// The warehouse config that reaches these objects (the location is its root).
+    pub fn warehouse_config(&self) -> WarehouseConfig {
+        WarehouseConfig {
+            url: self.location.clone(),
+            options: self.options.clone().into_iter().collect(),
+        }
+    }
+
+    /// The S3 credential in the options (under any of the names object_store accepts),
+    /// if they hold an access key and its secret.
+    pub fn s3_credential(&self) -> Option<AwsCredential> {
+        let (mut key_id, mut secret_key, mut token) = (None, None, None);
+        for (k, v) in &self.options {
+            match k.parse::<AmazonS3ConfigKey>() {
+                Ok(AmazonS3ConfigKey::AccessKeyId) => key_id = Some(v.clone()),
+                Ok(AmazonS3ConfigKey::SecretAccessKey) => secret_key = Some(v.clone()),
+                Ok(AmazonS3ConfigKey::Token) => token = Some(v.clone()),
+                _ => {}
+            }
+        }
+        Some(AwsCredential {
+            key_id: key_id?,
+            secret_key: secret_key?,
+            token,
+        })
     }
 }
 
@@ -133,6 +164,16 @@ mod tests {
             options: o.clone(),
             expires_at_ms: Some(7),
         };
+        let c = a.s3_credential().unwrap();
+        assert_eq!(
+            (c.key_id.as_str(), c.secret_key.as_str()),
+            ("AKID", "SECRET")
+        );
+        assert_eq!(c.token, None);
+        assert_eq!(a.warehouse_config().url, "s3://lake/t");
+        let mut keyless = a.clone();
+        keyless.options.remove("aws_secret_access_key");
+        assert!(keyless.s3_credential().is_none());
         let p = iceberg_properties(&a, true);
         assert_eq!(p["s3.session-token-expires-at-ms"], "7");
         assert_eq!(p["s3.endpoint"], "http://127.0.0.1:9000");

@@ -36,14 +36,7 @@ impl Warehouse {
     /// Durable on local disk only after [`Warehouse::sync`].
     pub fn parquet_sink(self: &Arc<Self>, path: ObjectPath) -> ParquetSink {
         ParquetSink {
-            inner: StoreWriter {
-                warehouse: self.clone(),
-                path,
-                buf: Default::default(),
-                buffered: 0,
-                upload: None,
-                closed: false,
-            },
+            inner: StoreWriter::new(self.clone(), path),
         }
     }
 
@@ -125,6 +118,19 @@ struct StoreWriter {
     buffered: usize,
     upload: Option<Upload>,
     closed: bool,
+}
+
+impl StoreWriter {
+    fn new(warehouse: Arc<Warehouse>, path: ObjectPath) -> Self {
+        Self {
+            warehouse,
+            path,
+            buf: Default::default(),
+            buffered: 0,
+            upload: None,
+            closed: false,
+        }
+    }
 }
 
 /// A multipart upload in progress.
@@ -327,7 +333,7 @@ impl Storage for FirnStorage {
 
     async fn writer(&self, path: &str) -> iceberg::Result<Box<dyn FileWrite>> {
         let (w, p) = self.resolve(path)?;
-        Ok(Box::new(w.parquet_sink(p).inner))
+        Ok(Box::new(StoreWriter::new(w.clone(), p)))
     }
 
     async fn delete(&self, path: &str) -> iceberg::Result<()> {
