@@ -11,9 +11,14 @@ struct Served {
 }
 
 pub fn serve(data_dir: &Path, port: u16) -> std::io::Result<Child> {
+    serve_with(data_dir, port, &[])
+}
+
+fn serve_with(data_dir: &Path, port: u16, extra: &[&str]) -> std::io::Result<Child> {
     Command::new(firn_bin())
         .args(["serve", "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .args(serve_backend_args(data_dir))
         .args(["--grpc-listen", &format!("127.0.0.1:{port}")])
         .args([
@@ -28,8 +33,12 @@ pub fn serve(data_dir: &Path, port: u16) -> std::io::Result<Child> {
 }
 
 async fn start(data_dir: &Path) -> Served {
+    start_with(data_dir, &[]).await
+}
+
+async fn start_with(data_dir: &Path, extra: &[&str]) -> Served {
     let port = free_port();
-    let child = serve(data_dir, port).unwrap();
+    let child = serve_with(data_dir, port, extra).unwrap();
     wait_for_port(&format!("127.0.0.1:{port}")).await;
     Served {
         _child: KillOnDrop(child),
@@ -53,6 +62,94 @@ fn ok(s: &Served, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn warehouses_from_the_cli_and_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("firn.toml");
+    let archive = dir.path().join("archive");
+    std::fs::write(
+        &config,
+        format!(
+            "[warehouses.archive]\nurl = \"file://{}\"\n",
+            archive.display()
+        ),
+    )
+    .unwrap();
+    let s = start_with(
+        &dir.path().join("firn-data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .await;
+    let lake = dir.path().join("lake");
+    let lake_url = format!("file://{}", lake.display());
+    let out = ok(&s, &["warehouse", "create", "lake", &lake_url]);
+    assert!(out.contains("created warehouse lake"), "{out}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["warehouse", "list", "--json"])).unwrap();
+    let sources: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap(), w["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("default", "server"),
+            ("archive", "config"),
+            ("lake", "catalog")
+        ]
+    );
+    ok(
+        &s,
+        &["namespace", "create", "old", "--warehouse", "archive"],
+    );
+    let out = ok(&s, &["namespace", "create", "new", "--warehouse", "lake"]);
+    assert!(out.contains("in warehouse lake"), "{out}");
+    ok(&s, &["namespace", "create", "here"]);
+    let text = ok(&s, &["namespace", "list"]);
+    assert!(text.contains("old") && text.contains("archive"), "{text}");
+    let only: serde_json::Value = serde_json::from_str(&ok(
+        &s,
+        &["namespace", "list", "--warehouse", "lake", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(only[0]["name"], "new");
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    ok(&s, &["table", "create", "old.t", "--schema", "id:long"]);
+    let shown = ok(&s, &["table", "show", "old.t"]);
+    let archive_root = std::fs::canonicalize(&archive).unwrap();
+    assert!(
+        shown.contains(&format!("file://{}/old/", archive_root.display())),
+        "{shown}"
+    );
+    assert!(shown.contains("warehouse:         archive"), "{shown}");
+    // The config file's warehouse is the config file's to remove; a used one stays.
+    for (name, why) in [
+        ("archive", "config file"),
+        ("lake", "still holds namespaces"),
+        ("default", "server's own"),
+    ] {
+        let out = firn(&s, &["warehouse", "drop", name]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{name}: {err}");
+    }
+    ok(&s, &["namespace", "drop", "new"]);
+    ok(&s, &["warehouse", "drop", "lake"]);
+
+    // A config-file warehouse with a wrong setting stops the start, naming where it is.
+    std::fs::write(
+        &config,
+        "[warehouses.bad]\nurl = \"s3://b/x\"\noptions = { endpoint = \"http://127.0.0.1:1\" }\n",
+    )
+    .unwrap();
+    let line = refused_start(&["--config", config.to_str().unwrap()]);
+    assert!(
+        line.contains("warehouses.bad") && line.contains("allow_http=true"),
+        "{line}"
+    );
 }
 
 #[tokio::test]

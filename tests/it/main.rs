@@ -17,3 +17,4 @@ mod s3;
 mod security;
 mod sql;
 mod untrusted;
+mod warehouses;

@@ -117,4 +117,21 @@ fn the_s3_walkthrough_runs_as_written() {
         objects.iter().any(|o| o.ends_with(".parquet")),
         "{objects:?}"
     );
+    // The archive warehouse: listed with its secret hidden, its table in its own bucket,
+    // and PyIceberg found it by name alone.
+    assert!(
+        stdout.contains("archive") && stdout.contains("secret_access_key=***"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("archive-secret"), "{stdout}");
+    assert!(
+        stdout.contains("[('old',)] 2 rows in the archive"),
+        "{stdout}"
+    );
+    let archived = list_objects("s3://archive/tables/old");
+    assert!(
+        archived.iter().any(|o| o.ends_with(".parquet")),
+        "{archived:?}"
+    );
+    assert!(list_objects("s3://lake/warehouse/old").is_empty());
 }

@@ -26,11 +26,17 @@ pub enum NamespaceCmd {
     /// Create a namespace.
     Create {
         name: String,
+        /// The warehouse its tables live in [default: the server's own].
+        #[arg(long)]
+        warehouse: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
     /// List namespaces.
     List {
+        /// Only the namespaces of this warehouse.
+        #[arg(long)]
+        warehouse: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -44,26 +50,43 @@ pub enum NamespaceCmd {
 
 pub async fn namespace(cmd: NamespaceCmd) -> anyhow::Result<()> {
     match cmd {
-        NamespaceCmd::Create { name, conn } => {
-            connect(&conn).await?.create_namespace(&name).await?;
+        NamespaceCmd::Create {
+            name,
+            warehouse,
+            conn,
+        } => {
+            let ns = connect(&conn)
+                .await?
+                .create_namespace_in(&name, warehouse.as_deref().unwrap_or_default())
+                .await?;
             if conn.json {
-                print_json(&json!({"namespace": name}));
+                print_json(&json!({"namespace": name, "warehouse": ns.warehouse}));
             } else {
-                println!("created namespace {name}");
+                println!("created namespace {name} in warehouse {}", ns.warehouse);
             }
         }
-        NamespaceCmd::List { conn } => {
-            let list = connect(&conn).await?.list_namespaces().await?;
+        NamespaceCmd::List { warehouse, conn } => {
+            let list = connect(&conn)
+                .await?
+                .list_namespaces_in(warehouse.as_deref().unwrap_or_default())
+                .await?;
             if conn.json {
                 print_json(&json!(
                     list.iter()
-                        .map(|n| json!({"name": n.name, "properties": n.properties}))
+                        .map(|n| json!({
+                            "name": n.name,
+                            "warehouse": n.warehouse,
+                            "properties": n.properties,
+                        }))
                         .collect::<Vec<_>>()
                 ));
             } else {
                 print_table(
-                    &["namespace"],
-                    &list.into_iter().map(|n| vec![n.name]).collect::<Vec<_>>(),
+                    &["namespace", "warehouse"],
+                    &list
+                        .into_iter()
+                        .map(|n| vec![n.name, n.warehouse])
+                        .collect::<Vec<_>>(),
                 );
             }
         }
@@ -75,6 +98,93 @@ pub async fn namespace(cmd: NamespaceCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum WarehouseCmd {
+    /// Create a warehouse, e.g. `firn warehouse create lake s3://bucket/lake --option
+    /// endpoint=https://s3.example.com --option region=eu-west-1`. The server checks the
+    /// store first (it must be reachable and writable with these options).
+    Create {
+        name: String,
+        /// Its storage root: s3://bucket/prefix or file:///dir.
+        url: String,
+        /// A storage option KEY=VALUE (as `firn serve --warehouse-option`); repeatable.
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List warehouses (secret options shown as ***).
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Drop a warehouse no namespace is bound to (its objects stay).
+    Drop {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn warehouse(cmd: WarehouseCmd) -> anyhow::Result<()> {
+    match cmd {
+        WarehouseCmd::Create {
+            name,
+            url,
+            options,
+            conn,
+        } => {
+            let options = options
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| anyhow::anyhow!("--option {kv:?} is not KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let w = connect(&conn)
+                .await?
+                .create_warehouse(&name, &url, options)
+                .await?;
+            if conn.json {
+                print_json(&warehouse_json(&w));
+            } else {
+                println!("created warehouse {} at {}", w.name, w.url);
+            }
+        }
+        WarehouseCmd::List { conn } => {
+            let list = connect(&conn).await?.list_warehouses().await?;
+            if conn.json {
+                print_json(&json!(list.iter().map(warehouse_json).collect::<Vec<_>>()));
+            } else {
+                print_table(
+                    &["warehouse", "url", "source", "options"],
+                    &list
+                        .into_iter()
+                        .map(|w| {
+                            let mut opts: Vec<String> =
+                                w.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            opts.sort();
+                            vec![w.name, w.url, w.source, opts.join(" ")]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        WarehouseCmd::Drop { name, conn } => {
+            connect(&conn).await?.drop_warehouse(&name).await?;
+            if !conn.json {
+                println!("dropped warehouse {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn warehouse_json(w: &pb::Warehouse) -> serde_json::Value {
+    json!({"name": w.name, "url": w.url, "source": w.source, "options": w.options})
 }
 
 #[derive(Subcommand)]
@@ -125,6 +235,7 @@ fn table_json(t: &pb::Table) -> serde_json::Value {
         "table": t.ident.as_ref().map(|i| format!("{}.{}", i.namespace, i.name)),
         "uuid": t.table_uuid,
         "location": t.location,
+        "warehouse": t.warehouse,
         "metadata_location": t.metadata_location,
         "version": t.version,
         "current_snapshot_id": t.current_snapshot_id,
@@ -205,6 +316,7 @@ pub async fn table(cmd: TableCmd) -> anyhow::Result<()> {
             } else {
                 println!("table:             {ident}");
                 println!("location:          {}", t.location);
+                println!("warehouse:         {}", t.warehouse);
                 println!("metadata:          {}", t.metadata_location);
                 println!("version:           {}", t.version);
                 println!(

@@ -26,6 +26,12 @@
 //! url = "s3://lake/warehouse"
 //! options = { endpoint = "https://s3.example.com", region = "eu-west-1" }
 //!
+//! # More warehouses, in this server only (keys stay in this file, not in the database);
+//! # `firn warehouse create` records one for every replica instead.
+//! [warehouses.archive]
+//! url = "s3://archive/lake"
+//! options = { endpoint = "https://s3.example.com", region = "eu-west-1" }
+//!
 //! [maintenance]
 //! interval = "1h"
 //!
@@ -96,6 +102,8 @@ pub struct FileConfig {
     oidc: Oidc,
     #[serde(default)]
     warehouse: Warehouse,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    warehouses: BTreeMap<String, NamedWarehouse>,
     #[serde(default)]
     maintenance: Maintenance,
     #[serde(default)]
@@ -155,6 +163,30 @@ struct Warehouse {
     url: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     options: BTreeMap<String, String>,
+}
+
+/// A named warehouse of `[warehouses.NAME]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct NamedWarehouse {
+    url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    options: BTreeMap<String, String>,
+}
+
+/// `options` with secret values as `***`.
+fn redacted_options(options: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    options
+        .iter()
+        .map(|(k, v)| {
+            let v = if firn_core::auth::is_secret_setting(k) {
+                "***".to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -294,6 +326,17 @@ impl FileConfig {
             all.append(&mut args.warehouse_options);
             args.warehouse_options = all;
         }
+        args.warehouses = self
+            .warehouses
+            .into_iter()
+            .map(|(name, w)| {
+                let config = firn_core::WarehouseConfig {
+                    url: w.url,
+                    options: w.options.into_iter().collect(),
+                };
+                (name, config)
+            })
+            .collect();
         take(
             m,
             "maintenance_interval",
@@ -343,12 +386,6 @@ impl FileConfig {
     /// The settings in force, as a config file would hold them, secrets redacted.
     pub fn effective(a: &ServeArgs) -> Self {
         let redacted = |v: &str| firn_core::auth::redact_url(v);
-        let secret_key = |k: &str| {
-            let k = k.to_ascii_lowercase();
-            ["secret", "password", "token", "key", "credential"]
-                .iter()
-                .any(|s| k.contains(s))
-        };
         FileConfig {
             data_dir: Some(a.data_dir.clone()),
             catalog_url: a.catalog_url.as_deref().map(redacted),
@@ -376,20 +413,25 @@ impl FileConfig {
             },
             warehouse: Warehouse {
                 url: a.warehouse.as_deref().map(redacted),
-                options: a
-                    .warehouse_options
-                    .iter()
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| {
-                        let v = if secret_key(k) {
-                            "***".to_string()
-                        } else {
-                            v.to_string()
-                        };
-                        (k.to_string(), v)
-                    })
-                    .collect(),
+                options: redacted_options(
+                    &a.warehouse_options
+                        .iter()
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
             },
+            warehouses: a
+                .warehouses
+                .iter()
+                .map(|(name, w)| {
+                    let named = NamedWarehouse {
+                        url: redacted(&w.url),
+                        options: redacted_options(&w.options.clone().into_iter().collect()),
+                    };
+                    (name.clone(), named)
+                })
+                .collect(),
             maintenance: Maintenance {
                 interval: a.maintenance_interval.map(Span),
             },
@@ -442,6 +484,9 @@ mod tests {
             [warehouse]
             url = "s3://lake/wh"
             options = { region = "eu-west-1", secret_access_key = "AKIA-SECRET" }
+            [warehouses.archive]
+            url = "s3://archive/wh"
+            options = { region = "us-east-1", secret_access_key = "ARCHIVE-SECRET" }
         "#;
         let a = settings(&["--grpc-listen", "127.0.0.1:7000"], file).unwrap();
         assert_eq!(a.grpc_listen.to_string(), "127.0.0.1:7000");
@@ -449,6 +494,9 @@ mod tests {
         assert_eq!(a.idle_timeout, Duration::from_secs(120));
         assert_eq!(a.header_read_timeout, Duration::from_secs(10));
         assert_eq!(a.warehouse.as_deref(), Some("s3://lake/wh"));
+        let archive = &a.warehouses["archive"];
+        assert_eq!(archive.url, "s3://archive/wh");
+        assert_eq!(archive.options["secret_access_key"], "ARCHIVE-SECRET");
         assert_eq!(a.oidc_issuer.as_deref(), Some("https://id.example.com"));
         assert_eq!(a.oidc_principal_claim, "email");
         let a2 = settings(&["--oidc-principal-claim", "sub"], file).unwrap();
@@ -456,10 +504,13 @@ mod tests {
         let printed = FileConfig::effective(&a).to_toml().unwrap();
         assert!(printed.contains("postgres://firn:***@db/firn"), "{printed}");
         assert!(
-            !printed.contains("hunter2") && !printed.contains("AKIA-SECRET"),
+            !printed.contains("hunter2")
+                && !printed.contains("AKIA-SECRET")
+                && !printed.contains("ARCHIVE-SECRET"),
             "{printed}"
         );
         assert!(printed.contains("region = \"eu-west-1\""), "{printed}");
+        assert!(printed.contains("[warehouses.archive]"), "{printed}");
         // What is printed is a config file that reads back.
         assert!(FileConfig::parse(&printed).is_ok());
     }

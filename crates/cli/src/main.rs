@@ -79,6 +79,9 @@ impl Conn {
 enum Command {
     /// Run the Firn server (SQLite + local directory by default: no set-up needed).
     Serve(Box<serve::ServeArgs>),
+    /// Create, list or drop warehouses (storage roots a namespace's tables live in).
+    #[command(subcommand)]
+    Warehouse(client_cmds::WarehouseCmd),
     /// Create, list or drop namespaces.
     #[command(subcommand)]
     Namespace(client_cmds::NamespaceCmd),
@@ -154,6 +157,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(_) => serve::serve(serve_args.expect("parsed above")).await,
         Command::Namespace(c) => client_cmds::namespace(c).await,
+        Command::Warehouse(c) => client_cmds::warehouse(c).await,
         Command::Table(c) => client_cmds::table(c).await,
         Command::Load(a) => client_cmds::load(a).await,
         Command::Snapshots(a) => client_cmds::snapshots(a).await,

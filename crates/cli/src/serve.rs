@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use firn_core::db::Db;
-use firn_core::{Catalog, Env, Warehouse, WarehouseConfig};
+use firn_core::storage::registry::Source;
+use firn_core::{Catalog, Env, Warehouse, WarehouseConfig, Warehouses};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -77,6 +79,9 @@ pub struct ServeArgs {
     /// Warehouse option KEY=VALUE (S3: endpoint, region, allow_http, ...); repeatable.
     #[arg(long = "warehouse-option", value_name = "KEY=VALUE")]
     pub(crate) warehouse_options: Vec<String>,
+    /// Named warehouses declared in the config file (`[warehouses.NAME]`), by name.
+    #[arg(skip)]
+    pub(crate) warehouses: std::collections::BTreeMap<String, WarehouseConfig>,
     /// Expire snapshots of every table this often (e.g. 1h), with each table's
     /// history.expire.* settings; one replica at a time does it [default: never].
     #[arg(long, env = "FIRN_MAINTENANCE_INTERVAL", value_parser = humantime::parse_duration)]
@@ -220,16 +225,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // with one line naming it, instead of failing the first request as an outage.
     let store = Warehouse::open(warehouse.clone())?;
     store.check().await?;
-    let catalog = Catalog::open_with(
-        Db::connect(&catalog_url).await?,
-        Arc::new(store),
-        Env::default(),
-    )
-    .await?
-    .with_auth(firn_core::AuthConfig {
-        required: auth_required,
-        provider,
-    });
+    let warehouses = Warehouses::new(Arc::new(store));
+    for (name, config) in &args.warehouses {
+        let w = warehouses
+            .open_checked(name, config.clone())
+            .await
+            .with_context(|| format!("config file, [warehouses.{name}]"))?;
+        warehouses.insert(name, w, Source::Config)?;
+    }
+    let catalog = Catalog::open_in(Db::connect(&catalog_url).await?, warehouses, Env::default())
+        .await?
+        .with_auth(firn_core::AuthConfig {
+            required: auth_required,
+            provider,
+        });
     if auth_required {
         bootstrap_admin(&catalog, &data_dir, args.admin_token_file.as_deref()).await?;
     }

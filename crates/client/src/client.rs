@@ -282,10 +282,17 @@ impl FirnClient {
         }
     }
 
+    /// Creates a namespace in the server's own warehouse.
     pub async fn create_namespace(&self, name: &str) -> Result<pb::Namespace> {
+        self.create_namespace_in(name, "").await
+    }
+
+    /// Creates a namespace whose tables live in `warehouse` (empty: the server's own).
+    pub async fn create_namespace_in(&self, name: &str, warehouse: &str) -> Result<pb::Namespace> {
         let req = pb::CreateNamespaceRequest {
             name: name.to_string(),
             properties: Default::default(),
+            warehouse: warehouse.to_string(),
         };
         Ok(self
             .inner
@@ -295,13 +302,59 @@ impl FirnClient {
             .into_inner())
     }
 
+    /// Every namespace the caller sees, in every warehouse.
     pub async fn list_namespaces(&self) -> Result<Vec<pb::Namespace>> {
+        self.list_namespaces_in("").await
+    }
+
+    /// The namespaces of `warehouse` (empty: of every warehouse).
+    pub async fn list_namespaces_in(&self, warehouse: &str) -> Result<Vec<pb::Namespace>> {
+        let req = pb::ListNamespacesRequest {
+            warehouse: warehouse.to_string(),
+        };
         let r = self
             .inner
             .clone()
-            .list_namespaces(self.request(pb::ListNamespacesRequest {}))
+            .list_namespaces(self.request(req))
             .await?;
         Ok(r.into_inner().namespaces)
+    }
+
+    /// Records a warehouse after the server checked its store (admin on the catalog).
+    pub async fn create_warehouse(
+        &self,
+        name: &str,
+        url: &str,
+        options: std::collections::HashMap<String, String>,
+    ) -> Result<pb::Warehouse> {
+        let req = pb::CreateWarehouseRequest {
+            name: name.to_string(),
+            url: url.to_string(),
+            options,
+        };
+        Ok(self
+            .inner
+            .clone()
+            .create_warehouse(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn list_warehouses(&self) -> Result<Vec<pb::Warehouse>> {
+        let r = self
+            .inner
+            .clone()
+            .list_warehouses(self.request(pb::ListWarehousesRequest {}))
+            .await?;
+        Ok(r.into_inner().warehouses)
+    }
+
+    pub async fn drop_warehouse(&self, name: &str) -> Result<()> {
+        let req = pb::DropWarehouseRequest {
+            name: name.to_string(),
+        };
+        self.inner.clone().drop_warehouse(self.request(req)).await?;
+        Ok(())
     }
 
     pub async fn drop_namespace(&self, name: &str) -> Result<()> {

@@ -15,7 +15,8 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::error::{Error, ObjectKind, Result};
 use crate::ident::TableIdent;
-use crate::model::{NamespaceInfo, SnapshotInfo};
+use crate::model::{DEFAULT_WAREHOUSE, NamespaceInfo, SnapshotInfo};
+use crate::storage::{Root, WarehouseConfig};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../catalog-schema/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
@@ -321,26 +322,154 @@ impl Db {
         Ok(())
     }
 
+    // ---- warehouses ------------------------------------------------------------------
+
+    /// Records a named warehouse at `root`; `AlreadyExists` when the name or the URL is
+    /// taken, `InvalidArgument` when `root` nests with a recorded warehouse's root. The check
+    /// and the insert hold the catalog's warehouses lock, so replicas creating warehouses at
+    /// once cannot record nesting roots.
+    pub(crate) async fn create_warehouse(
+        &self,
+        name: &str,
+        config: &WarehouseConfig,
+        root: &Root,
+        now_ms: i64,
+    ) -> Result<()> {
+        let options = serde_json::to_string(&config.options).expect("string map serialises");
+        let mut tx = self.pool.begin().await?;
+        lock_warehouses(&mut tx).await?;
+        for r in sqlx::query("SELECT name, url FROM warehouses")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let (other, url): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            if Root::parse(&url).is_ok_and(|r| r.overlaps(root)) {
+                return Err(Error::invalid(
+                    "url",
+                    format!(
+                        "{} overlaps warehouse {other} at {url}: warehouses never share objects",
+                        root.url()
+                    ),
+                ));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO warehouses (name, url, options, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(name)
+        .bind(&config.url)
+        .bind(options)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::AlreadyExists {
+                    kind: ObjectKind::Warehouse,
+                    name: format!("{name} (or one at {})", config.url),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every named warehouse recorded in the catalog, by name.
+    pub(crate) async fn list_warehouses(&self) -> Result<Vec<(String, WarehouseConfig)>> {
+        let rows = sqlx::query("SELECT name, url, options FROM warehouses ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let options: String = r.try_get(2)?;
+                Ok((
+                    r.try_get(0)?,
+                    WarehouseConfig {
+                        url: r.try_get(1)?,
+                        options: serde_json::from_str(&options).map_err(|e| {
+                            Error::internal_from("corrupt warehouse options in catalog", e)
+                        })?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Forgets a named warehouse; `FailedPrecondition` while a namespace is bound to it.
+    pub(crate) async fn drop_warehouse(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Serialised with namespace creation in recorded warehouses (see create_namespace).
+        lock_warehouses(&mut tx).await?;
+        let exists = sqlx::query("SELECT 1 FROM warehouses WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Err(Error::not_found(ObjectKind::Warehouse, name));
+        }
+        let used = sqlx::query("SELECT 1 FROM namespaces WHERE warehouse = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if used {
+            return Err(Error::FailedPrecondition(format!(
+                "warehouse {name} still holds namespaces: drop them first"
+            )));
+        }
+        sqlx::query("DELETE FROM warehouses WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- namespaces ------------------------------------------------------------------
 
-    pub(crate) async fn create_namespace(&self, ns: &NamespaceInfo, now_ms: i64) -> Result<()> {
+    /// Inserts a namespace. With `recorded`, its warehouse is one recorded in the catalog,
+    /// and the insert holds the warehouses lock and refuses (`NotFound`) a warehouse dropped
+    /// meanwhile, so a namespace is never bound to a warehouse that is gone.
+    pub(crate) async fn create_namespace(
+        &self,
+        ns: &NamespaceInfo,
+        recorded: bool,
+        now_ms: i64,
+    ) -> Result<()> {
         let props = serde_json::to_string(&ns.properties).expect("string map serialises");
-        sqlx::query("INSERT INTO namespaces (name, properties, created_at_ms) VALUES ($1, $2, $3)")
-            .bind(&ns.name)
-            .bind(props)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Error::AlreadyExists {
-                        kind: ObjectKind::Namespace,
-                        name: ns.name.clone(),
-                    }
-                } else {
-                    e.into()
+        let mut tx = self.pool.begin().await?;
+        if recorded {
+            lock_warehouses(&mut tx).await?;
+            sqlx::query("SELECT 1 FROM warehouses WHERE name = $1")
+                .bind(&ns.warehouse)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found(ObjectKind::Warehouse, &ns.warehouse))?;
+        }
+        sqlx::query(
+            "INSERT INTO namespaces (name, properties, created_at_ms, warehouse) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&ns.name)
+        .bind(props)
+        .bind(now_ms)
+        .bind(warehouse_column(&ns.warehouse))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::AlreadyExists {
+                    kind: ObjectKind::Namespace,
+                    name: ns.name.clone(),
                 }
-            })?;
+            } else {
+                e.into()
+            }
+        })?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -357,14 +486,14 @@ impl Db {
     }
 
     pub(crate) async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>> {
-        let rows = sqlx::query("SELECT name, properties FROM namespaces ORDER BY name")
+        let rows = sqlx::query("SELECT name, properties, warehouse FROM namespaces ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(namespace_row).collect()
     }
 
     pub(crate) async fn get_namespace(&self, name: &str) -> Result<NamespaceInfo> {
-        let row = sqlx::query("SELECT name, properties FROM namespaces WHERE name = $1")
+        let row = sqlx::query("SELECT name, properties, warehouse FROM namespaces WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -379,7 +508,7 @@ impl Db {
         updates: HashMap<String, String>,
     ) -> Result<crate::model::PropertiesUpdate> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT name, properties FROM namespaces WHERE name = $1")
+        let row = sqlx::query("SELECT name, properties, warehouse FROM namespaces WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?
@@ -846,9 +975,30 @@ impl Db {
 
 fn namespace_row(r: &sqlx::any::AnyRow) -> Result<NamespaceInfo> {
     let props: String = r.try_get(1)?;
+    let warehouse: String = r.try_get(2)?;
     Ok(NamespaceInfo {
         name: r.try_get(0)?,
         properties: serde_json::from_str(&props)
             .map_err(|e| Error::internal_from("corrupt namespace properties in catalog", e))?,
+        warehouse: if warehouse.is_empty() {
+            DEFAULT_WAREHOUSE.to_string()
+        } else {
+            warehouse
+        },
     })
+}
+
+/// Takes the catalog's warehouses lock for the rest of `tx`: recording a warehouse, dropping
+/// one and binding a namespace to one are serialised by it.
+async fn lock_warehouses(tx: &mut sqlx::AnyConnection) -> Result<()> {
+    sqlx::query("UPDATE catalog_locks SET n = n + 1 WHERE name = 'warehouses'")
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// How `namespaces.warehouse` spells a warehouse: '' for the server's configured one, so a
+/// catalog keeps its namespaces in place when the operator moves the default elsewhere.
+fn warehouse_column(name: &str) -> &str {
+    if name == DEFAULT_WAREHOUSE { "" } else { name }
 }

@@ -135,6 +135,8 @@ pub enum ObjectKind {
     Token,
     /// A grant of a privilege.
     Grant,
+    /// A named warehouse (see [`crate::storage::registry`]).
+    Warehouse,
 }
 
 impl fmt::Display for ObjectKind {
@@ -148,6 +150,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Principal => "principal",
             ObjectKind::Token => "token",
             ObjectKind::Grant => "grant",
+            ObjectKind::Warehouse => "warehouse",
         })
     }
 }

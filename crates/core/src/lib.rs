@@ -60,6 +60,6 @@ pub use model::*;
 pub use scan::{
     CompareOp, ResolvedSnapshot, ScanDeleteFile, ScanFile, ScanFilter, ScanPlan, SnapshotSelector,
 };
-pub use storage::{FirnStorageFactory, Published, Warehouse, WarehouseConfig};
+pub use storage::{FirnStorageFactory, Published, Warehouse, WarehouseConfig, Warehouses};
 pub use table::refs::{ChangeOutcome, RefInfo, SnapshotChange};
 pub use validate::parse_type;

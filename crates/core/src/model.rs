@@ -9,6 +9,22 @@ use crate::ident::TableIdent;
 pub struct NamespaceInfo {
     pub name: String,
     pub properties: HashMap<String, String>,
+    /// The warehouse its tables live in ([`DEFAULT_WAREHOUSE`]: the server's configured one).
+    pub warehouse: String,
+}
+
+/// The name of the warehouse a server is started with (`firn serve --warehouse`).
+pub const DEFAULT_WAREHOUSE: &str = "default";
+
+/// A warehouse as listings show it: secrets in its URL and options are `***`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarehouseInfo {
+    pub name: String,
+    pub url: String,
+    pub options: std::collections::BTreeMap<String, String>,
+    /// `server` (the default), `catalog` (recorded, every replica) or `config` (this
+    /// server's config file).
+    pub source: String,
 }
 
 /// What a namespace-properties update did.
@@ -64,6 +80,8 @@ pub struct TableInfo {
     pub schema_json: String,
     pub partition_spec_json: String,
     pub properties: HashMap<String, String>,
+    /// The warehouse it lives in.
+    pub warehouse: String,
 }
 
 /// Statistics of one column of a data file (bounds in Iceberg single-value binary form).

@@ -183,14 +183,14 @@ pub(crate) async fn plan(
             files_total: 0,
         });
     };
+    let warehouse = shared.warehouse_of(&resolved.location).await?;
     let list =
-        crate::storage::manifests::read_manifest_list(&shared.warehouse, &snap.manifest_list)
-            .await?;
+        crate::storage::manifests::read_manifest_list(&warehouse, &snap.manifest_list).await?;
     let pruner = filter.map(|f| Pruner::new(f, &resolved.schema, meta));
     // Entries stay in the (shared) manifest cache; only what the plan needs is copied.
     let mut manifests = Vec::with_capacity(list.entries().len());
     for m in list.entries() {
-        manifests.push((m, shared.manifests.get(&shared.warehouse, meta, m).await?));
+        manifests.push((m, shared.manifests.get(&warehouse, meta, m).await?));
     }
     let mut data: Vec<(&DataFile, i64, i32)> = Vec::new();
     let mut deletes: Vec<(&DataFile, i64, i32)> = Vec::new();

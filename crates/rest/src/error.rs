@@ -62,6 +62,7 @@ impl From<Error> for RestError {
                     ObjectKind::Namespace => "NoSuchNamespaceException",
                     ObjectKind::Table => "NoSuchTableException",
                     ObjectKind::Snapshot | ObjectKind::Ref => "NoSuchSnapshotException",
+                    ObjectKind::Warehouse => "NoSuchWarehouseException",
                     ObjectKind::File
                     | ObjectKind::Principal
                     | ObjectKind::Token

@@ -71,6 +71,20 @@ where
 /// Path parameters.
 pub struct Path<T>(pub T);
 
+/// All path parameters by name, undeserialized (for middleware that serves many routes).
+pub struct RawPathParams(pub axum::extract::RawPathParams);
+
+impl<S: Send + Sync> FromRequestParts<S> for RawPathParams {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, RestError> {
+        axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map(Self)
+            .map_err(|r| rejected(r.status(), "path", r.body_text()))
+    }
+}
+
 impl<S, T> FromRequestParts<S> for Path<T>
 where
     T: DeserializeOwned + Send,

@@ -45,7 +45,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 pub use error::RestError;
-use extract::{Json, Path, Query};
+use extract::{Json, Path, Query, RawPathParams};
 
 type Res<T> = Result<T, RestError>;
 
@@ -121,6 +121,79 @@ const TABLE_ROUTE: &str = "/namespaces/{ns}/tables/{table}";
 /// The route of multi-table commits.
 const TRANSACTION_ROUTE: &str = "/transactions/commit";
 
+/// The path parameters of a namespace's routes (a `prefix` too, under `/v1/{prefix}`).
+#[derive(Deserialize)]
+struct NsPath {
+    ns: String,
+}
+
+/// The path parameters of a table's routes.
+#[derive(Deserialize)]
+struct TablePath {
+    ns: String,
+    table: String,
+}
+
+/// The warehouse a request is scoped to: the one its `/v1/{prefix}/` names (the prefix
+/// `GET /v1/config?warehouse=NAME` handed out), or the server's own for unprefixed routes.
+/// Namespaces of other warehouses do not exist for it.
+#[derive(Clone)]
+struct Scope {
+    warehouse: String,
+    prefix: Option<String>,
+}
+
+impl Scope {
+    /// `NotFound` unless `namespace` is in this scope's warehouse (or does not exist).
+    async fn check(&self, s: &AppState, namespace: &str) -> Res<()> {
+        Ok(s.catalog
+            .check_scope(&self.warehouse, Some(namespace))
+            .await?)
+    }
+
+    /// The route below `/v1/` of `rest` in this scope.
+    fn route(&self, rest: &str) -> String {
+        match &self.prefix {
+            Some(p) => format!("v1/{}/{rest}", utf8_percent_encode(p, PATH_SEGMENT)),
+            None => format!("v1/{rest}"),
+        }
+    }
+}
+
+/// Puts the request's [`Scope`] in its extensions, refusing an unknown warehouse and a
+/// namespace (in the path) of another warehouse with 404.
+async fn scope(
+    State(s): State<AppState>,
+    params: Result<RawPathParams, RestError>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let params = match params {
+        Ok(RawPathParams(p)) => p,
+        Err(e) => return e.into_response(),
+    };
+    let mut prefix = None;
+    let mut ns = None;
+    for (k, v) in &params {
+        match k {
+            "prefix" => prefix = Some(v.to_string()),
+            "ns" => ns = namespace(v).ok(),
+            _ => {}
+        }
+    }
+    let scope = Scope {
+        warehouse: prefix
+            .clone()
+            .unwrap_or_else(|| firn_core::DEFAULT_WAREHOUSE.to_string()),
+        prefix,
+    };
+    if let Err(e) = s.catalog.check_scope(&scope.warehouse, ns.as_deref()).await {
+        return RestError::from(e).into_response();
+    }
+    req.extensions_mut().insert(scope);
+    next.run(req).await
+}
+
 /// The router of the REST API over `catalog`.
 pub fn router(catalog: Catalog, config: RestConfig) -> Router {
     let state = AppState {
@@ -128,52 +201,57 @@ pub fn router(catalog: Catalog, config: RestConfig) -> Router {
         config,
         refs_only: Arc::default(),
     };
-    let v1 = Router::new()
-        .route("/config", get(get_config))
-        .route("/namespaces", get(list_namespaces).post(create_namespace))
-        .route(
-            "/namespaces/{ns}",
-            get(load_namespace)
-                .head(namespace_exists)
-                .delete(drop_namespace),
-        )
-        .route("/namespaces/{ns}/properties", post(update_properties))
-        .route("/namespaces/{ns}/register", post(register_table))
-        .route(
-            "/namespaces/{ns}/tables",
-            get(list_tables).post(create_table),
-        )
-        .route(
-            TABLE_ROUTE,
-            get(load_table)
-                .head(table_exists)
-                .delete(drop_table)
-                .post(commit_table),
-        )
-        .route("/namespaces/{ns}/tables/{table}/metrics", post(metrics))
-        .route(
-            "/namespaces/{ns}/tables/{table}/credentials",
-            get(load_credentials),
-        )
-        .route("/namespaces/{ns}/tables/{table}/sign", post(sign_request))
-        .route("/namespaces/{ns}/views/{view}", get(no_view).head(no_view))
-        .route("/tables/rename", post(rename_table))
-        .route(TRANSACTION_ROUTE, post(commit_transaction))
-        // Route layers wrap only requests that reached an endpoint (a 404 or 405 reads no
-        // body); the one added last runs first: the body is read (JSON only, bounded in size
-        // and time), then a retried Idempotency-Key gets its first answer.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::replay,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            read_body,
-        ))
-        .route_layer(axum::middleware::from_fn(note_route));
+    let v1 = || {
+        Router::new()
+            .route("/config", get(get_config))
+            .route("/namespaces", get(list_namespaces).post(create_namespace))
+            .route(
+                "/namespaces/{ns}",
+                get(load_namespace)
+                    .head(namespace_exists)
+                    .delete(drop_namespace),
+            )
+            .route("/namespaces/{ns}/properties", post(update_properties))
+            .route("/namespaces/{ns}/register", post(register_table))
+            .route(
+                "/namespaces/{ns}/tables",
+                get(list_tables).post(create_table),
+            )
+            .route(
+                TABLE_ROUTE,
+                get(load_table)
+                    .head(table_exists)
+                    .delete(drop_table)
+                    .post(commit_table),
+            )
+            .route("/namespaces/{ns}/tables/{table}/metrics", post(metrics))
+            .route(
+                "/namespaces/{ns}/tables/{table}/credentials",
+                get(load_credentials),
+            )
+            .route("/namespaces/{ns}/tables/{table}/sign", post(sign_request))
+            .route("/namespaces/{ns}/views/{view}", get(no_view).head(no_view))
+            .route("/tables/rename", post(rename_table))
+            .route(TRANSACTION_ROUTE, post(commit_transaction))
+            // Route layers wrap only requests that reached an endpoint (a 404 or 405 reads no
+            // body); the one added last runs first: the request is scoped to its warehouse,
+            // the body is read (JSON only, bounded in size and time), then a retried
+            // Idempotency-Key gets its first answer.
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                idempotency::replay,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                read_body,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(state.clone(), scope))
+            .route_layer(axum::middleware::from_fn(note_route))
+    };
     Router::new()
         .route(OAUTH_ROUTE, post(oauth::tokens))
-        .nest("/v1", v1)
+        .nest("/v1", v1())
+        .nest("/v1/{prefix}", v1())
         .fallback(no_endpoint)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
@@ -590,16 +668,21 @@ fn file_io_properties(access: &StorageAccess, secrets: bool) -> Value {
 /// remote signing (S3 only), where the table's signer is: `s3.signer.endpoint` below the
 /// catalog's URI (clients default `s3.signer.uri` to it), and PyIceberg's names for the
 /// same (its signer needs the fsspec FileIO).
-fn table_config(access: &StorageAccess, delegation: Delegation, ident: &TableIdent) -> Value {
+fn table_config(
+    access: &StorageAccess,
+    delegation: Delegation,
+    ident: &TableIdent,
+    scope: &Scope,
+) -> Value {
     let mut config = file_io_properties(access, delegation == Delegation::Credentials);
     if delegation == Delegation::RemoteSigning && !access.options.is_empty() {
         let enc = |s: &str| utf8_percent_encode(s, PATH_SEGMENT).to_string();
         config["s3.remote-signing-enabled"] = json!("true");
-        config["s3.signer.endpoint"] = json!(format!(
-            "v1/namespaces/{}/tables/{}/sign",
+        config["s3.signer.endpoint"] = json!(scope.route(&format!(
+            "namespaces/{}/tables/{}/sign",
             enc(&ident.namespace),
             enc(&ident.name)
-        ));
+        )));
         config["s3.signer"] = json!("S3V4RestSigner");
         config["py-io-impl"] = json!("pyiceberg.io.fsspec.FsspecFileIO");
     }
@@ -615,20 +698,36 @@ fn storage_credentials(access: &StorageAccess) -> Value {
     json!([{"prefix": access.location, "config": config}])
 }
 
-async fn get_config(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "defaults": file_io_properties(&s.catalog.warehouse().client_access(""), false),
-        "overrides": {
-            "warehouse": s.catalog.warehouse().root(),
-        },
+#[derive(Deserialize)]
+struct ConfigParams {
+    warehouse: Option<String>,
+}
+
+/// `GET /v1/config[?warehouse=W]`: the client's settings for warehouse `W` (a name or root
+/// URL; none: the server's own). A named warehouse comes with the `prefix` that scopes the
+/// client's later requests to it.
+async fn get_config(State(s): State<AppState>, Query(p): Query<ConfigParams>) -> Res<Json<Value>> {
+    let name = s
+        .catalog
+        .resolve_warehouse(p.warehouse.as_deref().unwrap_or_default())
+        .await?;
+    let (root, access) = s.catalog.warehouse_access(&name).await?;
+    let mut overrides = json!({ "warehouse": root });
+    if name != firn_core::DEFAULT_WAREHOUSE {
+        overrides["prefix"] = json!(name);
+    }
+    Ok(Json(json!({
+        "defaults": file_io_properties(&access, false),
+        "overrides": overrides,
         "endpoints": ENDPOINTS,
         "idempotency-key-lifetime": firn_core::idempotency::KEY_LIFETIME_ISO,
-    }))
+    })))
 }
 
 async fn list_namespaces(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<Scope>,
     Query(p): Query<Paging>,
 ) -> Res<Json<Value>> {
     if p.parent.as_deref().is_some_and(|x| !x.is_empty()) {
@@ -638,7 +737,7 @@ async fn list_namespaces(
     }
     let names = s
         .catalog
-        .list_namespaces(&caller)
+        .list_namespaces(&caller, Some(&scope.warehouse))
         .await?
         .into_iter()
         .map(|n| n.name)
@@ -660,12 +759,13 @@ struct CreateNamespaceBody {
 async fn create_namespace(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<Scope>,
     Json(b): Json<CreateNamespaceBody>,
 ) -> Res<Json<Value>> {
     let name = one_level(&b.namespace)?;
     let ns = s
         .catalog
-        .create_namespace(&caller, &name, b.properties)
+        .create_namespace_in(&caller, &name, &scope.warehouse, b.properties)
         .await?;
     Ok(Json(
         json!({"namespace": [ns.name], "properties": ns.properties}),
@@ -675,7 +775,7 @@ async fn create_namespace(
 async fn load_namespace(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(ns): Path<String>,
+    Path(NsPath { ns }): Path<NsPath>,
 ) -> Res<Json<Value>> {
     let ns = s
         .catalog
@@ -689,7 +789,7 @@ async fn load_namespace(
 async fn namespace_exists(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(ns): Path<String>,
+    Path(NsPath { ns }): Path<NsPath>,
 ) -> Res<StatusCode> {
     s.catalog
         .get_namespace(&caller, &existing_namespace(&ns)?)
@@ -700,7 +800,7 @@ async fn namespace_exists(
 async fn drop_namespace(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(ns): Path<String>,
+    Path(NsPath { ns }): Path<NsPath>,
 ) -> Res<StatusCode> {
     match s.catalog.drop_namespace(&caller, &namespace(&ns)?).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
@@ -724,7 +824,7 @@ struct PropertiesBody {
 async fn update_properties(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(ns): Path<String>,
+    Path(NsPath { ns }): Path<NsPath>,
     Json(b): Json<PropertiesBody>,
 ) -> Res<Json<Value>> {
     if let Some(k) = b.removals.iter().find(|k| b.updates.contains_key(*k)) {
@@ -750,7 +850,7 @@ async fn update_properties(
 async fn list_tables(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(ns): Path<String>,
+    Path(NsPath { ns }): Path<NsPath>,
     Query(p): Query<Paging>,
 ) -> Res<Json<Value>> {
     let ns = namespace(&ns)?;
@@ -785,7 +885,8 @@ struct CreateTableBody {
 async fn create_table(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(ns): Path<String>,
+    Extension(scope): Extension<Scope>,
+    Path(NsPath { ns }): Path<NsPath>,
     headers: HeaderMap,
     Json(b): Json<CreateTableBody>,
 ) -> Res<Response> {
@@ -807,7 +908,7 @@ async fn create_table(
         let access = storage_access(&s, &caller, &ident, location, delegation).await?;
         let mut body = json!({
             "metadata": metadata,
-            "config": table_config(&access, delegation, &ident),
+            "config": table_config(&access, delegation, &ident, &scope),
         });
         if delegation == Delegation::Credentials {
             body["storage-credentials"] = storage_credentials(&access);
@@ -815,7 +916,7 @@ async fn create_table(
         return Ok(Json(body).into_response());
     }
     s.catalog.create_table(&caller, &ident, spec).await?;
-    load(&s, &caller, &ident, &headers).await
+    load(&s, &caller, &scope, &ident, &headers).await
 }
 
 /// Which snapshots a load returns (`?snapshots=all|refs`).
@@ -875,15 +976,17 @@ fn spliced(
 async fn load(
     s: &AppState,
     caller: &Caller,
+    scope: &Scope,
     ident: &TableIdent,
     headers: &HeaderMap,
 ) -> Res<Response> {
-    load_with(s, caller, ident, headers, &LoadParams::default()).await
+    load_with(s, caller, scope, ident, headers, &LoadParams::default()).await
 }
 
 async fn load_with(
     s: &AppState,
     caller: &Caller,
+    scope: &Scope,
     ident: &TableIdent,
     headers: &HeaderMap,
     params: &LoadParams,
@@ -955,7 +1058,7 @@ async fn load_with(
     // The load checked read on the table: its storage access goes with it.
     let delegation = delegation(headers);
     let access = storage_access(s, caller, ident, &t.location, delegation).await?;
-    let config = table_config(&access, delegation, ident);
+    let config = table_config(&access, delegation, ident, scope);
     let credentials = (delegation == Delegation::Credentials).then(|| storage_credentials(&access));
     let mut resp = spliced(
         &t.metadata_location,
@@ -980,20 +1083,27 @@ async fn storage_access(
 ) -> Res<StorageAccess> {
     Ok(match delegation {
         Delegation::Credentials => s.catalog.storage_access_at(caller, ident, location).await?,
-        Delegation::None | Delegation::RemoteSigning => {
-            s.catalog.warehouse().client_access(location)
-        }
+        Delegation::None | Delegation::RemoteSigning => s.catalog.client_access(location).await?,
     })
 }
 
 async fn load_table(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((ns, table)): Path<(String, String)>,
+    Extension(scope): Extension<Scope>,
+    Path(TablePath { ns, table }): Path<TablePath>,
     Query(params): Query<LoadParams>,
     headers: HeaderMap,
 ) -> Res<Response> {
-    load_with(&s, &caller, &existing_table(&ns, table)?, &headers, &params).await
+    load_with(
+        &s,
+        &caller,
+        &scope,
+        &existing_table(&ns, table)?,
+        &headers,
+        &params,
+    )
+    .await
 }
 
 /// `GET .../tables/{table}/credentials`: fresh storage credentials for the table (needs
@@ -1001,7 +1111,7 @@ async fn load_table(
 async fn load_credentials(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((ns, table)): Path<(String, String)>,
+    Path(TablePath { ns, table }): Path<TablePath>,
 ) -> Res<Json<Value>> {
     let ident = existing_table(&ns, table)?;
     let access = s.catalog.storage_access(&caller, &ident).await?;
@@ -1027,7 +1137,7 @@ struct SignBody {
 async fn sign_request(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((ns, table)): Path<(String, String)>,
+    Path(TablePath { ns, table }): Path<TablePath>,
     Json(b): Json<SignBody>,
 ) -> Res<Json<Value>> {
     let ident = existing_table(&ns, table)?;
@@ -1043,7 +1153,7 @@ async fn sign_request(
 async fn table_exists(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((ns, table)): Path<(String, String)>,
+    Path(TablePath { ns, table }): Path<TablePath>,
 ) -> Res<StatusCode> {
     let ident = existing_table(&ns, table)?;
     s.catalog.load_table(&caller, &ident, false).await?;
@@ -1060,7 +1170,7 @@ struct DropParams {
 async fn drop_table(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((ns, table)): Path<(String, String)>,
+    Path(TablePath { ns, table }): Path<TablePath>,
     Query(params): Query<DropParams>,
 ) -> Res<StatusCode> {
     let ident = existing_table(&ns, table)?;
@@ -1099,7 +1209,8 @@ struct RegisterBody {
 async fn register_table(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(ns): Path<String>,
+    Extension(scope): Extension<Scope>,
+    Path(NsPath { ns }): Path<NsPath>,
     headers: HeaderMap,
     Json(b): Json<RegisterBody>,
 ) -> Res<Response> {
@@ -1112,7 +1223,15 @@ async fn register_table(
     s.catalog
         .register_table(&caller, &ident, &b.metadata_location, "rest")
         .await?;
-    load_with(&s, &caller, &ident, &headers, &LoadParams::default()).await
+    load_with(
+        &s,
+        &caller,
+        &scope,
+        &ident,
+        &headers,
+        &LoadParams::default(),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1130,10 +1249,13 @@ struct RenameBody {
 async fn rename_table(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<Scope>,
     Json(b): Json<RenameBody>,
 ) -> Res<StatusCode> {
     let from = TableIdent::new(one_level(&b.source.namespace)?, b.source.name);
     let to = TableIdent::new(one_level(&b.destination.namespace)?, b.destination.name);
+    scope.check(&s, &from.namespace).await?;
+    scope.check(&s, &to.namespace).await?;
     s.catalog.rename_table(&caller, &from, &to).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1169,7 +1291,7 @@ fn client_of(headers: &HeaderMap) -> String {
 async fn commit_table(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((ns, table)): Path<(String, String)>,
+    Path(TablePath { ns, table }): Path<TablePath>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Res<Response> {
@@ -1214,6 +1336,7 @@ struct TransactionBody {
 async fn commit_transaction(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<Scope>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Res<StatusCode> {
@@ -1230,6 +1353,9 @@ async fn commit_transaction(
             })
         })
         .collect::<Res<Vec<_>>>()?;
+    for c in &changes {
+        scope.check(&s, &c.ident.namespace).await?;
+    }
     s.catalog
         .commit_transaction(
             &caller,
@@ -1657,15 +1783,29 @@ mod tests {
         assert_eq!(delegation(&h), Delegation::RemoteSigning);
         // Remote signing: no credentials, and the table's own signer (names encoded).
         let ident = TableIdent::new("ns", "a b");
-        let c = table_config(&access, Delegation::RemoteSigning, &ident);
+        let unprefixed = Scope {
+            warehouse: firn_core::DEFAULT_WAREHOUSE.into(),
+            prefix: None,
+        };
+        let c = table_config(&access, Delegation::RemoteSigning, &ident, &unprefixed);
         assert_eq!(c["s3.remote-signing-enabled"], "true");
         assert_eq!(
             c["s3.signer.endpoint"],
             "v1/namespaces/ns/tables/a%20b/sign"
         );
         assert!(c.get("s3.secret-access-key").is_none(), "{c}");
+        // A client scoped to a named warehouse signs through its prefix.
+        let lake = Scope {
+            warehouse: "lake".into(),
+            prefix: Some("lake".into()),
+        };
+        let c = table_config(&access, Delegation::RemoteSigning, &ident, &lake);
+        assert_eq!(
+            c["s3.signer.endpoint"],
+            "v1/lake/namespaces/ns/tables/a%20b/sign"
+        );
         // Nothing to sign on a local warehouse.
-        let c = table_config(&local, Delegation::RemoteSigning, &ident);
+        let c = table_config(&local, Delegation::RemoteSigning, &ident, &unprefixed);
         assert_eq!(c, json!({}));
     }
 

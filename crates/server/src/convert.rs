@@ -64,6 +64,7 @@ pub(crate) fn table(t: TableInfo) -> pb::Table {
         schema_json,
         partition_spec_json,
         properties,
+        warehouse,
     } = t;
     pb::Table {
         ident: Some(pb_ident(&ident)),
@@ -76,6 +77,7 @@ pub(crate) fn table(t: TableInfo) -> pb::Table {
         schema_json,
         partition_spec_json,
         properties,
+        warehouse,
     }
 }
 

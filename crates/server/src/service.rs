@@ -1,8 +1,10 @@
 //! The `CatalogService` handlers: destructure, convert, call the catalog, convert back.
 
 use firn_core::{
-    Caller, Catalog, CommitRequest, CreateTable, FieldSpec, PartitionFieldSpec, Secret,
+    Caller, Catalog, CommitRequest, CreateTable, DEFAULT_WAREHOUSE, FieldSpec, NamespaceInfo,
+    PartitionFieldSpec, Secret, WarehouseInfo,
 };
+
 use firn_proto::v1 as pb;
 use firn_proto::v1::catalog_service_server::CatalogService;
 use tonic::{Request, Response, Status};
@@ -75,6 +77,23 @@ fn client_of<T>(req: &Request<T>) -> String {
 
 type Res<T> = Result<Response<T>, Status>;
 
+fn namespace_pb(ns: NamespaceInfo) -> pb::Namespace {
+    pb::Namespace {
+        name: ns.name,
+        properties: ns.properties,
+        warehouse: ns.warehouse,
+    }
+}
+
+fn warehouse_pb(w: WarehouseInfo) -> pb::Warehouse {
+    pb::Warehouse {
+        name: w.name,
+        url: w.url,
+        options: w.options.into_iter().collect(),
+        source: w.source,
+    }
+}
+
 #[tonic::async_trait]
 impl CatalogService for GrpcCatalog {
     async fn create_namespace(
@@ -82,16 +101,22 @@ impl CatalogService for GrpcCatalog {
         req: Request<pb::CreateNamespaceRequest>,
     ) -> Res<pb::Namespace> {
         let caller = self.caller(&req).await?;
-        let pb::CreateNamespaceRequest { name, properties } = req.into_inner();
+        let pb::CreateNamespaceRequest {
+            name,
+            properties,
+            warehouse,
+        } = req.into_inner();
+        let warehouse = if warehouse.is_empty() {
+            DEFAULT_WAREHOUSE
+        } else {
+            &warehouse
+        };
         let ns = self
             .catalog
-            .create_namespace(&caller, &name, properties)
+            .create_namespace_in(&caller, &name, warehouse, properties)
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::Namespace {
-            name: ns.name,
-            properties: ns.properties,
-        }))
+        Ok(Response::new(namespace_pb(ns)))
     }
 
     async fn list_namespaces(
@@ -99,20 +124,17 @@ impl CatalogService for GrpcCatalog {
         req: Request<pb::ListNamespacesRequest>,
     ) -> Res<pb::ListNamespacesResponse> {
         let caller = self.caller(&req).await?;
-        let pb::ListNamespacesRequest {} = req.into_inner();
+        let pb::ListNamespacesRequest { warehouse } = req.into_inner();
         let namespaces = self
             .catalog
-            .list_namespaces(&caller)
+            .list_namespaces(
+                &caller,
+                (!warehouse.is_empty()).then_some(warehouse.as_str()),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListNamespacesResponse {
-            namespaces: namespaces
-                .into_iter()
-                .map(|n| pb::Namespace {
-                    name: n.name,
-                    properties: n.properties,
-                })
-                .collect(),
+            namespaces: namespaces.into_iter().map(namespace_pb).collect(),
         }))
     }
 
@@ -124,10 +146,7 @@ impl CatalogService for GrpcCatalog {
             .get_namespace(&caller, &name)
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::Namespace {
-            name: ns.name,
-            properties: ns.properties,
-        }))
+        Ok(Response::new(namespace_pb(ns)))
     }
 
     async fn drop_namespace(
@@ -141,6 +160,50 @@ impl CatalogService for GrpcCatalog {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DropNamespaceResponse {}))
+    }
+
+    async fn create_warehouse(
+        &self,
+        req: Request<pb::CreateWarehouseRequest>,
+    ) -> Res<pb::Warehouse> {
+        let caller = self.caller(&req).await?;
+        let pb::CreateWarehouseRequest { name, url, options } = req.into_inner();
+        let config = firn_core::storage::WarehouseConfig { url, options };
+        let w = self
+            .catalog
+            .create_warehouse(&caller, &name, config)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(warehouse_pb(w)))
+    }
+
+    async fn list_warehouses(
+        &self,
+        req: Request<pb::ListWarehousesRequest>,
+    ) -> Res<pb::ListWarehousesResponse> {
+        let caller = self.caller(&req).await?;
+        let pb::ListWarehousesRequest {} = req.into_inner();
+        let all = self
+            .catalog
+            .list_warehouses(&caller)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListWarehousesResponse {
+            warehouses: all.into_iter().map(warehouse_pb).collect(),
+        }))
+    }
+
+    async fn drop_warehouse(
+        &self,
+        req: Request<pb::DropWarehouseRequest>,
+    ) -> Res<pb::DropWarehouseResponse> {
+        let caller = self.caller(&req).await?;
+        let pb::DropWarehouseRequest { name } = req.into_inner();
+        self.catalog
+            .drop_warehouse(&caller, &name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DropWarehouseResponse {}))
     }
 
     async fn create_table(&self, req: Request<pb::CreateTableRequest>) -> Res<pb::Table> {

@@ -340,6 +340,15 @@ impl Caller {
     }
 }
 
+/// Whether a setting's name says its value is a secret (a password, key, token or
+/// credential), so listings and logs show `***` in its place.
+pub fn is_secret_setting(name: &str) -> bool {
+    let k = name.to_ascii_lowercase();
+    ["password", "secret", "token", "key", "credential"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
 /// `url` fit for a log line: a password in it, and the values of query parameters that
 /// name secrets (password, secret, token, key, credential), become `***`.
 pub fn redact_url(url: &str) -> String {
@@ -353,12 +362,7 @@ pub fn redact_url(url: &str) -> String {
     if u.password().is_some() {
         let _ = u.set_password(Some("***"));
     }
-    let secret = |k: &str| {
-        let k = k.to_ascii_lowercase();
-        ["password", "secret", "token", "key", "credential"]
-            .iter()
-            .any(|s| k.contains(s))
-    };
+    let secret = is_secret_setting;
     if u.query().is_some() {
         let pairs: Vec<(String, String)> = u
             .query_pairs()

@@ -21,7 +21,7 @@ use crate::maintenance::expire::{ExpireOptions, ExpireReport};
 use crate::model::*;
 use crate::scan::{self, ResolvedSnapshot, ScanFilter, ScanPlan, SnapshotSelector};
 use crate::storage::manifests::ManifestCache;
-use crate::storage::{TableScope, Warehouse, WarehouseConfig};
+use crate::storage::{TableScope, Warehouse, WarehouseConfig, Warehouses};
 use crate::table::metadata;
 use crate::table::refs::{self, ChangeOutcome, RefInfo, SnapshotChange};
 use crate::table::{Shared, parse_base};
@@ -29,6 +29,7 @@ use crate::validate::parse_type;
 
 mod access;
 mod identity;
+mod warehouses;
 
 pub use identity::{BOOTSTRAP_ADMIN, OAUTH_TOKEN_TTL};
 
@@ -67,7 +68,15 @@ impl Catalog {
 
     /// Opens a catalog on an existing database pool and warehouse (e.g. a fault-injecting one).
     pub async fn open_with(db: Db, warehouse: Arc<Warehouse>, env: Env) -> Result<Self> {
-        let recovered = commit::recover_pending(&db, &warehouse).await?;
+        Self::open_in(db, Warehouses::new(warehouse), env).await
+    }
+
+    /// Opens a catalog over `warehouses` (the server's own and those its config file
+    /// declares), adding the warehouses the catalog records. `FailedPrecondition` when a
+    /// declared name is also recorded.
+    pub async fn open_in(db: Db, warehouses: Warehouses, env: Env) -> Result<Self> {
+        crate::table::load_recorded(&db, &warehouses, true).await?;
+        let recovered = commit::recover_pending(&db, &warehouses).await?;
         if recovered > 0 {
             info!(
                 recovered,
@@ -77,7 +86,7 @@ impl Catalog {
         let (to_sync, to_sync_rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             db,
-            warehouse,
+            warehouses,
             env,
             manifests: ManifestCache::default(),
             synced: Mutex::new(Vec::new()),
@@ -128,7 +137,7 @@ impl Catalog {
 
     /// Bytes of committed metadata written behind (not yet in the object store).
     pub fn write_behind_bytes(&self) -> u64 {
-        self.shared.warehouse.staged_size()
+        self.shared.warehouses.staged_size()
     }
 
     /// Whether the catalog database and the warehouse answer within [`READY_TIMEOUT`]: one
@@ -137,7 +146,9 @@ impl Catalog {
     pub async fn ready(&self) -> Result<()> {
         let check = async {
             self.shared.db.ping().await?;
-            self.shared.warehouse.probe().await
+            // The server's own store: one named warehouse out of reach fails only its
+            // tables' requests, not every request this replica would get.
+            self.shared.warehouses.default_warehouse().probe().await
         };
         tokio::time::timeout(READY_TIMEOUT, check)
             .await
@@ -149,8 +160,9 @@ impl Catalog {
             })
     }
 
+    /// The server's own warehouse (`default`).
     pub fn warehouse(&self) -> &Arc<Warehouse> {
-        &self.shared.warehouse
+        self.shared.warehouses.default_warehouse()
     }
 
     fn now_ms(&self) -> i64 {
@@ -159,25 +171,58 @@ impl Catalog {
 
     // ---- namespaces ------------------------------------------------------------------
 
+    /// Creates a namespace in the server's own warehouse.
     pub async fn create_namespace(
         &self,
         caller: &Caller,
         name: &str,
         properties: HashMap<String, String>,
     ) -> Result<NamespaceInfo> {
+        self.create_namespace_in(caller, name, DEFAULT_WAREHOUSE, properties)
+            .await
+    }
+
+    /// Creates a namespace whose tables live in `warehouse` (for good: a namespace never
+    /// moves). `NotFound` for an unknown warehouse. Namespace names are unique across all
+    /// warehouses, so a table's name alone finds it.
+    pub async fn create_namespace_in(
+        &self,
+        caller: &Caller,
+        name: &str,
+        warehouse: &str,
+        properties: HashMap<String, String>,
+    ) -> Result<NamespaceInfo> {
         validate_name("namespace", name)?;
         caller.require(Privilege::Manage, &Resource::Catalog)?;
+        self.shared.warehouse_named(warehouse).await?;
+        let recorded = self.shared.warehouses.source(warehouse)
+            == Some(crate::storage::registry::Source::Catalog);
         let ns = NamespaceInfo {
             name: name.to_string(),
             properties,
+            warehouse: warehouse.to_string(),
         };
-        self.shared.db.create_namespace(&ns, self.now_ms()).await?;
+        self.shared
+            .db
+            .create_namespace(&ns, recorded, self.now_ms())
+            .await?;
         Ok(ns)
     }
 
-    pub async fn list_namespaces(&self, caller: &Caller) -> Result<Vec<NamespaceInfo>> {
+    /// The namespaces the caller sees; with `warehouse`, only those bound to it (`NotFound`
+    /// for an unknown warehouse).
+    pub async fn list_namespaces(
+        &self,
+        caller: &Caller,
+        warehouse: Option<&str>,
+    ) -> Result<Vec<NamespaceInfo>> {
+        if let Some(w) = warehouse {
+            self.shared.warehouse_named(w).await?;
+        }
         let mut all = self.shared.db.list_namespaces().await?;
-        all.retain(|ns| caller.sees_namespace(&ns.name));
+        all.retain(|ns| {
+            caller.sees_namespace(&ns.name) && warehouse.is_none_or(|w| ns.warehouse == w)
+        });
         Ok(all)
     }
 
@@ -215,6 +260,7 @@ impl Catalog {
     /// Validates `spec` and builds the new table's first metadata (and its uuid).
     fn new_table_metadata(
         &self,
+        warehouse: &Warehouse,
         ident: &TableIdent,
         spec: &CreateTable,
     ) -> Result<(TableMetadata, uuid::Uuid)> {
@@ -223,14 +269,15 @@ impl Catalog {
         let table_uuid = spec
             .table_uuid
             .unwrap_or_else(|| self.shared.env.ids.uuid());
-        // Firn writes metadata below a table's location: keep it inside the warehouse.
+        // Firn writes metadata below a table's location: keep it inside the namespace's
+        // warehouse.
         let location = match &spec.location {
-            Some(l) => self.shared.warehouse.location("location", l)?,
-            None => self.shared.warehouse.location(
+            Some(l) => warehouse.location("location", l)?,
+            None => warehouse.location(
                 "location",
                 &format!(
                     "{}{}/{}-{}",
-                    self.shared.warehouse.root(),
+                    warehouse.root(),
                     ident.namespace,
                     // The directory keeps to a file name's length (255 bytes) for any name.
                     &ident.name[..ident.name.len().min(200)],
@@ -280,27 +327,34 @@ impl Catalog {
     ) -> Result<String> {
         ident.validate()?;
         caller.require(Privilege::Manage, &namespace_of(ident))?;
-        self.shared.db.get_namespace(&ident.namespace).await?;
+        let warehouse = self.namespace_warehouse(&ident.namespace).await?;
         if self.shared.db.table(ident).await.is_ok() {
             return Err(Error::AlreadyExists {
                 kind: ObjectKind::Table,
                 name: ident.to_string(),
             });
         }
-        let (meta, _) = self.new_table_metadata(ident, &spec)?;
-        let dir = self
-            .shared
-            .warehouse
-            .location("location", meta.location())?;
-        self.check_location_free(&dir).await?;
+        let (meta, _) = self.new_table_metadata(&warehouse, ident, &spec)?;
+        let dir = warehouse.location("location", meta.location())?;
+        self.check_location_free(&warehouse, &dir).await?;
         serde_json::to_string(&meta).map_err(|e| Error::internal_from("serialising metadata", e))
     }
 
     /// Refuses a new table's location that overlaps another table or a namespace directory
     /// (checked again, for good, in the transaction that inserts the table).
-    async fn check_location_free(&self, dir: &crate::storage::Location) -> Result<()> {
+    async fn check_location_free(
+        &self,
+        warehouse: &Warehouse,
+        dir: &crate::storage::Location,
+    ) -> Result<()> {
         let mut conn = self.shared.db.pool.acquire().await?;
-        crate::table::locations::check(&mut conn, &self.shared.warehouse, "location", dir).await
+        crate::table::locations::check(&mut conn, warehouse, "location", dir).await
+    }
+
+    /// The warehouse a namespace's tables live in; `NotFound` for an unknown namespace.
+    async fn namespace_warehouse(&self, namespace: &str) -> Result<Arc<Warehouse>> {
+        let ns = self.shared.db.get_namespace(namespace).await?;
+        self.shared.warehouse_named(&ns.warehouse).await
     }
 
     /// Creates an empty table (Iceberg v2) and writes its first metadata file.
@@ -313,13 +367,13 @@ impl Catalog {
     ) -> Result<TableInfo> {
         ident.validate()?;
         caller.require(Privilege::Manage, &namespace_of(ident))?;
-        self.shared.db.get_namespace(&ident.namespace).await?;
-        let (meta, table_uuid) = self.new_table_metadata(ident, &spec)?;
+        let warehouse = self.namespace_warehouse(&ident.namespace).await?;
+        let (meta, table_uuid) = self.new_table_metadata(&warehouse, ident, &spec)?;
         let location = meta.location().to_string();
         let env = &self.shared.env;
         let base = serde_json::to_string(&meta)
             .map_err(|e| Error::internal_from("serialising metadata", e))?;
-        let dir = self.shared.warehouse.location("location", &location)?;
+        let dir = warehouse.location("location", &location)?;
         if self.shared.db.table(ident).await.is_ok() {
             return Err(Error::AlreadyExists {
                 kind: ObjectKind::Table,
@@ -327,11 +381,10 @@ impl Catalog {
             });
         }
         // Refused before anything is written, then claimed for good with the row below.
-        self.check_location_free(&dir).await?;
+        self.check_location_free(&warehouse, &dir).await?;
         let metadata_path = metadata::metadata_path(&dir, 0, env)?;
         let metadata_location = metadata_path.uri().to_string();
-        self.shared
-            .warehouse
+        warehouse
             .put_durable(&metadata_path, base.clone().into())
             .await?;
         let now = self.now_ms();
@@ -350,8 +403,7 @@ impl Catalog {
         };
         let mut tx = self.shared.db.pool.begin().await?;
         let inserted = async {
-            crate::table::locations::claim(&mut tx, &self.shared.warehouse, "location", &dir)
-                .await?;
+            crate::table::locations::claim(&mut tx, &warehouse, "location", &dir).await?;
             let id = crate::table::pointer::insert(&mut tx, &row, now)
                 .await?
                 .table_id();
@@ -365,7 +417,7 @@ impl Catalog {
             drop(tx);
             let scope = TableScope::new(dir, []);
             if let Some(owned) = scope.own(&metadata_path) {
-                let _ = self.shared.warehouse.delete(&owned).await;
+                let _ = warehouse.delete(&owned).await;
             }
             return Err(e);
         }
@@ -403,7 +455,8 @@ impl Catalog {
         metadata_location: &str,
     ) -> Result<String> {
         caller.require(Privilege::Read, &table_of(ident))?;
-        metadata::read_metadata_file(&self.shared.warehouse, metadata_location).await
+        let warehouse = self.shared.warehouse_of(metadata_location).await?;
+        metadata::read_metadata_file(&warehouse, metadata_location).await
     }
 
     /// What the caller needs to read (and, with `write` on the table, write) `ident`'s
@@ -433,7 +486,8 @@ impl Catalog {
         caller.require(Privilege::Read, &table_of(ident))?;
         let read_only = caller.require(Privilege::Write, &table_of(ident)).is_err();
         self.shared
-            .warehouse
+            .warehouse_of(location)
+            .await?
             .credentials_for(location, read_only, self.now_ms())
             .await
     }
@@ -452,9 +506,9 @@ impl Catalog {
         use crate::storage::sign::Access;
         ident.validate()?;
         caller.require(Privilege::Read, &table_of(ident))?;
-        let warehouse = &self.shared.warehouse;
-        let plan = warehouse.sign_plan(request)?;
         let row = self.shared.db.table(ident).await?;
+        let warehouse = self.shared.warehouse_of(&row.location).await?;
+        let plan = warehouse.sign_plan(request)?;
         let location = warehouse.location("location", &row.location)?;
         if !plan.object.is_under(&location) {
             return Err(Error::Forbidden(format!(
@@ -471,15 +525,21 @@ impl Catalog {
     async fn table_info(&self, row: TableRow, want_json: bool) -> Result<TableInfo> {
         // The metadata file names every snapshot's manifest list.
         self.shared.publish_table(&row.location).await?;
+        let warehouse = self.shared.warehouse_of(&row.location).await?;
         let (row, metadata_location, metadata_json) = metadata::materialize(
             &self.shared.db,
-            &self.shared.warehouse,
+            &warehouse,
             &self.shared.env,
             row,
             want_json,
         )
         .await?;
         let (meta, _) = parse_base(&row)?;
+        let warehouse = self
+            .shared
+            .warehouses
+            .name_of(&row.location)
+            .unwrap_or_default();
         Ok(TableInfo {
             ident: row.ident,
             table_uuid: row.table_uuid,
@@ -493,6 +553,7 @@ impl Catalog {
             partition_spec_json: serde_json::to_string(meta.default_partition_spec().as_ref())
                 .expect("spec serialises"),
             properties: meta.properties().clone(),
+            warehouse,
         })
     }
 
@@ -1187,8 +1248,11 @@ impl Catalog {
                 // removal would find them); delete them now.
                 if !matches!(e, Error::Unavailable { .. } | Error::Internal { .. }) {
                     let row = self.shared.db.table(ident).await?;
-                    for (_, owned) in self.shared.owned(row.table_id, &row.location, written) {
-                        let _ = self.shared.warehouse.delete(&owned).await;
+                    let warehouse = self.shared.warehouse_of(&row.location).await?;
+                    for (_, owned) in
+                        crate::table::owned(&warehouse, row.table_id, &row.location, written)
+                    {
+                        let _ = warehouse.delete(&owned).await;
                     }
                 }
                 Err(e)

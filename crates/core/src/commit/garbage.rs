@@ -15,13 +15,23 @@ pub(super) fn delete_best_effort(shared: &Shared, paths: Vec<(i64, Owned)>) {
     if paths.is_empty() {
         return;
     }
-    let warehouse = shared.warehouse.clone();
+    // An owned object lies below its table's location, so in exactly one warehouse.
+    let paths: Vec<_> = paths
+        .into_iter()
+        .map(|(id, owned)| (shared.warehouses.of(owned.uri()), id, owned))
+        .collect();
     let db = shared.db.clone();
     let now = shared.env.clock.now_ms();
     tokio::spawn(async move {
         let mut failed: HashMap<i64, Vec<crate::db::Doomed>> = HashMap::new();
-        for (table_id, owned) in paths {
-            if let Err(e) = warehouse.delete(&owned).await {
+        for (warehouse, table_id, owned) in paths {
+            let deleted = match &warehouse {
+                Some(w) => w.delete(&owned).await,
+                None => Err(crate::error::Error::FailedPrecondition(
+                    "in no open warehouse".into(),
+                )),
+            };
+            if let Err(e) = deleted {
                 let p = owned.uri().to_string();
                 debug!(path = %p, error = %e, "could not delete garbage of a failed commit");
                 let kind = if p.contains("/snap-") {

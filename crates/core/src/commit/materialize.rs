@@ -9,13 +9,13 @@ use tracing::{debug, warn};
 use super::*;
 use crate::db::Db;
 use crate::error::Result;
-use crate::storage::Warehouse;
+use crate::storage::{ObjectPath, Warehouse, Warehouses};
 use crate::table::Shared;
 
 /// Hands committed staged objects to the materializer, which drops their pending rows once
 /// they are written (until then, start-up recovery would rewrite them, harmlessly).
 pub(super) fn spawn_sync(shared: &Shared, paths: Vec<String>) {
-    if shared.warehouse.needs_sync() && !paths.is_empty() {
+    if shared.warehouses.needs_sync() && !paths.is_empty() {
         let _ = shared.to_sync.send(paths);
     }
 }
@@ -65,7 +65,7 @@ pub(super) async fn materializer(
             oldest = std::time::Instant::now();
         }
         pending.extend(paths);
-        if oldest.elapsed() >= WRITE_AFTER || shared.warehouse.staged_size() >= WRITE_AT_SIZE {
+        if oldest.elapsed() >= WRITE_AFTER || shared.warehouses.staged_size() >= WRITE_AT_SIZE {
             write_staged(&shared, &mut pending).await;
         }
     }
@@ -77,7 +77,7 @@ pub(super) async fn materializer(
 pub(super) async fn write_staged(shared: &Shared, pending: &mut Vec<String>) {
     let mut failed = None;
     for chunk in pending.chunks(WRITE_CHUNK) {
-        if let Err(e) = shared.record_published(shared.warehouse.publish(chunk).await) {
+        if let Err(e) = shared.record_published(shared.warehouses.publish(chunk).await) {
             failed = Some(e);
         }
     }
@@ -88,7 +88,7 @@ pub(super) async fn write_staged(shared: &Shared, pending: &mut Vec<String>) {
         None => pending.clear(),
         Some(e) => {
             warn!(error = %e, "writing commit metadata failed; kept staged and in the catalog, retrying");
-            pending.retain(|p| shared.warehouse.is_staged(p));
+            pending.retain(|p| shared.warehouses.is_staged(p));
             tokio::time::sleep(WRITE_RETRY).await;
         }
     }
@@ -98,22 +98,38 @@ pub(super) async fn write_staged(shared: &Shared, pending: &mut Vec<String>) {
 pub(super) const WRITE_CHUNK: usize = 256;
 
 /// Rewrites objects whose bytes a crash left only in the catalog, then forgets them.
-pub(crate) async fn recover_pending(db: &Db, warehouse: &Warehouse) -> Result<usize> {
+pub(crate) async fn recover_pending(db: &Db, warehouses: &Warehouses) -> Result<usize> {
     let pending = db.pending_objects().await?;
     if pending.is_empty() {
         return Ok(0);
     }
     let mut paths = Vec::with_capacity(pending.len());
-    let mut objects = Vec::with_capacity(pending.len());
+    let mut objects: Vec<(Arc<Warehouse>, ObjectPath)> = Vec::with_capacity(pending.len());
     for (path, bytes) in pending {
         // Always rewrite: a file that was never synced may have the right size and the
         // wrong (zeroed) contents.
+        let Some(warehouse) = warehouses.of(&path) else {
+            // Its warehouse is not open here (declared in another server's config): that
+            // server writes it; the row stays.
+            warn!(
+                path,
+                "a committed object kept in the catalog is in no warehouse here"
+            );
+            continue;
+        };
         let object = warehouse.object(&path)?;
         warehouse.put(&object, bytes.into()).await?;
-        objects.push(object);
+        objects.push((warehouse, object));
         paths.push(path);
     }
-    warehouse.sync(&objects).await?;
+    for warehouse in warehouses.all() {
+        let mine: Vec<ObjectPath> = objects
+            .iter()
+            .filter(|(w, _)| Arc::ptr_eq(w, &warehouse))
+            .map(|(_, o)| o.clone())
+            .collect();
+        warehouse.sync(&mine).await?;
+    }
     db.clear_pending_objects(&paths).await?;
     Ok(paths.len())
 }

@@ -82,9 +82,13 @@ async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
         .filter(|s| !known.contains(&s.snapshot_id()))
         .collect();
     if !added.is_empty() {
-        let scope = shared.scope(&row).await?;
+        let warehouse = shared.warehouse_of(&row.location).await?;
+        let scope = shared.scope(&warehouse, &row).await?;
         for s in added {
-            crate::commit::snapshot_check::check_added(shared, &scope, &current, &new, s).await?;
+            crate::commit::snapshot_check::check_added(
+                shared, &warehouse, &scope, &current, &new, s,
+            )
+            .await?;
         }
     }
     Ok(Planned { row, current, new })
@@ -385,12 +389,12 @@ pub(crate) async fn as_append(
         }
     }
     // The client's own manifest list: missing or unreadable is the client's error.
-    let list =
-        crate::storage::manifests::read_manifest_list(&shared.warehouse, snapshot.manifest_list())
-            .await
-            .map_err(|e| {
-                crate::commit::snapshot_check::client_fault("add-snapshot.manifest-list", e)
-            })?;
+    let warehouse = shared.warehouse_of(&row.location).await?;
+    let list = crate::storage::manifests::read_manifest_list(&warehouse, snapshot.manifest_list())
+        .await
+        .map_err(|e| {
+            crate::commit::snapshot_check::client_fault("add-snapshot.manifest-list", e)
+        })?;
     let (meta, _) = crate::table::parse_base(row)?;
     let partition_type = meta.default_partition_type().clone();
     let mut add = Vec::new();
@@ -410,7 +414,7 @@ pub(crate) async fn as_append(
         }
         let entries = shared
             .manifests
-            .get(&shared.warehouse, &meta, m)
+            .get(&warehouse, &meta, m)
             .await
             .map_err(|e| {
                 crate::commit::snapshot_check::client_fault("add-snapshot.manifests", e)
@@ -420,8 +424,7 @@ pub(crate) async fn as_append(
                 ManifestStatus::Added => {
                     let f = e.data_file();
                     add.push(NewFile {
-                        path: shared
-                            .warehouse
+                        path: warehouse
                             .object_in("data-file", f.file_path())?
                             .uri()
                             .to_string(),

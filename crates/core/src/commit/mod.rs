@@ -341,20 +341,39 @@ mod tests {
             .await
             .unwrap();
         let root = format!("file://{}", dir.path().join("w").display());
-        let warehouse = Warehouse::open(WarehouseConfig::new(&root)).unwrap();
-        // A crash after the commit transaction, before the object reached the disk: one
-        // object missing, one torn (right size, wrong bytes).
+        let root2 = format!("file://{}", dir.path().join("w2").display());
+        let warehouses = crate::storage::Warehouses::new(Arc::new(
+            Warehouse::open(WarehouseConfig::new(&root)).unwrap(),
+        ));
+        let second = Arc::new(Warehouse::open(WarehouseConfig::new(&root2)).unwrap());
+        warehouses
+            .insert(
+                "second",
+                second.clone(),
+                crate::storage::registry::Source::Catalog,
+            )
+            .unwrap();
+        let warehouse = warehouses.default_warehouse().clone();
+        // A crash after the commit transaction, before the objects reached the disk: one
+        // object missing, one torn (right size, wrong bytes), one missing in the second
+        // warehouse (written there, not in the first).
         let missing = format!("{root}/t/metadata/a.avro");
         let torn = format!("{root}/t/metadata/b.avro");
-        let (missing_p, torn_p) = (
+        let elsewhere = format!("{root2}/u/metadata/c.avro");
+        let (missing_p, torn_p, elsewhere_p) = (
             warehouse.object(&missing).unwrap(),
             warehouse.object(&torn).unwrap(),
+            second.object(&elsewhere).unwrap(),
         );
         warehouse
             .put(&torn_p, bytes::Bytes::from_static(b"\0\0\0\0\0"))
             .await
             .unwrap();
-        for (path, bytes) in [(&missing, &b"manifest"[..]), (&torn, &b"hello"[..])] {
+        for (path, bytes) in [
+            (&missing, &b"manifest"[..]),
+            (&torn, &b"hello"[..]),
+            (&elsewhere, &b"there"[..]),
+        ] {
             sqlx::query("INSERT INTO pending_objects (path, bytes) VALUES ($1, $2)")
                 .bind(path)
                 .bind(bytes.to_vec())
@@ -362,10 +381,11 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(recover_pending(&db, &warehouse).await.unwrap(), 2);
+        assert_eq!(recover_pending(&db, &warehouses).await.unwrap(), 3);
         assert_eq!(&warehouse.get(&missing_p).await.unwrap()[..], b"manifest");
         assert_eq!(&warehouse.get(&torn_p).await.unwrap()[..], b"hello");
+        assert_eq!(&second.get(&elsewhere_p).await.unwrap()[..], b"there");
         assert!(db.pending_objects().await.unwrap().is_empty());
-        assert_eq!(recover_pending(&db, &warehouse).await.unwrap(), 0);
+        assert_eq!(recover_pending(&db, &warehouses).await.unwrap(), 0);
     }
 }

@@ -40,7 +40,8 @@ impl Planned {
         let mut garbage = Vec::new();
         for p in gone {
             for s in p.steps {
-                garbage.extend(shared.owned(
+                garbage.extend(crate::table::owned(
+                    &p.state.warehouse,
                     p.table_id,
                     &p.state.row.location,
                     s.replanned_garbage(),
@@ -170,25 +171,37 @@ pub(super) async fn plan_batch(
     plans.sort_by_key(|p| p.table_id);
 
     // Put or stage every new object. Nothing references them until the transaction commits.
-    let objects: Result<Vec<(ObjectPath, bytes::Bytes)>> = plans
-        .iter()
-        .flat_map(|p| p.steps.iter().flat_map(|s| s.plan.objects.iter()))
-        .map(|o| Ok((shared.warehouse.object(&o.path)?, o.bytes.clone())))
-        .collect();
-    let stored = match objects {
-        Err(e) => Err(e),
-        Ok(objects) if shared.warehouse.needs_sync() => {
-            if shared.warehouse.staged_size() >= STAGED_LIMIT {
-                // Backpressure: the disk is behind; wait for it rather than grow unbounded.
-                if let Err(e) = shared.publish_all().await {
-                    warn!(error = %e, "writing staged commit metadata failed");
+    // Each table's objects go to its own warehouse.
+    let mut stored = Ok(());
+    let mut backpressure = true;
+    for p in &plans {
+        let warehouse = &p.state.warehouse;
+        let objects: Result<Vec<(ObjectPath, bytes::Bytes)>> = p
+            .steps
+            .iter()
+            .flat_map(|s| s.plan.objects.iter())
+            .map(|o| Ok((warehouse.object(&o.path)?, o.bytes.clone())))
+            .collect();
+        stored = match objects {
+            Err(e) => Err(e),
+            Ok(objects) if warehouse.needs_sync() => {
+                if backpressure && shared.warehouses.staged_size() >= STAGED_LIMIT {
+                    // Backpressure: the disk is behind; wait for it rather than grow
+                    // unbounded.
+                    backpressure = false;
+                    if let Err(e) = shared.publish_all().await {
+                        warn!(error = %e, "writing staged commit metadata failed");
+                    }
                 }
+                warehouse.stage(&objects);
+                Ok(())
             }
-            shared.warehouse.stage(&objects);
-            Ok(())
+            Ok(objects) => warehouse.put_new(&objects).await,
+        };
+        if stored.is_err() {
+            break;
         }
-        Ok(objects) => shared.warehouse.put_new(&objects).await,
-    };
+    }
     if let Err(e) = stored {
         warn!(error = %e, "writing commit metadata failed; the batch is not committed");
         delete_best_effort(
@@ -201,7 +214,12 @@ pub(super) async fn plan_batch(
                         .iter()
                         .flat_map(|s| s.plan.objects.iter().map(|o| o.path.clone()))
                         .collect();
-                    shared.owned(p.table_id, &p.state.row.location, paths)
+                    crate::table::owned(
+                        &p.state.warehouse,
+                        p.table_id,
+                        &p.state.row.location,
+                        paths,
+                    )
                 })
                 .collect(),
         );

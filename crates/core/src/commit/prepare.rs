@@ -108,7 +108,7 @@ pub(crate) async fn prepare(
 ) -> Result<Checked> {
     let added = req.operation.added();
     let (_, ctx) = parse_base(row)?;
-    let warehouse = &shared.warehouse;
+    let warehouse = &*shared.warehouse_of(&row.location).await?;
     let mut checks = Vec::with_capacity(added.len());
     for f in added {
         checks.push(files::resolve(warehouse, &ctx, f));

@@ -154,7 +154,7 @@ pub(super) async fn plan_step(
         }
         let entries = shared
             .manifests
-            .get(&shared.warehouse, &state.meta, m)
+            .get(&state.warehouse, &state.meta, m)
             .await?;
         let alive = || entries.iter().filter(|e| e.is_alive());
         if !alive().any(|e| selects(&e.data_file)) {
@@ -318,7 +318,7 @@ pub(super) async fn merge_tiers(
             let m = &manifests[i];
             let entries = shared
                 .manifests
-                .get(&shared.warehouse, &state.meta, m)
+                .get(&state.warehouse, &state.meta, m)
                 .await?;
             for e in entries.iter().filter(|e| e.is_alive()) {
                 let (sid, s, fs) = (

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use iceberg::spec::{DataFileFormat, ManifestStatus, Snapshot, TableMetadata};
 
 use crate::error::{Error, Result};
-use crate::storage::{ObjectPath, TableScope};
+use crate::storage::{ObjectPath, TableScope, Warehouse};
 use crate::table::Shared;
 
 /// How many files of one snapshot are checked at once.
@@ -31,14 +31,15 @@ const CONCURRENCY: usize = 16;
 /// and specs its manifests are read with; see the module contract).
 pub(crate) async fn check_added(
     shared: &Shared,
+    warehouse: &Warehouse,
     scope: &TableScope,
     current: &TableMetadata,
     new: &TableMetadata,
     snapshot: &Snapshot,
 ) -> Result<()> {
     let field = "add-snapshot.manifest-list";
-    let list_path = owned(shared, scope, field, snapshot.manifest_list())?;
-    let list = crate::storage::manifests::read_manifest_list(&shared.warehouse, list_path.uri())
+    let list_path = owned(warehouse, scope, field, snapshot.manifest_list())?;
+    let list = crate::storage::manifests::read_manifest_list(warehouse, list_path.uri())
         .await
         .map_err(|e| client_fault(field, e))?;
     let carried: HashSet<String> = match snapshot
@@ -46,7 +47,7 @@ pub(crate) async fn check_added(
         .and_then(|id| current.snapshot_by_id(id))
     {
         Some(parent) => {
-            crate::storage::manifests::read_manifest_list(&shared.warehouse, parent.manifest_list())
+            crate::storage::manifests::read_manifest_list(warehouse, parent.manifest_list())
                 .await?
                 .entries()
                 .iter()
@@ -65,10 +66,10 @@ pub(crate) async fn check_added(
             continue;
         }
         let field = "add-snapshot.manifests";
-        owned(shared, scope, field, &m.manifest_path)?;
+        owned(warehouse, scope, field, &m.manifest_path)?;
         let entries = shared
             .manifests
-            .get(&shared.warehouse, new, m)
+            .get(warehouse, new, m)
             .await
             .map_err(|e| client_fault(field, e))?;
         if m.added_snapshot_id != snapshot.snapshot_id() {
@@ -81,19 +82,15 @@ pub(crate) async fn check_added(
             .collect();
         let checks = added.into_iter().map(|f| async move {
             let field = "add-snapshot.data-files";
-            let object = owned(shared, scope, field, f.file_path())?;
+            let object = owned(warehouse, scope, field, f.file_path())?;
             crate::commit::files::check_consistent(schema, &f)?;
             // A Parquet file: one request gives its size and footer; others: a HEAD.
             let found = if f.file_format() == DataFileFormat::Parquet {
-                crate::commit::files::read_footer(&shared.warehouse, &object)
+                crate::commit::files::read_footer(warehouse, &object)
                     .await
                     .map(|(size, meta)| (size, Some(meta.file_metadata().num_rows().max(0) as u64)))
             } else {
-                shared
-                    .warehouse
-                    .head(&object)
-                    .await
-                    .map(|size| (size, None))
+                warehouse.head(&object).await.map(|size| (size, None))
             };
             let (size, records) = match found {
                 Ok(found) => found,
@@ -129,8 +126,8 @@ pub(crate) async fn check_added(
 }
 
 /// The checked path of `uri`, which the table must own.
-fn owned(shared: &Shared, scope: &TableScope, field: &str, uri: &str) -> Result<ObjectPath> {
-    let object = shared.warehouse.object_in(field, uri)?;
+fn owned(warehouse: &Warehouse, scope: &TableScope, field: &str, uri: &str) -> Result<ObjectPath> {
+    let object = warehouse.object_in(field, uri)?;
     if !scope.owns(&object) {
         return Err(Error::invalid(
             field,

@@ -8,6 +8,7 @@ use iceberg::spec::{ManifestFile, TableMetadata};
 
 use crate::db::TableRow;
 use crate::error::{Error, Result};
+use crate::storage::Warehouse;
 use crate::storage::manifests::read_manifest_list;
 use crate::table::parse_base;
 use crate::table::{FileContext, Shared};
@@ -24,6 +25,8 @@ pub(super) struct Totals {
 #[derive(Clone)]
 pub(super) struct TableState {
     pub(super) row: TableRow,
+    /// The warehouse holding the table (every object of it is read and written there).
+    pub(super) warehouse: Arc<Warehouse>,
     /// The row's base metadata (schemas and specs, to read manifests with).
     pub(super) meta: Arc<TableMetadata>,
     pub(super) ctx: FileContext,
@@ -59,6 +62,7 @@ impl TableState {
         let table_id = row.table_id;
         // Another replica's last commits may not be in the store yet.
         shared.publish_table(&row.location).await?;
+        let warehouse = shared.warehouse_of(&row.location).await?;
         let (meta, ctx) = parse_base(&row)?;
         let (manifests, totals) = match row.current_snapshot_id {
             None => (Vec::new(), Totals::default()),
@@ -66,7 +70,7 @@ impl TableState {
                 let Some(snap) = shared.db.snapshot(table_id, id).await? else {
                     return Ok(None);
                 };
-                let list = read_manifest_list(&shared.warehouse, &snap.manifest_list).await?;
+                let list = read_manifest_list(&warehouse, &snap.manifest_list).await?;
                 let num = |k: &str| {
                     snap.summary
                         .get(k)
@@ -85,6 +89,7 @@ impl TableState {
             schema_id: meta.current_schema_id(),
             meta: Arc::new(meta),
             row,
+            warehouse,
             ctx,
             manifests: Arc::new(manifests),
             totals,

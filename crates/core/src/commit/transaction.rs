@@ -88,7 +88,8 @@ pub(super) async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
                     out.stale.push(p.table_id);
                     let mut garbage = Vec::new();
                     for s in p.steps {
-                        garbage.extend(shared.owned(
+                        garbage.extend(crate::table::owned(
+                            &p.state.warehouse,
                             p.table_id,
                             &p.state.row.location,
                             s.replanned_garbage(),
@@ -187,7 +188,7 @@ pub(super) async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> R
         if let Some(id) = st.current_snapshot_id {
             moved.upsert_ref("main", id, "branch", None).await?;
         }
-        if shared.warehouse.needs_sync() {
+        if p.state.warehouse.needs_sync() {
             for o in p.steps.iter().flat_map(|s| &s.plan.objects) {
                 sqlx::query(
                     "INSERT INTO pending_objects (path, bytes) VALUES ($1, $2) \

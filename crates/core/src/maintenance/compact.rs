@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::ident::TableIdent;
 use crate::model::NewFile;
 use crate::scan::ScanFilter;
+use crate::storage::Warehouse;
 use crate::table::Shared;
 
 /// Default target size of compacted files: Iceberg's `write.target-file-size-bytes`.
@@ -86,6 +87,8 @@ pub(crate) struct Plan {
     target: ArrowSchemaRef,
     /// Row groups of the new files close at this size (`write.parquet.row-group-size-bytes`).
     row_group_bytes: usize,
+    /// The table's warehouse: the files are read from and written to it.
+    warehouse: Arc<Warehouse>,
     pub bins: Vec<(String, Vec<Candidate>)>,
 }
 
@@ -98,6 +101,7 @@ pub(crate) async fn plan(
     let row = shared.db.table(ident).await?;
     // Manifests another replica committed are read from the store.
     shared.publish_table(&row.location).await?;
+    let warehouse = shared.warehouse_of(&row.location).await?;
     let (meta, _) = crate::table::parse_base(&row)?;
     let target: ArrowSchemaRef = Arc::new(schema_to_arrow_schema(meta.current_schema())?);
     let target_size = match opts.target_file_size {
@@ -126,6 +130,7 @@ pub(crate) async fn plan(
             report,
             target,
             row_group_bytes,
+            warehouse,
             bins: Vec::new(),
         });
     };
@@ -148,8 +153,7 @@ pub(crate) async fn plan(
         .await?
         .ok_or_else(|| Error::internal("current snapshot missing from the catalog"))?;
     let list =
-        crate::storage::manifests::read_manifest_list(&shared.warehouse, &snap.manifest_list)
-            .await?;
+        crate::storage::manifests::read_manifest_list(&warehouse, &snap.manifest_list).await?;
     let spec = meta.default_partition_spec();
     let schema = meta.current_schema();
     let small = target_size * 3 / 4;
@@ -158,7 +162,7 @@ pub(crate) async fn plan(
         if m.content != ManifestContentType::Data || m.partition_spec_id != spec.spec_id() {
             continue;
         }
-        let entries = shared.manifests.get(&shared.warehouse, &meta, m).await?;
+        let entries = shared.manifests.get(&warehouse, &meta, m).await?;
         for e in entries
             .iter()
             .filter(|e| e.status() != ManifestStatus::Deleted)
@@ -219,6 +223,7 @@ pub(crate) async fn plan(
         report,
         target,
         row_group_bytes,
+        warehouse,
         bins,
     })
 }
@@ -230,6 +235,7 @@ pub(crate) async fn write(
     plan: &mut Plan,
 ) -> Result<(Vec<NewFile>, Vec<String>)> {
     let target = plan.target.clone();
+    let warehouse = plan.warehouse.clone();
     let dirs: Vec<String> = plan.bins.iter().map(|(d, _)| d.clone()).collect();
     let paths = crate::maintenance::orphans::reserve(shared, ident, &dirs).await?;
     let mut added = Vec::new();
@@ -237,24 +243,21 @@ pub(crate) async fn write(
     for ((_, bin), path) in plan.bins.iter().zip(paths) {
         // Streamed both ways: one batch read at a time, written out a row group at a time
         // (multipart once large), so memory stays near one row group whatever the sizes.
-        let object = shared.warehouse.object(&path)?;
+        let object = warehouse.object(&path)?;
         let props = parquet::file::properties::WriterProperties::builder()
             .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
             .set_max_row_group_bytes(Some(plan.row_group_bytes))
             .build();
         let mut writer = AsyncArrowWriter::try_new(
-            shared.warehouse.parquet_sink(object.clone()),
+            warehouse.parquet_sink(object.clone()),
             target.clone(),
             Some(props),
         )
         .map_err(pq)?;
         let mut records = 0u64;
         for c in bin {
-            let source = shared
-                .warehouse
-                .object_in("data file", c.file.file_path())?;
-            let reader = shared
-                .warehouse
+            let source = warehouse.object_in("data file", c.file.file_path())?;
+            let reader = warehouse
                 .parquet_reader(&source, c.file.file_size_in_bytes())
                 .await?;
             let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
@@ -278,7 +281,7 @@ pub(crate) async fn write(
         }
         writer.finish().await.map_err(pq)?;
         let size = writer.bytes_written() as u64;
-        shared.warehouse.sync(std::slice::from_ref(&object)).await?;
+        warehouse.sync(std::slice::from_ref(&object)).await?;
         plan.report.bytes_written += size;
         added.push(NewFile {
             path,

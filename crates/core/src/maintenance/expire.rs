@@ -50,7 +50,7 @@ use crate::db::{
 use crate::error::{Error, ObjectKind, Result};
 use crate::ident::TableIdent;
 use crate::model::SnapshotInfo;
-use crate::storage::TableScope;
+use crate::storage::{TableScope, Warehouse};
 use crate::table::Shared;
 use crate::table::pointer::{self, CommitLog};
 use crate::table::refs::RefInfo;
@@ -305,6 +305,7 @@ async fn unreferenced_objects(
     if !expired.is_empty() {
         let (meta, _) = crate::table::parse_base(row)?;
         let meta = &meta;
+        let warehouse = &*shared.warehouse_of(&row.location).await?;
         let mut retained_manifests: HashMap<String, iceberg::spec::ManifestFile> = HashMap::new();
         let mut retained_lists = HashSet::new();
         let mut retained_files = HashSet::new();
@@ -317,9 +318,7 @@ async fn unreferenced_objects(
             .iter()
             .map(|s| {
                 let path = s.manifest_list.clone();
-                async move {
-                    crate::storage::manifests::read_manifest_list(&shared.warehouse, &path).await
-                }
+                async move { crate::storage::manifests::read_manifest_list(warehouse, &path).await }
             })
             .collect();
         let lists: Vec<ManifestList> = futures::stream::iter(reads)
@@ -344,12 +343,7 @@ async fn unreferenced_objects(
         // ones only expired snapshots have for the files that may go.
         let reads: Vec<_> = retained_manifests
             .values()
-            .map(|m| async move {
-                shared
-                    .manifests
-                    .live_paths(&shared.warehouse, meta, m)
-                    .await
-            })
+            .map(|m| async move { shared.manifests.live_paths(warehouse, meta, m).await })
             .collect();
         let mut live = futures::stream::iter(reads).buffer_unordered(DELETE_CONCURRENCY);
         while let Some(paths) = live.try_next().await? {
@@ -361,7 +355,7 @@ async fn unreferenced_objects(
             .map(|(path, m)| {
                 let (path, length) = (path.clone(), m.manifest_length);
                 async move {
-                    let entries = shared.manifests.get(&shared.warehouse, meta, m).await?;
+                    let entries = shared.manifests.get(warehouse, meta, m).await?;
                     Ok::<_, Error>((path, length, entries))
                 }
             })
@@ -449,14 +443,15 @@ pub(crate) async fn expire(
     if opts.dry_run {
         let (_, retention, doomed) = plan_expiry(shared, &row, opts).await?;
         fill_decision(&mut report, &retention);
+        let warehouse = &*shared.warehouse_of(&row.location).await?;
         let heads: Vec<_> = doomed
             .iter()
             .map(|d| {
                 let (kind, size, path) = (d.kind, d.size, d.path.clone());
                 async move {
-                    let size = match (size, shared.warehouse.object(&path)) {
+                    let size = match (size, warehouse.object(&path)) {
                         (n, _) if n >= 0 => n,
-                        (_, Ok(p)) => shared.warehouse.head(&p).await.map_or(-1, |n| n as i64),
+                        (_, Ok(p)) => warehouse.head(&p).await.map_or(-1, |n| n as i64),
                         (_, Err(_)) => -1,
                     };
                     (kind, size)
@@ -563,12 +558,10 @@ async fn plan_expiry(
     let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
     let mut doomed = unreferenced_objects(shared, row, &snapshots, &retention, policy).await?;
     // Objects outside the table (a registered table may reference some) are never deleted.
-    let scope = shared.scope(row).await?;
+    let warehouse = shared.warehouse_of(&row.location).await?;
+    let scope = shared.scope(&warehouse, row).await?;
     doomed.retain(|d| {
-        let owned = shared
-            .warehouse
-            .object(&d.path)
-            .is_ok_and(|p| scope.owns(&p));
+        let owned = warehouse.object(&d.path).is_ok_and(|p| scope.owns(&p));
         if !owned {
             debug!(path = d.path, "not expiring an object outside the table");
         }
@@ -593,9 +586,18 @@ async fn expire_leased(
     report: &mut ExpireReport,
 ) -> Result<()> {
     // First finish what an interrupted run recorded.
-    let scope = shared.scope(&shared.db.table(ident).await?).await?;
-    let (done, failed) =
-        delete_recorded(shared, table_id, &scope, lease, &mut report.deleted).await?;
+    let row = shared.db.table(ident).await?;
+    let warehouse = shared.warehouse_of(&row.location).await?;
+    let scope = shared.scope(&warehouse, &row).await?;
+    let (done, failed) = delete_recorded(
+        shared,
+        &warehouse,
+        table_id,
+        &scope,
+        lease,
+        &mut report.deleted,
+    )
+    .await?;
     report.resumed = done;
     report.failed_deletes += failed;
     for _ in 0..MAX_ATTEMPTS {
@@ -605,8 +607,15 @@ async fn expire_leased(
             continue;
         }
         fill_decision(report, &retention);
-        let (_, failed) =
-            delete_recorded(shared, table_id, &scope, lease, &mut report.deleted).await?;
+        let (_, failed) = delete_recorded(
+            shared,
+            &warehouse,
+            table_id,
+            &scope,
+            lease,
+            &mut report.deleted,
+        )
+        .await?;
         report.failed_deletes += failed;
         info!(
             table = %ident,
@@ -747,6 +756,7 @@ async fn snapshots_in(tx: &mut sqlx::AnyConnection, row: &TableRow) -> Result<Ve
 /// Returns (deleted, failed).
 async fn delete_recorded(
     shared: &Shared,
+    warehouse: &Warehouse,
     table_id: i64,
     scope: &TableScope,
     lease: &LeaseGuard,
@@ -767,12 +777,7 @@ async fn delete_recorded(
     for batch in todo.chunks(256) {
         let results: Vec<_> = futures::stream::iter(batch.iter().cloned())
             .map(|(path, kind, size)| async move {
-                let Some(owned) = shared
-                    .warehouse
-                    .object(&path)
-                    .ok()
-                    .and_then(|p| scope.own(&p))
-                else {
+                let Some(owned) = warehouse.object(&path).ok().and_then(|p| scope.own(&p)) else {
                     // Recorded before scopes were checked: forgotten, never deleted.
                     warn!(path, "not deleting an object outside the table");
                     return (path, kind, None, Ok(()));
@@ -781,13 +786,13 @@ async fn delete_recorded(
                 // after deleting it) is not counted again.
                 let size = match size {
                     n if n >= 0 => Some(n),
-                    _ => match shared.warehouse.head(owned.path()).await {
+                    _ => match warehouse.head(owned.path()).await {
                         Ok(n) => Some(n as i64),
                         Err(Error::NotFound { .. }) => None,
                         Err(_) => Some(-1),
                     },
                 };
-                let r = shared.warehouse.delete(&owned).await;
+                let r = warehouse.delete(&owned).await;
                 (path, kind, size, r)
             })
             .buffer_unordered(DELETE_CONCURRENCY)

@@ -83,6 +83,7 @@ pub(crate) async fn reserve(
         ));
     }
     let row = shared.db.table(ident).await?;
+    let warehouse = &*shared.warehouse_of(&row.location).await?;
     let base = format!("{}/data", row.location.trim_end_matches('/'));
     let mut paths = Vec::with_capacity(partition_paths.len());
     for p in partition_paths {
@@ -94,7 +95,7 @@ pub(crate) async fn reserve(
         };
         // The warehouse's own path check refuses `.`, `..` (also percent-encoded), `\`,
         // control characters and empty segments (so a leading or trailing `/` too).
-        if shared.warehouse.object(&uri).is_err() {
+        if warehouse.object(&uri).is_err() {
             return Err(Error::invalid(
                 "partition_paths",
                 format!("{p:?} is not a relative partition directory like \"ts_day=2026-11-22\""),
@@ -172,7 +173,8 @@ async fn run(
     report: &mut OrphanReport,
 ) -> Result<()> {
     let table_id = row.table_id;
-    let scope = shared.scope(row).await?;
+    let warehouse = &*shared.warehouse_of(&row.location).await?;
+    let scope = shared.scope(warehouse, row).await?;
     // 1. Recorded write paths old enough to judge: committed ones are expiry's business
     //    (their record is dropped); the others are orphans.
     let rows = sqlx::query(
@@ -208,7 +210,7 @@ async fn run(
             .iter()
             .map(|p| p.key().to_string())
             .collect();
-        let listed = shared.warehouse.list(scope.location()).await?;
+        let listed = warehouse.list(scope.location()).await?;
         report.listed_objects = listed.len() as u64;
         let recorded: HashSet<&String> = report.orphans.iter().collect();
         let mut found = Vec::new();
@@ -216,7 +218,7 @@ async fn run(
             let path = m.location.to_string();
             let old_enough = m.last_modified.timestamp_millis() < cutoff;
             if old_enough && !referenced.contains(&path) {
-                let Ok(object) = shared.warehouse.object_of_key(&m.location) else {
+                let Ok(object) = warehouse.object_of_key(&m.location) else {
                     warn!(
                         key = path,
                         "skipping a listed object whose name Firn would refuse"
@@ -232,7 +234,7 @@ async fn run(
     }
     // Only what the table owns is an orphan of it (a reserved path always is).
     report.orphans.retain(|uri| {
-        let owned = shared.warehouse.object(uri).is_ok_and(|p| scope.owns(&p));
+        let owned = warehouse.object(uri).is_ok_and(|p| scope.owns(&p));
         if !owned {
             warn!(uri, "not removing an object outside the table");
         }
@@ -242,8 +244,8 @@ async fn run(
         // What the real run would count: the orphans that exist, and their sizes.
         let sizes: Vec<Option<u64>> = futures::stream::iter(report.orphans.clone())
             .map(|uri| async move {
-                let p = shared.warehouse.object(&uri).ok()?;
-                shared.warehouse.head(&p).await.ok()
+                let p = warehouse.object(&uri).ok()?;
+                warehouse.head(&p).await.ok()
             })
             .buffer_unordered(16)
             .collect()
@@ -259,13 +261,13 @@ async fn run(
     let results: Vec<(String, Option<u64>, Result<()>)> =
         futures::stream::iter(report.orphans.clone())
             .map(|uri| async move {
-                let owned = match shared.warehouse.object(&uri).map(|p| scope.own(&p)) {
+                let owned = match warehouse.object(&uri).map(|p| scope.own(&p)) {
                     Ok(Some(o)) => o,
                     _ => return (uri, None, Ok(())),
                 };
                 // A reserved path the writer never used has no object: not counted.
-                let size = shared.warehouse.head(owned.path()).await.ok();
-                let r = shared.warehouse.delete(&owned).await;
+                let size = warehouse.head(owned.path()).await.ok();
+                let r = warehouse.delete(&owned).await;
                 (uri, size, r)
             })
             .buffer_unordered(16)
@@ -301,21 +303,16 @@ async fn referenced(
     row: &crate::db::TableRow,
 ) -> Result<Vec<crate::storage::ObjectPath>> {
     let (meta, _) = crate::table::parse_base(row)?;
+    let warehouse = &*shared.warehouse_of(&row.location).await?;
     let mut uris: HashSet<String> = HashSet::new();
     uris.insert(row.metadata_location.clone());
     for s in shared.db.snapshots(row.table_id, -1, i64::MAX).await? {
         let list =
-            crate::storage::manifests::read_manifest_list(&shared.warehouse, &s.manifest_list)
-                .await?;
+            crate::storage::manifests::read_manifest_list(warehouse, &s.manifest_list).await?;
         uris.insert(s.manifest_list);
         for m in list.entries() {
             if uris.insert(m.manifest_path.clone()) {
-                uris.extend(
-                    shared
-                        .manifests
-                        .live_paths(&shared.warehouse, &meta, m)
-                        .await?,
-                );
+                uris.extend(shared.manifests.live_paths(warehouse, &meta, m).await?);
             }
         }
     }
@@ -335,7 +332,7 @@ async fn referenced(
     // A referenced name Firn would refuse is never deleted, so it need not be listed here.
     Ok(uris
         .into_iter()
-        .filter_map(|u| shared.warehouse.object(&u).ok())
+        .filter_map(|u| warehouse.object(&u).ok())
         .collect())
 }
 
@@ -347,7 +344,8 @@ pub(crate) async fn drop_and_purge(shared: &Shared, ident: &TableIdent) -> Resul
     let row = shared.db.table(ident).await?;
     // Written first, so a late write cannot outlive the purge.
     shared.publish_table(&row.location).await?;
-    let scope = shared.scope(&row).await?;
+    let warehouse = &*shared.warehouse_of(&row.location).await?;
+    let scope = shared.scope(warehouse, &row).await?;
     // Only what the table owns goes: a registered table may reference other tables' files.
     let objects: Vec<crate::storage::Owned> = referenced(shared, &row)
         .await?
@@ -366,8 +364,8 @@ pub(crate) async fn drop_and_purge(shared: &Shared, ident: &TableIdent) -> Resul
     shared.db.drop_table(ident).await?;
     let deleted = futures::stream::iter(objects)
         .map(|owned| async move {
-            let existed = shared.warehouse.head(owned.path()).await.is_ok();
-            match shared.warehouse.delete(&owned).await {
+            let existed = warehouse.head(owned.path()).await.is_ok();
+            match warehouse.delete(&owned).await {
                 Ok(()) => u64::from(existed),
                 Err(e) => {
                     warn!(path = owned.uri(), error = %e, "could not delete a purged table's file");

@@ -34,11 +34,13 @@ mod fileio;
 pub mod manifests;
 pub(crate) mod objects;
 pub mod path;
+pub mod registry;
 pub mod sign;
 pub mod sts;
 
 pub use fileio::{FirnStorage, FirnStorageFactory, WAREHOUSE_PROP};
 pub use path::{Location, ObjectPath, Owned, Root, TableScope};
+pub use registry::Warehouses;
 
 /// Options of a warehouse: its root URL and backend options (S3: `endpoint`, `region`,
 /// `allow_http`, `virtual_hosted_style_request`, `access_key_id`, `secret_access_key`).
@@ -345,6 +347,16 @@ impl Warehouse {
     /// The root URL, ending in `/`.
     pub fn root(&self) -> &str {
         &self.root_url
+    }
+
+    /// The parsed root.
+    pub fn root_path(&self) -> &Root {
+        &self.root
+    }
+
+    /// Whether `uri` names something strictly below this warehouse's root.
+    pub fn holds(&self, uri: &str) -> bool {
+        self.root.holds(uri)
     }
 
     /// The checked path of an object below this warehouse's root; `field` names what the

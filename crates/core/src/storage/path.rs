@@ -227,6 +227,20 @@ impl Root {
         })
     }
 
+    /// Whether `uri` names something strictly below this root.
+    pub fn holds(&self, uri: &str) -> bool {
+        parse(uri, true).is_ok_and(|p| self.confine(uri, p).is_ok())
+    }
+
+    /// Whether one of two roots is, or lies inside, the other: then an object could belong
+    /// to both, so two warehouses may not have such roots.
+    pub fn overlaps(&self, other: &Root) -> bool {
+        let n = self.prefix.len().min(other.prefix.len());
+        self.scheme == other.scheme
+            && self.authority == other.authority
+            && self.prefix[..n] == other.prefix[..n]
+    }
+
     /// The object of a key listed from this root's store.
     pub fn object_of_key(&self, key: &StorePath) -> Result<ObjectPath, PathError> {
         self.object(&format!("{}://{}/{}", self.scheme, self.authority, key))

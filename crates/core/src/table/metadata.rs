@@ -252,10 +252,15 @@ mod tests {
         );
         // ...and materialising it serves the current version instead.
         let shared = catalog.shared();
-        let (row, _, json) =
-            super::materialize(&shared.db, &shared.warehouse, &shared.env, stale, true)
-                .await
-                .unwrap();
+        let (row, _, json) = super::materialize(
+            &shared.db,
+            shared.warehouses.default_warehouse(),
+            &shared.env,
+            stale,
+            true,
+        )
+        .await
+        .unwrap();
         assert_eq!(row.current_snapshot_id, Some(second));
         let meta: iceberg::spec::TableMetadata = serde_json::from_str(&json.unwrap()).unwrap();
         assert_eq!(meta.current_snapshot_id(), Some(second));

@@ -23,7 +23,8 @@ use crate::db::{Db, TableRow};
 use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::storage::manifests::ManifestCache;
-use crate::storage::{ObjectPath, Owned, TableScope, Warehouse};
+use crate::storage::registry::Source;
+use crate::storage::{ObjectPath, Owned, TableScope, Warehouse, Warehouses};
 
 pub(crate) mod locations;
 pub(crate) mod metadata;
@@ -99,7 +100,7 @@ pub(crate) fn parse_base(row: &TableRow) -> Result<(TableMetadata, FileContext)>
 /// What the service, the committer and maintenance share.
 pub(crate) struct Shared {
     pub db: Db,
-    pub warehouse: Arc<Warehouse>,
+    pub warehouses: Warehouses,
     pub env: Env,
     pub manifests: ManifestCache,
     /// Objects written durably whose catalog copies the materializer has yet to drop.
@@ -109,17 +110,53 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The warehouse holding `uri` (a table's location, or an object of a table). One that
+    /// another replica created since this process last looked is loaded on the way.
+    /// `FailedPrecondition` when none holds it (e.g. a warehouse declared only in another
+    /// server's config file).
+    pub(crate) async fn warehouse_of(&self, uri: &str) -> Result<Arc<Warehouse>> {
+        if let Some(w) = self.warehouses.of(uri) {
+            return Ok(w);
+        }
+        self.load_warehouses().await?;
+        self.warehouses.of(uri).ok_or_else(|| {
+            let shown: String = uri.chars().take(300).collect();
+            Error::FailedPrecondition(format!(
+                "{shown} is in no warehouse this server knows (one declared only in another \
+                 server's config file?)"
+            ))
+        })
+    }
+
+    /// The warehouse called `name`, loading it from the catalog if another replica created
+    /// it; `NotFound` if there is none.
+    pub(crate) async fn warehouse_named(&self, name: &str) -> Result<Arc<Warehouse>> {
+        if let Some(w) = self.warehouses.get(name) {
+            return Ok(w);
+        }
+        self.load_warehouses().await?;
+        self.warehouses
+            .get(name)
+            .ok_or_else(|| Error::not_found(crate::error::ObjectKind::Warehouse, name))
+    }
+
+    /// Opens every warehouse recorded in the catalog that this process does not know yet.
+    pub(crate) async fn load_warehouses(&self) -> Result<()> {
+        load_recorded(&self.db, &self.warehouses, false).await
+    }
+
     /// Makes every committed object below a table's location readable in the store: this
     /// process's staged objects, and those another replica committed but has not written
     /// yet (from their copies in the catalog). Call before handing the table's metadata to
     /// a reader outside this process. Errors are storage errors: retry.
     pub(crate) async fn publish_table(&self, location: &str) -> Result<()> {
-        if !self.warehouse.needs_sync() {
+        let warehouse = self.warehouse_of(location).await?;
+        if !warehouse.needs_sync() {
             return Ok(());
         }
         let mut attempt = 0;
         loop {
-            match self.publish_table_once(location).await {
+            match self.publish_table_once(&warehouse, location).await {
                 Err(e) if e.is_retryable() && attempt < PUBLISH_ATTEMPTS => {
                     attempt += 1;
                     debug!(error = %e, attempt, "publishing a table's objects failed; retrying");
@@ -130,10 +167,10 @@ impl Shared {
         }
     }
 
-    async fn publish_table_once(&self, location: &str) -> Result<()> {
-        let dir = self.warehouse.location("location", location)?;
-        let local = self.warehouse.staged_under(&dir);
-        self.record_published(self.warehouse.publish(&local).await)?;
+    async fn publish_table_once(&self, warehouse: &Warehouse, location: &str) -> Result<()> {
+        let dir = warehouse.location("location", location)?;
+        let local = warehouse.staged_under(&dir);
+        self.record_published(warehouse.publish(&local).await)?;
         let mut others = Vec::new();
         let rows = self.db.pending_paths_under(location).await?;
         // Rows of objects this process wrote go at the materializer's next round.
@@ -147,56 +184,25 @@ impl Shared {
                 .collect()
         };
         for path in rows {
-            if written.contains(&path) || self.warehouse.is_staged(&path) {
+            if written.contains(&path) || warehouse.is_staged(&path) {
                 continue;
             }
-            let object = self.warehouse.object(&path)?;
-            match self.warehouse.head(&object).await {
+            let object = warehouse.object(&path)?;
+            match warehouse.head(&object).await {
                 Ok(_) => continue,
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
             if let Some(bytes) = self.db.pending_object(&path).await? {
-                self.warehouse.put(&object, bytes.into()).await?;
+                warehouse.put(&object, bytes.into()).await?;
                 others.push(object);
             }
         }
-        self.warehouse.sync(&others).await
-    }
-
-    /// The objects among `paths` that the table at `location` owns (each as a deletable
-    /// path); any other is logged and left alone.
-    pub(crate) fn owned(
-        &self,
-        table_id: i64,
-        location: &str,
-        paths: Vec<String>,
-    ) -> Vec<(i64, Owned)> {
-        let Ok(dir) = self.warehouse.location("location", location) else {
-            warn!(
-                location,
-                "a table's location does not parse; deleting nothing of it"
-            );
-            return Vec::new();
-        };
-        let scope = TableScope::new(dir, []);
-        paths
-            .into_iter()
-            .filter_map(|p| {
-                let owned = self.warehouse.object(&p).ok().and_then(|o| scope.own(&o));
-                if owned.is_none() {
-                    warn!(
-                        path = p,
-                        location, "not deleting an object outside the table"
-                    );
-                }
-                owned.map(|o| (table_id, o))
-            })
-            .collect()
+        warehouse.sync(&others).await
     }
 
     /// What the table of `row` owns (see [`crate::table::locations`]).
-    pub(crate) async fn scope(&self, row: &TableRow) -> Result<TableScope> {
+    pub(crate) async fn scope(&self, warehouse: &Warehouse, row: &TableRow) -> Result<TableScope> {
         let (props, extra) = crate::table::locations::row_properties(row);
         let others: Vec<String> = if extra {
             let all = self.db.table_locations().await?;
@@ -207,19 +213,19 @@ impl Shared {
         } else {
             Vec::new()
         };
-        crate::table::locations::scope(&self.warehouse, &row.location, props.as_ref(), &others)
+        crate::table::locations::scope(warehouse, &row.location, props.as_ref(), &others)
     }
 
     /// Writes every staged object.
     pub(crate) async fn publish_all(&self) -> Result<()> {
-        let all = self.warehouse.staged_all();
-        self.record_published(self.warehouse.publish(&all).await)
+        let all = self.warehouses.staged_all();
+        self.record_published(self.warehouses.publish(&all).await)
     }
 
     /// Drops the catalog copies of objects now durable in the store (or deleted).
     pub(crate) async fn forget_written(&self) -> Result<()> {
         let mut done = std::mem::take(&mut *self.synced.lock().expect("poisoned"));
-        done.extend(self.warehouse.take_released());
+        done.extend(self.warehouses.take_released());
         if let Err(e) = self.db.clear_pending_objects(&done).await {
             self.synced.lock().expect("poisoned").extend(done);
             return Err(e);
@@ -232,6 +238,65 @@ impl Shared {
         self.synced.lock().expect("poisoned").extend(p.written);
         p.error.map_or(Ok(()), Err)
     }
+}
+
+/// The objects among `paths` that the table at `location` owns (each as a deletable
+/// path); any other is logged and left alone.
+pub(crate) fn owned(
+    warehouse: &Warehouse,
+    table_id: i64,
+    location: &str,
+    paths: Vec<String>,
+) -> Vec<(i64, Owned)> {
+    let Ok(dir) = warehouse.location("location", location) else {
+        warn!(
+            location,
+            "a table's location does not parse; deleting nothing of it"
+        );
+        return Vec::new();
+    };
+    let scope = TableScope::new(dir, []);
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let owned = warehouse.object(&p).ok().and_then(|o| scope.own(&o));
+            if owned.is_none() {
+                warn!(
+                    path = p,
+                    location, "not deleting an object outside the table"
+                );
+            }
+            owned.map(|o| (table_id, o))
+        })
+        .collect()
+}
+
+/// Opens every warehouse recorded in the catalog that `warehouses` lacks. Their
+/// configuration was checked against the store when they were created, so this sends no
+/// request. A recorded name this server declares in its config file is refused with
+/// `strict` (at start) and skipped with a warning otherwise.
+pub(crate) async fn load_recorded(db: &Db, warehouses: &Warehouses, strict: bool) -> Result<()> {
+    for (name, config) in db.list_warehouses().await? {
+        match warehouses.source(&name) {
+            None => {}
+            Some(Source::Config) if strict => {
+                return Err(Error::FailedPrecondition(format!(
+                    "warehouse {name} is declared in the config file and also recorded in the \
+                     catalog (firn warehouse create): rename one"
+                )));
+            }
+            Some(_) => continue,
+        }
+        let warehouse = Warehouse::open(config).map_err(|e| {
+            Error::FailedPrecondition(format!("warehouse {name} recorded in the catalog: {e}"))
+        })?;
+        match warehouses.insert(&name, Arc::new(warehouse), Source::Catalog) {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) if strict => return Err(e),
+            Err(e) => warn!(warehouse = name, error = %e, "not using a recorded warehouse"),
+        }
+    }
+    Ok(())
 }
 
 /// How often [`Shared::publish_table`] tries again after a transient storage error.

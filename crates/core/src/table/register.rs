@@ -28,12 +28,12 @@ pub(crate) async fn register(
     by: &crate::model::Actor,
 ) -> Result<()> {
     ident.validate()?;
-    shared.db.get_namespace(&ident.namespace).await?;
-    let metadata_path = shared
-        .warehouse
-        .object_in("metadata-location", metadata_location)?;
+    let ns = shared.db.get_namespace(&ident.namespace).await?;
+    // The table is adopted into its namespace's warehouse, and must lie in it.
+    let warehouse = shared.warehouse_named(&ns.warehouse).await?;
+    let metadata_path = warehouse.object_in("metadata-location", metadata_location)?;
     let location_uri = metadata_path.uri().to_string();
-    let bytes = match shared.warehouse.get(&metadata_path).await {
+    let bytes = match warehouse.get(&metadata_path).await {
         Ok(b) => b,
         Err(Error::NotFound { .. }) => {
             return Err(Error::invalid(
@@ -59,8 +59,7 @@ pub(crate) async fn register(
         ));
     }
     crate::validate::metadata("metadata-location", &meta)?;
-    let dir = shared
-        .warehouse
+    let dir = warehouse
         .location("metadata-location", meta.location())
         .map_err(|e| Error::invalid("metadata-location", format!("the table's location: {e}")))?;
     let location = dir.uri().to_string();
@@ -71,20 +70,14 @@ pub(crate) async fn register(
     let mut live = HashSet::new();
     if let Some(s) = meta.current_snapshot() {
         let list =
-            crate::storage::manifests::read_manifest_list(&shared.warehouse, s.manifest_list())
-                .await?;
+            crate::storage::manifests::read_manifest_list(&warehouse, s.manifest_list()).await?;
         for m in list.entries() {
-            live.extend(
-                shared
-                    .manifests
-                    .live_paths(&shared.warehouse, &meta, m)
-                    .await?,
-            );
+            live.extend(shared.manifests.live_paths(&warehouse, &meta, m).await?);
         }
     }
     let now = shared.env.clock.now_ms();
     let mut tx = shared.db.pool.begin().await?;
-    crate::table::locations::claim(&mut tx, &shared.warehouse, "metadata-location", &dir).await?;
+    crate::table::locations::claim(&mut tx, &warehouse, "metadata-location", &dir).await?;
     let new_row = TableRow {
         table_id: 0,
         ident: ident.clone(),
