@@ -31,6 +31,24 @@ fn root_of(url: &str) -> String {
     }
 }
 
+/// A server with warehouse `second` created ([`second_warehouse`]); its URL.
+async fn with_second_warehouse() -> (
+    TestServer,
+    firn_client::FirnClient,
+    tempfile::TempDir,
+    String,
+) {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, options) = second_warehouse(&dir);
+    client
+        .create_warehouse("second", &url, options)
+        .await
+        .unwrap();
+    (server, client, dir, url)
+}
+
 fn code(e: &firn_client::ClientError) -> Option<tonic::Code> {
     e.code()
 }
@@ -287,14 +305,7 @@ async fn only_an_admin_creates_or_drops_a_warehouse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_clients_pick_a_warehouse_and_see_only_its_namespaces() {
-    let server = TestServer::start().await;
-    let client = server.client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (url, options) = second_warehouse(&dir);
-    client
-        .create_warehouse("second", &url, options)
-        .await
-        .unwrap();
+    let (server, client, _dir, url) = with_second_warehouse().await;
     let root = root_of(&url);
     client.create_namespace("near").await.unwrap();
 
@@ -404,14 +415,7 @@ async fn rest_clients_pick_a_warehouse_and_see_only_its_namespaces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyiceberg_writes_a_named_warehouse_with_only_its_name_configured() {
     let (root_dir, py) = crate::python::python();
-    let server = TestServer::start().await;
-    let client = server.client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (url, options) = second_warehouse(&dir);
-    client
-        .create_warehouse("second", &url, options)
-        .await
-        .unwrap();
+    let (server, client, _dir, url) = with_second_warehouse().await;
     let root = root_of(&url);
     let out = tokio::process::Command::new(&py)
         .arg(root_dir.join("tools/python/pyiceberg_warehouse_check.py"))
