@@ -413,11 +413,11 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let mut writer = TableWriter::new(&client, &ident, options).await?;
     let schema = writer.arrow_schema().clone();
     for path in &args.files {
-        let batches = crate::load::read_file(path, &schema)
-            .with_context(|| format!("reading {}", path.display()))?;
-        for b in batches {
+        let reading = || format!("reading {}", path.display());
+        let mut batches = crate::load::stream_file(path, &schema).with_context(reading)?;
+        while let Some(b) = batches.recv().await {
             writer
-                .write(&b)
+                .write(&b.with_context(reading)?)
                 .await
                 .with_context(|| format!("loading {}", path.display()))?;
         }
