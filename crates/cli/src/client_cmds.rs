@@ -136,14 +136,7 @@ pub async fn warehouse(cmd: WarehouseCmd) -> anyhow::Result<()> {
             options,
             conn,
         } => {
-            let options = options
-                .iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .ok_or_else(|| anyhow::anyhow!("--option {kv:?} is not KEY=VALUE"))
-                })
-                .collect::<anyhow::Result<_>>()?;
+            let options = crate::key_values("--option", &options)?;
             let w = connect(&conn)
                 .await?
                 .create_warehouse(&name, &url, options)

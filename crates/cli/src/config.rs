@@ -174,21 +174,6 @@ struct NamedWarehouse {
     options: BTreeMap<String, String>,
 }
 
-/// `options` with secret values as `***`.
-fn redacted_options(options: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    options
-        .iter()
-        .map(|(k, v)| {
-            let v = if firn_core::auth::is_secret_setting(k) {
-                "***".to_string()
-            } else {
-                v.clone()
-            };
-            (k.clone(), v)
-        })
-        .collect()
-}
-
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct Maintenance {
@@ -413,12 +398,9 @@ impl FileConfig {
             },
             warehouse: Warehouse {
                 url: a.warehouse.as_deref().map(redacted),
-                options: redacted_options(
-                    &a.warehouse_options
-                        .iter()
-                        .filter_map(|kv| kv.split_once('='))
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
+                options: firn_core::auth::redact_settings(
+                    &crate::key_values("--warehouse-option", &a.warehouse_options)
+                        .unwrap_or_default(),
                 ),
             },
             warehouses: a
@@ -427,7 +409,7 @@ impl FileConfig {
                 .map(|(name, w)| {
                     let named = NamedWarehouse {
                         url: redacted(&w.url),
-                        options: redacted_options(&w.options.clone().into_iter().collect()),
+                        options: firn_core::auth::redact_settings(&w.options),
                     };
                     (name.clone(), named)
                 })

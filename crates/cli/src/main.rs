@@ -180,3 +180,19 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+/// Storage options given as repeated `KEY=VALUE` arguments of `flag`, by key (a later one
+/// wins); one not of that form is refused, naming the flag.
+pub(crate) fn key_values(
+    flag: &str,
+    pairs: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    pairs
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("{flag} {kv:?} is not KEY=VALUE"))
+        })
+        .collect()
+}

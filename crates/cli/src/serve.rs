@@ -207,13 +207,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             format!("file://{}", dir.display())
         }
     };
-    let mut warehouse = WarehouseConfig::new(warehouse_url);
-    for kv in &args.warehouse_options {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--warehouse-option {kv:?} is not KEY=VALUE"))?;
-        warehouse.options.insert(k.to_string(), v.to_string());
-    }
+    let warehouse = WarehouseConfig {
+        url: warehouse_url,
+        options: crate::key_values("--warehouse-option", &args.warehouse_options)?,
+    };
     let public = [args.grpc_listen, args.rest_listen]
         .iter()
         .any(|a| !a.ip().is_loopback());

@@ -344,13 +344,7 @@ impl Db {
         {
             let (other, url): (String, String) = (r.try_get(0)?, r.try_get(1)?);
             if Root::parse(&url).is_ok_and(|r| r.overlaps(root)) {
-                return Err(Error::invalid(
-                    "url",
-                    format!(
-                        "{} overlaps warehouse {other} at {url}: warehouses never share objects",
-                        root.url()
-                    ),
-                ));
+                return Err(crate::storage::registry::overlap(&root.url(), &other, &url));
             }
         }
         sqlx::query(

@@ -340,6 +340,19 @@ impl Caller {
     }
 }
 
+/// `settings` with every secret value (see [`is_secret_setting`]) as `***`.
+pub fn redact_settings<'a>(
+    settings: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> std::collections::BTreeMap<String, String> {
+    settings
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if is_secret_setting(k) { "***" } else { v };
+            (k.clone(), v.to_string())
+        })
+        .collect()
+}
+
 /// Whether a setting's name says its value is a secret (a password, key, token or
 /// credential), so listings and logs show `***` in its place.
 pub fn is_secret_setting(name: &str) -> bool {

@@ -17,7 +17,7 @@
 use tracing::info;
 
 use super::Catalog;
-use crate::auth::{Caller, Privilege, Resource, is_secret_setting};
+use crate::auth::{Caller, Privilege, Resource};
 use crate::error::{Error, ObjectKind, Result};
 use crate::ident::validate_name;
 use crate::model::{DEFAULT_WAREHOUSE, WarehouseInfo};
@@ -73,18 +73,6 @@ impl Catalog {
             .into_iter()
             .map(|(name, w, source)| info_of(&name, &w, source))
             .collect())
-    }
-
-    /// The warehouse called `name` ([`DEFAULT_WAREHOUSE`]: the server's own); `NotFound` if
-    /// there is none.
-    pub async fn get_warehouse(&self, _caller: &Caller, name: &str) -> Result<WarehouseInfo> {
-        let w = self.shared.warehouse_named(name).await?;
-        let source = self
-            .shared
-            .warehouses
-            .source(name)
-            .unwrap_or(Source::Catalog);
-        Ok(info_of(name, &w, source))
     }
 
     /// Forgets a warehouse recorded in the catalog; its objects stay. Refused for the
@@ -178,14 +166,7 @@ fn info_of(name: &str, w: &Warehouse, source: Source) -> WarehouseInfo {
     WarehouseInfo {
         name: name.to_string(),
         url: crate::auth::redact_url(&config.url),
-        options: config
-            .options
-            .iter()
-            .map(|(k, v)| {
-                let v = if is_secret_setting(k) { "***" } else { v };
-                (k.clone(), v.to_string())
-            })
-            .collect(),
+        options: crate::auth::redact_settings(&config.options),
         source: source.as_str().to_string(),
     }
 }

@@ -31,6 +31,16 @@ pub const RESERVED_NAMES: [&str; 6] = [
     "views",
 ];
 
+/// The refusal of a warehouse at `root` that nests with warehouse `other` at `other_root`.
+pub(crate) fn overlap(root: &str, other: &str, other_root: &str) -> Error {
+    Error::invalid(
+        "url",
+        format!(
+            "{root} overlaps warehouse {other} at {other_root}: warehouses never share objects"
+        ),
+    )
+}
+
 /// Checks a new warehouse's name: a valid name, not reserved.
 pub fn validate_warehouse_name(name: &str) -> Result<()> {
     crate::ident::validate_name("warehouse", name)?;
@@ -163,14 +173,7 @@ impl Warehouses {
             .chain(named.iter().map(|(n, (w, _))| (n.as_str(), w)))
             .find(|(_, w)| w.root_path().overlaps(warehouse.root_path()));
         match clash {
-            Some((other, w)) => Err(Error::invalid(
-                "url",
-                format!(
-                    "{} overlaps warehouse {other} at {}: warehouses never share objects",
-                    warehouse.root(),
-                    w.root()
-                ),
-            )),
+            Some((other, w)) => Err(overlap(warehouse.root(), other, w.root())),
             None => Ok(()),
         }
     }
@@ -205,14 +208,22 @@ impl Warehouses {
 
     // ---- write-behind, over every warehouse --------------------------------------------
 
+    /// `f` of every warehouse, the default first, without copying the list (the commit
+    /// path asks these on every batch).
+    fn fold<T>(&self, init: T, mut f: impl FnMut(T, &Warehouse) -> T) -> T {
+        let named = self.named.read().expect("poisoned");
+        let acc = f(init, &self.default);
+        named.values().fold(acc, |acc, (w, _)| f(acc, w))
+    }
+
     /// Whether any warehouse stages objects (local disk).
     pub fn needs_sync(&self) -> bool {
-        self.all().iter().any(|w| w.needs_sync())
+        self.fold(false, |any, w| any || w.needs_sync())
     }
 
     /// Bytes staged and not yet published, in all.
     pub fn staged_size(&self) -> u64 {
-        self.all().iter().map(|w| w.staged_size()).sum()
+        self.fold(0, |n, w| n + w.staged_size())
     }
 
     /// Whether `uri` is staged in its warehouse.
