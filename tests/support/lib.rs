@@ -591,6 +591,47 @@ pub async fn create_table(
     (ident, t)
 }
 
+/// Commits `n` one-row appends to `ident` (at `location`) from `writers` concurrent
+/// clients, each adding its own small Parquet file: a long history, built quickly.
+/// Returns every commit's `(sequence number, snapshot id)`, in sequence order.
+pub async fn build_history(
+    endpoint: &str,
+    ident: &TableIdent,
+    location: &str,
+    n: usize,
+    writers: usize,
+) -> Vec<(i64, i64)> {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let endpoint = endpoint.to_string();
+        let location = location.to_string();
+        let ident = ident.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = FirnClient::connect(&endpoint).await.expect("connect");
+            let mut out = Vec::new();
+            for i in (w..n).step_by(writers) {
+                let (uri, size) = write_parquet(
+                    &location,
+                    &format!("h-{i}.parquet"),
+                    &batch(i as i64..i as i64 + 1, 0),
+                );
+                let r = c
+                    .commit_once(append_request(&ident, vec![data_file(&uri, size)]))
+                    .await
+                    .expect("append");
+                out.push((r.sequence_number, r.snapshot_id));
+            }
+            out
+        }));
+    }
+    let mut ids = Vec::with_capacity(n);
+    for t in tasks {
+        ids.extend(t.await.expect("writer"));
+    }
+    ids.sort();
+    ids
+}
+
 /// Microseconds of 2026-11-22 00:00 UTC, plus `day` days.
 pub fn day_micros(day: i64) -> i64 {
     (1_795_305_600 + day * 86_400) * 1_000_000

@@ -50,6 +50,9 @@ pub(crate) struct TableRow {
     pub last_updated_ms: i64,
     pub metadata_location: String,
     pub metadata_version: i64,
+    /// The last version that did more than append to the history (0: none); see
+    /// `table::history`.
+    pub history_rewritten_version: i64,
 }
 
 /// A commit already recorded in the commit log.
@@ -95,7 +98,7 @@ impl RecordedCommit {
 
 const TABLE_COLUMNS: &str = "table_id, namespace, name, table_uuid, location, version, \
     base_metadata, current_snapshot_id, last_sequence_number, last_updated_ms, \
-    metadata_location, metadata_version";
+    metadata_location, metadata_version, history_rewritten_version";
 
 fn table_row(r: &sqlx::any::AnyRow) -> Result<TableRow> {
     Ok(TableRow {
@@ -113,6 +116,7 @@ fn table_row(r: &sqlx::any::AnyRow) -> Result<TableRow> {
         last_updated_ms: r.try_get("last_updated_ms")?,
         metadata_location: r.try_get("metadata_location")?,
         metadata_version: r.try_get("metadata_version")?,
+        history_rewritten_version: r.try_get("history_rewritten_version")?,
     })
 }
 
@@ -738,23 +742,69 @@ impl Db {
         row.as_ref().map(snapshot_row).transpose()
     }
 
-    /// The snapshot log up to and including table version `max_version`.
-    pub(crate) async fn snapshot_log(
+    /// The snapshots of `ids` that the table has, in sequence order.
+    pub(crate) async fn snapshots_by_id(
         &self,
         table_id: i64,
+        ids: &[i64],
+    ) -> Result<Vec<SnapshotInfo>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let q = format!(
+                "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE table_id = $1 \
+                 AND snapshot_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&q).bind(table_id);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(snapshot_row(&r)?);
+            }
+        }
+        out.sort_by_key(|s| s.sequence_number);
+        Ok(out)
+    }
+
+    /// The snapshot-log entries of versions in `(after_version, max_version]`, oldest
+    /// first: `(version, snapshot id, timestamp)`.
+    pub(crate) async fn snapshot_log_between(
+        &self,
+        table_id: i64,
+        after_version: i64,
         max_version: i64,
-    ) -> Result<Vec<(i64, i64)>> {
+    ) -> Result<Vec<(i64, i64, i64)>> {
         let rows = sqlx::query(
-            "SELECT snapshot_id, timestamp_ms FROM snapshot_log WHERE table_id = $1 AND seq <= $2 \
-             ORDER BY seq",
+            "SELECT seq, snapshot_id, timestamp_ms FROM snapshot_log WHERE table_id = $1 \
+             AND seq > $2 AND seq <= $3 ORDER BY seq",
         )
         .bind(table_id)
+        .bind(after_version)
         .bind(max_version)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect()
+    }
+
+    /// The last snapshot-log entry up to `max_version`: `(version, snapshot id, timestamp)`.
+    pub(crate) async fn last_snapshot_log(
+        &self,
+        table_id: i64,
+        max_version: i64,
+    ) -> Result<Option<(i64, i64, i64)>> {
+        let row = sqlx::query(
+            "SELECT seq, snapshot_id, timestamp_ms FROM snapshot_log WHERE table_id = $1 \
+             AND seq <= $2 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(table_id)
+        .bind(max_version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .transpose()
     }
 
     /// The snapshot a tag or branch points at.

@@ -24,7 +24,6 @@ mod oauth;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -77,13 +76,7 @@ impl Default for RestConfig {
 struct AppState {
     catalog: Catalog,
     config: RestConfig,
-    /// `snapshots=refs` bodies by metadata location (files are immutable, so entries never
-    /// go stale): trimming a 10,000-snapshot file means parsing megabytes of JSON.
-    refs_only: Arc<Mutex<HashMap<String, Arc<str>>>>,
 }
-
-/// Most `snapshots=refs` bodies kept (the cache is simply cleared when full).
-const REFS_CACHE_ENTRIES: usize = 64;
 
 /// Most names one page lists when the client does not say.
 const DEFAULT_PAGE: usize = 100;
@@ -196,11 +189,7 @@ async fn scope(
 
 /// The router of the REST API over `catalog`.
 pub fn router(catalog: Catalog, config: RestConfig) -> Router {
-    let state = AppState {
-        catalog,
-        config,
-        refs_only: Arc::default(),
-    };
+    let state = AppState { catalog, config };
     let v1 = || {
         Router::new()
             .route("/config", get(get_config))
@@ -925,25 +914,6 @@ struct LoadParams {
     snapshots: Option<String>,
 }
 
-/// Keeps only the snapshots a branch or tag points at (`snapshots=refs`).
-fn only_ref_snapshots(metadata: &mut Value) {
-    let referenced: std::collections::HashSet<i64> = metadata["refs"]
-        .as_object()
-        .map(|refs| {
-            refs.values()
-                .filter_map(|r| r["snapshot-id"].as_i64())
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(snaps) = metadata.get_mut("snapshots").and_then(Value::as_array_mut) {
-        snaps.retain(|s| {
-            s["snapshot-id"]
-                .as_i64()
-                .is_some_and(|id| referenced.contains(&id))
-        });
-    }
-}
-
 /// A `LoadTableResult`/`CommitTableResponse` body with the metadata JSON spliced in as
 /// written (a 10,000-snapshot table's metadata is megabytes: no parse, no re-serialise).
 fn spliced(
@@ -1014,47 +984,10 @@ async fn load_with(
     {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let cached = refs_only
-        .then(|| {
-            s.refs_only
-                .lock()
-                .expect("poisoned")
-                .get(&t.metadata_location)
-                .cloned()
-        })
-        .flatten();
-    let (raw, owned): (String, Arc<str>);
-    let metadata: &str = match cached {
-        Some(body) => {
-            owned = body;
-            &owned
-        }
-        None => {
-            raw = s
-                .catalog
-                .metadata_file(caller, ident, &t.metadata_location)
-                .await?;
-            if refs_only {
-                let mut v: Value = serde_json::from_str(&raw).map_err(|e| {
-                    RestError::from(firn_core::Error::corrupt(
-                        &t.metadata_location,
-                        format!("not JSON: {e}"),
-                    ))
-                })?;
-                only_ref_snapshots(&mut v);
-                owned = v.to_string().into();
-                let mut cache = s.refs_only.lock().expect("poisoned");
-                if cache.len() >= REFS_CACHE_ENTRIES {
-                    cache.clear();
-                }
-                cache.insert(t.metadata_location.clone(), owned.clone());
-                &owned
-            } else {
-                // The whole metadata is spliced in as written (checked to be JSON).
-                &raw
-            }
-        }
-    };
+    let metadata = s
+        .catalog
+        .metadata_file(caller, ident, &t.metadata_location, refs_only)
+        .await?;
     // The load checked read on the table: its storage access goes with it.
     let delegation = delegation(headers);
     let access = storage_access(s, caller, ident, &t.location, delegation).await?;
@@ -1062,7 +995,7 @@ async fn load_with(
     let credentials = (delegation == Delegation::Credentials).then(|| storage_credentials(&access));
     let mut resp = spliced(
         &t.metadata_location,
-        metadata,
+        &metadata,
         Some(&config),
         credentials.as_ref(),
     );
@@ -1723,19 +1656,6 @@ mod tests {
         assert_eq!(s, StatusCode::NO_CONTENT);
         let (s, _) = call(&app, Method::DELETE, "/v1/namespaces/a", None).await;
         assert_eq!(s, StatusCode::NO_CONTENT);
-    }
-
-    #[test]
-    fn snapshots_refs_keeps_what_branches_and_tags_point_at() {
-        let mut m = json!({
-            "refs": {"main": {"snapshot-id": 3, "type": "branch"}, "v1": {"snapshot-id": 1, "type": "tag"}},
-            "snapshots": [{"snapshot-id": 1}, {"snapshot-id": 2}, {"snapshot-id": 3}]
-        });
-        only_ref_snapshots(&mut m);
-        assert_eq!(
-            m["snapshots"],
-            json!([{"snapshot-id": 1}, {"snapshot-id": 3}])
-        );
     }
 
     #[test]

@@ -89,6 +89,8 @@ impl Catalog {
             warehouses,
             env,
             manifests: ManifestCache::default(),
+            history: Default::default(),
+            texts: Default::default(),
             synced: Mutex::new(Vec::new()),
             to_sync,
         });
@@ -400,6 +402,7 @@ impl Catalog {
             last_updated_ms: meta.last_updated_ms(),
             metadata_location: metadata_location.clone(),
             metadata_version: 0,
+            history_rewritten_version: 0,
         };
         let mut tx = self.shared.db.pool.begin().await?;
         let inserted = async {
@@ -446,17 +449,19 @@ impl Catalog {
     }
 
     /// The text of a metadata file of `ident` that [`Catalog::load_table`] named (immutable,
-    /// so it may be cached by location); needs `read` on the table. `Corrupt` when it is
-    /// missing or not JSON.
+    /// so it may be cached by location), whole or, with `refs_only`, with only the snapshots
+    /// its branches and tags name (`snapshots=refs`); needs `read` on the table. `Corrupt`
+    /// when it is missing or not JSON.
     pub async fn metadata_file(
         &self,
         caller: &Caller,
         ident: &TableIdent,
         metadata_location: &str,
-    ) -> Result<String> {
+        refs_only: bool,
+    ) -> Result<Arc<str>> {
         caller.require(Privilege::Read, &table_of(ident))?;
         let warehouse = self.shared.warehouse_of(metadata_location).await?;
-        metadata::read_metadata_file(&warehouse, metadata_location).await
+        metadata::text(&self.shared, &warehouse, metadata_location, refs_only).await
     }
 
     /// What the caller needs to read (and, with `write` on the table, write) `ident`'s
@@ -526,14 +531,8 @@ impl Catalog {
         // The metadata file names every snapshot's manifest list.
         self.shared.publish_table(&row.location).await?;
         let warehouse = self.shared.warehouse_of(&row.location).await?;
-        let (row, metadata_location, metadata_json) = metadata::materialize(
-            &self.shared.db,
-            &warehouse,
-            &self.shared.env,
-            row,
-            want_json,
-        )
-        .await?;
+        let (row, metadata_location, metadata_json) =
+            metadata::materialize(&self.shared, &warehouse, row, want_json).await?;
         let (meta, _) = parse_base(&row)?;
         let warehouse = self
             .shared
@@ -547,7 +546,7 @@ impl Catalog {
             metadata_location,
             version: row.version,
             current_snapshot_id: row.current_snapshot_id,
-            metadata_json,
+            metadata_json: metadata_json.map(|j| j.to_string()),
             schema_json: serde_json::to_string(meta.current_schema().as_ref())
                 .expect("schema serialises"),
             partition_spec_json: serde_json::to_string(meta.default_partition_spec().as_ref())

@@ -23,8 +23,8 @@ use crate::error::{Error, Result};
 use crate::ident::TableIdent;
 use crate::model::NewFile;
 use crate::table::Shared;
-use crate::table::metadata;
 use crate::table::pointer::{self, CommitLog, Expected, Target};
+use crate::table::{history, metadata};
 
 /// How often a metadata commit is re-checked after losing the version swap.
 const MAX_ATTEMPTS: usize = 20;
@@ -45,11 +45,9 @@ struct Planned {
 
 async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
     let ident = &change.ident;
-    let (row, text) = metadata::render_current(&shared.db, ident).await?;
+    let (row, current) = current_for(shared, change).await?;
     // The client is handed the metadata, naming every snapshot's manifest list.
     shared.publish_table(&row.location).await?;
-    let current: TableMetadata =
-        serde_json::from_str(&text).map_err(|e| Error::internal_from("rendered metadata", e))?;
     for r in &change.requirements {
         r.check(Some(&current))
             .map_err(|e| Error::RequirementFailed {
@@ -92,6 +90,36 @@ async fn plan(shared: &Shared, change: &TableChange) -> Result<Planned> {
         }
     }
     Ok(Planned { row, current, new })
+}
+
+/// The table's row and its metadata with the snapshots the change may touch (see
+/// [`history::partial`]): the refs' heads and the snapshots its updates name. The builder
+/// then sees every snapshot it checks an update against (a snapshot added under an id the
+/// table has is refused as a duplicate), and the history is never read whole.
+async fn current_for(shared: &Shared, change: &TableChange) -> Result<(TableRow, TableMetadata)> {
+    let mut ids = Vec::new();
+    for u in &change.updates {
+        match u {
+            TableUpdate::AddSnapshot { snapshot } => {
+                ids.push(snapshot.snapshot_id());
+                ids.extend(snapshot.parent_snapshot_id());
+            }
+            TableUpdate::SetSnapshotRef { reference, .. } => ids.push(reference.snapshot_id),
+            TableUpdate::RemoveSnapshots { snapshot_ids } => ids.extend(snapshot_ids),
+            TableUpdate::SetStatistics { statistics } => ids.push(statistics.snapshot_id),
+            TableUpdate::SetPartitionStatistics {
+                partition_statistics,
+            } => ids.push(partition_statistics.snapshot_id),
+            _ => {}
+        }
+    }
+    for _ in 0..metadata::MAX_STALE_READS {
+        let row = shared.db.table(&change.ident).await?;
+        if let Some(current) = history::partial(&shared.db, &row, ids.iter().copied()).await? {
+            return Ok((row, current));
+        }
+    }
+    Err(metadata::stale(&change.ident))
 }
 
 /// Removing a snapshot that a tag or branch points at (one this change does not remove)
@@ -271,6 +299,10 @@ async fn apply(
         .snapshots()
         .filter(|s| !known.contains(&s.snapshot_id()))
     {
+        // Iceberg lets a snapshot without a parent come with any sequence number.
+        if s.sequence_number() <= row.last_sequence_number {
+            moved.mark_history_rewritten().await?;
+        }
         moved
             .insert_iceberg_snapshot(s, new.current_schema_id(), commit_id)
             .await?;

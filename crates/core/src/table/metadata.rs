@@ -5,118 +5,25 @@
 //! table's metadata location, the file for the current version is written (once per
 //! version) from the database rows, so every Iceberg engine sees exactly the committed state.
 
-use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
-use crate::db::{Db, TableRow};
+use serde_json::Value;
+
+use crate::db::TableRow;
 use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::storage::{Location, ObjectPath, Warehouse};
+use crate::table::Shared;
+use crate::table::history::Rendered;
 
 /// How often a row is read again before giving up when it went stale: an expiry removed
 /// the snapshot it names as current (a commit had made it non-current just before). Used
 /// wherever a row's current snapshot is looked up.
 pub(crate) const MAX_STALE_READS: usize = 20;
 
-/// The metadata JSON of `row`'s version; `None` when the row is stale: a later commit
-/// (expiry) has removed the snapshot it names as current, so read the row again.
-pub(crate) async fn render(db: &Db, row: &TableRow) -> Result<Option<String>> {
-    let mut v: Value = serde_json::from_str(&row.base_metadata)
-        .map_err(|e| Error::internal_from("corrupt base metadata", e))?;
-    let obj = v
-        .as_object_mut()
-        .ok_or_else(|| Error::internal("base metadata is not a JSON object"))?;
-    let snapshots = db.snapshots(row.table_id, -1, i64::MAX).await?;
-    let snaps: Vec<Value> = snapshots
-        .iter()
-        .filter(|s| s.sequence_number <= row.last_sequence_number)
-        .map(|s| {
-            let mut summary = serde_json::Map::new();
-            for (k, val) in &s.summary {
-                summary.insert(k.clone(), Value::String(val.clone()));
-            }
-            let mut o = json!({
-                "snapshot-id": s.snapshot_id,
-                "sequence-number": s.sequence_number,
-                "timestamp-ms": s.timestamp_ms,
-                "manifest-list": s.manifest_list,
-                "summary": summary,
-                "schema-id": s.schema_id,
-            });
-            if let Some(p) = s.parent_snapshot_id {
-                o["parent-snapshot-id"] = json!(p);
-            }
-            o
-        })
-        .collect();
-    let log: Vec<Value> = db
-        .snapshot_log(row.table_id, row.version)
-        .await?
-        .into_iter()
-        .map(|(id, ts)| json!({"snapshot-id": id, "timestamp-ms": ts}))
-        .collect();
-    obj.insert("snapshots".into(), Value::Array(snaps));
-    obj.insert("snapshot-log".into(), Value::Array(log));
-    obj.insert(
-        "last-sequence-number".into(),
-        json!(row.last_sequence_number),
-    );
-    obj.insert("last-updated-ms".into(), json!(row.last_updated_ms));
-    match row.current_snapshot_id {
-        Some(id) => {
-            obj.insert("current-snapshot-id".into(), json!(id));
-        }
-        None => {
-            obj.remove("current-snapshot-id");
-        }
-    }
-    // Refs are read after the row: one made since may name a snapshot this version does
-    // not hold yet; it belongs to a later version's metadata.
-    let known: std::collections::HashSet<i64> = snapshots
-        .iter()
-        .filter(|s| s.sequence_number <= row.last_sequence_number)
-        .map(|s| s.snapshot_id)
-        .collect();
-    if row
-        .current_snapshot_id
-        .is_some_and(|id| !known.contains(&id))
-    {
-        return Ok(None);
-    }
-    let refs: serde_json::Map<String, Value> = crate::table::refs::refs(db, row)
-        .await?
-        .into_iter()
-        .filter(|r| known.contains(&r.snapshot_id))
-        .map(|r| {
-            let mut v = json!({"snapshot-id": r.snapshot_id, "type": r.ref_type});
-            r.retention.to_json(&mut v);
-            (r.name, v)
-        })
-        .collect();
-    obj.insert("refs".into(), Value::Object(refs));
-    let text = serde_json::to_string(&v).expect("JSON value serialises");
-    // What we hand out must be valid Iceberg metadata.
-    serde_json::from_str::<iceberg::spec::TableMetadata>(&text).map_err(|e| {
-        Error::internal_from(format!("rendered metadata of {} is invalid", row.ident), e)
-    })?;
-    Ok(Some(text))
-}
-
-/// The table's row and the metadata JSON of its version, reading the row again while it
-/// is stale (see [`render`]).
-pub(crate) async fn render_current(
-    db: &Db,
-    ident: &crate::ident::TableIdent,
-) -> Result<(TableRow, String)> {
-    for _ in 0..MAX_STALE_READS {
-        let row = db.table(ident).await?;
-        if let Some(text) = render(db, &row).await? {
-            return Ok((row, text));
-        }
-    }
-    Err(stale(ident))
-}
-
-fn stale(ident: &crate::ident::TableIdent) -> Error {
+/// A row kept going stale while it was read: retry.
+pub(crate) fn stale(ident: &crate::ident::TableIdent) -> Error {
     Error::Unavailable {
         what: "table",
         source: format!("table {ident} kept changing while its metadata was read; try again")
@@ -128,20 +35,19 @@ fn stale(ident: &crate::ident::TableIdent) -> Error {
 /// location and, when `want_json`, its content. A stale row is read again (by table id), so
 /// the row returned may be newer than the one given.
 pub(crate) async fn materialize(
-    db: &Db,
+    shared: &Shared,
     warehouse: &Warehouse,
-    env: &Env,
     row: TableRow,
     want_json: bool,
-) -> Result<(TableRow, String, Option<String>)> {
+) -> Result<(TableRow, String, Option<Arc<str>>)> {
     let mut row = row;
     for _ in 0..MAX_STALE_READS {
         if let Some((location, json)) =
-            materialize_version(db, warehouse, env, &row, want_json).await?
+            materialize_version(shared, warehouse, &row, want_json).await?
         {
             return Ok((row, location, json));
         }
-        row = db.table_by_id(row.table_id).await?.ok_or_else(|| {
+        row = shared.db.table_by_id(row.table_id).await?.ok_or_else(|| {
             Error::not_found(crate::error::ObjectKind::Table, row.ident.to_string())
         })?;
     }
@@ -150,36 +56,130 @@ pub(crate) async fn materialize(
 
 /// [`materialize`] for exactly `row`'s version; `None`: the row is stale.
 async fn materialize_version(
-    db: &Db,
+    shared: &Shared,
     warehouse: &Warehouse,
-    env: &Env,
     row: &TableRow,
     want_json: bool,
-) -> Result<Option<(String, Option<String>)>> {
+) -> Result<Option<(String, Option<Arc<str>>)>> {
     if row.metadata_version >= row.version {
         let json = if want_json {
-            Some(read_metadata_file(warehouse, &row.metadata_location).await?)
+            Some(text(shared, warehouse, &row.metadata_location, false).await?)
         } else {
             None
         };
         return Ok(Some((row.metadata_location.clone(), json)));
     }
-    let Some(text) = render(db, row).await? else {
+    let Some(rendered) = shared.history.render(&shared.db, row).await? else {
         return Ok(None);
     };
     let dir = warehouse.location("location", &row.location)?;
-    let path = metadata_path(&dir, row.version, env)?;
-    warehouse.put_durable(&path, text.clone().into()).await?;
-    let path = path.uri().to_string();
-    db.set_metadata_location(row.table_id, &path, row.version, env.clock.now_ms())
+    let path = metadata_path(&dir, row.version, &shared.env)?;
+    warehouse
+        .put_durable(
+            &path,
+            bytes::Bytes::copy_from_slice(rendered.all.as_bytes()),
+        )
         .await?;
-    Ok(Some((path, want_json.then_some(text))))
+    let path = path.uri().to_string();
+    shared
+        .db
+        .set_metadata_location(row.table_id, &path, row.version, shared.env.clock.now_ms())
+        .await?;
+    let json = want_json.then(|| rendered.all.clone());
+    shared.texts.insert(&path, rendered);
+    Ok(Some((path, json)))
 }
 
-/// The text of a table's metadata file, to be served as it is: so it must at least be
-/// JSON (a syntax check only: the file was parsed as metadata when it was written or
-/// registered). A file that is not is `Corrupt`, naming it.
-pub(crate) async fn read_metadata_file(warehouse: &Warehouse, location: &str) -> Result<String> {
+/// The text of the metadata file at `location` (whole, or for `snapshots=refs` with only
+/// the snapshots its refs name), to be served as it is: from memory when this server wrote
+/// or read it lately, else read from the store. A file read must at least be JSON (a syntax
+/// check only: it was parsed as metadata when it was written or registered); one that is
+/// not is `Corrupt`, naming it.
+pub(crate) async fn text(
+    shared: &Shared,
+    warehouse: &Warehouse,
+    location: &str,
+    refs_only: bool,
+) -> Result<Arc<str>> {
+    if let Some(t) = shared.texts.get(location) {
+        return Ok(if refs_only {
+            t.refs_only.clone()
+        } else {
+            t.all
+        });
+    }
+    let all = read_metadata_file(warehouse, location).await?;
+    let mut v: Value = serde_json::from_str(&all)
+        .map_err(|e| Error::corrupt(location, format!("not JSON: {e}")))?;
+    only_ref_snapshots(&mut v);
+    let rendered = Rendered {
+        all: all.into(),
+        refs_only: v.to_string().into(),
+    };
+    let out = if refs_only {
+        rendered.refs_only.clone()
+    } else {
+        rendered.all.clone()
+    };
+    shared.texts.insert(location, rendered);
+    Ok(out)
+}
+
+/// Keeps only the snapshots a branch or tag points at (`snapshots=refs`).
+fn only_ref_snapshots(metadata: &mut Value) {
+    let referenced: HashSet<i64> = metadata["refs"]
+        .as_object()
+        .map(|refs| {
+            refs.values()
+                .filter_map(|r| r["snapshot-id"].as_i64())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(snaps) = metadata.get_mut("snapshots").and_then(Value::as_array_mut) {
+        snaps.retain(|s| {
+            s["snapshot-id"]
+                .as_i64()
+                .is_some_and(|id| referenced.contains(&id))
+        });
+    }
+}
+
+/// Metadata files' texts lately written or read, by location (files never change, so an
+/// entry is never stale); at most [`TEXT_BUDGET_BYTES`], emptied when full.
+#[derive(Default)]
+pub(crate) struct Texts {
+    inner: Mutex<(HashMap<String, Arc<Rendered>>, usize)>,
+}
+
+/// Bytes of metadata text kept in memory.
+const TEXT_BUDGET_BYTES: usize = 256 << 20;
+
+impl Texts {
+    fn get(&self, location: &str) -> Option<Rendered> {
+        let kept = self.inner.lock().expect("poisoned");
+        kept.0.get(location).map(|r| Rendered {
+            all: r.all.clone(),
+            refs_only: r.refs_only.clone(),
+        })
+    }
+
+    fn insert(&self, location: &str, r: Rendered) {
+        let size = r.all.len() + r.refs_only.len();
+        let mut kept = self.inner.lock().expect("poisoned");
+        if kept.1 + size > TEXT_BUDGET_BYTES {
+            kept.0.clear();
+            kept.1 = 0;
+        }
+        if kept.0.insert(location.to_string(), Arc::new(r)).is_none() {
+            kept.1 += size;
+        }
+    }
+}
+
+/// The text of a table's metadata file, as stored. It must at least be JSON (a syntax
+/// check only: the file was parsed as metadata when it was written or registered). A file
+/// that is not is `Corrupt`, naming it.
+async fn read_metadata_file(warehouse: &Warehouse, location: &str) -> Result<String> {
     let path = warehouse.object_in("metadata-location", location)?;
     let bytes = match warehouse.get(&path).await {
         Err(Error::NotFound { .. }) => {
@@ -210,6 +210,21 @@ pub(crate) fn metadata_path(location: &Location, version: i64, env: &Env) -> Res
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn snapshots_refs_keeps_what_branches_and_tags_point_at() {
+        let mut m = json!({
+            "refs": {"main": {"snapshot-id": 3, "type": "branch"}, "v1": {"snapshot-id": 1, "type": "tag"}},
+            "snapshots": [{"snapshot-id": 1}, {"snapshot-id": 2}, {"snapshot-id": 3}]
+        });
+        super::only_ref_snapshots(&mut m);
+        assert_eq!(
+            m["snapshots"],
+            json!([{"snapshot-id": 1}, {"snapshot-id": 3}])
+        );
+    }
+
     use crate::maintenance::expire::ExpireOptions;
 
     /// A reader that read the table's row just before an expiry removed that row's current
@@ -244,23 +259,20 @@ mod tests {
             vec![stale.current_snapshot_id.unwrap()]
         );
         // The stale row names a snapshot that is gone: rendering it is refused...
+        let shared = catalog.shared();
         assert!(
-            super::render(&catalog.shared().db, &stale)
+            shared
+                .history
+                .render(&shared.db, &stale)
                 .await
                 .unwrap()
                 .is_none()
         );
         // ...and materialising it serves the current version instead.
-        let shared = catalog.shared();
-        let (row, _, json) = super::materialize(
-            &shared.db,
-            shared.warehouses.default_warehouse(),
-            &shared.env,
-            stale,
-            true,
-        )
-        .await
-        .unwrap();
+        let (row, _, json) =
+            super::materialize(shared, shared.warehouses.default_warehouse(), stale, true)
+                .await
+                .unwrap();
         assert_eq!(row.current_snapshot_id, Some(second));
         let meta: iceberg::spec::TableMetadata = serde_json::from_str(&json.unwrap()).unwrap();
         assert_eq!(meta.current_snapshot_id(), Some(second));

@@ -4,7 +4,9 @@
 //!   table (data commits, metadata commits, refs, expiry, create and register) goes through
 //!   it, with the rows that move with the pointer.
 //! - [`refs`]: rollback, tags and branches.
-//! - [`metadata`]: rendering Iceberg `metadata.json` from the catalog rows.
+//! - [`metadata`]: Iceberg `metadata.json` files from the catalog rows, written once per
+//!   version and served from memory.
+//! - [`history`]: tables' rendered snapshot lists and logs, extended version by version.
 //! - [`locations`]: tables never overlap; what a table owns (and so may delete).
 //! - [`register`]: adopting a table another engine wrote.
 //!
@@ -26,6 +28,7 @@ use crate::storage::manifests::ManifestCache;
 use crate::storage::registry::Source;
 use crate::storage::{ObjectPath, Owned, TableScope, Warehouse, Warehouses};
 
+pub(crate) mod history;
 pub(crate) mod locations;
 pub(crate) mod metadata;
 pub(crate) mod pointer;
@@ -103,6 +106,10 @@ pub(crate) struct Shared {
     pub warehouses: Warehouses,
     pub env: Env,
     pub manifests: ManifestCache,
+    /// Tables' rendered snapshot lists and logs, extended version by version.
+    pub history: history::HistoryCache,
+    /// Metadata files' texts lately written or read.
+    pub texts: metadata::Texts,
     /// Objects written durably whose catalog copies the materializer has yet to drop.
     pub synced: Mutex<Vec<String>>,
     /// Committed staged objects, for the materializer task.

@@ -403,11 +403,29 @@ impl Moved<'_> {
         Ok(())
     }
 
+    /// Records that this move did more than append to the table's history (it removed
+    /// snapshots, or added one with a sequence number below the table's), so no server
+    /// extends a rendering of an earlier version with it (see `table::history`).
+    pub(crate) async fn mark_history_rewritten(&mut self) -> Result<()> {
+        sqlx::query("UPDATE tables SET history_rewritten_version = $1 WHERE table_id = $2")
+            .bind(self.version)
+            .bind(self.table_id)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
     /// Removes snapshot rows and the snapshot-log entries that would name them. As in
     /// Iceberg, the log keeps only the entries after the newest one that names a removed
     /// snapshot, so it never points at a snapshot that is gone.
+    ///
+    /// The move is marked as rewriting the history (see [`Moved::mark_history_rewritten`]).
     pub(crate) async fn delete_snapshots(&mut self, ids: &[i64]) -> Result<()> {
         let table_id = self.table_id;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.mark_history_rewritten().await?;
         for chunk in ids.chunks(500) {
             let list = placeholders(2, chunk.len());
             let last_removed = format!(

@@ -90,6 +90,7 @@ pub(crate) async fn register(
         last_updated_ms: meta.last_updated_ms(),
         metadata_location: location_uri.clone(),
         metadata_version: 0,
+        history_rewritten_version: 0,
     };
     let mut moved = match pointer::insert(&mut tx, &new_row, now).await {
         Ok(m) => m,

@@ -17,9 +17,9 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use firn_client::proto as pb;
-use firn_client::{FirnClient, TableIdent, TableWriter, WriterOptions};
+use firn_client::{TableIdent, TableWriter, WriterOptions};
 use firn_query::FirnSession;
-use firn_tests::{TestServer, append_request, batch, write_parquet};
+use firn_tests::TestServer;
 
 #[derive(Parser)]
 struct Args {
@@ -221,35 +221,7 @@ async fn main() {
         .unwrap();
     let h = TableIdent::new("bench", "h");
     let location = client.load_table(&h, false).await.unwrap().location;
-    let mut ids = Vec::with_capacity(history);
-    let writers = 8;
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let endpoint = server.endpoint.clone();
-        let location = location.clone();
-        let h = h.clone();
-        tasks.push(tokio::spawn(async move {
-            let c = FirnClient::connect(&endpoint).await.unwrap();
-            let mut out = Vec::new();
-            for i in (w..history).step_by(writers) {
-                let (uri, size) = write_parquet(
-                    &location,
-                    &format!("h-{i}.parquet"),
-                    &batch(i as i64..i as i64 + 1, 0),
-                );
-                let r = c
-                    .commit_once(append_request(&h, vec![firn_tests::data_file(&uri, size)]))
-                    .await
-                    .unwrap();
-                out.push((r.sequence_number, r.snapshot_id));
-            }
-            out
-        }));
-    }
-    for t in tasks {
-        ids.extend(t.await.unwrap());
-    }
-    ids.sort();
+    let ids = firn_tests::build_history(&server.endpoint, &h, &location, history, 8).await;
     let probes = [
         ("first", ids[0].1),
         ("middle", ids[ids.len() / 2].1),
