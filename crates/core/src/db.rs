@@ -632,6 +632,7 @@ impl Db {
             "refs",
             "commits",
             "table_files",
+            "file_removals",
             // A grant goes with its table: one made later with the name is another table.
             "grants",
         ] {

@@ -102,3 +102,17 @@ pub(crate) fn append_one(
         client: "test".into(),
     }
 }
+
+/// The live data files of snapshot `id` of `ident`.
+pub(crate) async fn files_of(catalog: &Catalog, ident: &TableIdent, id: i64) -> Vec<String> {
+    let plan = catalog
+        .plan_scan(
+            &crate::auth::Caller::unrestricted(),
+            ident,
+            &crate::scan::SnapshotSelector::Id(id),
+            None,
+        )
+        .await
+        .unwrap();
+    plan.files.into_iter().map(|f| f.path).collect()
+}

@@ -91,6 +91,8 @@ pub(super) struct StepPlan {
     pub(super) schema_id: i32,
     /// New objects this step writes (the added manifest, rewritten/merged ones, the list).
     pub(super) objects: Vec<MetaObject>,
+    /// The live files this step removes, with their sizes (recorded for expiry).
+    pub(super) removed: Vec<(String, i64)>,
 }
 
 pub(super) struct GroupPlan {

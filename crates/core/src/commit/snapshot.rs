@@ -138,6 +138,7 @@ pub(super) async fn plan_step(
     let capture = CaptureStorage::new();
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let mut removed = Totals::default();
+    let mut removed_files = Vec::new();
 
     // Removals: rewrite the manifests that hold removed files.
     let mut matched: HashSet<String> = HashSet::new();
@@ -166,6 +167,7 @@ pub(super) async fn plan_step(
             let df = e.data_file.clone();
             if selects(&e.data_file) {
                 matched.insert(df.file_path().to_string());
+                removed_files.push((df.file_path().to_string(), df.file_size_in_bytes() as i64));
                 removed.files += 1;
                 removed.records += df.record_count();
                 removed.size += df.file_size_in_bytes();
@@ -281,6 +283,7 @@ pub(super) async fn plan_step(
         manifest_list: list_path,
         schema_id: state.schema_id,
         objects,
+        removed: removed_files,
     })
 }
 

@@ -156,6 +156,7 @@ pub(super) async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> R
                     schema_id: s.plan.schema_id,
                     manifest_list: &s.plan.manifest_list,
                     commit_id: &req.commit_id,
+                    removals_recorded: true,
                 })
                 .await?;
             moved
@@ -184,6 +185,9 @@ pub(super) async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> R
                 .execute(moved.conn())
                 .await?;
             }
+            moved
+                .insert_removals(o.snapshot_id, &s.plan.removed)
+                .await?;
         }
         if let Some(id) = st.current_snapshot_id {
             moved.upsert_ref("main", id, "branch", None).await?;

@@ -38,11 +38,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
-use iceberg::spec::{DataContentType, ManifestList, ManifestStatus, TableMetadata};
+use futures::StreamExt;
+use iceberg::spec::TableMetadata;
 use sqlx::Row;
 use tracing::{debug, info, warn};
 
+use super::unreferenced::unreferenced;
 use crate::db::{
     Doomed, KIND_DATA, KIND_DELETE, KIND_MANIFEST, KIND_MANIFEST_LIST, KIND_METADATA, TableRow,
     record_doomed,
@@ -63,8 +64,11 @@ pub const DEFAULT_MAX_SNAPSHOT_AGE_MS: i64 = 5 * 24 * 3600 * 1000;
 pub const DEFAULT_MIN_SNAPSHOTS_TO_KEEP: u32 = 1;
 /// Iceberg's default `write.metadata.previous-versions-max`.
 pub const DEFAULT_PREVIOUS_METADATA: usize = 100;
-/// Objects deleted at once.
+/// Requests in flight at once (reads while planning, size lookups).
 const DELETE_CONCURRENCY: usize = 16;
+/// Objects deleted in one batch (S3 takes a thousand keys a request), and between lease
+/// renewals and forgetting their rows.
+const DELETE_BATCH: usize = 1000;
 /// How often the attempt is re-planned when a snapshot it removes became needed meanwhile.
 const MAX_ATTEMPTS: usize = 20;
 
@@ -290,120 +294,36 @@ fn decide(
     Ok(out)
 }
 
-/// The objects only `expired` snapshots reference (reading manifest lists and manifests,
-/// never listing), plus materialised metadata files older than the cutoff.
+/// The objects only `expired` snapshots reference (see [`super::unreferenced`]), plus
+/// materialised metadata files older than the cutoff.
 async fn unreferenced_objects(
     shared: &Shared,
     row: &TableRow,
     snapshots: &[SnapshotInfo],
+    refs: &[RefInfo],
     retention: &Retention,
     policy: Policy,
+    opts: &ExpireOptions,
 ) -> Result<Vec<Doomed>> {
     let (cutoff_ms, keep_metadata) = (policy.cutoff_ms, policy.keep_metadata);
     let expired: HashSet<i64> = retention.expired.iter().copied().collect();
-    let mut out = Vec::new();
-    if !expired.is_empty() {
-        let (meta, _) = crate::table::parse_base(row)?;
-        let meta = &meta;
-        let warehouse = &*shared.warehouse_of(&row.location).await?;
-        let mut retained_manifests: HashMap<String, iceberg::spec::ManifestFile> = HashMap::new();
-        let mut retained_lists = HashSet::new();
-        let mut retained_files = HashSet::new();
-        let mut expired_manifests: HashMap<String, iceberg::spec::ManifestFile> = HashMap::new();
-        let mut expired_lists = Vec::new();
-        // Manifest lists are read concurrently (one GET each), then walked in order.
-        // (A vector of futures, not a mapped stream: the server's spawned tasks need them
-        // `Send` for every lifetime.)
-        let reads: Vec<_> = snapshots
-            .iter()
-            .map(|s| {
-                let path = s.manifest_list.clone();
-                async move { crate::storage::manifests::read_manifest_list(warehouse, &path).await }
-            })
-            .collect();
-        let lists: Vec<ManifestList> = futures::stream::iter(reads)
-            .buffered(DELETE_CONCURRENCY)
-            .try_collect()
-            .await?;
-        for (s, list) in snapshots.iter().zip(lists) {
-            let keep = !expired.contains(&s.snapshot_id);
-            if keep {
-                retained_lists.insert(s.manifest_list.clone());
-                for m in list.entries() {
-                    retained_manifests.insert(m.manifest_path.clone(), m.clone());
-                }
-            } else {
-                expired_lists.push(s.manifest_list.clone());
-                for m in list.entries() {
-                    expired_manifests.insert(m.manifest_path.clone(), m.clone());
-                }
-            }
-        }
-        // Manifests are read concurrently too: the retained ones for their live files, the
-        // ones only expired snapshots have for the files that may go.
-        let reads: Vec<_> = retained_manifests
-            .values()
-            .map(|m| async move { shared.manifests.live_paths(warehouse, meta, m).await })
-            .collect();
-        let mut live = futures::stream::iter(reads).buffer_unordered(DELETE_CONCURRENCY);
-        while let Some(paths) = live.try_next().await? {
-            retained_files.extend(paths);
-        }
-        let reads: Vec<_> = expired_manifests
-            .iter()
-            .filter(|(path, _)| !retained_manifests.contains_key(*path))
-            .map(|(path, m)| {
-                let (path, length) = (path.clone(), m.manifest_length);
-                async move {
-                    let entries = shared.manifests.get(warehouse, meta, m).await?;
-                    Ok::<_, Error>((path, length, entries))
-                }
-            })
-            .collect();
-        let only_expired: Vec<_> = futures::stream::iter(reads)
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let mut seen_files = HashSet::new();
-        for (path, length, entries) in &only_expired {
-            // Only files live in an expired snapshot: a `deleted` entry names a file that
-            // its deleting snapshot's parent had live — that parent decides its fate, and
-            // if it was expired earlier the file is gone already.
-            for e in entries
-                .iter()
-                .filter(|e| e.status() != ManifestStatus::Deleted)
-            {
-                let f = e.data_file();
-                let file = f.file_path();
-                if retained_files.contains(file) || !seen_files.insert(file.to_string()) {
-                    continue;
-                }
-                let kind = match f.content_type() {
-                    DataContentType::Data => KIND_DATA,
-                    _ => KIND_DELETE,
-                };
-                out.push(Doomed {
-                    path: file.to_string(),
-                    kind,
-                    size: f.file_size_in_bytes() as i64,
-                });
-            }
-            out.push(Doomed {
-                path: path.clone(),
-                kind: KIND_MANIFEST,
-                size: *length,
-            });
-        }
-        for list in expired_lists {
-            if !retained_lists.contains(&list) {
-                out.push(Doomed {
-                    path: list,
-                    kind: KIND_MANIFEST_LIST,
-                    size: -1,
-                });
-            }
-        }
-    }
+    let (meta, _) = crate::table::parse_base(row)?;
+    let warehouse = shared.warehouse_of(&row.location).await?;
+    // `refs` still holds the refs this run removes: with any besides main, the history is
+    // planned by reachability.
+    let (mut out, walk) = unreferenced(
+        shared,
+        row.table_id,
+        &warehouse,
+        &meta,
+        snapshots,
+        refs,
+        &expired,
+        !opts.snapshot_ids.is_empty(),
+        None,
+    )
+    .await?;
+    debug!(table = %row.ident, ?walk, objects = out.len(), "expiry planned");
     // Metadata files: the newest `keep_metadata` previous ones stay (a reader may have just
     // loaded one), as do any newer than the cutoff.
     let old_metadata = sqlx::query(
@@ -556,7 +476,8 @@ async fn plan_expiry(
     let snapshots = visible_snapshots(shared, row).await?;
     let refs = crate::table::refs::refs(&shared.db, row).await?;
     let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
-    let mut doomed = unreferenced_objects(shared, row, &snapshots, &retention, policy).await?;
+    let mut doomed =
+        unreferenced_objects(shared, row, &snapshots, &refs, &retention, policy, opts).await?;
     // Objects outside the table (a registered table may reference some) are never deleted.
     let warehouse = shared.warehouse_of(&row.location).await?;
     let scope = shared.scope(&warehouse, row).await?;
@@ -774,38 +695,47 @@ async fn delete_recorded(
         todo.push((r.try_get::<String, _>(0)?, kind, r.try_get::<i64, _>(2)?));
     }
     let (mut done, mut failed) = (0u64, 0u64);
-    for batch in todo.chunks(256) {
-        let results: Vec<_> = futures::stream::iter(batch.iter().cloned())
-            .map(|(path, kind, size)| async move {
-                let Some(owned) = warehouse.object(&path).ok().and_then(|p| scope.own(&p)) else {
+    for batch in todo.chunks(DELETE_BATCH) {
+        let mut gone = Vec::new();
+        let mut owned = Vec::with_capacity(batch.len());
+        for (path, kind, size) in batch {
+            match warehouse.object(path).ok().and_then(|p| scope.own(&p)) {
+                Some(o) => owned.push((o, path, kind, *size)),
+                None => {
                     // Recorded before scopes were checked: forgotten, never deleted.
                     warn!(path, "not deleting an object outside the table");
-                    return (path, kind, None, Ok(()));
-                };
-                // Unknown sizes are read first; an object that is gone already (a run killed
-                // after deleting it) is not counted again.
-                let size = match size {
+                    gone.push(path.clone());
+                }
+            }
+        }
+        // Unknown sizes are read first; an object that is gone already (a run killed after
+        // deleting it) is not counted again.
+        let heads: Vec<_> = owned
+            .iter()
+            .map(|(o, _, _, size)| async move {
+                match *size {
                     n if n >= 0 => Some(n),
-                    _ => match warehouse.head(owned.path()).await {
+                    _ => match warehouse.head(o.path()).await {
                         Ok(n) => Some(n as i64),
                         Err(Error::NotFound { .. }) => None,
                         Err(_) => Some(-1),
                     },
-                };
-                let r = warehouse.delete(&owned).await;
-                (path, kind, size, r)
+                }
             })
-            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect();
+        let sizes: Vec<Option<i64>> = futures::stream::iter(heads)
+            .buffered(DELETE_CONCURRENCY)
             .collect()
             .await;
-        let mut gone = Vec::new();
-        for (path, kind, size, r) in results {
+        let paths: Vec<_> = owned.iter().map(|(o, ..)| o.clone()).collect();
+        let results = warehouse.delete_many(&paths).await;
+        for (((_, path, kind, _), size), r) in owned.iter().zip(sizes).zip(results) {
             match r {
                 Ok(()) => {
                     if let Some(size) = size {
-                        counts.add(&kind, size);
+                        counts.add(kind, size);
                     }
-                    gone.push(path);
+                    gone.push(path.to_string());
                 }
                 Err(e) => {
                     warn!(path, error = %e, "could not delete; the next expiry run retries");

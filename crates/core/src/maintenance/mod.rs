@@ -4,6 +4,7 @@
 //! - [`orphans`]: data file paths handed to writers, and removing objects no commit made.
 //! - [`compact`]: rewriting small files into larger ones (one `replace` commit).
 //! - [`schedule`]: running expiry on every table on a timer.
+//! - `unreferenced`: which objects only expired snapshots reference (expiry's plan).
 //!
 //! Each job changes a table only through the commit pipeline or the table pointer
 //! ([`crate::table::pointer`]), and deletes only objects the table owns
@@ -13,3 +14,4 @@ pub mod compact;
 pub mod expire;
 pub mod orphans;
 pub mod schedule;
+mod unreferenced;

@@ -101,6 +101,14 @@ impl ManifestCache {
 
 /// Reads and parses a manifest list (one GET).
 pub(crate) async fn read_manifest_list(warehouse: &Warehouse, path: &str) -> Result<ManifestList> {
+    Ok(read_manifest_list_sized(warehouse, path).await?.0)
+}
+
+/// [`read_manifest_list`], with the size of the object in bytes.
+pub(crate) async fn read_manifest_list_sized(
+    warehouse: &Warehouse,
+    path: &str,
+) -> Result<(ManifestList, u64)> {
     let object = warehouse.object_in("manifest-list", path)?;
     let bytes = match warehouse.get(&object).await {
         Err(Error::NotFound { .. }) => {
@@ -108,8 +116,9 @@ pub(crate) async fn read_manifest_list(warehouse: &Warehouse, path: &str) -> Res
         }
         r => r?,
     };
-    ManifestList::parse_with_version(&bytes, FormatVersion::V2)
-        .map_err(|e| Error::corrupt(path, format!("not an Iceberg manifest list: {e}")))
+    let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
+        .map_err(|e| Error::corrupt(path, format!("not an Iceberg manifest list: {e}")))?;
+    Ok((list, bytes.len() as u64))
 }
 
 /// The magic bytes of an Avro object container file.

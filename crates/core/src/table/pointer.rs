@@ -222,6 +222,8 @@ pub(crate) struct NewSnapshot<'a> {
     pub schema_id: i32,
     pub manifest_list: &'a str,
     pub commit_id: &'a str,
+    /// Every live file the snapshot removed is in `file_removals` (Firn's own commits).
+    pub removals_recorded: bool,
 }
 
 /// A commit-log row (the table is the move's).
@@ -255,8 +257,8 @@ impl Moved<'_> {
     pub(crate) async fn insert_snapshot(&mut self, r: &NewSnapshot<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number, \
-             timestamp_ms, operation, summary, schema_id, manifest_list, commit_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             timestamp_ms, operation, summary, schema_id, manifest_list, commit_id, \
+             removals_recorded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(self.table_id)
         .bind(r.snapshot_id)
@@ -268,8 +270,38 @@ impl Moved<'_> {
         .bind(r.schema_id as i64)
         .bind(r.manifest_list)
         .bind(r.commit_id)
+        .bind(i64::from(r.removals_recorded))
         .execute(&mut *self.conn)
         .await?;
+        Ok(())
+    }
+
+    /// Records the live files (path, size) snapshot `snapshot_id` removed.
+    pub(crate) async fn insert_removals(
+        &mut self,
+        snapshot_id: i64,
+        files: &[(String, i64)],
+    ) -> Result<()> {
+        // Four columns a row; stay well under SQLite's parameter limit.
+        for chunk in files.chunks(200) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", crate::db::placeholders(i * 4 + 1, 4)))
+                .collect();
+            let q = format!(
+                "INSERT INTO file_removals (table_id, snapshot_id, path, size_bytes) VALUES {} \
+                 ON CONFLICT (table_id, snapshot_id, path) DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&q);
+            for (path, size) in chunk {
+                query = query
+                    .bind(self.table_id)
+                    .bind(snapshot_id)
+                    .bind(path)
+                    .bind(*size);
+            }
+            query.execute(&mut *self.conn).await?;
+        }
         Ok(())
     }
 
@@ -295,6 +327,7 @@ impl Moved<'_> {
             schema_id: s.schema_id().unwrap_or(default_schema_id),
             manifest_list: s.manifest_list(),
             commit_id,
+            removals_recorded: false,
         })
         .await
     }
@@ -443,13 +476,16 @@ impl Moved<'_> {
                     .execute(&mut *self.conn)
                     .await?;
             }
-            let del =
-                format!("DELETE FROM snapshots WHERE table_id = $1 AND snapshot_id IN ({list})");
-            let mut q = sqlx::query(&del).bind(table_id);
-            for id in chunk {
-                q = q.bind(*id);
+            // A snapshot's recorded removals go with it.
+            for rows in ["snapshots", "file_removals"] {
+                let del =
+                    format!("DELETE FROM {rows} WHERE table_id = $1 AND snapshot_id IN ({list})");
+                let mut q = sqlx::query(&del).bind(table_id);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *self.conn).await?;
             }
-            q.execute(&mut *self.conn).await?;
         }
         Ok(())
     }
