@@ -307,8 +307,7 @@ async fn referenced(
     let mut uris: HashSet<String> = HashSet::new();
     uris.insert(row.metadata_location.clone());
     for s in shared.db.snapshots(row.table_id, -1, i64::MAX).await? {
-        let list =
-            crate::storage::manifests::read_manifest_list(warehouse, &s.manifest_list).await?;
+        let (list, _) = shared.manifests.list(warehouse, &s.manifest_list).await?;
         uris.insert(s.manifest_list);
         for m in list.entries() {
             if uris.insert(m.manifest_path.clone()) {

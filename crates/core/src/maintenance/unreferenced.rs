@@ -23,6 +23,7 @@
 //! the history's shape is not the one its reasoning needs.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{DataContentType, ManifestFile, ManifestList, ManifestStatus, TableMetadata};
@@ -51,20 +52,20 @@ pub(crate) enum Walk {
 /// The snapshots of a plan, with their manifest lists read.
 struct Listed<'a> {
     /// Every visible snapshot with its manifest list, in the order given.
-    lists: Vec<(&'a SnapshotInfo, ManifestList)>,
+    lists: Vec<(&'a SnapshotInfo, Arc<ManifestList>)>,
     /// The size of each manifest list in bytes, by path.
     list_sizes: HashMap<&'a str, u64>,
     expired: &'a HashSet<i64>,
 }
 
 impl Listed<'_> {
-    fn retained(&self) -> impl Iterator<Item = &(&SnapshotInfo, ManifestList)> {
+    fn retained(&self) -> impl Iterator<Item = &(&SnapshotInfo, Arc<ManifestList>)> {
         self.lists
             .iter()
             .filter(|(s, _)| !self.expired.contains(&s.snapshot_id))
     }
 
-    fn expired(&self) -> impl Iterator<Item = &(&SnapshotInfo, ManifestList)> {
+    fn expired(&self) -> impl Iterator<Item = &(&SnapshotInfo, Arc<ManifestList>)> {
         self.lists
             .iter()
             .filter(|(s, _)| self.expired.contains(&s.snapshot_id))
@@ -97,17 +98,14 @@ pub(crate) async fn unreferenced(
     }
     // Manifest lists are read concurrently (one GET each). (A vector of futures, not a
     // mapped stream: the server's spawned tasks need them `Send` for every lifetime.)
-    let reads: Vec<_> =
-        snapshots
-            .iter()
-            .map(|s| {
-                let path = s.manifest_list.clone();
-                async move {
-                    crate::storage::manifests::read_manifest_list_sized(warehouse, &path).await
-                }
-            })
-            .collect();
-    let lists: Vec<(ManifestList, u64)> = futures::stream::iter(reads)
+    let reads: Vec<_> = snapshots
+        .iter()
+        .map(|s| {
+            let path = s.manifest_list.clone();
+            async move { shared.manifests.list(warehouse, &path).await }
+        })
+        .collect();
+    let lists: Vec<(Arc<ManifestList>, u64)> = futures::stream::iter(reads)
         .buffered(READ_CONCURRENCY)
         .try_collect()
         .await?;

@@ -21,18 +21,53 @@ use iceberg::spec::{
 use crate::error::{Error, Result};
 use crate::storage::Warehouse;
 
-/// Parsed manifests, by path. Manifests are immutable, so entries never go stale. Two
-/// generations: when the young one is full it becomes the old one, so an entry survives at
-/// least [`MANIFEST_CACHE_GENERATION`] later inserts (the committer relies on that for
-/// manifests it has planned but not yet written).
+/// Parsed manifests and manifest lists, by path. Both are immutable, so entries never go
+/// stale. Each kind is kept in two generations: when the young one is full it becomes the
+/// old one, so a manifest survives at least [`MANIFEST_CACHE_GENERATION`] later inserts
+/// (the committer relies on that for manifests it has planned but not yet written).
 #[derive(Default)]
 pub(crate) struct ManifestCache {
-    generations: Mutex<(Generation, Generation)>,
+    manifests: Mutex<Generations<Arc<Vec<ManifestEntry>>>>,
+    /// Manifest lists with their sizes in bytes, weighed by their entries (maintenance
+    /// reads every list of a table's history, run after run).
+    lists: Mutex<Generations<(Arc<ManifestList>, u64)>>,
 }
 
 const MANIFEST_CACHE_GENERATION: usize = 8192;
+/// Manifest-list entries a generation of the list cache holds (some 25 MB).
+const LIST_CACHE_GENERATION: usize = 65_536;
 
-type Generation = HashMap<String, Arc<Vec<ManifestEntry>>>;
+/// Two generations of a cache, each holding up to a weight.
+struct Generations<V> {
+    young: HashMap<String, V>,
+    old: HashMap<String, V>,
+    weight: usize,
+}
+
+impl<V> Default for Generations<V> {
+    fn default() -> Self {
+        Generations {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            weight: 0,
+        }
+    }
+}
+
+impl<V: Clone> Generations<V> {
+    fn insert(&mut self, key: &str, value: V, weight: usize, limit: usize) {
+        if self.weight + weight > limit && !self.young.is_empty() {
+            self.old = std::mem::take(&mut self.young);
+            self.weight = 0;
+        }
+        self.weight += weight;
+        self.young.insert(key.to_string(), value);
+    }
+
+    fn get(&self, key: &str) -> Option<V> {
+        self.young.get(key).or_else(|| self.old.get(key)).cloned()
+    }
+}
 
 impl ManifestCache {
     pub(crate) fn insert(
@@ -41,17 +76,31 @@ impl ManifestCache {
         entries: Vec<ManifestEntry>,
     ) -> Arc<Vec<ManifestEntry>> {
         let entries = Arc::new(entries);
-        let mut g = self.generations.lock().expect("cache poisoned");
-        if g.0.len() >= MANIFEST_CACHE_GENERATION {
-            g.1 = std::mem::take(&mut g.0);
-        }
-        g.0.insert(path.to_string(), entries.clone());
+        let mut g = self.manifests.lock().expect("cache poisoned");
+        g.insert(path, entries.clone(), 1, MANIFEST_CACHE_GENERATION);
         entries
     }
 
     fn cached(&self, path: &str) -> Option<Arc<Vec<ManifestEntry>>> {
-        let g = self.generations.lock().expect("cache poisoned");
-        g.0.get(path).or_else(|| g.1.get(path)).cloned()
+        self.manifests.lock().expect("cache poisoned").get(path)
+    }
+
+    /// The manifest list at `path` and its size in bytes (see [`read_manifest_list_sized`]),
+    /// from the cache when it was read before.
+    pub(crate) async fn list(
+        &self,
+        warehouse: &Warehouse,
+        path: &str,
+    ) -> Result<(Arc<ManifestList>, u64)> {
+        if let Some(hit) = self.lists.lock().expect("cache poisoned").get(path) {
+            return Ok(hit);
+        }
+        let (list, size) = read_manifest_list_sized(warehouse, path).await?;
+        let weight = list.entries().len().max(1);
+        let list = (Arc::new(list), size);
+        let mut g = self.lists.lock().expect("cache poisoned");
+        g.insert(path, list.clone(), weight, LIST_CACHE_GENERATION);
+        Ok(list)
     }
 
     /// The entries of the manifest `listed` names, read with `table`'s schema and the
@@ -105,7 +154,7 @@ pub(crate) async fn read_manifest_list(warehouse: &Warehouse, path: &str) -> Res
 }
 
 /// [`read_manifest_list`], with the size of the object in bytes.
-pub(crate) async fn read_manifest_list_sized(
+async fn read_manifest_list_sized(
     warehouse: &Warehouse,
     path: &str,
 ) -> Result<(ManifestList, u64)> {
