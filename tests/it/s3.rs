@@ -159,7 +159,9 @@ async fn on_s3_nothing_that_decides_table_contents_lists_and_commits_cost_few_re
         (0..20).collect::<Vec<_>>()
     );
     // Expiry of all but the last two snapshots leaves what they reference (the test
-    // lists); then a drop.
+    // lists), deleting what they alone had in one DeleteObjects request, with no HEAD;
+    // then a drop.
+    let before = proxy.counts();
     let r = client
         .expire_snapshots(firn_client::proto::ExpireSnapshotsRequest {
             ident: pb_ident(&ident),
@@ -170,6 +172,14 @@ async fn on_s3_nothing_that_decides_table_contents_lists_and_commits_cost_few_re
         .await
         .unwrap();
     assert_eq!(r.tables[0].expired_snapshot_ids.len(), 4, "{r:?}");
+    let after = proxy.counts();
+    let delta = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
+    assert!(r.tables[0].manifest_lists_deleted >= 4, "{r:?}");
+    assert_eq!(
+        (delta("DELETE many"), delta("DELETE"), delta("HEAD")),
+        (1, 0, 0),
+        "expiry's requests: {after:?} after {before:?}"
+    );
     assert_eq!(read_ids(&client, &ident, None).await.len(), 60);
     assert_eq!(proxy.count("LIST"), 0, "Firn listed: {:?}", proxy.counts());
     let data: Vec<String> = list_objects(&format!("{}/data", t.location))
