@@ -116,3 +116,12 @@ pub(crate) async fn files_of(catalog: &Catalog, ident: &TableIdent, id: i64) -> 
         .unwrap();
     plan.files.into_iter().map(|f| f.path).collect()
 }
+
+/// The seed of a seeded randomized test: `FIRN_SEED` when set (to replay a run), else
+/// `default`.
+pub(crate) fn seed(default: u64) -> u64 {
+    std::env::var("FIRN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -304,16 +304,7 @@ async fn removed_by_expired(
             }
         }
     }
-    let reads: Vec<_> = adding
-        .values()
-        .map(|m| async move { shared.manifests.live_paths(warehouse, meta, m).await })
-        .collect();
-    let mut again = HashSet::new();
-    let mut live = futures::stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
-    while let Some(paths) = live.try_next().await? {
-        again.extend(paths);
-    }
-    drop(live);
+    let again = live_files(shared, warehouse, meta, &adding).await?;
     for (path, size) in from_catalog {
         if !again.contains(&path) && seen.insert(path.clone()) {
             out.push(Doomed {
@@ -382,6 +373,25 @@ async fn recorded_removals(
     Ok((ids, files))
 }
 
+/// The paths of the files `manifests` hold live (their manifests read concurrently).
+async fn live_files(
+    shared: &Shared,
+    warehouse: &Warehouse,
+    meta: &TableMetadata,
+    manifests: &HashMap<&str, &ManifestFile>,
+) -> Result<HashSet<String>> {
+    let reads: Vec<_> = manifests
+        .values()
+        .map(|m| async move { shared.manifests.live_paths(warehouse, meta, m).await })
+        .collect();
+    let mut files = HashSet::new();
+    let mut live = futures::stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
+    while let Some(paths) = live.try_next().await? {
+        files.extend(paths);
+    }
+    Ok(files)
+}
+
 /// Reachability: the files live in manifests only expired snapshots list and in no
 /// retained snapshot's manifests.
 async fn only_expired_live(
@@ -391,16 +401,7 @@ async fn only_expired_live(
     retained_manifests: &HashMap<&str, &ManifestFile>,
     doomed_manifests: &HashMap<&str, &ManifestFile>,
 ) -> Result<Vec<Doomed>> {
-    let reads: Vec<_> = retained_manifests
-        .values()
-        .map(|m| async move { shared.manifests.live_paths(warehouse, meta, m).await })
-        .collect();
-    let mut retained_files = HashSet::new();
-    let mut live = futures::stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
-    while let Some(paths) = live.try_next().await? {
-        retained_files.extend(paths);
-    }
-    drop(live);
+    let retained_files = live_files(shared, warehouse, meta, retained_manifests).await?;
     let reads: Vec<_> = doomed_manifests
         .values()
         .map(|m| async move { shared.manifests.get(warehouse, meta, m).await })
@@ -478,10 +479,7 @@ mod tests {
     /// does, and is the one chosen; a tag makes the planner walk. Replay with `FIRN_SEED`.
     #[tokio::test]
     async fn the_incremental_plan_is_the_reachability_plan_on_a_linear_history() {
-        let seed: u64 = std::env::var("FIRN_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(20261204);
+        let seed = crate::testing::seed(20261204);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().unwrap();
         let (catalog, ident, t) = crate::testing::catalog_with_table(dir.path()).await;

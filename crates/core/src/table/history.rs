@@ -409,10 +409,7 @@ mod tests {
     /// whole and for `snapshots=refs`. Replay a failure with `FIRN_SEED=<seed>`.
     #[tokio::test]
     async fn an_extended_rendering_is_the_rendering_from_the_rows() {
-        let seed: u64 = std::env::var("FIRN_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(20261203);
+        let seed = crate::testing::seed(20261203);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().unwrap();
         let (catalog, ident, t) = crate::testing::catalog_with_table(dir.path()).await;
