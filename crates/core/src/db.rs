@@ -209,13 +209,10 @@ pub(crate) async fn record_doomed(
 ) -> Result<()> {
     // Five columns a row; stay well under SQLite's parameter limit.
     for chunk in doomed.chunks(150) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
-            .collect();
         let q = format!(
             "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms) \
              VALUES {} ON CONFLICT (table_id, path) DO NOTHING",
-            values.join(", ")
+            row_placeholders(chunk.len(), 5)
         );
         let mut query = sqlx::query(&q);
         for d in chunk {
@@ -238,6 +235,15 @@ pub(crate) async fn record_doomed(
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, ..., $cols), ($cols+1, ...), ...` — placeholders for a multi-row `VALUES` list of
+/// `rows` rows, bound row by row.
+pub(crate) fn row_placeholders(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|i| format!("({})", placeholders(i * cols + 1, cols)))
         .collect::<Vec<_>>()
         .join(", ")
 }

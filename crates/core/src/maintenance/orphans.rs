@@ -26,7 +26,7 @@ use futures::StreamExt;
 use sqlx::Row;
 use tracing::{info, warn};
 
-use crate::db::placeholders;
+use crate::db::row_placeholders;
 use crate::error::{Error, Result};
 use crate::ident::TableIdent;
 use crate::maintenance::expire::LeaseGuard;
@@ -106,12 +106,9 @@ pub(crate) async fn reserve(
     let now = shared.env.clock.now_ms();
     let mut tx = shared.db.pool.begin().await?;
     for chunk in paths.chunks(300) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * 3 + 1, 3)))
-            .collect();
         let q = format!(
             "INSERT INTO write_intents (table_id, path, created_at_ms) VALUES {}",
-            values.join(", ")
+            row_placeholders(chunk.len(), 3)
         );
         let mut query = sqlx::query(&q);
         for p in chunk {

@@ -284,13 +284,10 @@ impl Moved<'_> {
     ) -> Result<()> {
         // Four columns a row; stay well under SQLite's parameter limit.
         for chunk in files.chunks(200) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", crate::db::placeholders(i * 4 + 1, 4)))
-                .collect();
             let q = format!(
                 "INSERT INTO file_removals (table_id, snapshot_id, path, size_bytes) VALUES {} \
                  ON CONFLICT (table_id, snapshot_id, path) DO NOTHING",
-                values.join(", ")
+                crate::db::row_placeholders(chunk.len(), 4)
             );
             let mut query = sqlx::query(&q);
             for (path, size) in chunk {
