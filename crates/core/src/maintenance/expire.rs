@@ -64,7 +64,7 @@ pub const DEFAULT_MAX_SNAPSHOT_AGE_MS: i64 = 5 * 24 * 3600 * 1000;
 pub const DEFAULT_MIN_SNAPSHOTS_TO_KEEP: u32 = 1;
 /// Iceberg's default `write.metadata.previous-versions-max`.
 pub const DEFAULT_PREVIOUS_METADATA: usize = 100;
-/// Requests in flight at once (reads while planning, size lookups).
+/// Size lookups in flight at once (objects whose size the catalog does not know).
 const DELETE_CONCURRENCY: usize = 16;
 /// Objects deleted in one batch (S3 takes a thousand keys a request), and between lease
 /// renewals and forgetting their rows.
@@ -294,55 +294,33 @@ fn decide(
     Ok(out)
 }
 
-/// The objects only `expired` snapshots reference (see [`super::unreferenced`]), plus
-/// materialised metadata files older than the cutoff.
-async fn unreferenced_objects(
+/// Materialised metadata files to delete: all but the newest `keep_metadata` previous ones
+/// (a reader may have just loaded one), and none newer than the cutoff.
+async fn old_metadata_files(
     shared: &Shared,
     row: &TableRow,
-    snapshots: &[SnapshotInfo],
-    refs: &[RefInfo],
-    retention: &Retention,
     policy: Policy,
-    opts: &ExpireOptions,
 ) -> Result<Vec<Doomed>> {
-    let (cutoff_ms, keep_metadata) = (policy.cutoff_ms, policy.keep_metadata);
-    let expired: HashSet<i64> = retention.expired.iter().copied().collect();
-    let (meta, _) = crate::table::parse_base(row)?;
-    let warehouse = shared.warehouse_of(&row.location).await?;
-    // `refs` still holds the refs this run removes: with any besides main, the history is
-    // planned by reachability.
-    let (mut out, walk) = unreferenced(
-        shared,
-        row.table_id,
-        &warehouse,
-        &meta,
-        snapshots,
-        refs,
-        &expired,
-        !opts.snapshot_ids.is_empty(),
-        None,
-    )
-    .await?;
-    debug!(table = %row.ident, ?walk, objects = out.len(), "expiry planned");
-    // Metadata files: the newest `keep_metadata` previous ones stay (a reader may have just
-    // loaded one), as do any newer than the cutoff.
     let old_metadata = sqlx::query(
         "SELECT path FROM metadata_files WHERE table_id = $1 AND created_at_ms < $2 AND path <> $3 \
          ORDER BY version DESC, created_at_ms DESC",
     )
     .bind(row.table_id)
-    .bind(cutoff_ms)
+    .bind(policy.cutoff_ms)
     .bind(&row.metadata_location)
     .fetch_all(&shared.db.pool)
     .await?;
-    for r in old_metadata.iter().skip(keep_metadata) {
-        out.push(Doomed {
-            path: r.try_get(0)?,
-            kind: KIND_METADATA,
-            size: -1,
-        });
-    }
-    Ok(out)
+    old_metadata
+        .iter()
+        .skip(policy.keep_metadata)
+        .map(|r| {
+            Ok(Doomed {
+                path: r.try_get(0)?,
+                kind: KIND_METADATA,
+                size: -1,
+            })
+        })
+        .collect()
 }
 
 /// Expires the snapshots of one table; see the module contract.
@@ -476,10 +454,25 @@ async fn plan_expiry(
     let snapshots = visible_snapshots(shared, row).await?;
     let refs = crate::table::refs::refs(&shared.db, row).await?;
     let retention = decide(&snapshots, &refs, policy, &opts.snapshot_ids)?;
-    let mut doomed =
-        unreferenced_objects(shared, row, &snapshots, &refs, &retention, policy, opts).await?;
-    // Objects outside the table (a registered table may reference some) are never deleted.
     let warehouse = shared.warehouse_of(&row.location).await?;
+    let expired: HashSet<i64> = retention.expired.iter().copied().collect();
+    // `refs` still holds the refs this run removes: with any besides main, the history is
+    // planned by reachability.
+    let (mut doomed, walk) = unreferenced(
+        shared,
+        row.table_id,
+        &warehouse,
+        &meta,
+        &snapshots,
+        &refs,
+        &expired,
+        !opts.snapshot_ids.is_empty(),
+        None,
+    )
+    .await?;
+    debug!(table = %row.ident, ?walk, objects = doomed.len(), "expiry planned");
+    doomed.extend(old_metadata_files(shared, row, policy).await?);
+    // Objects outside the table (a registered table may reference some) are never deleted.
     let scope = shared.scope(&warehouse, row).await?;
     doomed.retain(|d| {
         let owned = warehouse.object(&d.path).is_ok_and(|p| scope.owns(&p));

@@ -51,29 +51,30 @@ pub(crate) enum Walk {
 
 /// The snapshots of a plan, with their manifest lists read.
 struct Listed<'a> {
-    /// Every visible snapshot with its manifest list, in the order given.
-    lists: Vec<(&'a SnapshotInfo, Arc<ManifestList>)>,
-    /// The size of each manifest list in bytes, by path.
-    list_sizes: HashMap<&'a str, u64>,
+    /// Every visible snapshot with its manifest list and the list's size in bytes, in the
+    /// order given.
+    lists: Vec<(&'a SnapshotInfo, Arc<ManifestList>, u64)>,
     expired: &'a HashSet<i64>,
 }
 
-impl Listed<'_> {
-    fn retained(&self) -> impl Iterator<Item = &(&SnapshotInfo, Arc<ManifestList>)> {
+type ListedSnapshot<'a> = (&'a SnapshotInfo, Arc<ManifestList>, u64);
+
+impl<'a> Listed<'a> {
+    fn retained(&self) -> impl Iterator<Item = &ListedSnapshot<'a>> {
         self.lists
             .iter()
-            .filter(|(s, _)| !self.expired.contains(&s.snapshot_id))
+            .filter(|(s, ..)| !self.expired.contains(&s.snapshot_id))
     }
 
-    fn expired(&self) -> impl Iterator<Item = &(&SnapshotInfo, Arc<ManifestList>)> {
+    fn expired(&self) -> impl Iterator<Item = &ListedSnapshot<'a>> {
         self.lists
             .iter()
-            .filter(|(s, _)| self.expired.contains(&s.snapshot_id))
+            .filter(|(s, ..)| self.expired.contains(&s.snapshot_id))
     }
 
     fn retained_manifests(&self) -> HashMap<&str, &ManifestFile> {
         self.retained()
-            .flat_map(|(_, l)| l.entries())
+            .flat_map(|(_, l, _)| l.entries())
             .map(|m| (m.manifest_path.as_str(), m))
             .collect()
     }
@@ -109,33 +110,27 @@ pub(crate) async fn unreferenced(
         .buffered(READ_CONCURRENCY)
         .try_collect()
         .await?;
-    let list_sizes = snapshots
-        .iter()
-        .zip(&lists)
-        .map(|(s, (_, n))| (s.manifest_list.as_str(), *n))
-        .collect();
     let listed = Listed {
         lists: snapshots
             .iter()
             .zip(lists)
-            .map(|(s, (l, _))| (s, l))
+            .map(|(s, (l, n))| (s, l, n))
             .collect(),
-        list_sizes,
         expired,
     };
     let retained_manifests = listed.retained_manifests();
     let retained_lists: HashSet<&str> = listed
         .retained()
-        .map(|(s, _)| s.manifest_list.as_str())
+        .map(|(s, ..)| s.manifest_list.as_str())
         .collect();
     let mut out = Vec::new();
     let mut doomed_manifests: HashMap<&str, &ManifestFile> = HashMap::new();
-    for (s, list) in listed.expired() {
+    for (s, list, size) in listed.expired() {
         if !retained_lists.contains(s.manifest_list.as_str()) {
             out.push(Doomed {
                 path: s.manifest_list.clone(),
                 kind: KIND_MANIFEST_LIST,
-                size: listed.list_sizes[s.manifest_list.as_str()] as i64,
+                size: *size as i64,
             });
         }
         for m in list.entries() {
@@ -151,14 +146,15 @@ pub(crate) async fn unreferenced(
         kind: KIND_MANIFEST,
         size: doomed_manifests[*p].manifest_length,
     }));
-    let mut walk = match force {
-        Some(w) => w,
-        None if !explicit && linear_boundary(&listed, refs).is_some() => Walk::Incremental,
-        None => Walk::Reachability,
+    let boundary = linear_boundary(&listed, refs);
+    let mut walk = match (force, boundary) {
+        (Some(w), _) => w,
+        (None, Some(_)) if !explicit => Walk::Incremental,
+        (None, _) => Walk::Reachability,
     };
     let files = match walk {
         Walk::Incremental | Walk::IncrementalFromManifests => {
-            let boundary = linear_boundary(&listed, refs).ok_or_else(|| {
+            let boundary = boundary.ok_or_else(|| {
                 Error::internal("incremental expiry planned on a history that is not linear")
             })?;
             let recorded = match walk {
@@ -197,7 +193,7 @@ fn linear_boundary<'a>(listed: &'a Listed<'_>, refs: &[RefInfo]) -> Option<&'a S
     let by_id: HashMap<i64, &SnapshotInfo> = listed
         .lists
         .iter()
-        .map(|(s, _)| (s.snapshot_id, *s))
+        .map(|(s, ..)| (s.snapshot_id, *s))
         .collect();
     // Main's ancestry, newest first: it must hold every snapshot, retained ones first.
     let mut chain = Vec::with_capacity(by_id.len());
@@ -230,15 +226,19 @@ fn linear_boundary<'a>(listed: &'a Listed<'_>, refs: &[RefInfo]) -> Option<&'a S
     let at_boundary: HashSet<&str> = listed
         .lists
         .iter()
-        .find(|(s, _)| s.snapshot_id == boundary.snapshot_id)?
+        .find(|(s, ..)| s.snapshot_id == boundary.snapshot_id)?
         .1
         .entries()
         .iter()
         .map(|m| m.manifest_path.as_str())
         .collect();
-    let came_back = listed.retained().flat_map(|(_, l)| l.entries()).any(|m| {
-        !retained.contains(&m.added_snapshot_id) && !at_boundary.contains(m.manifest_path.as_str())
-    });
+    let came_back = listed
+        .retained()
+        .flat_map(|(_, l, _)| l.entries())
+        .any(|m| {
+            !retained.contains(&m.added_snapshot_id)
+                && !at_boundary.contains(m.manifest_path.as_str())
+        });
     (!came_back).then_some(boundary)
 }
 
@@ -268,7 +268,7 @@ async fn removed_by_expired(
 ) -> Result<(Vec<Doomed>, bool)> {
     let mut removers: HashSet<i64> = listed
         .expired()
-        .map(|(s, _)| *s)
+        .map(|(s, ..)| *s)
         .chain([boundary])
         .filter(|s| {
             s.parent_snapshot_id
@@ -286,10 +286,10 @@ async fn removed_by_expired(
         any_recorded = !ids.is_empty();
         from_catalog = files;
     }
-    let retained: HashSet<i64> = listed.retained().map(|(s, _)| s.snapshot_id).collect();
+    let retained: HashSet<i64> = listed.retained().map(|(s, ..)| s.snapshot_id).collect();
     let mut removing: HashMap<&str, &ManifestFile> = HashMap::new();
     let mut adding: HashMap<&str, &ManifestFile> = HashMap::new();
-    for (s, list) in &listed.lists {
+    for (s, list, _) in &listed.lists {
         for m in list.entries() {
             // A manifest is written by the snapshot it names as adding it; looking only at
             // the list of that snapshot finds each once.
@@ -340,26 +340,16 @@ async fn recorded_removals(
     table_id: i64,
     snapshots: &HashSet<i64>,
 ) -> Result<(HashSet<i64>, Vec<(String, i64)>)> {
-    let rows = sqlx::query(
-        "SELECT snapshot_id FROM snapshots WHERE table_id = $1 AND removals_recorded = 1",
-    )
-    .bind(table_id)
-    .fetch_all(&shared.db.pool)
-    .await?;
-    let mut ids = HashSet::new();
-    for r in &rows {
-        let id: i64 = r.try_get(0)?;
-        if snapshots.contains(&id) {
-            ids.insert(id);
-        }
-    }
-    let mut sorted: Vec<i64> = ids.iter().copied().collect();
+    let mut sorted: Vec<i64> = snapshots.iter().copied().collect();
     sorted.sort_unstable();
-    let mut files = Vec::new();
+    let (mut ids, mut files) = (HashSet::new(), Vec::new());
     for chunk in sorted.chunks(500) {
+        // A recorded snapshot that removed nothing comes back once, without a path.
         let q = format!(
-            "SELECT path, size_bytes FROM file_removals WHERE table_id = $1 \
-             AND snapshot_id IN ({})",
+            "SELECT s.snapshot_id, r.path, r.size_bytes FROM snapshots s \
+             LEFT JOIN file_removals r \
+             ON r.table_id = s.table_id AND r.snapshot_id = s.snapshot_id \
+             WHERE s.table_id = $1 AND s.removals_recorded = 1 AND s.snapshot_id IN ({})",
             crate::db::placeholders(2, chunk.len())
         );
         let mut query = sqlx::query(&q).bind(table_id);
@@ -367,7 +357,10 @@ async fn recorded_removals(
             query = query.bind(*id);
         }
         for r in query.fetch_all(&shared.db.pool).await? {
-            files.push((r.try_get(0)?, r.try_get(1)?));
+            ids.insert(r.try_get::<i64, _>(0)?);
+            if let Some(path) = r.try_get::<Option<String>, _>(1)? {
+                files.push((path, r.try_get::<Option<i64>, _>(2)?.unwrap_or(-1)));
+            }
         }
     }
     Ok((ids, files))
