@@ -330,6 +330,26 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
 
+    use super::Generations;
+
+    #[test]
+    fn a_generation_holds_up_to_its_weight_and_the_one_before_stays_readable() {
+        let mut g: Generations<u32> = Generations::default();
+        g.insert("a", 1, 6, 10);
+        g.insert("b", 2, 4, 10);
+        assert_eq!((g.get("a"), g.get("b")), (Some(1), Some(2)));
+        // Over the limit: a and b become the old generation, still read.
+        g.insert("c", 3, 1, 10);
+        assert_eq!((g.get("a"), g.get("c")), (Some(1), Some(3)));
+        // Another full turn forgets them.
+        g.insert("d", 4, 10, 10);
+        assert_eq!((g.get("a"), g.get("b")), (None, None));
+        assert_eq!((g.get("c"), g.get("d")), (Some(3), Some(4)));
+        // One entry heavier than the limit is still kept.
+        g.insert("e", 5, 50, 10);
+        assert_eq!(g.get("e"), Some(5));
+    }
+
     use iceberg::io::FileIO;
     use iceberg::spec::*;
 

@@ -394,9 +394,15 @@ impl Warehouse {
     /// The local file of an object (local warehouses only): its key as written, below `/`.
     fn local_file(&self, p: &ObjectPath) -> Option<PathBuf> {
         match self.backend {
-            Backend::Local => Some(PathBuf::from(format!("/{}", p.key()))),
+            Backend::Local => Some(self.local_path(p)),
             _ => None,
         }
+    }
+
+    /// The file an object of a local warehouse is (only meaningful on local disk, where
+    /// keys are absolute paths).
+    fn local_path(&self, p: &ObjectPath) -> PathBuf {
+        PathBuf::from(format!("/{}", p.key()))
     }
 
     /// Local disk: refuses an object reached through a symbolic link (no link below the
@@ -530,9 +536,10 @@ impl Warehouse {
             }
         }
         if self.direct_local {
+            // One file per object, in order: the runs below are counted off `todo`.
             let files: Vec<_> = todo
                 .iter()
-                .filter_map(|(p, b)| Some((self.local_file(p)?, b.clone())))
+                .map(|(p, b)| (self.local_path(p), b.clone()))
                 .collect();
             let parts = on_local_threads(files, write_local_durably).await;
             let mut rest = &todo[..];
@@ -770,26 +777,22 @@ impl Warehouse {
     /// missing object is not an error.
     pub async fn delete_many(&self, owned: &[Owned]) -> Vec<Result<()>> {
         use futures::StreamExt;
+        // `None`: passed the checks, to be deleted below.
         let mut out: Vec<Option<Result<()>>> = Vec::with_capacity(owned.len());
-        let mut keys = Vec::with_capacity(owned.len());
         for o in owned {
             self.unstage(o.path()).await;
-            match self.confine(o.path()).await {
-                Ok(()) => {
-                    keys.push(o.path().key().clone());
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
+            out.push(self.confine(o.path()).await.err().map(Err));
         }
-        let started = std::time::Instant::now();
-        if self.direct_local {
-            let files: Vec<PathBuf> = owned
+        let todo = || {
+            owned
                 .iter()
                 .zip(&out)
                 .filter(|(_, r)| r.is_none())
-                .filter_map(|(o, _)| self.local_file(o.path()))
-                .collect();
+                .map(|(o, _)| o.path())
+        };
+        let started = std::time::Instant::now();
+        if self.direct_local {
+            let files: Vec<PathBuf> = todo().map(|p| self.local_path(p)).collect();
             let mut unlinked = Vec::with_capacity(files.len());
             for (n, r) in on_local_threads(files, unlink_all).await {
                 match r {
@@ -814,6 +817,7 @@ impl Warehouse {
                 })
                 .collect();
         }
+        let keys: Vec<StorePath> = todo().map(|p| p.key().clone()).collect();
         let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
         let results: Vec<_> = self.store.delete_stream(stream).collect().await;
         let deleted: std::collections::HashSet<StorePath> = results
