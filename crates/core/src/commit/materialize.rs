@@ -26,8 +26,12 @@ pub(super) fn spawn_sync(shared: &Shared, paths: Vec<String>) {
 /// (they are handed paths only after [`Shared::publish_table`]).
 pub(super) const WRITE_WHEN_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// ... or once this many bytes are staged, or the oldest has waited [`WRITE_AFTER`].
+/// ... or once this many bytes are staged, or this many objects wait, or the oldest has
+/// waited [`WRITE_AFTER`]. Small objects count as well as big ones: the backlog a reader may
+/// have to expose (see [`Shared::publish_table`]) stays a few chunks, however long a burst.
 pub(super) const WRITE_AT_SIZE: u64 = 64 << 20;
+
+pub(super) const WRITE_AT_COUNT: usize = WRITE_CHUNK;
 
 pub(super) const WRITE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -65,7 +69,10 @@ pub(super) async fn materializer(
             oldest = std::time::Instant::now();
         }
         pending.extend(paths);
-        if oldest.elapsed() >= WRITE_AFTER || shared.warehouses.staged_size() >= WRITE_AT_SIZE {
+        if oldest.elapsed() >= WRITE_AFTER
+            || pending.len() >= WRITE_AT_COUNT
+            || shared.warehouses.staged_size() >= WRITE_AT_SIZE
+        {
             write_staged(&shared, &mut pending).await;
         }
     }
@@ -88,7 +95,7 @@ pub(super) async fn write_staged(shared: &Shared, pending: &mut Vec<String>) {
         None => pending.clear(),
         Some(e) => {
             warn!(error = %e, "writing commit metadata failed; kept staged and in the catalog, retrying");
-            pending.retain(|p| shared.warehouses.is_staged(p));
+            pending.retain(|p| shared.warehouses.is_unsynced(p));
             tokio::time::sleep(WRITE_RETRY).await;
         }
     }

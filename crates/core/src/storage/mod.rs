@@ -6,14 +6,16 @@
 //! Write-behind (local disk): the committer *stages* a commit's manifests and manifest list
 //! here instead of creating their files on the commit path; their bytes are durable in the
 //! catalog's `pending_objects` by then. Reads through this warehouse see staged objects;
-//! [`Warehouse::publish`] writes them (atomically, then fsynced) and forgets them. Whoever
-//! hands a path to a reader outside this process publishes first.
+//! [`Warehouse::expose`] writes them (each atomically) so that anyone can read them, and
+//! [`Warehouse::publish`] also makes them durable (fsynced) and says which are, so that their
+//! catalog copies may go. Whoever hands a path to a reader outside this process exposes it
+//! first; only the materializer waits for the disk.
 //!
 //! Supported URLs: `file:///abs/dir` (default), `memory:///` (tests), and
 //! `s3://bucket/prefix` (endpoint, region, path-style and credentials from the standard
 //! `AWS_*` environment variables or explicit options).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -93,7 +95,8 @@ impl Staged {
 /// What [`Warehouse::publish`] did.
 #[derive(Debug, Default)]
 pub struct Published {
-    /// URIs now durable in the store (their catalog copies may go).
+    /// URIs now durable in the store (their catalog copies may go): those named and those
+    /// exposed before.
     pub written: Vec<String>,
     /// Why some objects are still staged.
     pub error: Option<Error>,
@@ -124,6 +127,8 @@ pub struct Warehouse {
     staged: Mutex<Staged>,
     /// Staged objects deleted before they were published: their catalog copies may go.
     released: Mutex<Vec<String>>,
+    /// Objects [`Warehouse::expose`] wrote that are not yet known durable.
+    exposed: Mutex<HashMap<String, ObjectPath>>,
     /// One publisher at a time. Deleting a staged object takes it too, so a delete never
     /// overtakes the write of the same object (which would leave the file behind).
     publishing: tokio::sync::Mutex<()>,
@@ -273,6 +278,7 @@ impl Warehouse {
             signer,
             staged: Mutex::default(),
             released: Mutex::default(),
+            exposed: Mutex::default(),
             publishing: tokio::sync::Mutex::new(()),
         })
     }
@@ -414,34 +420,37 @@ impl Warehouse {
             return Ok(());
         };
         let rel: PathBuf = p.parts().skip(self.root_depth()).collect();
-        let expected = root.join(&rel);
-        // Inline, not on a blocking thread: resolving a path is a few metadata calls on
-        // cached directory entries (microseconds), and a hand-off to a blocking thread for
-        // each read costs more than the check on a loaded machine.
-        let mut real = file.as_path();
-        let mut want = expected.as_path();
-        loop {
-            match std::fs::canonicalize(real) {
-                Ok(r) if r == want => return Ok(()),
-                Ok(r) => {
-                    return Err(Error::invalid(
-                        "path",
-                        format!(
-                            "{} resolves to {} through a symbolic link; Firn follows none",
-                            p.uri(),
-                            r.display()
-                        ),
-                    ));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    match (real.parent(), want.parent()) {
-                        (Some(a), Some(b)) => (real, want) = (a, b),
-                        _ => return Ok(()),
-                    }
-                }
-                Err(e) => return Err(Error::storage(e)),
+        resolves_to(p, &file, &root.join(&rel))
+    }
+
+    /// [`Warehouse::confine`] for objects replaced or removed whole: written through a
+    /// temporary file renamed over them, or unlinked. Neither follows a link at the object
+    /// itself, so only its directory must resolve inside the root, and each directory is
+    /// resolved once however many objects it holds. The result for each object, in order.
+    fn confine_dirs<'a>(&self, paths: impl IntoIterator<Item = &'a ObjectPath>) -> Vec<Result<()>> {
+        let mut inside: HashSet<PathBuf> = HashSet::new();
+        let mut out = Vec::new();
+        for p in paths {
+            let (Some(root), Some(file)) = (&self.local_root, self.local_file(p)) else {
+                out.push(Ok(()));
+                continue;
+            };
+            let rel: PathBuf = p.parts().skip(self.root_depth()).collect();
+            let (Some(dir), Some(want)) = (file.parent(), rel.parent()) else {
+                out.push(resolves_to(p, &file, &root.join(&rel)));
+                continue;
+            };
+            if inside.contains(dir) {
+                out.push(Ok(()));
+                continue;
             }
+            let r = resolves_to(p, dir, &root.join(want));
+            if r.is_ok() {
+                inside.insert(dir.to_path_buf());
+            }
+            out.push(r);
         }
+        out
     }
 
     fn root_depth(&self) -> usize {
@@ -507,10 +516,14 @@ impl Warehouse {
         })
     }
 
-    /// Writes the named staged objects to the store (each atomically), makes them durable
-    /// and unstages them; names not staged are skipped. Objects written are unstaged even
-    /// when others fail (they stay staged, for a later call).
-    pub async fn publish(&self, uris: &[String]) -> Published {
+    /// Writes the named staged objects to the store, each atomically (a reader sees all of
+    /// one or none of it), and unstages them, without waiting for them to be durable: they
+    /// are readable at once, by anyone, and made durable by the next
+    /// [`Warehouse::publish`]; until it reports them, their catalog copies must stay (a
+    /// crash may lose what is not durable, and start-up recovery rewrites it from them).
+    /// Names not staged are skipped. Objects written are unstaged even when others fail
+    /// (those stay staged, for a later call).
+    pub async fn expose(&self, uris: &[String]) -> Result<()> {
         let _one = self.publishing.lock().await;
         let todo: Vec<(ObjectPath, Bytes)> = {
             let staged = self.staged.lock().expect("poisoned");
@@ -524,32 +537,39 @@ impl Warehouse {
                 })
                 .collect()
         };
-        let mut out = Published::default();
         if todo.is_empty() {
-            return out;
+            return Ok(());
         }
+        // One object that may not be written (below a planted link) holds back no other.
+        let mut error = None;
+        let checks = self.confine_dirs(todo.iter().map(|(p, _)| p));
+        let todo: Vec<(ObjectPath, Bytes)> = todo
+            .into_iter()
+            .zip(checks)
+            .filter_map(|(o, r)| match r {
+                Ok(()) => Some(o),
+                Err(e) => {
+                    error = Some(e);
+                    None
+                }
+            })
+            .collect();
         let mut done: Vec<&ObjectPath> = Vec::new();
-        for (p, _) in &todo {
-            if let Err(e) = self.confine(p).await {
-                out.error = Some(e);
-                return out;
-            }
-        }
         if self.direct_local {
             // One file per object, in order: the runs below are counted off `todo`.
             let files: Vec<_> = todo
                 .iter()
                 .map(|(p, b)| (self.local_path(p), b.clone()))
                 .collect();
-            let parts = on_local_threads(files, write_local_durably).await;
+            let parts = on_local_threads(files, write_local).await;
             let mut rest = &todo[..];
             for (n, r) in parts {
                 let (part, after) = rest.split_at(n);
                 rest = after;
                 match r {
                     Ok(Ok(())) => done.extend(part.iter().map(|(p, _)| p)),
-                    Ok(Err(e)) => out.error = Some(Error::storage(e)),
-                    Err(e) => out.error = Some(e),
+                    Ok(Err(e)) => error = Some(Error::storage(e)),
+                    Err(e) => error = Some(e),
                 }
             }
         } else {
@@ -560,22 +580,70 @@ impl Warehouse {
             for (p, r) in futures::future::join_all(puts).await {
                 match r {
                     Ok(_) => done.push(p),
-                    Err(e) => out.error = Some(Error::storage(e)),
+                    Err(e) => error = Some(Error::storage(e)),
                 }
-            }
-            let paths: Vec<ObjectPath> = done.iter().map(|p| (*p).clone()).collect();
-            if let Err(e) = self.sync(&paths).await {
-                out.error = Some(e);
-                return out;
             }
         }
         // Still staged: only a publisher or a delete (which waits for this one) unstages.
         let mut staged = self.staged.lock().expect("poisoned");
+        let mut exposed = self.exposed.lock().expect("poisoned");
         for p in done {
             staged.remove(p.key().as_ref());
-            out.written.push(p.uri().to_string());
+            exposed.insert(p.key().to_string(), p.clone());
+        }
+        error.map_or(Ok(()), Err)
+    }
+
+    /// Writes the named staged objects as [`Warehouse::expose`] does, then makes them and
+    /// every object exposed before durable: what it reports written may lose its catalog
+    /// copy. Objects exposed and deleted since count as durable (nothing is left to lose).
+    pub async fn publish(&self, uris: &[String]) -> Published {
+        let mut out = Published {
+            written: Vec::new(),
+            error: self.expose(uris).await.err(),
+        };
+        // They stay exposed until synced: meanwhile they are still this process's to make
+        // durable (a reader must not take them for another replica's, nor a crash lose them).
+        let exposed: Vec<ObjectPath> = self
+            .exposed
+            .lock()
+            .expect("poisoned")
+            .values()
+            .cloned()
+            .collect();
+        if exposed.is_empty() {
+            return out;
+        }
+        match self.sync(&exposed).await {
+            Ok(()) => {
+                let mut left = self.exposed.lock().expect("poisoned");
+                for p in &exposed {
+                    left.remove(p.key().as_ref());
+                }
+                out.written = exposed.iter().map(|p| p.uri().to_string()).collect();
+            }
+            Err(e) => out.error = Some(e),
         }
         out
+    }
+
+    /// Whether objects written by [`Warehouse::expose`] wait to be made durable.
+    pub fn has_exposed(&self) -> bool {
+        !self.exposed.lock().expect("poisoned").is_empty()
+    }
+
+    /// Whether this process holds `uri` and has not yet made it durable: staged, or
+    /// written by [`Warehouse::expose`] and not yet synced.
+    pub fn is_unsynced(&self, uri: &str) -> bool {
+        self.root.object(uri).is_ok_and(|p| {
+            let key = p.key().as_ref();
+            self.staged
+                .lock()
+                .expect("poisoned")
+                .objects
+                .contains_key(key)
+                || self.exposed.lock().expect("poisoned").contains_key(key)
+        })
     }
 
     /// Paths of staged objects deleted before they were published, since the last call.
@@ -781,7 +849,9 @@ impl Warehouse {
         let mut out: Vec<Option<Result<()>>> = Vec::with_capacity(owned.len());
         for o in owned {
             self.unstage(o.path()).await;
-            out.push(self.confine(o.path()).await.err().map(Err));
+        }
+        for r in self.confine_dirs(owned.iter().map(Owned::path)) {
+            out.push(r.err().map(Err));
         }
         let todo = || {
             owned
@@ -855,33 +925,62 @@ impl Warehouse {
         }
     }
 
-    /// Makes the named objects durable: on local disk fsyncs each file and its directory;
-    /// elsewhere a successful PUT is durable already and this does nothing.
+    /// Makes the named objects durable: on local disk fsyncs each file (on many threads)
+    /// and then their directories; elsewhere a successful PUT is durable already and this
+    /// does nothing. An object deleted meanwhile needs nothing.
     pub async fn sync(&self, paths: &[ObjectPath]) -> Result<()> {
         let files: Vec<PathBuf> = paths.iter().filter_map(|p| self.local_file(p)).collect();
         if files.is_empty() {
             return Ok(());
         }
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut dirs = std::collections::BTreeSet::new();
-            for f in &files {
-                std::fs::File::open(f)?.sync_all()?;
-                if let Some(d) = f.parent() {
-                    dirs.insert(d.to_path_buf());
-                }
+        let dirs: Vec<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(PathBuf::from))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for batch in [files, dirs] {
+            for (_, r) in on_local_threads(batch, sync_local).await {
+                r?.map_err(Error::storage)?;
             }
-            for d in dirs {
-                std::fs::File::open(d)?.sync_all()?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::internal_from("sync task", e))?
-        .map_err(Error::storage)
+        }
+        Ok(())
     }
 }
 
-/// Threads that write (or delete) a batch of local files.
+/// Whether the local `file` (of object `p`), or its nearest existing ancestor, resolves to
+/// where the root says it is (`want`): a symbolic link on the way is refused.
+// Inline, not on a blocking thread: resolving a path is a few metadata calls on cached
+// directory entries (microseconds), and a hand-off to a blocking thread for each read costs
+// more than the check on a loaded machine.
+fn resolves_to(p: &ObjectPath, file: &std::path::Path, want: &std::path::Path) -> Result<()> {
+    let mut real = file;
+    let mut want = want;
+    loop {
+        match std::fs::canonicalize(real) {
+            Ok(r) if r == want => return Ok(()),
+            Ok(r) => {
+                return Err(Error::invalid(
+                    "path",
+                    format!(
+                        "{} resolves to {} through a symbolic link; Firn follows none",
+                        p.uri(),
+                        r.display()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match (real.parent(), want.parent()) {
+                    (Some(a), Some(b)) => (real, want) = (a, b),
+                    _ => return Ok(()),
+                }
+            }
+            Err(e) => return Err(Error::storage(e)),
+        }
+    }
+}
+
+/// Threads that write (or sync, or delete) a batch of local files.
 const LOCAL_THREADS: usize = 16;
 
 /// Runs `work` on blocking threads, each given a run of consecutive `items` (up to
@@ -925,30 +1024,36 @@ fn unlink_all(files: Vec<PathBuf>) -> Vec<std::io::Result<()>> {
         .collect()
 }
 
-/// Writes local files, each atomically (a temp file renamed into place, so a reader never
-/// sees part of one) and durably (the file and then its directory fsynced).
-fn write_local_durably(files: Vec<(PathBuf, Bytes)>) -> std::io::Result<()> {
+/// Writes local files, each through a temporary file renamed into place (a reader sees all
+/// of a file or none of it), not yet durable (see [`Warehouse::sync`]).
+fn write_local(files: Vec<(PathBuf, Bytes)>) -> std::io::Result<()> {
     use std::io::Write;
-    let mut dirs = std::collections::BTreeSet::new();
     for (path, bytes) in files {
-        let dir = path.parent().expect("absolute path").to_path_buf();
+        let dir = path.parent().expect("absolute path");
         let name = path.file_name().expect("a file").to_string_lossy();
         let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
         let create = || std::fs::File::create(&tmp);
         let mut f = match create() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(&dir)?;
+                std::fs::create_dir_all(dir)?;
                 create()?
             }
             other => other?,
         };
         f.write_all(&bytes)?;
-        f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
-        dirs.insert(dir);
     }
-    for d in dirs {
-        std::fs::File::open(d)?.sync_all()?;
+    Ok(())
+}
+
+/// Flushes local files (or directories) to disk; one deleted meanwhile needs nothing.
+fn sync_local(paths: Vec<PathBuf>) -> std::io::Result<()> {
+    for p in paths {
+        match std::fs::File::open(&p) {
+            Ok(f) => f.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -1050,6 +1155,31 @@ mod tests {
         // A new file below a linked directory is refused too.
         let new = w.object(&format!("{url}t/data/new/x")).unwrap();
         assert!(w.put(&new, Bytes::from_static(b"x")).await.is_err());
+        // Batches check each directory: a staged object below the link is not written
+        // (and stays staged), one beside it in a real directory still is; a batch delete
+        // through the link is refused for that object only.
+        let fine = w.object(&format!("{url}t/metadata/ok.avro")).unwrap();
+        w.stage(&[
+            (fine.clone(), Bytes::from_static(b"ok")),
+            (new.clone(), Bytes::from_static(b"x")),
+        ]);
+        let r = w
+            .expose(&[fine.uri().to_string(), new.uri().to_string()])
+            .await;
+        assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
+        assert!(w.is_staged(new.uri()) && !w.is_staged(fine.uri()));
+        assert_eq!(
+            std::fs::read(dir.path().join("t/metadata/ok.avro")).unwrap(),
+            b"ok"
+        );
+        let link = w.object(&format!("{url}t/link.parquet")).unwrap();
+        let deleted = w
+            .delete_many(&[scope.own(&through_dir).unwrap(), scope.own(&link).unwrap()])
+            .await;
+        assert!(deleted[0].is_err(), "{deleted:?}");
+        // The link itself goes, never what it points at.
+        assert!(deleted[1].is_ok(), "{deleted:?}");
+        assert!(!dir.path().join("t/link.parquet").exists());
         assert_eq!(
             std::fs::read(outside.path().join("secret")).unwrap(),
             b"keep me"
@@ -1104,5 +1234,55 @@ mod tests {
         // Published once: publishing again writes nothing.
         assert!(w.publish(&[a.uri().to_string()]).await.written.is_empty());
         assert_eq!(&w.get(&a).await.unwrap()[..], b"manifest");
+    }
+
+    #[tokio::test]
+    async fn exposed_objects_are_readable_at_once_and_reported_only_once_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap().to_string();
+        let w = Warehouse::open(WarehouseConfig::new(&url)).unwrap();
+        let t = w.location("location", &format!("{url}t")).unwrap();
+        let [a, b, c] =
+            ["a", "b", "c"].map(|n| w.object(&format!("{url}t/metadata/{n}.avro")).unwrap());
+        w.stage(&[
+            (a.clone(), Bytes::from_static(b"list")),
+            (b.clone(), Bytes::from_static(b"manifest")),
+            (c.clone(), Bytes::from_static(b"later")),
+        ]);
+        w.expose(&[a.uri().to_string(), b.uri().to_string()])
+            .await
+            .unwrap();
+        // Files now, for any reader, no longer staged; not yet reported durable.
+        assert_eq!(
+            std::fs::read(dir.path().join("t/metadata/a.avro")).unwrap(),
+            b"list"
+        );
+        assert!(!w.is_staged(a.uri()) && !w.is_staged(b.uri()) && w.is_staged(c.uri()));
+        assert!(w.has_exposed() && w.is_unsynced(a.uri()));
+        // One exposed object is deleted before it is synced: nothing is left to lose.
+        w.delete(&scope_of(&w, t.uri()).own(&b).unwrap())
+            .await
+            .unwrap();
+        // The next publish makes the exposed ones durable and reports them with its own.
+        let published = w.publish(&[c.uri().to_string()]).await;
+        assert!(published.error.is_none(), "{:?}", published.error);
+        let mut written = published.written;
+        written.sort();
+        assert_eq!(
+            written,
+            vec![
+                a.uri().to_string(),
+                b.uri().to_string(),
+                c.uri().to_string()
+            ]
+        );
+        assert!(!w.has_exposed() && !w.is_unsynced(a.uri()));
+        assert!(!dir.path().join("t/metadata/b.avro").exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("t/metadata/c.avro")).unwrap(),
+            b"later"
+        );
+        // Reported once.
+        assert!(w.publish(&[]).await.written.is_empty());
     }
 }

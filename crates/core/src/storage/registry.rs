@@ -226,9 +226,9 @@ impl Warehouses {
         self.fold(0, |n, w| n + w.staged_size())
     }
 
-    /// Whether `uri` is staged in its warehouse.
-    pub fn is_staged(&self, uri: &str) -> bool {
-        self.of(uri).is_some_and(|w| w.is_staged(uri))
+    /// Whether `uri` is not yet durable in its warehouse ([`Warehouse::is_unsynced`]).
+    pub fn is_unsynced(&self, uri: &str) -> bool {
+        self.of(uri).is_some_and(|w| w.is_unsynced(uri))
     }
 
     /// Every staged object's URI.
@@ -241,8 +241,8 @@ impl Warehouses {
         self.all().iter().flat_map(|w| w.take_released()).collect()
     }
 
-    /// [`Warehouse::publish`] of each URI in its own warehouse; URIs in none are skipped
-    /// (nothing is staged for them).
+    /// [`Warehouse::publish`] of each URI in its own warehouse (and of what each exposed
+    /// before); URIs in none are skipped (nothing is staged for them).
     pub async fn publish(&self, uris: &[String]) -> Published {
         let mut out = Published::default();
         for w in self.all() {
@@ -250,7 +250,7 @@ impl Warehouses {
                 continue;
             }
             let mine: Vec<String> = uris.iter().filter(|u| w.holds(u)).cloned().collect();
-            if mine.is_empty() {
+            if mine.is_empty() && !w.has_exposed() {
                 continue;
             }
             let p = w.publish(&mine).await;

@@ -176,8 +176,9 @@ impl Shared {
 
     async fn publish_table_once(&self, warehouse: &Warehouse, location: &str) -> Result<()> {
         let dir = warehouse.location("location", location)?;
-        let local = warehouse.staged_under(&dir);
-        self.record_published(warehouse.publish(&local).await)?;
+        // Readable is enough: the materializer makes them durable before their catalog
+        // copies go, and the reader does not wait for the disk.
+        warehouse.expose(&warehouse.staged_under(&dir)).await?;
         let mut others = Vec::new();
         let rows = self.db.pending_paths_under(location).await?;
         // Rows of objects this process wrote go at the materializer's next round.
@@ -191,7 +192,8 @@ impl Shared {
                 .collect()
         };
         for path in rows {
-            if written.contains(&path) || warehouse.is_staged(&path) {
+            // This process's own: written (or being written) already.
+            if written.contains(&path) || warehouse.is_unsynced(&path) {
                 continue;
             }
             let object = warehouse.object(&path)?;
