@@ -56,13 +56,13 @@ pub(super) async fn materializer(
             match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    write_staged(&shared, &mut pending).await;
+                    write_staged(&shared, &mut pending, true).await;
                     continue;
                 }
             }
         };
         let Some(paths) = next else {
-            write_staged(&shared, &mut pending).await;
+            write_staged(&shared, &mut pending, true).await;
             return;
         };
         if pending.is_empty() {
@@ -73,22 +73,29 @@ pub(super) async fn materializer(
             || pending.len() >= WRITE_AT_COUNT
             || shared.warehouses.staged_size() >= WRITE_AT_SIZE
         {
-            write_staged(&shared, &mut pending).await;
+            write_staged(&shared, &mut pending, false).await;
         }
     }
 }
 
+/// Catalog copies of written objects are dropped when the materializer goes idle, or once
+/// this many wait: dropping them is a write transaction, which commits queue behind, so it
+/// is not done at every chunk of a sustained stream.
+pub(super) const FORGET_AT_COUNT: usize = 16 * WRITE_CHUNK;
+
 /// Writes `pending` staged objects; what could not be written stays in `pending`.
 /// In chunks of [`WRITE_CHUNK`], so a reader's [`Shared::publish_table`] waits for one chunk
-/// at most, not for a whole burst.
-pub(super) async fn write_staged(shared: &Shared, pending: &mut Vec<String>) {
+/// at most, not for a whole burst. `idle`: no commit is waiting, drop catalog copies now.
+pub(super) async fn write_staged(shared: &Shared, pending: &mut Vec<String>, idle: bool) {
     let mut failed = None;
     for chunk in pending.chunks(WRITE_CHUNK) {
         if let Err(e) = shared.record_published(shared.warehouses.publish(chunk).await) {
             failed = Some(e);
         }
     }
-    if let Err(e) = shared.forget_written().await {
+    if !idle && shared.synced.lock().expect("poisoned").len() < FORGET_AT_COUNT {
+        // Later, in one go.
+    } else if let Err(e) = shared.forget_written().await {
         debug!(error = %e, "could not drop catalog copies of written objects; later then");
     }
     match failed {
