@@ -91,7 +91,6 @@ impl Catalog {
             manifests: ManifestCache::default(),
             history: Default::default(),
             texts: Default::default(),
-            unsynced: Default::default(),
             synced: Mutex::new(Vec::new()),
             to_sync,
         });

@@ -31,6 +31,7 @@ pub(super) const WRITE_WHEN_IDLE: std::time::Duration = std::time::Duration::fro
 /// have to expose (see [`Shared::publish_table`]) stays a few chunks, however long a burst.
 pub(super) const WRITE_AT_SIZE: u64 = 64 << 20;
 
+/// Objects waiting that start a write (see [`WRITE_AT_SIZE`]): one chunk.
 pub(super) const WRITE_AT_COUNT: usize = WRITE_CHUNK;
 
 pub(super) const WRITE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
@@ -93,9 +94,8 @@ pub(super) async fn write_staged(shared: &Shared, pending: &mut Vec<String>, idl
             failed = Some(e);
         }
     }
-    if !idle && shared.synced.lock().expect("poisoned").len() < FORGET_AT_COUNT {
-        // Later, in one go.
-    } else if let Err(e) = shared.forget_written().await {
+    let due = idle || shared.synced.lock().expect("poisoned").len() >= FORGET_AT_COUNT;
+    if due && let Err(e) = shared.forget_written().await {
         debug!(error = %e, "could not drop catalog copies of written objects; later then");
     }
     match failed {

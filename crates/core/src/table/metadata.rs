@@ -4,13 +4,6 @@
 //! commit does not rewrite the ever-growing metadata file. When a reader asks for the
 //! table's metadata location, the file for the current version is written (once per
 //! version) from the database rows, so every Iceberg engine sees exactly the committed state.
-//!
-//! Durability: a metadata file is a rendering of committed rows, never the only copy of
-//! anything, so it is handed out as soon as it is written (atomically: a reader sees all of
-//! it or none) and made durable afterwards, off the caller's path; only then is it recorded
-//! as the version's file (`tables.metadata_location`). Until then this process serves the
-//! same file for that version ([`Unsynced`]); after a crash, or from another replica, the
-//! version has no recorded file yet and is rendered again (under a new name).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -42,8 +35,8 @@ pub(crate) fn stale(ident: &crate::ident::TableIdent) -> Error {
 /// location and, when `want_json`, its content. A stale row is read again (by table id), so
 /// the row returned may be newer than the one given.
 pub(crate) async fn materialize(
-    shared: &Arc<Shared>,
-    warehouse: &Arc<Warehouse>,
+    shared: &Shared,
+    warehouse: &Warehouse,
     row: TableRow,
     want_json: bool,
 ) -> Result<(TableRow, String, Option<Arc<str>>)> {
@@ -63,8 +56,8 @@ pub(crate) async fn materialize(
 
 /// [`materialize`] for exactly `row`'s version; `None`: the row is stale.
 async fn materialize_version(
-    shared: &Arc<Shared>,
-    warehouse: &Arc<Warehouse>,
+    shared: &Shared,
+    warehouse: &Warehouse,
     row: &TableRow,
     want_json: bool,
 ) -> Result<Option<(String, Option<Arc<str>>)>> {
@@ -76,14 +69,6 @@ async fn materialize_version(
         };
         return Ok(Some((row.metadata_location.clone(), json)));
     }
-    if let Some(location) = shared.unsynced.get(row.table_id, row.version) {
-        let json = if want_json {
-            Some(text(shared, warehouse, &location, false).await?)
-        } else {
-            None
-        };
-        return Ok(Some((location, json)));
-    }
     let Some(rendered) = shared.history.render(&shared.db, row).await? else {
         return Ok(None);
     };
@@ -91,30 +76,17 @@ async fn materialize_version(
     let path = metadata_path(&dir, row.version, &shared.env)?;
     // No copy of the text: the store reads it where the renderings keep it.
     let bytes = bytes::Bytes::from_owner(Text(rendered.all.clone()));
-    warehouse.put(&path, bytes).await?;
-    let uri = path.uri().to_string();
+    // Durable before anyone is told: engines keep metadata locations, and nothing would
+    // rewrite this name after a crash.
+    warehouse.put_durable(&path, bytes).await?;
+    let path = path.uri().to_string();
+    shared
+        .db
+        .set_metadata_location(row.table_id, &path, row.version, shared.env.clock.now_ms())
+        .await?;
     let json = want_json.then(|| rendered.all.clone());
-    shared.texts.insert(&uri, rendered);
-    shared.unsynced.insert(row.table_id, row.version, &uri);
-    let (shared, warehouse) = (shared.clone(), warehouse.clone());
-    let (table_id, version) = (row.table_id, row.version);
-    tokio::spawn(async move {
-        let recorded = async {
-            warehouse.sync(std::slice::from_ref(&path)).await?;
-            let now = shared.env.clock.now_ms();
-            // Recorded also when a later version's file won: expiry deletes it then.
-            shared
-                .db
-                .set_metadata_location(table_id, path.uri(), version, now)
-                .await
-        };
-        if let Err(e) = recorded.await {
-            // The next reader of this version renders it again.
-            tracing::warn!(table_id, version, error = %e, "metadata file not made durable");
-        }
-        shared.unsynced.remove(table_id, version);
-    });
-    Ok(Some((uri, json)))
+    shared.texts.insert(&path, rendered);
+    Ok(Some((path, json)))
 }
 
 /// A rendering's text as the bytes of a store write.
@@ -123,37 +95,6 @@ struct Text(Arc<str>);
 impl AsRef<[u8]> for Text {
     fn as_ref(&self) -> &[u8] {
         self.0.as_bytes()
-    }
-}
-
-/// Metadata files written and handed out whose durability is not yet recorded in the
-/// catalog, by table: the version and the file's location.
-#[derive(Default)]
-pub(crate) struct Unsynced {
-    inner: Mutex<HashMap<i64, (i64, String)>>,
-}
-
-impl Unsynced {
-    fn get(&self, table_id: i64, version: i64) -> Option<String> {
-        let kept = self.inner.lock().expect("poisoned");
-        kept.get(&table_id)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, l)| l.clone())
-    }
-
-    /// Serves `location` for the version unless a later version's file is in flight.
-    fn insert(&self, table_id: i64, version: i64, location: &str) {
-        let mut kept = self.inner.lock().expect("poisoned");
-        if kept.get(&table_id).is_none_or(|(v, _)| *v < version) {
-            kept.insert(table_id, (version, location.to_string()));
-        }
-    }
-
-    fn remove(&self, table_id: i64, version: i64) {
-        let mut kept = self.inner.lock().expect("poisoned");
-        if kept.get(&table_id).is_some_and(|(v, _)| *v == version) {
-            kept.remove(&table_id);
-        }
     }
 }
 
@@ -345,10 +286,10 @@ mod tests {
         assert_eq!(meta.current_snapshot_id(), Some(second));
     }
 
-    /// A version's file is served at once, the same file to every reader until it is
-    /// recorded durable, and then recorded as the version's file.
+    /// A version's file is written once, from the rendering, and recorded as the version's
+    /// file before it is handed out: every later reader gets the same file.
     #[tokio::test]
-    async fn a_metadata_file_is_served_at_once_and_recorded_once_durable() {
+    async fn a_metadata_file_is_written_once_and_recorded_before_it_is_handed_out() {
         let dir = tempfile::tempdir().unwrap();
         let (catalog, ident, t) = crate::testing::catalog_with_table(dir.path()).await;
         catalog
@@ -368,24 +309,13 @@ mod tests {
             std::fs::read_to_string(url::Url::parse(&first).unwrap().to_file_path().unwrap())
                 .unwrap();
         assert_eq!(on_disk, &*json.unwrap());
-        let (_, again, _) = super::materialize(shared, warehouse, row.clone(), false)
+        // Recorded before it was handed out: a reader of the row now gets the same file.
+        let recorded = shared.db.table(&ident).await.unwrap();
+        assert_eq!(recorded.metadata_location, first);
+        assert!(recorded.metadata_version >= recorded.version);
+        let (_, again, _) = super::materialize(shared, warehouse, recorded, false)
             .await
             .unwrap();
-        assert_eq!(again, first, "one file per version from this process");
-        let mut recorded = row;
-        for _ in 0..500 {
-            recorded = shared.db.table(&ident).await.unwrap();
-            if recorded.metadata_version >= recorded.version {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(recorded.metadata_location, first);
-        assert!(
-            shared
-                .unsynced
-                .get(recorded.table_id, recorded.version)
-                .is_none()
-        );
+        assert_eq!(again, first, "one file per version");
     }
 }

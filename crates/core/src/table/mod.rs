@@ -110,8 +110,6 @@ pub(crate) struct Shared {
     pub history: history::HistoryCache,
     /// Metadata files' texts lately written or read.
     pub texts: metadata::Texts,
-    /// Metadata files handed out and not yet recorded durable.
-    pub unsynced: metadata::Unsynced,
     /// Objects written durably whose catalog copies the materializer has yet to drop.
     pub synced: Mutex<Vec<String>>,
     /// Committed staged objects, for the materializer task.
