@@ -207,28 +207,75 @@ pub(crate) async fn record_doomed(
     doomed: &[Doomed],
     now_ms: i64,
 ) -> Result<()> {
-    // Five columns a row; stay well under SQLite's parameter limit.
-    for chunk in doomed.chunks(150) {
-        let q = format!(
-            "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms) \
-             VALUES {} ON CONFLICT (table_id, path) DO NOTHING",
-            row_placeholders(chunk.len(), 5)
-        );
-        let mut query = sqlx::query(&q);
-        for d in chunk {
-            query = query
-                .bind(table_id)
+    insert_rows(
+        conn,
+        "INSERT INTO pending_deletes (table_id, path, kind, size_bytes, recorded_at_ms)",
+        "ON CONFLICT (table_id, path) DO NOTHING",
+        5,
+        doomed,
+        |q, d| {
+            q.bind(table_id)
                 .bind(&d.path)
                 .bind(d.kind)
                 .bind(d.size)
-                .bind(now_ms);
-        }
-        query.execute(&mut *conn).await?;
-    }
+                .bind(now_ms)
+        },
+    )
+    .await?;
     // A doomed object's copy in the catalog (if not yet written behind its commit) goes with
     // the decision, so nothing writes the object again after it is deleted.
     let paths: Vec<String> = doomed.iter().map(|d| d.path.clone()).collect();
     delete_pending(conn, &paths).await
+}
+
+/// A statement with its arguments, as sqlx builds one for either backend.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Most rows one multi-row statement carries (at 11 columns, well under SQLite's 32,766
+/// parameters).
+const MAX_ROWS_PER_STATEMENT: usize = 256;
+
+/// Splits `n` rows into consecutive runs whose lengths are powers of two, at most
+/// [`MAX_ROWS_PER_STATEMENT`], longest first. A multi-row statement then comes in at most
+/// nine shapes, which each connection prepares once and keeps in its statement cache; one
+/// shape per row count would be prepared afresh (a round trip more) on PostgreSQL.
+pub(crate) fn row_runs(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let left = n - start;
+        if left == 0 {
+            return None;
+        }
+        let len = if left >= MAX_ROWS_PER_STATEMENT {
+            MAX_ROWS_PER_STATEMENT
+        } else {
+            1 << left.ilog2()
+        };
+        start += len;
+        Some(start - len..start)
+    })
+}
+
+/// Inserts `rows` with as few statements as [`row_runs`] allows: `{head} VALUES (...), ...
+/// {tail}`, each row's `cols` values bound by `bind` in column order. The one writer of
+/// multi-row `VALUES` lists.
+pub(crate) async fn insert_rows<T>(
+    conn: &mut sqlx::AnyConnection,
+    head: &str,
+    tail: &str,
+    cols: usize,
+    rows: &[T],
+    bind: impl for<'q> Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+) -> Result<()> {
+    for run in row_runs(rows.len()) {
+        let sql = format!("{head} VALUES {} {tail}", row_placeholders(run.len(), cols));
+        let mut query = sqlx::query(&sql);
+        for r in &rows[run] {
+            query = bind(query, r);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// `$first, $first+1, ...` — `n` placeholders for an `IN (...)` list.
@@ -324,11 +371,10 @@ impl Db {
         self.backend
     }
 
-    /// Runs one statement in its own transaction (for tools and benchmarks).
+    /// Runs one statement as a transaction of its own (autocommit: durable when it returns;
+    /// for tools and benchmarks).
     pub async fn execute_durable(&self, sql: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(sql).execute(&mut *tx).await?;
-        tx.commit().await?;
+        sqlx::query(sql).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -1052,4 +1098,27 @@ async fn lock_warehouses(tx: &mut sqlx::AnyConnection) -> Result<()> {
 /// catalog keeps its namespaces in place when the operator moves the default elsewhere.
 fn warehouse_column(name: &str) -> &str {
     if name == DEFAULT_WAREHOUSE { "" } else { name }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_runs_cover_every_row_once_in_powers_of_two() {
+        for n in [0usize, 1, 2, 3, 7, 9, 255, 256, 257, 1000] {
+            let runs: Vec<_> = row_runs(n).collect();
+            let mut next = 0;
+            for r in &runs {
+                assert_eq!(r.start, next, "{n}: {runs:?}");
+                assert!(r.len().is_power_of_two() && r.len() <= MAX_ROWS_PER_STATEMENT);
+                next = r.end;
+            }
+            assert_eq!(next, n, "{n}: {runs:?}");
+            assert!(
+                runs.len() <= n.div_ceil(MAX_ROWS_PER_STATEMENT) + 8,
+                "{n}: {runs:?}"
+            );
+        }
+    }
 }

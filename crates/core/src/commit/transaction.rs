@@ -16,7 +16,9 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::model::CommitOutcome;
 use crate::table::Shared;
-use crate::table::pointer::{self, CommitLog, Expected, NewSnapshot, Target};
+use crate::table::pointer::{
+    self, BatchRows, CommitLog, Expected, LogEntry, NewSnapshot, RefHead, Target,
+};
 
 /// Runs a planned batch's transaction and answers its commits.
 pub(super) async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
@@ -115,38 +117,38 @@ pub(super) async fn finish(shared: Arc<Shared>, planned: Planned) -> Finished {
     out
 }
 
-/// The one transaction of a batch. Returns, per group, whether its pointer swap won.
+/// The one transaction of a batch: every table's pointer swap and the rows of every commit
+/// at once ([`pointer::move_all`]: one statement on PostgreSQL). Returns, per group, whether
+/// its pointer swap won.
 pub(super) async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> Result<Vec<bool>> {
-    let mut tx = shared.db.pool.begin().await?;
-    let mut won = Vec::with_capacity(plans.len());
-    for p in plans {
-        if p.steps.is_empty() {
-            won.push(true);
-            continue;
-        }
-        let st = &p.state.row;
-        let from = Expected {
-            table_id: p.table_id,
-            version: p.base_version,
-            current_snapshot_id: p.base_snapshot_id,
-        };
-        let to = Target {
-            version: st.version,
-            current_snapshot_id: st.current_snapshot_id,
-            last_sequence_number: Some(st.last_sequence_number),
-            last_updated_ms: st.last_updated_ms,
-            base_metadata: None,
-        };
-        let Some(mut moved) = pointer::swap(&mut tx, from, &to).await? else {
-            won.push(false);
-            continue;
-        };
-        won.push(true);
+    let plans_to_move: Vec<&GroupPlan> = plans.iter().filter(|p| !p.steps.is_empty()).collect();
+    let swaps: Vec<(Expected, Target)> = plans_to_move
+        .iter()
+        .map(|p| {
+            let st = &p.state.row;
+            let from = Expected {
+                table_id: p.table_id,
+                version: p.base_version,
+                current_snapshot_id: p.base_snapshot_id,
+            };
+            let to = Target {
+                version: st.version,
+                current_snapshot_id: st.current_snapshot_id,
+                last_sequence_number: Some(st.last_sequence_number),
+                last_updated_ms: st.last_updated_ms,
+                base_metadata: None,
+            };
+            (from, to)
+        })
+        .collect();
+    let mut rows = BatchRows::default();
+    for p in &plans_to_move {
+        let t = p.table_id;
         for s in &p.steps {
-            let o = &s.plan.outcome;
-            let req = &s.job.prepared.req;
-            moved
-                .insert_snapshot(&NewSnapshot {
+            let (o, prepared) = (&s.plan.outcome, &s.job.prepared);
+            rows.snapshots.push((
+                t,
+                NewSnapshot {
                     snapshot_id: o.snapshot_id,
                     parent_snapshot_id: o.parent_snapshot_id,
                     sequence_number: o.sequence_number,
@@ -155,56 +157,57 @@ pub(super) async fn write_transaction(shared: &Shared, plans: &[GroupPlan]) -> R
                     summary: &s.plan.summary,
                     schema_id: s.plan.schema_id,
                     manifest_list: &s.plan.manifest_list,
-                    commit_id: &req.commit_id,
+                    commit_id: &prepared.req.commit_id,
                     removals_recorded: true,
-                })
-                .await?;
-            moved
-                .insert_snapshot_log(o.version, o.snapshot_id, s.plan.timestamp_ms)
-                .await?;
-            moved
-                .insert_commit_log(&CommitLog {
-                    commit_id: &req.commit_id,
+                },
+            ));
+            rows.log.push((
+                t,
+                LogEntry {
+                    seq: o.version,
+                    snapshot_id: o.snapshot_id,
+                    timestamp_ms: s.plan.timestamp_ms,
+                },
+            ));
+            rows.commits.push((
+                t,
+                CommitLog {
+                    commit_id: &prepared.req.commit_id,
                     version: o.version,
                     snapshot_id: o.snapshot_id,
                     sequence_number: o.sequence_number,
                     parent_snapshot_id: o.parent_snapshot_id,
-                    operation: req.operation.name(),
-                    by: &s.job.prepared.by,
+                    operation: prepared.req.operation.name(),
+                    by: &prepared.by,
                     committed_at_ms: s.plan.timestamp_ms,
-                    request_digest: Some(&s.job.prepared.digest),
-                })
-                .await?;
-            for f in &s.job.prepared.added {
-                sqlx::query(
-                    "INSERT INTO table_files (table_id, path, snapshot_id) VALUES ($1, $2, $3)",
-                )
-                .bind(p.table_id)
-                .bind(f.file_path())
-                .bind(o.snapshot_id)
-                .execute(moved.conn())
-                .await?;
+                    request_digest: Some(&prepared.digest),
+                },
+            ));
+            let removed = s.plan.removed.iter();
+            rows.removals
+                .extend(removed.map(|(path, size)| (t, o.snapshot_id, path.as_str(), *size)));
+            let added = prepared.added.iter();
+            rows.files
+                .extend(added.map(|f| (t, f.file_path(), o.snapshot_id)));
+            // Objects not yet durable in their store travel in the catalog until written.
+            if p.state.warehouse.needs_sync() {
+                let objects = s.plan.objects.iter();
+                rows.staged
+                    .extend(objects.map(|o| (t, o.path.as_str(), &o.bytes[..])));
             }
-            moved
-                .insert_removals(o.snapshot_id, &s.plan.removed)
-                .await?;
         }
-        if let Some(id) = st.current_snapshot_id {
-            moved.upsert_ref("main", id, "branch", None).await?;
-        }
-        if p.state.warehouse.needs_sync() {
-            for o in p.steps.iter().flat_map(|s| &s.plan.objects) {
-                sqlx::query(
-                    "INSERT INTO pending_objects (path, bytes) VALUES ($1, $2) \
-                     ON CONFLICT (path) DO NOTHING",
-                )
-                .bind(&o.path)
-                .bind(o.bytes.to_vec())
-                .execute(moved.conn())
-                .await?;
-            }
+        if let Some(id) = p.state.row.current_snapshot_id {
+            let head = RefHead {
+                name: "main",
+                snapshot_id: id,
+                ref_type: "branch",
+            };
+            rows.heads.push((t, head));
         }
     }
-    tx.commit().await?;
-    Ok(won)
+    let moved = pointer::move_all(&shared.db, &swaps, &rows).await?;
+    Ok(plans
+        .iter()
+        .map(|p| p.steps.is_empty() || moved.contains(&p.table_id))
+        .collect())
 }

@@ -26,7 +26,7 @@ use futures::StreamExt;
 use sqlx::Row;
 use tracing::{info, warn};
 
-use crate::db::row_placeholders;
+use crate::db::insert_rows;
 use crate::error::{Error, Result};
 use crate::ident::TableIdent;
 use crate::maintenance::expire::LeaseGuard;
@@ -105,17 +105,15 @@ pub(crate) async fn reserve(
     }
     let now = shared.env.clock.now_ms();
     let mut tx = shared.db.pool.begin().await?;
-    for chunk in paths.chunks(300) {
-        let q = format!(
-            "INSERT INTO write_intents (table_id, path, created_at_ms) VALUES {}",
-            row_placeholders(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(&q);
-        for p in chunk {
-            query = query.bind(row.table_id).bind(p).bind(now);
-        }
-        query.execute(&mut *tx).await?;
-    }
+    insert_rows(
+        &mut tx,
+        "INSERT INTO write_intents (table_id, path, created_at_ms)",
+        "",
+        3,
+        &paths,
+        |q, p| q.bind(row.table_id).bind(p).bind(now),
+    )
+    .await?;
     tx.commit().await?;
     Ok(paths)
 }

@@ -5,7 +5,9 @@
 //! rollback/tags/branches, expiry, create and register. Each runs in a database transaction
 //! of its caller and gets a [`Moved`] only if the pointer moved; the row writers are methods
 //! of [`Moved`], so no snapshot, log, ref or commit-log row can be written for a table whose
-//! pointer this transaction did not move.
+//! pointer this transaction did not move. The committer moves a batch's tables at once
+//! with [`move_all`], which writes each row only for a table whose swap passed (one
+//! statement on PostgreSQL).
 //!
 //! **The predicate** (chosen once, for every writer): a swap from [`Expected`] passes only
 //! when the row still has the expected `version` *and* current snapshot id. The version
@@ -211,6 +213,7 @@ pub(crate) async fn insert<'c>(
 }
 
 /// A snapshot row to insert (with the commit that made it).
+#[derive(Clone, Copy)]
 pub(crate) struct NewSnapshot<'a> {
     pub snapshot_id: i64,
     pub parent_snapshot_id: Option<i64>,
@@ -227,6 +230,7 @@ pub(crate) struct NewSnapshot<'a> {
 }
 
 /// A commit-log row (the table is the move's).
+#[derive(Clone, Copy)]
 pub(crate) struct CommitLog<'a> {
     pub commit_id: &'a str,
     /// The table version the commit made (the move's, or one of the versions a batch's
@@ -255,51 +259,7 @@ impl Moved<'_> {
     }
 
     pub(crate) async fn insert_snapshot(&mut self, r: &NewSnapshot<'_>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number, \
-             timestamp_ms, operation, summary, schema_id, manifest_list, commit_id, \
-             removals_recorded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(self.table_id)
-        .bind(r.snapshot_id)
-        .bind(r.parent_snapshot_id)
-        .bind(r.sequence_number)
-        .bind(r.timestamp_ms)
-        .bind(r.operation)
-        .bind(serde_json::to_string(r.summary).expect("map serialises"))
-        .bind(r.schema_id as i64)
-        .bind(r.manifest_list)
-        .bind(r.commit_id)
-        .bind(i64::from(r.removals_recorded))
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
-    }
-
-    /// Records the live files (path, size) snapshot `snapshot_id` removed.
-    pub(crate) async fn insert_removals(
-        &mut self,
-        snapshot_id: i64,
-        files: &[(String, i64)],
-    ) -> Result<()> {
-        // Four columns a row; stay well under SQLite's parameter limit.
-        for chunk in files.chunks(200) {
-            let q = format!(
-                "INSERT INTO file_removals (table_id, snapshot_id, path, size_bytes) VALUES {} \
-                 ON CONFLICT (table_id, snapshot_id, path) DO NOTHING",
-                crate::db::row_placeholders(chunk.len(), 4)
-            );
-            let mut query = sqlx::query(&q);
-            for (path, size) in chunk {
-                query = query
-                    .bind(self.table_id)
-                    .bind(snapshot_id)
-                    .bind(path)
-                    .bind(*size);
-            }
-            query.execute(&mut *self.conn).await?;
-        }
-        Ok(())
+        write_snapshots(self.conn, &[(self.table_id, *r)]).await
     }
 
     /// Indexes a snapshot a client (REST) or another catalog (register) wrote.
@@ -336,17 +296,12 @@ impl Moved<'_> {
         snapshot_id: i64,
         timestamp_ms: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(self.table_id)
-        .bind(seq)
-        .bind(snapshot_id)
-        .bind(timestamp_ms)
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
+        let entry = LogEntry {
+            seq,
+            snapshot_id,
+            timestamp_ms,
+        };
+        write_snapshot_log(self.conn, &[(self.table_id, entry)]).await
     }
 
     /// Points a tag or branch at a snapshot (creating it if needed). With `retention`, its
@@ -358,30 +313,12 @@ impl Moved<'_> {
         ref_type: &str,
         retention: Option<&RefRetention>,
     ) -> Result<()> {
-        let keep = if retention.is_some() {
-            ", min_snapshots_to_keep = excluded.min_snapshots_to_keep, \
-             max_snapshot_age_ms = excluded.max_snapshot_age_ms, \
-             max_ref_age_ms = excluded.max_ref_age_ms"
-        } else {
-            ""
+        let head = RefHead {
+            name,
+            snapshot_id,
+            ref_type,
         };
-        let r = retention.copied().unwrap_or_default();
-        sqlx::query(&format!(
-            "INSERT INTO refs (table_id, name, snapshot_id, ref_type, min_snapshots_to_keep, \
-             max_snapshot_age_ms, max_ref_age_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id, \
-             ref_type = excluded.ref_type{keep}"
-        ))
-        .bind(self.table_id)
-        .bind(name)
-        .bind(snapshot_id)
-        .bind(ref_type)
-        .bind(r.min_snapshots_to_keep)
-        .bind(r.max_snapshot_age_ms)
-        .bind(r.max_ref_age_ms)
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
+        write_refs(self.conn, &[(self.table_id, head)], retention).await
     }
 
     /// Removes one ref (`None`: every ref of the table).
@@ -406,31 +343,8 @@ impl Moved<'_> {
 
     /// Records a commit this move carries.
     pub(crate) async fn insert_commit_log(&mut self, r: &CommitLog<'_>) -> Result<()> {
-        if r.version > self.version {
-            return Err(Error::internal(format!(
-                "commit-log version {} is past the move's version {}",
-                r.version, self.version
-            )));
-        }
-        sqlx::query(
-            "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
-             parent_snapshot_id, operation, client, committed_at_ms, request_digest, principal) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(self.table_id)
-        .bind(r.commit_id)
-        .bind(r.snapshot_id)
-        .bind(r.sequence_number)
-        .bind(r.version)
-        .bind(r.parent_snapshot_id)
-        .bind(r.operation)
-        .bind(&r.by.client)
-        .bind(r.committed_at_ms)
-        .bind(r.request_digest)
-        .bind(r.by.principal.as_deref())
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
+        check_commit_version(r, self.version)?;
+        write_commit_log(self.conn, &[(self.table_id, *r)]).await
     }
 
     /// Records that this move did more than append to the table's history (it removed
@@ -488,6 +402,501 @@ impl Moved<'_> {
     }
 }
 
+/// A snapshot-log entry: table version `seq` made `snapshot_id` current at `timestamp_ms`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogEntry {
+    pub seq: i64,
+    pub snapshot_id: i64,
+    pub timestamp_ms: i64,
+}
+
+/// Where a ref points.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefHead<'a> {
+    pub name: &'a str,
+    pub snapshot_id: i64,
+    pub ref_type: &'a str,
+}
+
+/// Everything a batch of commits writes with its pointer swaps, each row keyed by its table:
+/// the rows that move with a pointer, and those that ride along in the same transaction
+/// (the file index, and objects kept in the catalog until their store holds them). Rows of
+/// a table whose swap does not pass are not written.
+#[derive(Default)]
+pub(crate) struct BatchRows<'a> {
+    pub snapshots: Vec<(i64, NewSnapshot<'a>)>,
+    pub log: Vec<(i64, LogEntry)>,
+    pub commits: Vec<(i64, CommitLog<'a>)>,
+    /// (table, snapshot, path, size): the live files snapshots removed.
+    pub removals: Vec<(i64, i64, &'a str, i64)>,
+    /// Refs pointed at snapshots; an existing ref keeps its retention settings.
+    pub heads: Vec<(i64, RefHead<'a>)>,
+    /// (table, path, snapshot): data files added, for the file index.
+    pub files: Vec<(i64, &'a str, i64)>,
+    /// (table, path, bytes): objects not yet durable in their store.
+    pub staged: Vec<(i64, &'a str, &'a [u8])>,
+}
+
+impl BatchRows<'_> {
+    /// Every row's table is swapped, and no commit-log row is past its move's version.
+    fn check(&self, swaps: &[(Expected, Target<'_>)]) -> Result<()> {
+        let to: HashMap<i64, i64> = swaps.iter().map(|(f, t)| (f.table_id, t.version)).collect();
+        let version = |t: i64| {
+            to.get(&t).copied().ok_or_else(|| {
+                Error::internal(format!("a row for table {t}, whose pointer is not swapped"))
+            })
+        };
+        let tables = (self.snapshots.iter().map(|r| r.0))
+            .chain(self.log.iter().map(|r| r.0))
+            .chain(self.removals.iter().map(|r| r.0))
+            .chain(self.heads.iter().map(|r| r.0))
+            .chain(self.files.iter().map(|r| r.0))
+            .chain(self.staged.iter().map(|r| r.0));
+        for t in tables {
+            version(t)?;
+        }
+        for (t, c) in &self.commits {
+            check_commit_version(c, version(*t)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves the pointers of several tables at once, each as [`swap`] does (the same predicate),
+/// writes `rows` for the tables that moved, and commits; returns the tables that moved. A
+/// table may appear once; a swap here never changes the base metadata. Unlike the other
+/// writers here this runs its own transaction: an error may leave the outcome unknown (the
+/// caller reports it so).
+///
+/// On PostgreSQL, where every statement is a round trip to the server, this is one
+/// statement whatever the batch holds (the swaps and each kind of row bound as JSON, the
+/// inserts data-modifying CTEs that see only the tables the swap moved), atomic on its own:
+/// a batch costs one round trip and one WAL flush. On SQLite (in process) it is a statement
+/// per kind of row in one transaction.
+pub(crate) async fn move_all(
+    db: &crate::db::Db,
+    swaps: &[(Expected, Target<'_>)],
+    rows: &BatchRows<'_>,
+) -> Result<std::collections::HashSet<i64>> {
+    let mut seen = std::collections::HashSet::new();
+    for (from, to) in swaps {
+        if to.version <= from.version || to.base_metadata.is_some() || !seen.insert(from.table_id) {
+            return Err(Error::internal(format!(
+                "a batched pointer swap moves each table forward once, metadata unchanged \
+                 (table {}, version {} to {})",
+                from.table_id, from.version, to.version
+            )));
+        }
+    }
+    rows.check(swaps)?;
+    if swaps.is_empty() {
+        return Ok(Default::default());
+    }
+    match db.backend() {
+        crate::db::Backend::Postgres => {
+            let mut conn = db.pool.acquire().await?;
+            move_all_in_one_statement(&mut conn, swaps, rows).await
+        }
+        crate::db::Backend::Sqlite => {
+            let mut tx = db.pool.begin().await?;
+            let moved = swap_all(&mut tx, swaps).await?;
+            write_rows(&mut tx, &moved, rows).await?;
+            tx.commit().await?;
+            Ok(moved)
+        }
+    }
+}
+
+/// The update a batched swap makes, from a relation `v` of (id, old_version, old_snapshot,
+/// new_version, new_snapshot, updated_ms, seq): [`swap`]'s predicate, row by row. A macro
+/// so both backends' statements embed the one text.
+macro_rules! swap_from_v {
+    () => {
+        "UPDATE tables SET version = v.new_version, \
+         current_snapshot_id = v.new_snapshot, last_updated_ms = v.updated_ms, \
+         last_sequence_number = COALESCE(v.seq, tables.last_sequence_number) \
+         FROM v WHERE tables.table_id = v.id AND tables.version = v.old_version \
+         AND COALESCE(tables.current_snapshot_id, -1) = v.old_snapshot \
+         RETURNING tables.table_id"
+    };
+}
+
+/// SQLite: the swaps as `VALUES` lists, in as few statements as [`crate::db::row_runs`]
+/// allows.
+async fn swap_all(
+    conn: &mut sqlx::AnyConnection,
+    swaps: &[(Expected, Target<'_>)],
+) -> Result<std::collections::HashSet<i64>> {
+    let mut moved = std::collections::HashSet::with_capacity(swaps.len());
+    for run in crate::db::row_runs(swaps.len()) {
+        let sql = format!(
+            "WITH v (id, old_version, old_snapshot, new_version, new_snapshot, updated_ms, \
+             seq) AS (VALUES {}) {}",
+            crate::db::row_placeholders(run.len(), 7),
+            swap_from_v!()
+        );
+        let mut q = sqlx::query(&sql);
+        for (from, to) in &swaps[run] {
+            q = q
+                .bind(from.table_id)
+                .bind(from.version)
+                .bind(from.current_snapshot_id.unwrap_or(-1))
+                .bind(to.version)
+                .bind(to.current_snapshot_id)
+                .bind(to.last_updated_ms)
+                .bind(to.last_sequence_number);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            moved.insert(r.try_get::<i64, _>(0)?);
+        }
+    }
+    Ok(moved)
+}
+
+/// SQLite: the rows of the tables in `moved`, a statement per kind (per run of rows).
+async fn write_rows(
+    conn: &mut sqlx::AnyConnection,
+    moved: &std::collections::HashSet<i64>,
+    rows: &BatchRows<'_>,
+) -> Result<()> {
+    fn of<T: Copy>(moved: &std::collections::HashSet<i64>, rows: &[(i64, T)]) -> Vec<(i64, T)> {
+        rows.iter()
+            .filter(|r| moved.contains(&r.0))
+            .copied()
+            .collect()
+    }
+    write_snapshots(conn, &of(moved, &rows.snapshots)).await?;
+    write_snapshot_log(conn, &of(moved, &rows.log)).await?;
+    write_commit_log(conn, &of(moved, &rows.commits)).await?;
+    write_refs(conn, &of(moved, &rows.heads), None).await?;
+    let removals: Vec<_> = rows
+        .removals
+        .iter()
+        .filter(|r| moved.contains(&r.0))
+        .collect();
+    crate::db::insert_rows(
+        conn,
+        "INSERT INTO file_removals (table_id, snapshot_id, path, size_bytes)",
+        "ON CONFLICT (table_id, snapshot_id, path) DO NOTHING",
+        4,
+        &removals,
+        |q, (t, s, path, size)| q.bind(*t).bind(*s).bind(*path).bind(*size),
+    )
+    .await?;
+    let files: Vec<_> = rows.files.iter().filter(|r| moved.contains(&r.0)).collect();
+    crate::db::insert_rows(
+        conn,
+        "INSERT INTO table_files (table_id, path, snapshot_id)",
+        "",
+        3,
+        &files,
+        |q, (t, path, id)| q.bind(*t).bind(*path).bind(*id),
+    )
+    .await?;
+    let staged: Vec<_> = rows
+        .staged
+        .iter()
+        .filter(|r| moved.contains(&r.0))
+        .collect();
+    crate::db::insert_rows(
+        conn,
+        "INSERT INTO pending_objects (path, bytes)",
+        "ON CONFLICT (path) DO NOTHING",
+        2,
+        &staged,
+        |q, (_, path, bytes)| q.bind(*path).bind(*bytes),
+    )
+    .await
+}
+
+/// PostgreSQL: the swaps and every row in one statement. Each relation is bound as one JSON
+/// array (`json_to_recordset`), so the statement has one shape, prepared once per
+/// connection, whatever the batch holds; bytes travel hex-encoded.
+async fn move_all_in_one_statement(
+    conn: &mut sqlx::AnyConnection,
+    swaps: &[(Expected, Target<'_>)],
+    rows: &BatchRows<'_>,
+) -> Result<std::collections::HashSet<i64>> {
+    use serde_json::json;
+    let array = |v: Vec<serde_json::Value>| serde_json::Value::Array(v).to_string();
+    let swaps = array(
+        swaps
+            .iter()
+            .map(|(f, t)| {
+                json!([
+                    f.table_id,
+                    f.version,
+                    f.current_snapshot_id.unwrap_or(-1),
+                    t.version,
+                    t.current_snapshot_id,
+                    t.last_updated_ms,
+                    t.last_sequence_number
+                ])
+            })
+            .collect(),
+    );
+    let snapshots = array(
+        rows.snapshots
+            .iter()
+            .map(|(t, r)| {
+                json!([
+                    t,
+                    r.snapshot_id,
+                    r.parent_snapshot_id,
+                    r.sequence_number,
+                    r.timestamp_ms,
+                    r.operation,
+                    serde_json::to_string(r.summary).expect("map serialises"),
+                    r.schema_id,
+                    r.manifest_list,
+                    r.commit_id,
+                    i64::from(r.removals_recorded)
+                ])
+            })
+            .collect(),
+    );
+    let log = array(
+        rows.log
+            .iter()
+            .map(|(t, e)| json!([t, e.seq, e.snapshot_id, e.timestamp_ms]))
+            .collect(),
+    );
+    let commits = array(
+        rows.commits
+            .iter()
+            .map(|(t, r)| {
+                json!([
+                    t,
+                    r.commit_id,
+                    r.snapshot_id,
+                    r.sequence_number,
+                    r.version,
+                    r.parent_snapshot_id,
+                    r.operation,
+                    r.by.client,
+                    r.committed_at_ms,
+                    r.request_digest,
+                    r.by.principal
+                ])
+            })
+            .collect(),
+    );
+    let heads = array(
+        rows.heads
+            .iter()
+            .map(|(t, h)| json!([t, h.name, h.snapshot_id, h.ref_type]))
+            .collect(),
+    );
+    let removals = array(
+        rows.removals
+            .iter()
+            .map(|(t, s, path, size)| json!([t, s, path, size]))
+            .collect(),
+    );
+    let files = array(
+        rows.files
+            .iter()
+            .map(|(t, path, s)| json!([t, path, s]))
+            .collect(),
+    );
+    let staged = array(
+        rows.staged
+            .iter()
+            .map(|(t, path, bytes)| json!([t, path, hex::encode(bytes)]))
+            .collect(),
+    );
+    let moved: Vec<sqlx::any::AnyRow> = sqlx::query(MOVE_ALL_POSTGRES)
+        .bind(swaps)
+        .bind(snapshots)
+        .bind(log)
+        .bind(commits)
+        .bind(heads)
+        .bind(removals)
+        .bind(files)
+        .bind(staged)
+        .fetch_all(&mut *conn)
+        .await?;
+    moved.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+}
+
+/// The one statement of [`move_all_in_one_statement`]. Each relation is a JSON array of
+/// rows, each row an array: `r->>n` is column n as text, cast to the column's type.
+const MOVE_ALL_POSTGRES: &str = concat!(
+    "WITH v AS (
+    SELECT (r->>0)::BIGINT AS id, (r->>1)::BIGINT AS old_version,
+        (r->>2)::BIGINT AS old_snapshot, (r->>3)::BIGINT AS new_version,
+        (r->>4)::BIGINT AS new_snapshot, (r->>5)::BIGINT AS updated_ms, (r->>6)::BIGINT AS seq
+    FROM json_array_elements($1::json) AS r),
+moved AS (",
+    swap_from_v!(),
+    "),
+s AS (INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number,
+        timestamp_ms, operation, summary, schema_id, manifest_list, commit_id, removals_recorded)
+    SELECT (r->>0)::BIGINT, (r->>1)::BIGINT, (r->>2)::BIGINT, (r->>3)::BIGINT, (r->>4)::BIGINT,
+        r->>5, r->>6, (r->>7)::BIGINT, r->>8, r->>9, (r->>10)::BIGINT
+    FROM json_array_elements($2::json) AS r
+    WHERE (r->>0)::BIGINT IN (SELECT table_id FROM moved)),
+l AS (INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms)
+    SELECT (r->>0)::BIGINT, (r->>1)::BIGINT, (r->>2)::BIGINT, (r->>3)::BIGINT
+    FROM json_array_elements($3::json) AS r
+    WHERE (r->>0)::BIGINT IN (SELECT table_id FROM moved)),
+c AS (INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version,
+        parent_snapshot_id, operation, client, committed_at_ms, request_digest, principal)
+    SELECT (r->>0)::BIGINT, r->>1, (r->>2)::BIGINT, (r->>3)::BIGINT, (r->>4)::BIGINT,
+        (r->>5)::BIGINT, r->>6, r->>7, (r->>8)::BIGINT, r->>9, r->>10
+    FROM json_array_elements($4::json) AS r
+    WHERE (r->>0)::BIGINT IN (SELECT table_id FROM moved)),
+h AS (INSERT INTO refs (table_id, name, snapshot_id, ref_type)
+    SELECT (r->>0)::BIGINT, r->>1, (r->>2)::BIGINT, r->>3
+    FROM json_array_elements($5::json) AS r
+    WHERE (r->>0)::BIGINT IN (SELECT table_id FROM moved)
+    ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id,
+        ref_type = excluded.ref_type),
+x AS (INSERT INTO file_removals (table_id, snapshot_id, path, size_bytes)
+    SELECT (r->>0)::BIGINT, (r->>1)::BIGINT, r->>2, (r->>3)::BIGINT
+    FROM json_array_elements($6::json) AS r
+    WHERE (r->>0)::BIGINT IN (SELECT table_id FROM moved)
+    ON CONFLICT (table_id, snapshot_id, path) DO NOTHING),
+f AS (INSERT INTO table_files (table_id, path, snapshot_id)
+    SELECT (r->>0)::BIGINT, r->>1, (r->>2)::BIGINT
+    FROM json_array_elements($7::json) AS r
+    WHERE (r->>0)::BIGINT IN (SELECT table_id FROM moved)),
+p AS (INSERT INTO pending_objects (path, bytes)
+    SELECT r->>1, decode(r->>2, 'hex')
+    FROM json_array_elements($8::json) AS r
+    WHERE (r->>0)::BIGINT IN (SELECT table_id FROM moved)
+    ON CONFLICT (path) DO NOTHING)
+SELECT table_id FROM moved"
+);
+
+fn check_commit_version(r: &CommitLog<'_>, moved_to: i64) -> Result<()> {
+    if r.version > moved_to {
+        return Err(Error::internal(format!(
+            "commit-log version {} is past the move's version {moved_to}",
+            r.version
+        )));
+    }
+    Ok(())
+}
+
+// The one writer of each kind of row that moves with a pointer; callers have checked that
+// their transaction moved each row's table.
+
+async fn write_snapshots(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[(i64, NewSnapshot<'_>)],
+) -> Result<()> {
+    crate::db::insert_rows(
+        conn,
+        "INSERT INTO snapshots (table_id, snapshot_id, parent_snapshot_id, sequence_number, \
+         timestamp_ms, operation, summary, schema_id, manifest_list, commit_id, \
+         removals_recorded)",
+        "",
+        11,
+        rows,
+        |q, (t, r)| {
+            q.bind(*t)
+                .bind(r.snapshot_id)
+                .bind(r.parent_snapshot_id)
+                .bind(r.sequence_number)
+                .bind(r.timestamp_ms)
+                .bind(r.operation)
+                .bind(serde_json::to_string(r.summary).expect("map serialises"))
+                .bind(r.schema_id as i64)
+                .bind(r.manifest_list)
+                .bind(r.commit_id)
+                .bind(i64::from(r.removals_recorded))
+        },
+    )
+    .await
+}
+
+async fn write_snapshot_log(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[(i64, LogEntry)],
+) -> Result<()> {
+    crate::db::insert_rows(
+        conn,
+        "INSERT INTO snapshot_log (table_id, seq, snapshot_id, timestamp_ms)",
+        "",
+        4,
+        rows,
+        |q, (t, e)| {
+            q.bind(*t)
+                .bind(e.seq)
+                .bind(e.snapshot_id)
+                .bind(e.timestamp_ms)
+        },
+    )
+    .await
+}
+
+async fn write_commit_log(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[(i64, CommitLog<'_>)],
+) -> Result<()> {
+    crate::db::insert_rows(
+        conn,
+        "INSERT INTO commits (table_id, commit_id, snapshot_id, sequence_number, version, \
+         parent_snapshot_id, operation, client, committed_at_ms, request_digest, principal)",
+        "",
+        11,
+        rows,
+        |q, (t, r)| {
+            q.bind(*t)
+                .bind(r.commit_id)
+                .bind(r.snapshot_id)
+                .bind(r.sequence_number)
+                .bind(r.version)
+                .bind(r.parent_snapshot_id)
+                .bind(r.operation)
+                .bind(&r.by.client)
+                .bind(r.committed_at_ms)
+                .bind(r.request_digest)
+                .bind(r.by.principal.as_deref())
+        },
+    )
+    .await
+}
+
+/// With `retention`, the refs' retention settings are set to it; without, an existing ref
+/// keeps its own (a new one gets the defaults).
+async fn write_refs(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[(i64, RefHead<'_>)],
+    retention: Option<&RefRetention>,
+) -> Result<()> {
+    let keep = if retention.is_some() {
+        ", min_snapshots_to_keep = excluded.min_snapshots_to_keep, \
+         max_snapshot_age_ms = excluded.max_snapshot_age_ms, \
+         max_ref_age_ms = excluded.max_ref_age_ms"
+    } else {
+        ""
+    };
+    let r = retention.copied().unwrap_or_default();
+    crate::db::insert_rows(
+        conn,
+        "INSERT INTO refs (table_id, name, snapshot_id, ref_type, min_snapshots_to_keep, \
+         max_snapshot_age_ms, max_ref_age_ms)",
+        &format!(
+            "ON CONFLICT (table_id, name) DO UPDATE SET snapshot_id = excluded.snapshot_id, \
+             ref_type = excluded.ref_type{keep}"
+        ),
+        7,
+        rows,
+        |q, (t, h)| {
+            q.bind(*t)
+                .bind(h.name)
+                .bind(h.snapshot_id)
+                .bind(h.ref_type)
+                .bind(r.min_snapshots_to_keep)
+                .bind(r.max_snapshot_age_ms)
+                .bind(r.max_ref_age_ms)
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,10 +912,11 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_swap_passes_only_from_the_version_and_snapshot_it_expects() {
-        let dir = tempfile::tempdir().unwrap();
-        let (catalog, ident, t) = catalog_with_table(dir.path()).await;
+    /// A catalog whose table `ns.t` has one snapshot.
+    async fn table_with_a_snapshot(
+        dir: &std::path::Path,
+    ) -> (crate::Catalog, crate::ident::TableIdent) {
+        let (catalog, ident, t) = catalog_with_table(dir).await;
         catalog
             .commit(
                 &crate::auth::Caller::unrestricted(),
@@ -514,6 +924,13 @@ mod tests {
             )
             .await
             .unwrap();
+        (catalog, ident)
+    }
+
+    #[tokio::test]
+    async fn a_swap_passes_only_from_the_version_and_snapshot_it_expects() {
+        let dir = tempfile::tempdir().unwrap();
+        let (catalog, ident) = table_with_a_snapshot(dir.path()).await;
         let db = &catalog.shared().db;
         let row = db.table(&ident).await.unwrap();
         let at = Expected::of(&row);
@@ -560,5 +977,67 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_batched_move_writes_rows_only_for_the_tables_it_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (catalog, ident) = table_with_a_snapshot(dir.path()).await;
+        let db = &catalog.shared().db;
+        let row = db.table(&ident).await.unwrap();
+        let at = Expected::of(&row);
+        // A table that is not as expected (here: gone) moves nothing and gets no rows.
+        let gone = Expected {
+            table_id: at.table_id + 1000,
+            ..at
+        };
+        let to = target(at.version + 1, row.current_snapshot_id);
+        let rows = |tables: &[i64]| BatchRows {
+            log: tables
+                .iter()
+                .map(|t| {
+                    let e = LogEntry {
+                        seq: at.version + 1,
+                        snapshot_id: row.current_snapshot_id.unwrap(),
+                        timestamp_ms: 1,
+                    };
+                    (*t, e)
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let twice = [(at, to.clone()), (at, to.clone())];
+        assert!(
+            move_all(db, &twice, &rows(&[])).await.is_err(),
+            "one swap a table"
+        );
+        let back = [(at, target(at.version, None))];
+        assert!(
+            move_all(db, &back, &rows(&[])).await.is_err(),
+            "forward only"
+        );
+        let unswapped = move_all(db, &[(gone, to.clone())], &rows(&[at.table_id])).await;
+        assert!(
+            matches!(unswapped, Err(Error::Internal { .. })),
+            "{unswapped:?}"
+        );
+        assert_eq!(db.table(&ident).await.unwrap().version, at.version);
+
+        let both = [(gone, to.clone()), (at, to.clone())];
+        let moved = move_all(db, &both, &rows(&[gone.table_id, at.table_id]))
+            .await
+            .unwrap();
+        assert_eq!(moved, [at.table_id].into());
+        assert_eq!(db.table(&ident).await.unwrap().version, at.version + 1);
+        let logged: Vec<(i64,)> =
+            sqlx::query_as("SELECT table_id FROM snapshot_log WHERE seq = $1")
+                .bind(at.version + 1)
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(logged, [(at.table_id,)]);
+        // The old expectation is stale now: a second batch moves nothing.
+        let again = [(at, target(at.version + 2, None))];
+        assert!(move_all(db, &again, &rows(&[])).await.unwrap().is_empty());
     }
 }
