@@ -131,7 +131,7 @@ impl TestServer {
         std::fs::create_dir_all(parent).expect("parent of the data directory");
         let dir = tempfile::tempdir_in(parent).expect("data dir");
         let tls = generate_certificates(dir.path());
-        let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        let url = catalog_url(&dir).await;
         let config =
             WarehouseConfig::new(format!("file://{}", dir.path().join("warehouse").display()));
         let mut server =
@@ -508,7 +508,7 @@ pub fn list_objects(prefix: &str) -> std::collections::BTreeSet<String> {
 }
 
 /// Creates an empty database on a PostgreSQL server and returns its URL.
-async fn fresh_postgres_db(server: &str) -> String {
+pub async fn fresh_postgres_db(server: &str) -> String {
     let name = format!("firn_test_{}", uuid::Uuid::new_v4().simple());
     ensure_postgres_db(server, &name).await;
     format!("{server}/{name}")

@@ -1,4 +1,8 @@
-//! Commit benchmark (SQLite + local disk, fsync on): prints a table of figures.
+//! Commit benchmark (SQLite + local disk, fsync on): prints a table of figures. With
+//! `FIRN_TEST_POSTGRES` naming a PostgreSQL server (`tools/start-postgres.sh` prints one) the
+//! catalog is a fresh database there, and the baselines are PostgreSQL's own: one durable
+//! single-row UPDATE with one client, and UPDATEs/s with 16 clients on 16 rows and on one
+//! row (what pgbench measures), on the same server in the same run.
 //!
 //! Every commit goes through a real gRPC server on loopback and adds one Parquet file
 //! written beforehand (untimed), with its statistics as the Rust `TableWriter` sends them,
@@ -234,6 +238,56 @@ async fn sqlite_baseline(dir: &std::path::Path, n: usize) -> Duration {
     pct(&lat, 0.5)
 }
 
+/// PostgreSQL's own figures on the server `server`, in a fresh database: the p50 of one
+/// durable single-row UPDATE (its own transaction) with one client, and UPDATEs/s with
+/// `clients` clients each updating its own row, and all updating one row.
+async fn postgres_baseline(server: &str, n: usize, clients: usize) -> (Duration, f64, f64) {
+    let db = firn_core::db::Db::connect(&firn_tests::fresh_postgres_db(server).await)
+        .await
+        .expect("baseline database");
+    db.execute_durable("CREATE TABLE bench_rows (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+        .await
+        .expect("baseline table");
+    for id in 0..clients {
+        db.execute_durable(&format!("INSERT INTO bench_rows VALUES ({id}, 0)"))
+            .await
+            .expect("baseline row");
+    }
+    let update = |id: usize| format!("UPDATE bench_rows SET n = n + 1 WHERE id = {id}");
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        db.execute_durable(&update(0))
+            .await
+            .expect("baseline update");
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let rate = |same_row: bool| {
+        let db = db.clone();
+        async move {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..clients)
+                .map(|c| {
+                    let (db, sql) = (db.clone(), update(if same_row { 0 } else { c }));
+                    tokio::spawn(async move {
+                        for _ in 0..n / clients {
+                            db.execute_durable(&sql).await.expect("baseline update");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            (n / clients * clients) as f64 / start.elapsed().as_secs_f64()
+        }
+    };
+    let distinct = rate(false).await;
+    let one = rate(true).await;
+    (pct(&lat, 0.5), distinct, one)
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -256,10 +310,14 @@ async fn main() {
     rows.push(("single writer p99".into(), ms(pct(&lat, 0.99))));
 
     // 2. Throughput, one table and 16 tables.
+    let mut one_table_16 = 0.0;
     for writers in [1usize, 4, 16] {
         let (ident, t) = create_table(&client, "bench", &format!("one{writers}"), false).await;
         let per = if args.quick { 40 } else { args.burst / writers };
         let burst = concurrent(&server, &[(ident, t.location)], writers, per, "c").await;
+        if writers == 16 {
+            one_table_16 = burst.rate;
+        }
         rows.push((format!("{writers:>2} writers, 1 table"), burst.to_string()));
     }
     let mut tables = Vec::new();
@@ -269,6 +327,7 @@ async fn main() {
     }
     let per = if args.quick { 40 } else { 125 };
     let burst = concurrent(&server, &tables, 16, per, "m").await;
+    let many_tables_16 = burst.rate;
     rows.push(("16 writers, 16 tables".into(), burst.to_string()));
 
     // 3. Latency early vs late in a table's history: two tables, one with a long history,
@@ -308,12 +367,44 @@ async fn main() {
         format!("{:.2}x", l.as_secs_f64() / e.as_secs_f64()),
     ));
 
-    // Baseline, same process and disk: one fsynced SQLite transaction (WAL, synchronous=FULL),
-    // the floor under any durable commit on this machine.
-    let base = sqlite_baseline(server.dir.path(), if args.quick { 100 } else { 500 }).await;
-    rows.push(("baseline: SQLite fsynced tx p50".into(), ms(base)));
+    // Baseline, same process and disk: one durable transaction of the catalog's database
+    // (SQLite: WAL, synchronous=FULL), the floor under any durable commit on this machine.
+    let postgres = std::env::var("FIRN_TEST_POSTGRES").ok();
+    let base = match &postgres {
+        Some(server) => {
+            let (update, distinct, one) = postgres_baseline(server, n.max(320), 16).await;
+            rows.push(("baseline: PostgreSQL durable UPDATE p50".into(), ms(update)));
+            rows.push((
+                "baseline: PostgreSQL UPDATEs/s, 16 clients, 16 rows".into(),
+                format!("{distinct:.0}/s"),
+            ));
+            rows.push((
+                "baseline: PostgreSQL UPDATEs/s, 16 clients, 1 row".into(),
+                format!("{one:.0}/s"),
+            ));
+            rows.push((
+                "16 writers, 1 table / 1-row UPDATEs/s".into(),
+                format!("{:.2}x", one_table_16 / one),
+            ));
+            rows.push((
+                "16 writers, 16 tables / 16-row UPDATEs/s".into(),
+                format!("{:.2}x", many_tables_16 / distinct),
+            ));
+            update
+        }
+        None => {
+            let base = sqlite_baseline(server.dir.path(), n).await;
+            rows.push(("baseline: SQLite fsynced tx p50".into(), ms(base)));
+            base
+        }
+    };
+    let database = if postgres.is_some() {
+        "PostgreSQL UPDATE"
+    } else {
+        "SQLite baseline"
+    };
     rows.push((
-        "single writer p50 / SQLite baseline".into(),
+        format!("single writer p50 / {database}"),
         format!("{:.1}x", pct(&lat, 0.5).as_secs_f64() / base.as_secs_f64()),
     ));
     rows.push(("baseline: new 4 KiB file p50".into(), ms(create)));
@@ -407,7 +498,14 @@ async fn main() {
     }
 
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    println!("Firn commit benchmark (SQLite WAL synchronous=FULL + local disk, gRPC on loopback)");
+    println!(
+        "Firn commit benchmark ({} + local disk, gRPC on loopback)",
+        if std::env::var_os("FIRN_TEST_POSTGRES").is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite WAL synchronous=FULL"
+        }
+    );
     println!("{:<w$}  value", "measure");
     println!("{:-<w$}  {:-<24}", "", "");
     for (k, v) in rows {
