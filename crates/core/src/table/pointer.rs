@@ -89,34 +89,9 @@ pub(crate) async fn swap<'c>(
     from: Expected,
     to: &Target<'_>,
 ) -> Result<Option<Moved<'c>>> {
-    if to.version <= from.version {
-        return Err(Error::internal(format!(
-            "a pointer swap must move forward (version {} to {})",
-            from.version, to.version
-        )));
-    }
-    let sql = format!(
-        "UPDATE tables SET version = $1, current_snapshot_id = $2, last_updated_ms = $3, \
-         last_sequence_number = COALESCE($4, last_sequence_number){} \
-         WHERE table_id = $5 AND version = $6 AND COALESCE(current_snapshot_id, -1) = $7",
-        if to.base_metadata.is_some() {
-            ", base_metadata = $8"
-        } else {
-            ""
-        }
-    );
-    let mut q = sqlx::query(&sql)
-        .bind(to.version)
-        .bind(to.current_snapshot_id)
-        .bind(to.last_updated_ms)
-        .bind(to.last_sequence_number)
-        .bind(from.table_id)
-        .bind(from.version)
-        .bind(from.current_snapshot_id.unwrap_or(-1));
-    if let Some(base) = to.base_metadata {
-        q = q.bind(base);
-    }
-    let moved = q.execute(&mut *conn).await?.rows_affected() == 1;
+    let swaps = [(from, to.clone())];
+    check_swaps(&swaps)?;
+    let moved = swap_all(&mut *conn, &swaps).await?.contains(&from.table_id);
     Ok(moved.then_some(Moved {
         conn,
         table_id: from.table_id,
@@ -464,7 +439,7 @@ impl BatchRows<'_> {
 
 /// Moves the pointers of several tables at once, each as [`swap`] does (the same predicate),
 /// writes `rows` for the tables that moved, and commits; returns the tables that moved. A
-/// table may appear once; a swap here never changes the base metadata. Unlike the other
+/// table may appear once. Unlike the other
 /// writers here this runs its own transaction: an error may leave the outcome unknown (the
 /// caller reports it so).
 ///
@@ -478,16 +453,7 @@ pub(crate) async fn move_all(
     swaps: &[(Expected, Target<'_>)],
     rows: &BatchRows<'_>,
 ) -> Result<std::collections::HashSet<i64>> {
-    let mut seen = std::collections::HashSet::new();
-    for (from, to) in swaps {
-        if to.version <= from.version || to.base_metadata.is_some() || !seen.insert(from.table_id) {
-            return Err(Error::internal(format!(
-                "a batched pointer swap moves each table forward once, metadata unchanged \
-                 (table {}, version {} to {})",
-                from.table_id, from.version, to.version
-            )));
-        }
-    }
+    check_swaps(swaps)?;
     rows.check(swaps)?;
     if swaps.is_empty() {
         return Ok(Default::default());
@@ -507,22 +473,38 @@ pub(crate) async fn move_all(
     }
 }
 
-/// The update a batched swap makes, from a relation `v` of (id, old_version, old_snapshot,
-/// new_version, new_snapshot, updated_ms, seq): [`swap`]'s predicate, row by row. A macro
-/// so both backends' statements embed the one text.
+/// Each swap moves its table forward, and no table is swapped twice.
+fn check_swaps(swaps: &[(Expected, Target<'_>)]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (from, to) in swaps {
+        if to.version <= from.version || !seen.insert(from.table_id) {
+            return Err(Error::internal(format!(
+                "a pointer swap moves its table forward, once (table {}, version {} to {})",
+                from.table_id, from.version, to.version
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The pointer swap: the update from a relation `v` of (id, old_version, old_snapshot,
+/// new_version, new_snapshot, updated_ms, seq, base), row by row, returning the tables that
+/// moved. The one text of the predicate (see the module doc): a macro so both forms of the
+/// statement ([`swap_all`] and [`MOVE_ALL_POSTGRES`]) embed it.
 macro_rules! swap_from_v {
     () => {
         "UPDATE tables SET version = v.new_version, \
          current_snapshot_id = v.new_snapshot, last_updated_ms = v.updated_ms, \
-         last_sequence_number = COALESCE(v.seq, tables.last_sequence_number) \
+         last_sequence_number = COALESCE(v.seq, tables.last_sequence_number), \
+         base_metadata = COALESCE(v.base, tables.base_metadata) \
          FROM v WHERE tables.table_id = v.id AND tables.version = v.old_version \
          AND COALESCE(tables.current_snapshot_id, -1) = v.old_snapshot \
          RETURNING tables.table_id"
     };
 }
 
-/// SQLite: the swaps as `VALUES` lists, in as few statements as [`crate::db::row_runs`]
-/// allows.
+/// The swaps as `VALUES` lists, in as few statements as [`crate::db::row_runs`] allows
+/// (checked by the caller); returns the tables that moved.
 async fn swap_all(
     conn: &mut sqlx::AnyConnection,
     swaps: &[(Expected, Target<'_>)],
@@ -531,8 +513,8 @@ async fn swap_all(
     for run in crate::db::row_runs(swaps.len()) {
         let sql = format!(
             "WITH v (id, old_version, old_snapshot, new_version, new_snapshot, updated_ms, \
-             seq) AS (VALUES {}) {}",
-            crate::db::row_placeholders(run.len(), 7),
+             seq, base) AS (VALUES {}) {}",
+            crate::db::row_placeholders(run.len(), 8),
             swap_from_v!()
         );
         let mut q = sqlx::query(&sql);
@@ -544,7 +526,8 @@ async fn swap_all(
                 .bind(to.version)
                 .bind(to.current_snapshot_id)
                 .bind(to.last_updated_ms)
-                .bind(to.last_sequence_number);
+                .bind(to.last_sequence_number)
+                .bind(to.base_metadata);
         }
         for r in q.fetch_all(&mut *conn).await? {
             moved.insert(r.try_get::<i64, _>(0)?);
@@ -559,58 +542,51 @@ async fn write_rows(
     moved: &std::collections::HashSet<i64>,
     rows: &BatchRows<'_>,
 ) -> Result<()> {
-    fn of<T: Copy>(moved: &std::collections::HashSet<i64>, rows: &[(i64, T)]) -> Vec<(i64, T)> {
+    fn of<T: Copy>(
+        moved: &std::collections::HashSet<i64>,
+        rows: &[T],
+        table: impl Fn(&T) -> i64,
+    ) -> Vec<T> {
         rows.iter()
-            .filter(|r| moved.contains(&r.0))
+            .filter(|r| moved.contains(&table(r)))
             .copied()
             .collect()
     }
-    write_snapshots(conn, &of(moved, &rows.snapshots)).await?;
-    write_snapshot_log(conn, &of(moved, &rows.log)).await?;
-    write_commit_log(conn, &of(moved, &rows.commits)).await?;
-    write_refs(conn, &of(moved, &rows.heads), None).await?;
-    let removals: Vec<_> = rows
-        .removals
-        .iter()
-        .filter(|r| moved.contains(&r.0))
-        .collect();
+    write_snapshots(conn, &of(moved, &rows.snapshots, |r| r.0)).await?;
+    write_snapshot_log(conn, &of(moved, &rows.log, |r| r.0)).await?;
+    write_commit_log(conn, &of(moved, &rows.commits, |r| r.0)).await?;
+    write_refs(conn, &of(moved, &rows.heads, |r| r.0), None).await?;
     crate::db::insert_rows(
         conn,
         "INSERT INTO file_removals (table_id, snapshot_id, path, size_bytes)",
         "ON CONFLICT (table_id, snapshot_id, path) DO NOTHING",
         4,
-        &removals,
+        &of(moved, &rows.removals, |r| r.0),
         |q, (t, s, path, size)| q.bind(*t).bind(*s).bind(*path).bind(*size),
     )
     .await?;
-    let files: Vec<_> = rows.files.iter().filter(|r| moved.contains(&r.0)).collect();
     crate::db::insert_rows(
         conn,
         "INSERT INTO table_files (table_id, path, snapshot_id)",
         "",
         3,
-        &files,
+        &of(moved, &rows.files, |r| r.0),
         |q, (t, path, id)| q.bind(*t).bind(*path).bind(*id),
     )
     .await?;
-    let staged: Vec<_> = rows
-        .staged
-        .iter()
-        .filter(|r| moved.contains(&r.0))
-        .collect();
     crate::db::insert_rows(
         conn,
         "INSERT INTO pending_objects (path, bytes)",
         "ON CONFLICT (path) DO NOTHING",
         2,
-        &staged,
+        &of(moved, &rows.staged, |r| r.0),
         |q, (_, path, bytes)| q.bind(*path).bind(*bytes),
     )
     .await
 }
 
 /// PostgreSQL: the swaps and every row in one statement. Each relation is bound as one JSON
-/// array (`json_to_recordset`), so the statement has one shape, prepared once per
+/// array (read with `json_array_elements`), so the statement has one shape, prepared once per
 /// connection, whatever the batch holds; bytes travel hex-encoded.
 async fn move_all_in_one_statement(
     conn: &mut sqlx::AnyConnection,
@@ -630,7 +606,8 @@ async fn move_all_in_one_statement(
                     t.version,
                     t.current_snapshot_id,
                     t.last_updated_ms,
-                    t.last_sequence_number
+                    t.last_sequence_number,
+                    t.base_metadata
                 ])
             })
             .collect(),
@@ -725,7 +702,8 @@ const MOVE_ALL_POSTGRES: &str = concat!(
     "WITH v AS (
     SELECT (r->>0)::BIGINT AS id, (r->>1)::BIGINT AS old_version,
         (r->>2)::BIGINT AS old_snapshot, (r->>3)::BIGINT AS new_version,
-        (r->>4)::BIGINT AS new_snapshot, (r->>5)::BIGINT AS updated_ms, (r->>6)::BIGINT AS seq
+        (r->>4)::BIGINT AS new_snapshot, (r->>5)::BIGINT AS updated_ms, (r->>6)::BIGINT AS seq,
+        r->>7 AS base
     FROM json_array_elements($1::json) AS r),
 moved AS (",
     swap_from_v!(),
